@@ -1,0 +1,5 @@
+import sys
+
+from llamabench.cli import main
+
+sys.exit(main())

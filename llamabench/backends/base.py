@@ -1,0 +1,36 @@
+"""The model backend interface: three batched calls, results in input order."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from llamabench.errors import LlamabenchError
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+
+
+class Backend(ABC):
+    """A language model that can score and generate text in batches."""
+
+    model_id: str = "unknown"
+    fingerprint: str = "unknown"
+
+    @abstractmethod
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+        """Per request: log P(continuation | context) and whether greedy decoding would produce it."""
+
+    @abstractmethod
+    def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[tuple[float, int]]:
+        """Per request: log P(text) over all its tokens, and the number of tokens scored."""
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """Per request: the generated continuation, cut before the first stop sequence."""
+
+    def apply_chat_template(self, text: str) -> str:
+        """Wrap ``text`` as one user turn in the model's chat template."""
+        raise LlamabenchError(f"model {self.model_id} has no chat template; set chat_template: false in the task")
+
+    def describe(self) -> dict:
+        """Settings and statistics worth recording in the run manifest."""
+        return {"model": self.model_id, "fingerprint": self.fingerprint}

@@ -1,0 +1,286 @@
+"""The transformers backend: batched scoring and generation for causal LMs on CPU or GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from llamabench.backends.base import Backend
+from llamabench.backends.batching import BatchPolicy
+from llamabench.backends.loading import fingerprint, load_model_and_tokenizer, resolve_model
+from llamabench.errors import LlamabenchError
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Rows of hidden states projected to vocabulary logits at once: bounds the [rows, vocab] fp32 buffer.
+_LOGIT_ROWS = 2048
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """A token sequence whose last ``n_target`` tokens are scored, each given all tokens before it."""
+
+    tokens: list[int]
+    n_target: int
+
+
+def rolling_windows(tokens: list[int], prefix: int, max_length: int, stride: int | None) -> list[ScoreItem]:
+    """lm-eval's rolling windows: each window predicts up to ``stride`` new tokens (default: a full window)
+    conditioned on as many preceding tokens as fit in ``max_length``; the first is conditioned on ``prefix``."""
+    step = min(stride or max_length, max_length)
+    if not tokens:
+        return []
+    first = min(max_length, len(tokens))
+    windows = [ScoreItem([prefix] + tokens[:first], first)]
+    predicted = first
+    while predicted < len(tokens):
+        n_new = min(len(tokens) - predicted, step)
+        end = predicted + n_new
+        windows.append(ScoreItem(tokens[max(0, end - max_length - 1) : end], n_new))
+        predicted = end
+    return windows
+
+
+class HFBackend(Backend):
+    """Any transformers causal LM; GPU-batched by a token budget, fp32 on CPU by default."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        model_id: str,
+        model_fingerprint: str = "unknown",
+        batch_size: int | str = "auto",
+        max_length: int | None = None,
+        progress: bool = True,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.fingerprint = model_fingerprint
+        self.device = next(model.parameters()).device
+        self.max_length = max_length or _model_max_length(model, tokenizer)
+        self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.progress = progress
+        if batch_size == "auto":
+            self.policy = BatchPolicy(token_budget=65536 if self.device.type == "cuda" else 8192)
+        else:
+            self.policy = BatchPolicy(token_budget=0, max_items=int(batch_size))
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int | str = "auto",
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> HFBackend:
+        """Load ``model`` (alias, directory, .gguf or hub id) on ``device`` in ``dtype``."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise LlamabenchError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu")
+        dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+        if dtype not in DTYPES:
+            raise LlamabenchError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
+        source = resolve_model(model)
+        loaded, tokenizer = load_model_and_tokenizer(
+            source, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code
+        )
+        return cls(
+            loaded,
+            tokenizer,
+            model_id=source.name,
+            model_fingerprint=fingerprint(source),
+            batch_size=batch_size,
+            max_length=max_length,
+        )
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "device": str(self.device),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "max_length": self.max_length,
+            "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
+        }
+
+    def apply_chat_template(self, text: str) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            return super().apply_chat_template(text)
+        messages = [{"role": "user", "content": text}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+        items = [self._context_continuation_item(r.context, r.continuation) for r in requests]
+        return self._score(items, "loglikelihood")
+
+    def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[tuple[float, int]]:
+        windows_per_request = [
+            rolling_windows(self._encode(r.text), self.prefix_token, self.max_length, r.stride) for r in requests
+        ]
+        flat = [window for windows in windows_per_request for window in windows]
+        scores = iter(self._score(flat, "perplexity windows"))
+        results = []
+        for windows in windows_per_request:
+            total = sum(next(scores)[0] for _ in windows)
+            results.append((total, sum(w.n_target for w in windows)))
+        return results
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _context_continuation_item(self, context: str, continuation: str) -> ScoreItem:
+        # As lm-eval: trailing spaces move to the continuation; the continuation's tokens are those the
+        # joint encoding adds after the context's, so merges across the boundary are scored as the model sees them.
+        stripped = context.rstrip(" ")
+        continuation = context[len(stripped) :] + continuation
+        if not continuation:
+            raise LlamabenchError("a loglikelihood request has an empty continuation; every choice needs text")
+        if stripped:
+            context_tokens = self._encode(stripped)
+            whole = self._encode(stripped + continuation)
+            continuation_tokens = whole[len(context_tokens) :]
+        else:
+            context_tokens, continuation_tokens = [self.prefix_token], self._encode(continuation)
+        tokens = (context_tokens + continuation_tokens)[-(self.max_length + 1) :]
+        return ScoreItem(tokens, min(len(continuation_tokens), len(tokens) - 1))
+
+    def _score(self, items: list[ScoreItem], what: str) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool] | None] = [None] * len(items)
+        lengths = [len(item.tokens) - 1 for item in items]
+        with tqdm(
+            total=len(items), desc=f"{self.model_id}: {what}", disable=not self.progress or not items, unit="seq"
+        ) as bar:
+            for batch in self.policy.plan(lengths):
+                scored = self.policy.run([items[i] for i in batch], self._score_batch)
+                for index, result in zip(batch, scored, strict=True):
+                    results[index] = result
+                bar.update(len(batch))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _score_batch(self, items: list[ScoreItem]) -> list[tuple[float, bool]]:
+        lengths = [len(item.tokens) - 1 for item in items]
+        width = max(lengths)
+        input_ids = torch.full((len(items), width), self.pad_token, dtype=torch.long)
+        for row, item in enumerate(items):
+            input_ids[row, : lengths[row]] = torch.tensor(item.tokens[:-1])
+        ragged = min(lengths) != width
+        mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long() if ragged else None
+        hidden = self.model.base_model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=None if mask is None else mask.to(self.device),
+        ).last_hidden_state
+        # Only the scored positions go through the vocabulary projection and log-softmax.
+        rows = torch.cat(
+            [
+                torch.arange(n - item.n_target, n) + r * width
+                for r, (n, item) in enumerate(zip(lengths, items, strict=True))
+            ]
+        )
+        targets = torch.tensor([t for item in items for t in item.tokens[-item.n_target :]], device=self.device)
+        selected = hidden.reshape(-1, hidden.shape[-1])[rows.to(self.device)]
+        head = self.model.get_output_embeddings()
+        logprobs, greedy = [], []
+        for start in range(0, len(selected), _LOGIT_ROWS):
+            logits = head(selected[start : start + _LOGIT_ROWS]).float()
+            chunk_targets = targets[start : start + _LOGIT_ROWS]
+            logprobs.append(torch.log_softmax(logits, dim=-1).gather(1, chunk_targets[:, None])[:, 0])
+            greedy.append(logits.argmax(dim=-1) == chunk_targets)
+        token_logprobs = torch.cat(logprobs).double().cpu()
+        token_greedy = torch.cat(greedy).cpu()
+        out, offset = [], 0
+        for item in items:
+            span = slice(offset, offset + item.n_target)
+            out.append((float(token_logprobs[span].sum()), bool(token_greedy[span].all())))
+            offset += item.n_target
+        return out
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        results: list[str | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault((request.max_new_tokens, request.until, request.greedy), []).append(index)
+        with tqdm(
+            total=len(requests),
+            desc=f"{self.model_id}: generation",
+            disable=not self.progress or not requests,
+            unit="seq",
+        ) as bar:
+            for (max_new, until, greedy), indices in groups.items():
+                prompts = [self._encode(requests[i].prompt)[-(self.max_length - max_new) :] for i in indices]
+                lengths = [len(p) + max_new for p in prompts]
+                for batch in self.policy.plan(lengths):
+                    generate = partial(self._generate_batch, max_new=max_new, until=until, greedy=greedy)
+                    texts = self.policy.run([prompts[b] for b in batch], generate)
+                    for b, text in zip(batch, texts, strict=True):
+                        results[indices[b]] = text
+                    bar.update(len(batch))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, prompts: list[list[int]], max_new: int, until: tuple[str, ...], greedy: bool
+    ) -> list[str]:
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, prompt in enumerate(prompts):  # left padding keeps every prompt's end at the same position
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        output = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            max_new_tokens=max_new,
+            do_sample=not greedy,
+            temperature=None if greedy else 1.0,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.pad_token,
+            eos_token_id=self.tokenizer.eos_token_id,
+            stopping_criteria=StoppingCriteriaList([_StopSequences(self.tokenizer, until, width)]) if until else None,
+        )
+        texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        return [cut_at_stop(text, until) for text in texts]
+
+
+def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
+    """``text`` up to (not including) the earliest stop sequence."""
+    cut = min((text.find(stop) for stop in until if stop and stop in text), default=len(text))
+    return text[:cut]
+
+
+class _StopSequences(StoppingCriteria):
+    """Marks a row finished as soon as its generated text contains any stop sequence."""
+
+    def __init__(self, tokenizer, until: tuple[str, ...], prompt_width: int):
+        self.tokenizer = tokenizer
+        self.until = until
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
+        return torch.tensor([any(stop in text for stop in self.until) for text in texts], device=input_ids.device)
+
+
+def _model_max_length(model, tokenizer) -> int:
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(model.config, attr, None)
+        if value:
+            return int(value)
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 10**9 else 2048

@@ -1,0 +1,73 @@
+"""Rolling-loglikelihood metrics as lm-eval 0.4 defines them (all lower is better).
+
+Stats rows are ``[loglikelihood, units]``, where units are the words, UTF-8 bytes or tokens of the
+document; the aggregate over rows is ``exp(-sum(ll) / sum(units))`` (``bits_per_byte``:
+``-sum(ll) / sum(bytes) / ln 2``). Words and bytes are counted on ``Outcome.units_text``, the original
+document text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from llamabench.errors import LlamabenchError
+from llamabench.metrics.base import Metric, Outcome
+
+
+def count_words(outcome: Outcome) -> int:
+    """Words as lm-eval counts them: ``len(re.split(r"\\s+", text))``."""
+    return len(re.split(r"\s+", _units_text(outcome)))
+
+
+def count_bytes(outcome: Outcome) -> int:
+    """UTF-8 bytes of the original document text."""
+    return len(_units_text(outcome).encode("utf-8"))
+
+
+def count_tokens(outcome: Outcome) -> int:
+    """Tokens the model scored (``Outcome.n_tokens``)."""
+    if outcome.n_tokens is None:
+        raise LlamabenchError(f"document '{outcome.doc_id}' has no token count; the backend must report n_tokens")
+    return outcome.n_tokens
+
+
+def _units_text(outcome: Outcome) -> str:
+    if outcome.units_text is None:
+        raise LlamabenchError(f"document '{outcome.doc_id}' has no units_text to count words/bytes on")
+    return outcome.units_text
+
+
+def _perplexity(rows: np.ndarray) -> float:
+    loglikelihood, units = rows.sum(axis=0)
+    return math.exp(float(-loglikelihood / units))
+
+
+def _bits(rows: np.ndarray) -> float:
+    loglikelihood, units = rows.sum(axis=0)
+    return float(-loglikelihood / units / math.log(2))
+
+
+def _loglikelihood_metric(
+    name: str, count_units: Callable[[Outcome], int], aggregate: Callable[[np.ndarray], float]
+) -> Metric:
+    def stats(outcomes: Sequence[Outcome]) -> np.ndarray:
+        rows = []
+        for outcome in outcomes:
+            if outcome.loglikelihood is None:
+                raise LlamabenchError(f"{name}: document '{outcome.doc_id}' has no loglikelihood")
+            rows.append((outcome.loglikelihood, count_units(outcome)))
+        return np.array(rows, dtype=float).reshape(-1, 2)
+
+    return Metric(name=name, higher_is_better=False, stats=stats, aggregate=aggregate, is_mean=False)
+
+
+word_perplexity = _loglikelihood_metric("word_perplexity", count_words, _perplexity)
+byte_perplexity = _loglikelihood_metric("byte_perplexity", count_bytes, _perplexity)
+bits_per_byte = _loglikelihood_metric("bits_per_byte", count_bytes, _bits)
+token_perplexity = _loglikelihood_metric("token_perplexity", count_tokens, _perplexity)
+
+METRICS = [word_perplexity, byte_perplexity, bits_per_byte, token_perplexity]

@@ -1,0 +1,126 @@
+"""Requests: what a task asks of a backend for each document, built from a task spec and its documents."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from llamabench.errors import LlamabenchError
+from llamabench.tasks.spec import TaskSpec
+from llamabench.tasks.templates import UndefinedError, render, render_list
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """Score ``continuation`` given ``context``."""
+
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class RollingRequest:
+    """Score the whole of ``text``; ``stride`` < max length gives overlapping (sliding) windows."""
+
+    text: str
+    stride: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Continue ``prompt`` for at most ``max_new_tokens``, stopping at the first of ``until``."""
+
+    prompt: str
+    max_new_tokens: int
+    until: tuple[str, ...] = ()
+    greedy: bool = True
+
+
+Request = LoglikelihoodRequest | RollingRequest | GenerationRequest
+
+
+@dataclass
+class DocRequests:
+    """One document's requests plus everything needed to score their results."""
+
+    doc_id: str
+    prompt: str
+    requests: list[Request]
+    targets: list[str] = field(default_factory=list)
+    units_text: str | None = None
+    choices: list[str] | None = None
+    label: int | None = None
+
+    @property
+    def prompt_hash(self) -> str:
+        return hashlib.sha256(self.prompt.encode()).hexdigest()[:12]
+
+
+def build_requests(
+    spec: TaskSpec, docs: list[dict], *, num_fewshot: int | None = None, seed: int = 0, chat_wrapper=None
+) -> list[DocRequests]:
+    """Render every document into its requests; ``chat_wrapper`` wraps prompts in a chat template."""
+    shots = spec.num_fewshot if num_fewshot is None else num_fewshot
+    if shots and spec.kind == "loglikelihood_rolling":
+        raise LlamabenchError(f"task {spec.name}: few-shot examples make no sense for perplexity; use --num-fewshot 0")
+    if shots >= len(docs) and shots:
+        raise LlamabenchError(f"task {spec.name}: {shots} few-shot examples need more than {len(docs)} documents")
+    built = []
+    for index, doc in enumerate(docs):
+        try:
+            built.append(_build_one(spec, docs, index, shots, seed, chat_wrapper))
+        except UndefinedError as exc:
+            raise LlamabenchError(
+                f"task {spec.name}: document {index} lacks a field the task uses ({exc.message}); "
+                f"its fields are {', '.join(sorted(doc))}: fix the task's templates or the data file"
+            ) from None
+    return built
+
+
+def _build_one(spec: TaskSpec, docs: list[dict], index: int, shots: int, seed: int, chat_wrapper) -> DocRequests:
+    doc = docs[index]
+    doc_id = render(spec.doc_id, doc) if spec.doc_id else str(index)
+    prompt = render(spec.prompt, doc)
+    if spec.kind == "loglikelihood_rolling":
+        units = render(spec.units, doc) if spec.units else prompt
+        return DocRequests(doc_id, prompt, [RollingRequest(prompt, spec.stride)], units_text=units)
+    if shots:
+        prompt = _fewshot_prefix(spec, docs, index, shots, seed) + prompt
+    if chat_wrapper is not None:
+        prompt = chat_wrapper(prompt)
+    if spec.kind == "generate":
+        settings = spec.generation
+        request = GenerationRequest(prompt, settings.max_new_tokens, settings.until, settings.greedy)
+        return DocRequests(doc_id, prompt, [request], targets=render_list(spec.target, doc))
+    choices = render_list(spec.choices, doc)
+    label = _resolve_label(spec, render(spec.label, doc), choices, doc_id)
+    requests = [LoglikelihoodRequest(prompt, spec.target_delimiter + choice) for choice in choices]
+    return DocRequests(doc_id, prompt, requests, targets=[choices[label]], choices=choices, label=label)
+
+
+def _fewshot_prefix(spec: TaskSpec, docs: list[dict], index: int, shots: int, seed: int) -> str:
+    rng = random.Random(f"{seed}:{spec.name}:{index}")
+    pool = [i for i in rng.sample(range(len(docs)), min(len(docs), shots + 1)) if i != index][:shots]
+    examples = [
+        render(spec.prompt, docs[i]) + spec.target_delimiter + _gold_answer(spec, docs[i], str(i)) for i in pool
+    ]
+    return spec.fewshot_delimiter.join(examples) + spec.fewshot_delimiter
+
+
+def _gold_answer(spec: TaskSpec, doc: dict, doc_id: str) -> str:
+    if spec.kind == "multiple_choice":
+        choices = render_list(spec.choices, doc)
+        return choices[_resolve_label(spec, render(spec.label, doc), choices, doc_id)]
+    return render_list(spec.target, doc)[0]
+
+
+def _resolve_label(spec: TaskSpec, label: str, choices: list[str], doc_id: str) -> int:
+    if label.strip().lstrip("-").isdigit() and 0 <= int(label) < len(choices):
+        return int(label)
+    if label in choices:
+        return choices.index(label)
+    raise LlamabenchError(
+        f"task {spec.name}: document {doc_id} has label {label!r}, neither a choice index below {len(choices)} "
+        "nor one of its choices; fix the task's 'label' template"
+    )

@@ -1,0 +1,90 @@
+"""Results tables: the tidy aggregate table, per-sample tables, and writing a run to disk."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from llamabench.errors import LlamabenchError
+from llamabench.scoring import MetricValue
+
+RESULT_COLUMNS = [
+    "model",
+    "model_fingerprint",
+    "task",
+    "task_version",
+    "task_hash",
+    "metric",
+    "value",
+    "stderr",
+    "n",
+    "higher_is_better",
+    "signature",
+    "num_fewshot",
+    "limit",
+    "seed",
+    "llamabench_version",
+    "timestamp",
+]
+
+
+@dataclass
+class RunResult:
+    """A finished run: one row per model x task x metric, per-sample tables by task, and the manifest."""
+
+    results: pd.DataFrame
+    samples: dict[str, pd.DataFrame] = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+
+    def value(self, task: str, metric: str) -> float:
+        row = self.results[(self.results.task == task) & (self.results.metric == metric)]
+        if row.empty:
+            raise KeyError(f"no result for task {task!r}, metric {metric!r}")
+        return float(row.value.iloc[0])
+
+
+def result_rows(values: list[MetricValue], context: dict) -> list[dict]:
+    """Rows of the tidy table: ``context`` holds the model/task/run columns shared by every metric."""
+    return [{**context, **asdict(value)} for value in values]
+
+
+def results_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe form of a model or task name (no separators, no leading dots)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "unnamed"
+
+
+def write_run(run: RunResult, output_dir: Path) -> Path:
+    """Write results (CSV + parquet), per-sample tables and the JSON manifest under ``output_dir``."""
+    folder = Path(output_dir) / f"{safe_name(run.manifest['model'])}-{run.manifest['run_id']}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        run.results.to_csv(folder / "results.csv", index=False)
+        run.results.to_parquet(folder / "results.parquet", index=False)
+        for task, samples in run.samples.items():
+            samples.to_parquet(folder / f"samples_{safe_name(task)}.parquet", index=False)
+            samples.to_csv(folder / f"samples_{safe_name(task)}.csv", index=False)
+        (folder / "manifest.json").write_text(json.dumps(run.manifest, indent=2, default=str))
+    except OSError as exc:
+        raise LlamabenchError(
+            f"cannot write results to {folder} ({exc.strerror}); pick a writable --output-dir"
+        ) from exc
+    return folder
+
+
+def format_table(results: pd.DataFrame) -> str:
+    """A compact human-readable table of the aggregate results."""
+    if results.empty:
+        return "(no results)"
+    table = results[["model", "task", "metric", "value", "stderr", "n"]].copy()
+    table["value"] = table["value"].map(lambda v: f"{v:.4f}")
+    table["stderr"] = table["stderr"].map(lambda v: "" if pd.isna(v) else f"± {v:.4f}")
+    table["dir"] = results["higher_is_better"].map({True: "↑", False: "↓"})
+    return table.to_string(index=False)

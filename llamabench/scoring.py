@@ -1,0 +1,96 @@
+"""Scores: pair backend results with their documents and compute per-sample and aggregate metrics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from llamabench.metrics import get_metric
+from llamabench.metrics.base import Outcome
+from llamabench.metrics.stderr import standard_error
+from llamabench.metrics.translation import signature as sacrebleu_signature
+from llamabench.requests import DocRequests
+from llamabench.tasks.spec import TaskSpec
+
+_SACREBLEU_METRICS = {"bleu", "chrf"}
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One aggregate figure for one task."""
+
+    metric: str
+    value: float
+    stderr: float
+    n: int
+    higher_is_better: bool
+    signature: str | None = None
+
+
+def to_outcomes(spec: TaskSpec, docs: Sequence[DocRequests], results: Sequence) -> list[Outcome]:
+    """Attach each document's backend results (flat, in request order) to its targets."""
+    flat = iter(results)
+    outcomes = []
+    for doc in docs:
+        mine = [next(flat) for _ in doc.requests]
+        outcome = Outcome(doc_id=doc.doc_id, targets=doc.targets)
+        if spec.kind == "loglikelihood_rolling":
+            outcome.loglikelihood, outcome.n_tokens = mine[0]
+            outcome.units_text = doc.units_text
+        elif spec.kind == "generate":
+            outcome.prediction = mine[0]
+        else:
+            outcome.choice_loglikelihoods = [loglikelihood for loglikelihood, _ in mine]
+            outcome.choices, outcome.label = doc.choices, doc.label
+            outcome.prediction = doc.choices[int(np.argmax(outcome.choice_loglikelihoods))]
+        outcomes.append(outcome)
+    return outcomes
+
+
+def score(
+    spec: TaskSpec,
+    docs: Sequence[DocRequests],
+    outcomes: Sequence[Outcome],
+    *,
+    bootstrap_iters: int = 1000,
+    seed: int = 0,
+) -> tuple[list[MetricValue], pd.DataFrame]:
+    """Aggregate figures with standard errors, and the per-sample table."""
+    samples = pd.DataFrame(
+        {
+            "doc_id": [o.doc_id for o in outcomes],
+            "prompt_hash": [d.prompt_hash for d in docs],
+            "prompt": [d.prompt for d in docs],
+            "prediction": [o.prediction for o in outcomes],
+            "target": [json.dumps(o.targets, ensure_ascii=False) for o in outcomes],
+            "loglikelihood": [_loglikelihood(o) for o in outcomes],
+            "n_tokens": [o.n_tokens for o in outcomes],
+        }
+    )
+    values = []
+    for name in spec.metrics:
+        metric = get_metric(name)
+        stats = metric.stats(outcomes)
+        samples[name] = metric.per_sample(stats)
+        n_refs = len(outcomes[0].targets) if outcomes else 0
+        values.append(
+            MetricValue(
+                metric=name,
+                value=metric.aggregate(stats),
+                stderr=standard_error(metric, stats, iters=bootstrap_iters, seed=seed),
+                n=len(outcomes),
+                higher_is_better=metric.higher_is_better,
+                signature=sacrebleu_signature(name, n_refs) if name in _SACREBLEU_METRICS else None,
+            )
+        )
+    return values, samples
+
+
+def _loglikelihood(outcome: Outcome) -> float | str | None:
+    if outcome.choice_loglikelihoods is not None:
+        return json.dumps([round(v, 6) for v in outcome.choice_loglikelihoods])
+    return outcome.loglikelihood

@@ -1,0 +1,179 @@
+"""Task definitions: one YAML file per task, parsed and validated into a :class:`TaskSpec`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llamabench.errors import LlamabenchError
+from llamabench.metrics import get_metric
+
+KINDS = ("loglikelihood_rolling", "generate", "multiple_choice")
+_REQUIRED_BY_KIND = {
+    "loglikelihood_rolling": ("prompt",),
+    "generate": ("prompt", "target"),
+    "multiple_choice": ("prompt", "choices", "label"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where documents come from: ``local`` (relative to the data dir) and/or a hub dataset."""
+
+    local: str | None = None
+    format: str | None = None
+    hub_path: str | None = None
+    hub_name: str | None = None
+    hub_split: str = "test"
+
+    @property
+    def local_format(self) -> str:
+        if self.format:
+            return self.format
+        return "jsonl" if (self.local or "").endswith(".jsonl") else "json"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 128
+    until: tuple[str, ...] = ("\n",)
+    greedy: bool = True
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A parsed task: data source, prompt templates, request kind, metrics and settings."""
+
+    name: str
+    kind: str
+    dataset: DatasetSource
+    prompt: str
+    metrics: tuple[str, ...]
+    version: str = "1"
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    doc_id: str | None = None
+    units: str | None = None
+    target: str | list[str] | None = None
+    choices: str | list[str] | None = None
+    label: str | None = None
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    num_fewshot: int = 0
+    fewshot_delimiter: str = "\n\n"
+    target_delimiter: str = " "
+    stride: int | None = None
+    chat_template: bool = False
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of everything that changes the numbers (not the name, aliases or description)."""
+        config = {k: v for k, v in asdict(self).items() if k not in {"name", "aliases", "description"}}
+        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+_TOP_KEYS = {f.name for f in fields(TaskSpec)}
+_DATASET_KEYS = {"local", "format", "hub"}
+_HUB_KEYS = {"path", "name", "split"}
+_GENERATION_KEYS = {f.name for f in fields(GenerationSettings)}
+
+
+def parse_task(raw: Any, origin: str) -> TaskSpec:
+    """Validate a YAML mapping and build the :class:`TaskSpec`; errors name ``origin`` and the bad key."""
+    if not isinstance(raw, dict):
+        raise LlamabenchError(f"{origin}: a task file must be a YAML mapping of keys to values")
+    _reject_unknown(raw, _TOP_KEYS, origin)
+    for key in ("name", "kind", "dataset", "prompt", "metrics"):
+        if key not in raw:
+            raise LlamabenchError(f"{origin}: missing required key '{key}'")
+    kind = raw["kind"]
+    if kind not in KINDS:
+        raise LlamabenchError(f"{origin}: kind '{kind}' is not one of {', '.join(KINDS)}")
+    for key in _REQUIRED_BY_KIND[kind]:
+        if raw.get(key) is None:
+            raise LlamabenchError(f"{origin}: kind '{kind}' needs the key '{key}'")
+    metrics = raw["metrics"]
+    if isinstance(metrics, str) or not metrics:
+        raise LlamabenchError(f"{origin}: 'metrics' must be a non-empty list of metric names")
+    for metric in metrics:
+        try:
+            get_metric(metric)
+        except LlamabenchError as exc:
+            raise LlamabenchError(f"{origin}: {exc}") from None
+    num_fewshot = raw.get("num_fewshot", 0)
+    if not isinstance(num_fewshot, int) or num_fewshot < 0:
+        raise LlamabenchError(f"{origin}: 'num_fewshot' must be a whole number >= 0")
+    stride = raw.get("stride")
+    if stride is not None and (not isinstance(stride, int) or stride < 1):
+        raise LlamabenchError(f"{origin}: 'stride' must be a positive whole number of tokens")
+    values = {k: v for k, v in raw.items() if k not in {"dataset", "generation", "metrics", "aliases", "version"}}
+    return TaskSpec(
+        **values,
+        dataset=_parse_dataset(raw["dataset"], origin),
+        generation=_parse_generation(raw.get("generation") or {}, origin),
+        metrics=tuple(metrics),
+        aliases=tuple(raw.get("aliases") or ()),
+        version=str(raw.get("version", "1")),
+    )
+
+
+def load_task_file(path: Path) -> TaskSpec:
+    """Read and validate one task YAML file (safe loader: YAML cannot run code)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise LlamabenchError(f"task file {path} is not valid YAML{where}; fix its syntax") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LlamabenchError(f"task file {path} cannot be read ({exc}); check the path and encoding") from exc
+    return parse_task(raw, str(path))
+
+
+def _parse_dataset(raw: Any, origin: str) -> DatasetSource:
+    if not isinstance(raw, dict):
+        raise LlamabenchError(f"{origin}: 'dataset' must be a mapping with 'local' and/or 'hub'")
+    _reject_unknown(raw, _DATASET_KEYS, f"{origin}: dataset")
+    hub = raw.get("hub") or {}
+    _reject_unknown(hub, _HUB_KEYS, f"{origin}: dataset.hub")
+    if not raw.get("local") and not hub.get("path"):
+        raise LlamabenchError(f"{origin}: 'dataset' needs a 'local' file or a 'hub' path")
+    source = DatasetSource(
+        local=raw.get("local"),
+        format=raw.get("format"),
+        hub_path=hub.get("path"),
+        hub_name=hub.get("name"),
+        hub_split=hub.get("split", "test"),
+    )
+    from llamabench.tasks.data import READERS
+
+    if source.local and source.local_format not in READERS:
+        raise LlamabenchError(f"{origin}: dataset format '{source.format}' is not one of {', '.join(READERS)}")
+    return source
+
+
+def _parse_generation(raw: Any, origin: str) -> GenerationSettings:
+    if not isinstance(raw, dict):
+        raise LlamabenchError(f"{origin}: 'generation' must be a mapping")
+    _reject_unknown(raw, _GENERATION_KEYS, f"{origin}: generation")
+    until = raw.get("until", GenerationSettings.until)
+    settings = GenerationSettings(
+        max_new_tokens=raw.get("max_new_tokens", GenerationSettings.max_new_tokens),
+        until=(until,) if isinstance(until, str) else tuple(until),
+        greedy=raw.get("greedy", True),
+    )
+    if not isinstance(settings.max_new_tokens, int) or settings.max_new_tokens < 1:
+        raise LlamabenchError(f"{origin}: generation.max_new_tokens must be a positive whole number")
+    return settings
+
+
+def _reject_unknown(raw: dict, known: set[str], origin: str) -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise LlamabenchError(
+            f"{origin}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(sorted(known))}"
+        )

@@ -1,0 +1,68 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    return Path(os.environ.get("LLAMABENCH_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The public evaluation data beside the checkout (../shared/data or $LLAMABENCH_DATA)."""
+    path = _shared_data_dir()
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared data not found at {path}; CI must have ../shared beside the checkout")
+        pytest.skip(f"shared data not found at {path}; set LLAMABENCH_DATA")
+    return path
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (one token per UTF-8 byte) with <s>=256 and </s>=257, built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    vocab.update({"<s>": 256, "</s>": 257})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="</s>")
+
+
+def tiny_llama(seed: int = 0, max_positions: int = 256):
+    """A randomly initialised 2-layer LlamaForCausalLM over the byte vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=258,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        bos_token_id=256,
+        eos_token_id=257,
+        pad_token_id=257,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def tiny_backend():
+    """Factory for an HFBackend over a tiny random model: tiny_backend(batch_size=..., max_length=...)."""
+    from llamabench.backends.hf import HFBackend
+
+    def make(seed: int = 0, **kwargs):
+        return HFBackend(tiny_llama(seed), byte_tokenizer(), model_id=f"tiny-{seed}", progress=False, **kwargs)
+
+    return make

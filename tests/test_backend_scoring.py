@@ -1,0 +1,107 @@
+"""Backend scoring against lm-eval's HF backend (the peer) on a tiny random LLaMA, and batch invariance."""
+
+import math
+
+import pytest
+import torch
+from conftest import byte_tokenizer, tiny_llama
+
+from llamabench.backends.hf import HFBackend, rolling_windows
+from llamabench.requests import LoglikelihoodRequest, RollingRequest
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Perplexity is the exponentiated average negative log-likelihood of a sequence of tokens, "
+    "and it is lower for better language models.",
+    "Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich.",
+    "a",
+]
+PAIRS = [
+    ("Question: what colour is the sky?\nAnswer:", " blue"),
+    ("", "Hello world"),
+    ("2 + 2 =", " 4"),
+    ("The capital of France is ", "Paris"),
+]
+
+
+def lm_eval_model(max_length: int):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=tiny_llama(), tokenizer=byte_tokenizer(), max_length=max_length, batch_size=1, device="cpu")
+
+
+def lm_eval_requests(kind: str, args: list[tuple]):
+    from lm_eval.api.instance import Instance
+
+    return [Instance(request_type=kind, doc={}, arguments=a, idx=i) for i, a in enumerate(args)]
+
+
+@pytest.mark.parametrize("max_length", [16, 64, 256])
+def test_rolling_loglikelihood_equals_lm_eval(tiny_backend, max_length):
+    ours = tiny_backend(max_length=max_length).loglikelihood_rolling([RollingRequest(t) for t in TEXTS])
+    peer = lm_eval_model(max_length).loglikelihood_rolling(
+        lm_eval_requests("loglikelihood_rolling", [(t,) for t in TEXTS])
+    )
+    for (value, n_tokens), expected, text in zip(ours, peer, TEXTS, strict=True):
+        assert n_tokens == len(text.encode())
+        assert value == pytest.approx(expected, rel=1e-5)
+
+
+def test_loglikelihood_equals_lm_eval(tiny_backend):
+    ours = tiny_backend().loglikelihood([LoglikelihoodRequest(c, x) for c, x in PAIRS])
+    peer = lm_eval_model(256).loglikelihood(lm_eval_requests("loglikelihood", PAIRS))
+    for (value, greedy), (expected, expected_greedy) in zip(ours, peer, strict=True):
+        assert value == pytest.approx(expected, rel=1e-5)
+        assert greedy == expected_greedy
+
+
+def test_rolling_loglikelihood_is_hand_sum_with_bos():
+    model, tokenizer = tiny_llama(), byte_tokenizer()
+    text = TEXTS[1]
+    tokens = [tokenizer.bos_token_id] + list(tokenizer(text, add_special_tokens=False).input_ids)
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([tokens[:-1]])).logits[0].double(), dim=-1)
+    expected = sum(float(logprobs[i, t]) for i, t in enumerate(tokens[1:]))
+    backend = HFBackend(model, tokenizer, model_id="tiny", progress=False)
+    ((value, n_tokens),) = backend.loglikelihood_rolling([RollingRequest(text)])
+    assert n_tokens == len(tokens) - 1
+    assert value == pytest.approx(expected, rel=1e-6)
+
+
+def test_rolling_windows_match_lm_eval_windows():
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    for n, max_length in [(1, 4), (5, 4), (8, 4), (9, 4), (30, 7), (3, 8)]:
+        tokens = list(range(100, 100 + n))
+        ours = rolling_windows(tokens, 0, max_length, None)
+        peer = [make_disjoint_window(w) for w in get_rolling_token_windows(tokens, 0, max_length, 1)]
+        assert [(w.tokens[: -w.n_target], w.tokens[-w.n_target :]) for w in ours] == peer
+
+
+def test_strided_windows_score_every_token_once_with_long_context():
+    tokens = list(range(10))
+    windows = rolling_windows(tokens, -1, max_length=4, stride=2)
+    assert [w.tokens[-w.n_target :] for w in windows] == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]
+    assert [w.tokens for w in windows[1:]] == [[1, 2, 3, 4, 5], [3, 4, 5, 6, 7], [5, 6, 7, 8, 9]]
+
+
+def test_strided_token_perplexity_is_lower_than_disjoint(tiny_backend):
+    text = " ".join(TEXTS)
+    (disjoint,) = tiny_backend(max_length=32).loglikelihood_rolling([RollingRequest(text)])
+    (strided,) = tiny_backend(max_length=32).loglikelihood_rolling([RollingRequest(text, stride=8)])
+    assert disjoint[1] == strided[1] == len(text.encode())
+    assert strided[0] != disjoint[0]
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, "auto"])
+def test_scores_are_batch_size_invariant(tiny_backend, batch_size):
+    rolling = [RollingRequest(t) for t in TEXTS * 2]
+    pairs = [LoglikelihoodRequest(c, x) for c, x in PAIRS * 2]
+    one = tiny_backend(batch_size=1, max_length=64)
+    many = tiny_backend(batch_size=batch_size, max_length=64)
+    for (a, _), (b, _) in zip(one.loglikelihood_rolling(rolling), many.loglikelihood_rolling(rolling), strict=True):
+        assert math.isclose(a, b, rel_tol=1e-4)
+    for (a, ga), (b, gb) in zip(one.loglikelihood(pairs), many.loglikelihood(pairs), strict=True):
+        assert math.isclose(a, b, rel_tol=1e-4) and ga == gb
+    if batch_size != 1:
+        assert max(many.policy.sizes_used) > 1

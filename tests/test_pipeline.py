@@ -1,0 +1,87 @@
+"""The whole pipeline on a tiny random model over the real public data: tables, metrics, files."""
+
+import json
+import math
+import re
+
+import pandas as pd
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from llamabench.results import RESULT_COLUMNS, write_run
+from llamabench.runner import RunConfig, evaluate, prepare_tasks
+from llamabench.tasks.data import read_wikitext_documents
+
+
+def run_tiny(tiny_backend, data_dir, tasks, limit=6, **kwargs):
+    config = RunConfig(tasks=tasks, limit=limit, data_dir=data_dir, **kwargs)
+    return evaluate(tiny_backend(max_length=128), prepare_tasks(config), config)
+
+
+def test_tidy_table_has_one_row_per_task_metric(tiny_backend, data_dir):
+    run = run_tiny(tiny_backend, data_dir, ["ppl", "bleu", "rouge", "qa"], limit=4)
+    assert list(run.results.columns) == RESULT_COLUMNS
+    expected = {
+        "wikitext2": {"word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"},
+        "wmt22-de-en": {"bleu", "chrf"},
+        "cnndm": {"rouge1", "rouge2", "rougeL", "rougeLsum"},
+        "squad": {"exact_match", "f1"},
+    }
+    assert {t: set(g.metric) for t, g in run.results.groupby("task")} == expected
+    assert (run.results.n == 4).all()
+    assert run.results.model.unique().tolist() == ["tiny-0"]
+    assert set(run.samples) == set(expected)
+    assert run.manifest["tasks"]["squad"]["documents"] == 4
+
+
+def test_bleu_and_chrf_equal_sacrebleu_on_the_generated_text(tiny_backend, data_dir):
+    run = run_tiny(tiny_backend, data_dir, ["bleu"], limit=8)
+    samples = run.samples["wmt22-de-en"]
+    hyps = samples.prediction.tolist()
+    refs = [json.loads(t)[0] for t in samples.target]
+    assert run.value("wmt22-de-en", "bleu") == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
+    assert run.value("wmt22-de-en", "chrf") == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, abs=1e-9)
+    row = run.results[run.results.metric == "bleu"].iloc[0]
+    assert row.signature.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    assert row.stderr >= 0
+
+
+def test_rouge_per_sample_values_are_rouge_score(tiny_backend, data_dir):
+    run = run_tiny(tiny_backend, data_dir, ["rouge"], limit=3)
+    samples = run.samples["cnndm"]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2"], use_stemmer=True)
+    for _, row in samples.iterrows():
+        scores = scorer.score(json.loads(row.target)[0], row.prediction)
+        assert row.rouge1 == pytest.approx(scores["rouge1"].fmeasure)
+        assert row.rouge2 == pytest.approx(scores["rouge2"].fmeasure)
+    assert run.value("cnndm", "rouge1") == pytest.approx(samples.rouge1.mean())
+
+
+def test_perplexity_counts_words_and_bytes_on_the_raw_article(tiny_backend, data_dir):
+    run = run_tiny(tiny_backend, data_dir, ["ppl"], limit=2)
+    total_ll = run.samples["wikitext2"].loglikelihood.sum()
+    raw = [d["page"] for d in read_wikitext_documents(data_dir / "wikitext2_raw_test" / "wiki.test.raw")[:2]]
+    n_bytes = sum(len(page.encode()) for page in raw)
+    n_words = sum(len(re.split(r"\s+", page)) for page in raw)
+    assert run.value("wikitext2", "byte_perplexity") == pytest.approx(math.exp(-total_ll / n_bytes))
+    assert run.value("wikitext2", "word_perplexity") == pytest.approx(math.exp(-total_ll / n_words))
+    assert run.value("wikitext2", "bits_per_byte") == pytest.approx(-total_ll / n_bytes / math.log(2))
+
+
+def test_run_is_written_as_csv_parquet_and_manifest(tiny_backend, data_dir, tmp_path):
+    run = run_tiny(tiny_backend, data_dir, ["qa"], limit=3)
+    folder = write_run(run, tmp_path)
+    assert folder.parent == tmp_path
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "results.parquet"), run.results)
+    assert pd.read_csv(folder / "results.csv").metric.tolist() == ["exact_match", "f1"]
+    assert len(pd.read_parquet(folder / "samples_squad.parquet")) == 3
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["backend"]["batch_sizes_used"] and manifest["tasks"]["squad"]["task_hash"]
+
+
+def test_fewshot_prompts_hold_k_solved_examples(tiny_backend, data_dir):
+    run = run_tiny(tiny_backend, data_dir, ["qa"], limit=3, num_fewshot=2)
+    prompt = run.samples["squad"].prompt.iloc[0]
+    assert prompt.count("\nA (a short span copied from the text above):") == 3
+    assert run.results.num_fewshot.unique().tolist() == [2]
