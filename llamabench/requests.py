@@ -58,18 +58,29 @@ class DocRequests:
 
 
 def build_requests(
-    spec: TaskSpec, docs: list[dict], *, num_fewshot: int | None = None, seed: int = 0, chat_wrapper=None
+    spec: TaskSpec,
+    docs: list[dict],
+    *,
+    num_fewshot: int | None = None,
+    fewshot_pool: list[dict] | None = None,
+    seed: int = 0,
+    chat_wrapper=None,
 ) -> list[DocRequests]:
-    """Render every document into its requests; ``chat_wrapper`` wraps prompts in a chat template."""
+    """Render every document into its requests.
+
+    Few-shot examples are drawn (seeded, per document) from ``fewshot_pool`` (default: ``docs``), never
+    the document itself; ``chat_wrapper`` wraps each final prompt in the model's chat template.
+    """
+    pool = docs if fewshot_pool is None else fewshot_pool
     shots = spec.num_fewshot if num_fewshot is None else num_fewshot
     if shots and spec.kind == "loglikelihood_rolling":
         raise LlamabenchError(f"task {spec.name}: few-shot examples make no sense for perplexity; use --num-fewshot 0")
-    if shots >= len(docs) and shots:
-        raise LlamabenchError(f"task {spec.name}: {shots} few-shot examples need more than {len(docs)} documents")
+    if shots and shots >= len(pool):
+        raise LlamabenchError(f"task {spec.name}: {shots} few-shot examples need more than {len(pool)} documents")
     built = []
     for index, doc in enumerate(docs):
         try:
-            built.append(_build_one(spec, docs, index, shots, seed, chat_wrapper))
+            built.append(_build_one(spec, doc, index, pool, shots, seed, chat_wrapper))
         except UndefinedError as exc:
             raise LlamabenchError(
                 f"task {spec.name}: document {index} lacks a field the task uses ({exc.message}); "
@@ -78,15 +89,16 @@ def build_requests(
     return built
 
 
-def _build_one(spec: TaskSpec, docs: list[dict], index: int, shots: int, seed: int, chat_wrapper) -> DocRequests:
-    doc = docs[index]
+def _build_one(
+    spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: int, seed: int, chat_wrapper
+) -> DocRequests:
     doc_id = render(spec.doc_id, doc) if spec.doc_id else str(index)
     prompt = render(spec.prompt, doc)
     if spec.kind == "loglikelihood_rolling":
         units = render(spec.units, doc) if spec.units else prompt
         return DocRequests(doc_id, prompt, [RollingRequest(prompt, spec.stride)], units_text=units)
     if shots:
-        prompt = _fewshot_prefix(spec, docs, index, shots, seed) + prompt
+        prompt = _fewshot_prefix(spec, doc, index, pool, shots, seed) + prompt
     if chat_wrapper is not None:
         prompt = chat_wrapper(prompt)
     if spec.kind == "generate":
@@ -99,11 +111,11 @@ def _build_one(spec: TaskSpec, docs: list[dict], index: int, shots: int, seed: i
     return DocRequests(doc_id, prompt, requests, targets=[choices[label]], choices=choices, label=label)
 
 
-def _fewshot_prefix(spec: TaskSpec, docs: list[dict], index: int, shots: int, seed: int) -> str:
+def _fewshot_prefix(spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: int, seed: int) -> str:
     rng = random.Random(f"{seed}:{spec.name}:{index}")
-    pool = [i for i in rng.sample(range(len(docs)), min(len(docs), shots + 1)) if i != index][:shots]
+    picked = [i for i in rng.sample(range(len(pool)), shots + 1) if pool[i] is not doc][:shots]
     examples = [
-        render(spec.prompt, docs[i]) + spec.target_delimiter + _gold_answer(spec, docs[i], str(i)) for i in pool
+        render(spec.prompt, pool[i]) + spec.target_delimiter + _gold_answer(spec, pool[i], str(i)) for i in picked
     ]
     return spec.fewshot_delimiter.join(examples) + spec.fewshot_delimiter
 

@@ -44,6 +44,7 @@ class PreparedTask:
 
     spec: TaskSpec
     docs: list[dict]
+    fewshot_pool: list[dict]
     requests: list[DocRequests]
 
 
@@ -54,9 +55,10 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
     specs = registry.resolve(config.tasks, registry.task_dirs(config.tasks_dirs))
     prepared = []
     for spec in specs:
-        docs = load_documents(spec.dataset, spec.name, config.data_dir)[: config.limit]
-        requests = build_requests(spec, docs, num_fewshot=config.num_fewshot, seed=config.seed)
-        prepared.append(PreparedTask(spec, docs, requests))
+        pool = load_documents(spec.dataset, spec.name, config.data_dir)
+        docs = pool[: config.limit]
+        requests = build_requests(spec, docs, num_fewshot=config.num_fewshot, fewshot_pool=pool, seed=config.seed)
+        prepared.append(PreparedTask(spec, docs, pool, requests))
     return prepared
 
 
@@ -73,6 +75,7 @@ def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> 
                 spec,
                 task.docs,
                 num_fewshot=config.num_fewshot,
+                fewshot_pool=task.fewshot_pool,
                 seed=config.seed,
                 chat_wrapper=backend.apply_chat_template,
             )

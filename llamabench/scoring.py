@@ -59,7 +59,11 @@ def score(
     bootstrap_iters: int = 1000,
     seed: int = 0,
 ) -> tuple[list[MetricValue], pd.DataFrame]:
-    """Aggregate figures with standard errors, and the per-sample table."""
+    """Aggregate figures with standard errors, and the per-sample table.
+
+    The per-sample table has each metric's per-document value and a ``stats`` column holding, as JSON,
+    each metric's sufficient statistics for that document (``Metric.aggregate`` of any subset of rows).
+    """
     samples = pd.DataFrame(
         {
             "doc_id": [o.doc_id for o in outcomes],
@@ -71,10 +75,11 @@ def score(
             "n_tokens": [o.n_tokens for o in outcomes],
         }
     )
-    values = []
+    values, stats_by_metric = [], {}
     for name in spec.metrics:
         metric = get_metric(name)
         stats = metric.stats(outcomes)
+        stats_by_metric[name] = stats.tolist()
         samples[name] = metric.per_sample(stats)
         n_refs = len(outcomes[0].targets) if outcomes else 0
         values.append(
@@ -87,6 +92,10 @@ def score(
                 signature=sacrebleu_signature(name, n_refs) if name in _SACREBLEU_METRICS else None,
             )
         )
+    # Each metric's sufficient statistics per document: any subset re-aggregates exactly (paired tests, rescoring).
+    samples["stats"] = [
+        json.dumps({name: rows[i] for name, rows in stats_by_metric.items()}) for i in range(len(outcomes))
+    ]
     return values, samples
 
 

@@ -1,0 +1,66 @@
+"""Real-model checks on SmolLM2-135M (the embedded default model), CPU, fp32.
+
+The WikiText-2 figures are lm-eval 0.4.13's own, produced on this model and text by
+``python bench/lm_eval_reference.py --data-dir ../shared/data`` (HF backend, fp32, CPU).
+"""
+
+import math
+
+import pytest
+import torch
+
+from llamabench.backends.hf import HFBackend
+from llamabench.backends.loading import resolve_model
+from llamabench.requests import LoglikelihoodRequest, RollingRequest
+from llamabench.runner import RunConfig, evaluate, prepare_tasks
+
+LM_EVAL_WIKITEXT2 = {  # lm-eval 0.4.13, all 62 WikiText-2 raw test articles
+    "word_perplexity": 30.71274819099721,
+    "byte_perplexity": 1.8973000916408722,
+    "bits_per_byte": 0.9239478845910695,
+}
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return HFBackend.load(None, device="cpu", dtype="float32")
+
+
+def test_full_wikitext2_perplexity_equals_lm_eval(smollm2, data_dir):
+    config = RunConfig(tasks=["ppl"], data_dir=data_dir)
+    run = evaluate(smollm2, prepare_tasks(config), config)
+    assert run.results.n.unique().tolist() == [62]
+    for metric, expected in LM_EVAL_WIKITEXT2.items():
+        assert math.isclose(run.value("wikitext2", metric), expected, rel_tol=1e-4), metric
+    # token perplexity is over SmolLM2's own tokens, so it sits between the byte and word figures
+    assert (
+        LM_EVAL_WIKITEXT2["byte_perplexity"]
+        < run.value("wikitext2", "token_perplexity")
+        < LM_EVAL_WIKITEXT2["word_perplexity"]
+    )
+
+
+def test_dense_cache_equals_the_gguf_weights(smollm2):
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model(None)
+    direct = AutoModelForCausalLM.from_pretrained(source.location, gguf_file=source.gguf_file).eval()
+    tokens = torch.tensor([[1, 504, 3458, 314, 253, 1345, 30, 2]])
+    with torch.no_grad():
+        assert torch.equal(direct(tokens).logits, smollm2.model(tokens).logits)
+
+
+def test_real_model_scores_are_batch_size_invariant(smollm2, data_dir):
+    config = RunConfig(tasks=["qa"], limit=6, data_dir=data_dir)
+    docs = prepare_tasks(config)[0].docs
+    pairs = [LoglikelihoodRequest(d["context"] + "\nQ: " + d["question"] + "\nA:", " " + d["answers"][0]) for d in docs]
+    rolling = [RollingRequest(d["context"]) for d in docs]
+    batched = HFBackend(smollm2.model, smollm2.tokenizer, model_id="smollm2", batch_size="auto", progress=False)
+    single = HFBackend(smollm2.model, smollm2.tokenizer, model_id="smollm2", batch_size=1, progress=False)
+    for ours, theirs in (
+        (batched.loglikelihood(pairs), single.loglikelihood(pairs)),
+        (batched.loglikelihood_rolling(rolling), single.loglikelihood_rolling(rolling)),
+    ):
+        for (a, _), (b, _) in zip(ours, theirs, strict=True):
+            assert math.isclose(a, b, rel_tol=1e-4)
+    assert max(batched.policy.sizes_used) == 6
