@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +62,19 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "unnamed"
 
 
+def ensure_writable(output_dir: Path) -> None:
+    """Fail before any work is done if results could not be written to ``output_dir``."""
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        probe = Path(output_dir) / f".llamabench-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise LlamabenchError(
+            f"output directory {output_dir} is not writable ({exc.strerror}); pick another --output-dir"
+        ) from exc
+
+
 def write_run(run: RunResult, output_dir: Path) -> Path:
     """Write results (CSV + parquet), per-sample tables and the JSON manifest under ``output_dir``."""
     folder = Path(output_dir) / f"{safe_name(run.manifest['model'])}-{run.manifest['run_id']}"
@@ -88,3 +102,24 @@ def format_table(results: pd.DataFrame) -> str:
     table["stderr"] = table["stderr"].map(lambda v: "" if pd.isna(v) else f"± {v:.4f}")
     table["dir"] = results["higher_is_better"].map({True: "↑", False: "↓"})
     return table.to_string(index=False)
+
+
+def read_run(folder: Path) -> RunResult:
+    """Read back a run folder written by :func:`write_run` (parquet tables and the manifest)."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        results = pd.read_parquet(folder / "results.parquet")
+        samples = {
+            task: pd.read_parquet(folder / f"samples_{safe_name(task)}.parquet") for task in results.task.unique()
+        }
+    except (OSError, ValueError) as exc:
+        raise LlamabenchError(f"{folder} is not a complete llamabench run folder ({exc})") from exc
+    return RunResult(results, samples, manifest)
+
+
+def format_number(value: float) -> str:
+    """A metric value for people: 2 decimals from 10 up, 4 below, an en dash for a missing value."""
+    if pd.isna(value):
+        return "–"
+    return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}"

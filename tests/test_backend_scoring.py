@@ -105,3 +105,12 @@ def test_scores_are_batch_size_invariant(tiny_backend, batch_size):
         assert math.isclose(a, b, rel_tol=1e-4) and ga == gb
     if batch_size != 1:
         assert max(many.policy.sizes_used) > 1
+
+
+def test_context_longer_than_the_window_is_left_truncated(tiny_backend):
+    backend = tiny_backend(max_length=16)
+    context, continuation = "abcdefghijklmnopqrstuvwxyz0123456789", " tail"
+    (truncated, _), (explicit, _) = backend.loglikelihood(
+        [LoglikelihoodRequest(context, continuation), LoglikelihoodRequest(context[-12:], continuation)]
+    )
+    assert truncated == pytest.approx(explicit, rel=1e-6)  # 12 context + 5 continuation tokens = window + 1

@@ -14,6 +14,7 @@ class Backend(ABC):
 
     model_id: str = "unknown"
     fingerprint: str = "unknown"
+    progress: bool = True
 
     @abstractmethod
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
@@ -30,6 +31,10 @@ class Backend(ABC):
     def apply_chat_template(self, text: str) -> str:
         """Wrap ``text`` as one user turn in the model's chat template."""
         raise LlamabenchError(f"model {self.model_id} has no chat template; set chat_template: false in the task")
+
+    def cache_identity(self) -> str:
+        """Everything about this backend that changes its numbers, for keying stored results."""
+        return self.fingerprint
 
     def describe(self) -> dict:
         """Settings and statistics worth recording in the run manifest."""

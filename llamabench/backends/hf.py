@@ -114,6 +114,9 @@ class HFBackend(Backend):
             "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
         }
 
+    def cache_identity(self) -> str:
+        return f"{self.fingerprint}|{self.model.dtype}|{self.max_length}|{self.device.type}"
+
     def apply_chat_template(self, text: str) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
             return super().apply_chat_template(text)

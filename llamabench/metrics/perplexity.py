@@ -41,9 +41,13 @@ def _units_text(outcome: Outcome) -> str:
     return outcome.units_text
 
 
+_MAX_EXPONENT = math.log(np.finfo(np.float64).max)
+
+
 def _perplexity(rows: np.ndarray) -> float:
     loglikelihood, units = rows.sum(axis=0)
-    return math.exp(float(-loglikelihood / units))
+    exponent = float(-loglikelihood / units)
+    return math.exp(exponent) if exponent < _MAX_EXPONENT else math.inf  # a hopeless model, not a crash
 
 
 def _bits(rows: np.ndarray) -> float:

@@ -1,0 +1,139 @@
+"""Resume support: every finished request result is persisted in SQLite as soon as its chunk completes.
+
+A run killed at any point and started again with the same command recomputes only the requests
+whose results were not yet stored. Keys cover the model's content fingerprint, the settings that
+change numbers (dtype, context length, device type) and the request itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import astuple
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from llamabench.backends.base import Backend
+from llamabench.errors import LlamabenchError
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
+
+# Work per committed chunk, in characters of request text: a kill loses at most about this much.
+DEFAULT_CHUNK_CHARS = 32_000
+
+
+class RequestCache:
+    """A key → JSON value table in one SQLite file, safe to share between processes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except (OSError, sqlite3.Error) as exc:
+            raise LlamabenchError(f"request cache {self.path} cannot be opened ({exc}); use --no-cache") from exc
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, object]:
+        found: dict[str, object] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            part = unique[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", part)
+            found.update((key, json.loads(value)) for key, value in rows)
+        return found
+
+    def put_many(self, items: dict[str, object]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
+                [(key, json.dumps(value)) for key, value in items.items()],
+            )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+
+class CachedBackend(Backend):
+    """Wraps a backend: serves stored results, computes the rest in committed chunks."""
+
+    def __init__(self, inner: Backend, cache: RequestCache, *, refresh: bool = False, chunk_chars: int | None = None):
+        if inner.fingerprint == Backend.fingerprint:
+            raise LlamabenchError(f"model {inner.model_id} has no content fingerprint, so its results cannot be cached")
+        self.inner = inner
+        self.cache = cache
+        self.refresh = refresh
+        self.chunk_chars = chunk_chars or int(os.environ.get("LLAMABENCH_CACHE_CHUNK_CHARS", DEFAULT_CHUNK_CHARS))
+        self.model_id = inner.model_id
+        self.fingerprint = inner.fingerprint
+        self.hits = 0
+        self.computed = 0
+        inner.progress = False  # this wrapper shows one bar per call instead of one per chunk
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+        return [tuple(r) for r in self._cached("loglikelihood", requests, self.inner.loglikelihood)]
+
+    def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[tuple[float, int]]:
+        return [tuple(r) for r in self._cached("rolling", requests, self.inner.loglikelihood_rolling)]
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        return self._cached("generate", requests, self.inner.generate)
+
+    def apply_chat_template(self, text: str) -> str:
+        return self.inner.apply_chat_template(text)
+
+    def describe(self) -> dict:
+        return {
+            **self.inner.describe(),
+            "cache": {
+                "path": str(self.cache.path),
+                "hits": self.hits,
+                "computed": self.computed,
+                "refresh": self.refresh,
+            },
+        }
+
+    def _key(self, kind: str, request: Request) -> str:
+        identity = json.dumps([self.inner.cache_identity(), kind, astuple(request)])
+        return hashlib.sha256(identity.encode()).hexdigest()
+
+    def _cached(self, kind: str, requests: Sequence[Request], compute: Callable[[list], list]) -> list:
+        keys = [self._key(kind, request) for request in requests]
+        found = {} if self.refresh else self.cache.get_many(keys)
+        missing = {key: request for key, request in zip(keys, requests, strict=True) if key not in found}
+        self.hits += sum(key in found for key in keys)
+        order = sorted(missing, key=lambda key: -_size(missing[key]))  # chunks of similar length batch well
+        with tqdm(total=len(order), desc=f"{self.model_id}: {kind}", unit="req", disable=not order) as bar:
+            for chunk in _chunks(order, [_size(missing[key]) for key in order], self.chunk_chars):
+                results = compute([missing[key] for key in chunk])
+                stored = dict(zip(chunk, results, strict=True))
+                self.cache.put_many(stored)
+                found.update(stored)
+                self.computed += len(chunk)
+                bar.update(len(chunk))
+        return [found[key] for key in keys]
+
+
+def _size(request: Request) -> int:
+    if isinstance(request, LoglikelihoodRequest):
+        return len(request.context) + len(request.continuation)
+    if isinstance(request, RollingRequest):
+        return len(request.text)
+    return len(request.prompt) + 4 * request.max_new_tokens
+
+
+def _chunks(keys: list[str], sizes: list[int], budget: int) -> list[list[str]]:
+    chunks: list[list[str]] = []
+    used = 0
+    for key, size in zip(keys, sizes, strict=True):
+        if not chunks or used + size > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(key)
+        used += size
+    return chunks

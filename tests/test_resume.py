@@ -1,0 +1,121 @@
+"""Resume: finished requests are stored as they complete; a killed run recomputes only what was missing."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from llamabench.backends.cache import CachedBackend, RequestCache
+from llamabench.backends.loading import cache_root
+from llamabench.errors import LlamabenchError
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+
+
+def fingerprinted(tiny_backend, seed=0):
+    backend = tiny_backend(seed=seed)
+    backend.fingerprint = f"tiny-seed-{seed}"
+    return backend
+
+
+def test_second_call_is_served_from_the_cache(tiny_backend, tmp_path):
+    cache = RequestCache(tmp_path / "requests.sqlite")
+    pairs = [LoglikelihoodRequest("a b", " c"), LoglikelihoodRequest("x", " y"), LoglikelihoodRequest("a b", " c")]
+    texts = [RollingRequest("hello there"), RollingRequest("general kenobi")]
+    prompts = [GenerationRequest("Once", 5), GenerationRequest("Twice", 5, until=("e",))]
+    first = CachedBackend(fingerprinted(tiny_backend), cache, chunk_chars=4)
+    expected = (first.loglikelihood(pairs), first.loglikelihood_rolling(texts), first.generate(prompts))
+    assert (first.hits, first.computed) == (0, 6)  # the repeated pair is computed once
+    assert len(cache) == 6
+    again = CachedBackend(fingerprinted(tiny_backend), cache)
+    assert (again.loglikelihood(pairs), again.loglikelihood_rolling(texts), again.generate(prompts)) == expected
+    assert (again.hits, again.computed) == (7, 0)
+
+
+def test_other_model_or_refresh_recomputes(tiny_backend, tmp_path):
+    cache = RequestCache(tmp_path / "requests.sqlite")
+    request = [RollingRequest("some text")]
+    CachedBackend(fingerprinted(tiny_backend, 0), cache).loglikelihood_rolling(request)
+    other = CachedBackend(fingerprinted(tiny_backend, 1), cache)
+    other.loglikelihood_rolling(request)
+    refreshed = CachedBackend(fingerprinted(tiny_backend, 0), cache, refresh=True)
+    refreshed.loglikelihood_rolling(request)
+    assert (other.computed, refreshed.computed, len(cache)) == (1, 1, 2)
+
+
+def test_backend_without_fingerprint_is_not_cached(tiny_backend, tmp_path):
+    with pytest.raises(LlamabenchError, match="no content fingerprint"):
+        CachedBackend(tiny_backend(), RequestCache(tmp_path / "requests.sqlite"))
+
+
+def cli(tmp_path: Path, data_dir: Path, out: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "LLAMABENCH_CACHE": str(tmp_path / "cache"), "LLAMABENCH_CACHE_CHUNK_CHARS": "1"}
+    argv = [
+        sys.executable,
+        "-m",
+        "llamabench",
+        "run",
+        "--tasks",
+        "qa",
+        "--num-fewshot",
+        "0",
+        "--limit",
+        "6",
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path / out),
+        *extra,
+    ]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def stored(tmp_path: Path) -> int:
+    path = tmp_path / "cache" / "requests.sqlite"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def finished_run(tmp_path: Path, out: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    folder = next((tmp_path / out).iterdir())
+    return (
+        pd.read_csv(folder / "results.csv"),
+        pd.read_parquet(folder / "samples_squad.parquet"),
+        json.loads((folder / "manifest.json").read_text()),
+    )
+
+
+def test_killed_real_run_resumes_without_recomputing(tmp_path, data_dir):
+    real_dense = cache_root() / "dense"
+    (tmp_path / "cache").mkdir()
+    if real_dense.is_dir():  # reuse the dequantised SmolLM2 instead of converting the GGUF again
+        (tmp_path / "cache" / "dense").symlink_to(real_dense)
+
+    victim = cli(tmp_path, data_dir, "killed")
+    deadline = time.time() + 600
+    while stored(tmp_path) < 2 and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done_before_kill = stored(tmp_path)
+    assert 2 <= done_before_kill < 6
+
+    assert cli(tmp_path, data_dir, "resumed").wait() == 0
+    assert cli(tmp_path, data_dir, "fresh", "--no-cache").wait() == 0
+    resumed, resumed_samples, manifest = finished_run(tmp_path, "resumed")
+    fresh, fresh_samples, _ = finished_run(tmp_path, "fresh")
+    assert manifest["backend"]["cache"]["hits"] == done_before_kill
+    assert manifest["backend"]["cache"]["computed"] == 6 - done_before_kill
+    pd.testing.assert_frame_equal(resumed.drop(columns="timestamp"), fresh.drop(columns="timestamp"))
+    assert resumed_samples.prediction.tolist() == fresh_samples.prediction.tolist()
