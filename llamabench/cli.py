@@ -1,4 +1,4 @@
-"""Command line: ``llamabench run`` and ``llamabench tasks``."""
+"""Command line: ``llamabench run``, ``tasks``, ``runs``, ``report`` and ``check``."""
 
 from __future__ import annotations
 
@@ -51,21 +51,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output-dir", type=Path, default=Path("runs"), help="where result tables go (default: runs/)")
     run.add_argument("--tasks-dir", type=Path, action="append", default=[], help="extra folder of task YAML files")
+    run.add_argument(
+        "--include-path", type=Path, action="append", default=[], help="extra folder of lm-eval task YAMLs"
+    )
     run.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and bootstrap")
     run.add_argument("--bootstrap-iters", type=int, default=1000, help="bootstrap resamples for corpus-metric stderr")
     run.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code")
+    run.add_argument("--no-cache", action="store_true", help="neither read nor store finished request results")
+    run.add_argument("--refresh", action="store_true", help="recompute every request, overwriting stored results")
 
     tasks = commands.add_parser("tasks", help="list the available tasks and their metrics")
     tasks.add_argument("--tasks-dir", type=Path, action="append", default=[], help="extra folder of task YAML files")
+
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--results-dir", type=Path, default=Path("runs"), help="the run's --output-dir holding llamabench.sqlite"
+    )
+    commands.add_parser("runs", parents=[store], help="list the runs recorded in the results folder")
+    report = commands.add_parser("report", parents=[store], help="leaderboard of runs: CSV, Markdown and HTML")
+    report.add_argument("runs", nargs="*", metavar="RUN", help="run ids, unique prefixes or folders (default: all)")
+    report.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default: reports/)")
+    report.add_argument("--label", action="append", default=[], metavar="RUN=LABEL", help="a run's name and x")
+    check = commands.add_parser("check", parents=[store], help="fail when a candidate run regresses on a baseline")
+    check.add_argument("--baseline", required=True, metavar="RUN", help="run id, unique prefix or folder")
+    check.add_argument("--candidate", required=True, metavar="RUN", help="run id, unique prefix or folder")
+    check.add_argument(
+        "--max-drop", action="append", default=[], metavar="METRIC=VALUE|PCT%", help="allowed drop (default 0)"
+    )
+    check.add_argument("--alpha", type=float, default=0.05, help="significance level of the one-sided tests")
+    check.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
+    check.add_argument("--bootstrap-iters", type=int, default=1000, help="paired bootstrap resamples")
+    check.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return _run(args)
-        return _list_tasks(args)
+        handlers = {"run": _run, "tasks": _list_tasks, "runs": _list_runs, "report": _report, "check": _check}
+        return handlers[args.command](args)
     except LlamabenchError as exc:
         if args.debug:
             raise
@@ -74,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from llamabench.backends.cache import CachedBackend, RequestCache
     from llamabench.backends.hf import HFBackend
-    from llamabench.results import format_table, write_run
-    from llamabench.runner import RunConfig, evaluate, prepare_tasks
+    from llamabench.backends.loading import cache_root
+    from llamabench.interop.mixed import evaluate_run, prepare_run
+    from llamabench.results import ensure_writable, format_table, write_run
+    from llamabench.runner import RunConfig
+    from llamabench.store import RunStore
 
     if args.num_fewshot is not None and args.num_fewshot < 0:
         raise LlamabenchError(f"--num-fewshot {args.num_fewshot} must be 0 or more")
@@ -95,7 +123,10 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         bootstrap_iters=args.bootstrap_iters,
     )
-    tasks = prepare_tasks(config)
+    if args.no_cache and args.refresh:
+        raise LlamabenchError("--no-cache and --refresh conflict: --refresh recomputes and stores; pick one")
+    ensure_writable(config.output_dir)
+    tasks = prepare_run(config, args.include_path)
     backend = HFBackend.load(
         config.model,
         device=config.device,
@@ -104,8 +135,11 @@ def _run(args: argparse.Namespace) -> int:
         max_length=config.max_length,
         trust_remote_code=args.trust_remote_code,
     )
-    run = evaluate(backend, tasks, config)
+    if not args.no_cache:
+        backend = CachedBackend(backend, RequestCache(cache_root() / "requests.sqlite"), refresh=args.refresh)
+    run = evaluate_run(backend, tasks, config)
     folder = write_run(run, config.output_dir)
+    RunStore.in_dir(config.output_dir).add(run, folder)
     print(format_table(run.results))
     print(f"\nresults written to {folder}")
     return 0
@@ -119,6 +153,45 @@ def _list_tasks(args: argparse.Namespace) -> int:
         aliases = f" (alias: {', '.join(spec.aliases)})" if spec.aliases else ""
         print(f"{spec.name}{aliases}  [{spec.kind}]  metrics: {', '.join(spec.metrics)}")
     return 0
+
+
+def _list_runs(args: argparse.Namespace) -> int:
+    from llamabench.store import RunStore
+
+    store = RunStore.in_dir(args.results_dir)
+    runs = store.list()
+    print(runs.to_string(index=False) if len(runs) else f"no runs recorded in {store.path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from llamabench.report import parse_labels, write_report
+    from llamabench.store import RunStore
+
+    store = RunStore.in_dir(args.results_dir)
+    runs = [store.load(ref) for ref in args.runs or store.list().run_id]
+    paths = write_report(runs, args.out, parse_labels(args.label, store.resolve))
+    print("report written to " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from llamabench.compare import compare_runs, format_comparisons, parse_max_drops, unchecked_tasks, write_junit
+    from llamabench.store import RunStore
+
+    max_drops = parse_max_drops(args.max_drop)
+    store = RunStore.in_dir(args.results_dir)
+    baseline, candidate = store.load(args.baseline), store.load(args.candidate)
+    rows = compare_runs(
+        baseline, candidate, max_drops=max_drops, alpha=args.alpha, iters=args.bootstrap_iters, seed=args.seed
+    )
+    unchecked = unchecked_tasks(baseline, candidate)
+    names = [f"{run.manifest.get('model')} ({run.manifest['run_id']})" for run in (candidate, baseline)]
+    print(f"candidate {names[0]} vs baseline {names[1]}\n")
+    print(format_comparisons(rows, args.alpha, unchecked))
+    if args.junit:
+        write_junit(rows, args.junit, f"llamabench check: {names[0]} vs {names[1]}", unchecked)
+    return int(any(row.regression for row in rows))
 
 
 if __name__ == "__main__":

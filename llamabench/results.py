@@ -119,7 +119,9 @@ def read_run(folder: Path) -> RunResult:
 
 
 def format_number(value: float) -> str:
-    """A metric value for people: 2 decimals from 10 up, 4 below, an en dash for a missing value."""
+    """A metric value for people: 4 decimals below 10, 2 up to a million, then 4 significant digits; "–" if missing."""
     if pd.isna(value):
         return "–"
+    if abs(value) >= 1e6:
+        return f"{value:.4g}"
     return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}"

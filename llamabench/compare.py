@@ -1,0 +1,272 @@
+"""Paired regression check of a candidate run against a baseline run, document by document.
+
+Both runs' per-sample tables are aligned by (task, doc_id). For each task × metric, ``delta`` is
+candidate − baseline in the metric's good direction (negative = worse; for perplexities it is
+baseline − candidate). Its uncertainty comes from a paired bootstrap: the same resampled documents for
+both runs, each aggregated with ``Metric.aggregate`` over its sufficient statistics, so corpus metrics
+(BLEU, perplexity) are resampled exactly. The one-sided p-value for "the candidate is worse" is the share
+of resampled deltas that are >= 0; for 0/1 metrics it is the exact McNemar test instead. The interval
+shown is the bootstrap's [alpha, 1 − alpha] percentile range (90 % for alpha 0.05), whose upper end is
+below 0 when the bootstrap p is below alpha. A row is a regression when its drop exceeds the allowed
+drop and p < alpha.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llamabench.errors import LlamabenchError
+from llamabench.metrics import get_metric
+from llamabench.metrics.base import Metric
+from llamabench.results import RunResult, format_number
+
+BINARY_METRICS = frozenset({"exact_match", "acc", "acc_norm"})
+
+
+@dataclass(frozen=True)
+class MaxDrop:
+    """The drop allowed for a metric: in its own units, or (``relative``) in percent of the baseline value."""
+
+    amount: float
+    relative: bool = False
+
+    def allowed(self, baseline: float) -> float:
+        return abs(baseline) * self.amount / 100 if self.relative else self.amount
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One task × metric of the check.
+
+    ``delta`` is candidate − baseline in the metric's good direction (negative = worse), ``ci_low``/``ci_high``
+    its bootstrap interval, and ``p_value`` the one-sided p-value that the candidate is worse, from ``test``
+    ("bootstrap" or "mcnemar").
+    """
+
+    task: str
+    metric: str
+    n: int
+    baseline: float
+    candidate: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    test: str
+    allowed_drop: float
+    regression: bool
+
+    @property
+    def verdict(self) -> str:
+        return "REGRESSION" if self.regression else "ok"
+
+
+def parse_max_drops(specs: list[str]) -> dict[str, MaxDrop]:
+    """``--max-drop`` values: ``metric=0.5`` (metric units) or ``metric=2%`` (of the baseline value)."""
+    drops = {}
+    for spec in specs:
+        metric, _, amount = spec.partition("=")
+        relative = amount.endswith("%")
+        try:
+            value = float(amount.removesuffix("%"))
+        except ValueError:
+            value = math.nan
+        if not metric or not value >= 0:
+            raise LlamabenchError(f"--max-drop '{spec}' must be METRIC=VALUE or METRIC=PERCENT% with a value >= 0")
+        drops[metric] = MaxDrop(value, relative)
+    return drops
+
+
+def mcnemar_p(worse: int, better: int) -> float:
+    """Exact one-sided McNemar p-value that the candidate is worse: P(X >= worse), X ~ Bin(worse + better, 1/2).
+
+    ``worse`` counts documents the baseline got right and the candidate wrong, ``better`` the reverse.
+    """
+    discordant = worse + better
+    return sum(math.comb(discordant, k) for k in range(worse, discordant + 1)) / 2**discordant
+
+
+def paired_bootstrap(
+    metric: Metric, baseline: np.ndarray, candidate: np.ndarray, *, iters: int, seed: int
+) -> np.ndarray:
+    """Candidate − baseline aggregate over ``iters`` resamples of the documents, the same rows for both runs."""
+    rng = np.random.default_rng(seed)
+    n = len(baseline)
+    deltas = np.empty(iters)
+    for i in range(iters):
+        rows = rng.integers(0, n, size=n)
+        deltas[i] = metric.aggregate(candidate[rows]) - metric.aggregate(baseline[rows])
+    return deltas
+
+
+def unchecked_tasks(*runs: RunResult) -> list[str]:
+    """Tasks whose per-sample table in any of ``runs`` lacks sufficient statistics (lm-eval tasks): skipped."""
+    return sorted({task for run in runs for task, samples in run.samples.items() if "stats" not in samples})
+
+
+def compare_runs(
+    baseline: RunResult,
+    candidate: RunResult,
+    *,
+    max_drops: dict[str, MaxDrop] | None = None,
+    alpha: float = 0.05,
+    iters: int = 1000,
+    seed: int = 0,
+) -> list[Comparison]:
+    """Every task × metric of two comparable runs; raises LlamabenchError when they are not comparable.
+
+    Tasks listed by :func:`unchecked_tasks` are left out (after the check that both runs have them).
+
+    Every metric's bootstrap restarts from ``seed``, so the metrics of a task see the same resampled documents.
+    """
+    if not 0 < alpha < 1:
+        raise LlamabenchError(f"--alpha {alpha} must be between 0 and 1")
+    if iters < 1:
+        raise LlamabenchError(f"--bootstrap-iters {iters} must be at least 1")
+    max_drops = max_drops or {}
+    rows = []
+    for task, (base, cand) in _aligned_samples(baseline, candidate).items():
+        for metric_name in baseline.results[baseline.results.task == task].metric:
+            metric = get_metric(metric_name)
+            base_stats, cand_stats = _stats(base, metric_name), _stats(cand, metric_name)
+            sign = 1.0 if metric.higher_is_better else -1.0
+            base_value, cand_value = metric.aggregate(base_stats), metric.aggregate(cand_stats)
+            deltas = sign * paired_bootstrap(metric, base_stats, cand_stats, iters=iters, seed=seed)
+            if metric_name in BINARY_METRICS:
+                per_doc = sign * (cand_stats[:, 0] - base_stats[:, 0])
+                p_value, test = mcnemar_p(int((per_doc < 0).sum()), int((per_doc > 0).sum())), "mcnemar"
+            else:
+                p_value, test = float((deltas >= 0).mean()), "bootstrap"
+            delta = sign * (cand_value - base_value)
+            allowed = max_drops[metric_name].allowed(base_value) if metric_name in max_drops else 0.0
+            rows.append(
+                Comparison(
+                    task=task,
+                    metric=metric_name,
+                    n=len(base),
+                    baseline=base_value,
+                    candidate=cand_value,
+                    delta=delta,
+                    ci_low=float(np.quantile(deltas, alpha)),
+                    ci_high=float(np.quantile(deltas, 1 - alpha)),
+                    p_value=p_value,
+                    test=test,
+                    allowed_drop=allowed,
+                    regression=-delta > allowed and p_value < alpha,
+                )
+            )
+    unknown = set(max_drops) - {row.metric for row in rows}
+    if unknown:
+        known = ", ".join(sorted({row.metric for row in rows}))
+        raise LlamabenchError(f"--max-drop names {', '.join(sorted(unknown))}, not a metric of these runs ({known})")
+    return rows
+
+
+def _aligned_samples(baseline: RunResult, candidate: RunResult) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Per task, both runs' per-sample tables in the baseline's document order."""
+    if set(baseline.samples) != set(candidate.samples):
+        only_base = ", ".join(sorted(set(baseline.samples) - set(candidate.samples))) or "-"
+        only_cand = ", ".join(sorted(set(candidate.samples) - set(baseline.samples))) or "-"
+        raise LlamabenchError(
+            f"runs cover different tasks (only baseline: {only_base}; only candidate: {only_cand}); "
+            "evaluate the candidate on the baseline's tasks"
+        )
+    base_hashes, cand_hashes = _task_hashes(baseline), _task_hashes(candidate)
+    skipped = set(unchecked_tasks(baseline, candidate))
+    aligned = {}
+    for task, base in baseline.samples.items():
+        if task in skipped:
+            continue
+        if base_hashes[task] != cand_hashes[task]:
+            raise LlamabenchError(
+                f"task {task} changed between the runs (task_hash {base_hashes[task]} vs {cand_hashes[task]}): "
+                "its prompts, data or metrics differ, so the scores are not comparable"
+            )
+        cand = candidate.samples[task]
+        for name, frame in (("baseline", base), ("candidate", cand)):
+            if frame.doc_id.duplicated().any():
+                raise LlamabenchError(f"the {name}'s task {task} repeats doc_ids, so documents cannot be paired")
+        if set(base.doc_id) != set(cand.doc_id):
+            missing, extra = set(base.doc_id) - set(cand.doc_id), set(cand.doc_id) - set(base.doc_id)
+            raise LlamabenchError(
+                f"task {task}: the runs scored different documents ({len(missing)} only in the baseline, "
+                f"{len(extra)} only in the candidate); use the same data and --limit"
+            )
+        aligned[task] = (base, cand.set_index("doc_id").loc[base.doc_id].reset_index())
+    return aligned
+
+
+def _task_hashes(run: RunResult) -> dict[str, str]:
+    return run.results.groupby("task").task_hash.first().to_dict()
+
+
+def _stats(samples: pd.DataFrame, metric: str) -> np.ndarray:
+    return np.array([json.loads(stats)[metric] for stats in samples.stats])
+
+
+def format_comparisons(rows: list[Comparison], alpha: float, unchecked: list[str]) -> str:
+    """The check as a table plus a one-line verdict, naming the ``unchecked`` tasks."""
+    ci_level = round(100 * (1 - 2 * alpha))
+    table = pd.DataFrame(
+        {
+            "task": [r.task for r in rows],
+            "metric": [r.metric for r in rows],
+            "baseline": [format_number(r.baseline) for r in rows],
+            "candidate": [format_number(r.candidate) for r in rows],
+            "delta (+ = better)": [_signed(r.delta) for r in rows],
+            f"{ci_level}% CI": [f"[{_signed(r.ci_low)}, {_signed(r.ci_high)}]" for r in rows],
+            "p (worse)": [f"{r.p_value:.4f}" for r in rows],
+            "test": [r.test for r in rows],
+            "allowed drop": [format_number(r.allowed_drop) for r in rows],
+            "verdict": [r.verdict for r in rows],
+        }
+    )
+    regressions = [f"{r.task}/{r.metric}" for r in rows if r.regression]
+    if regressions:
+        verdict = f"FAIL: {len(regressions)} regression(s) at alpha {alpha}: {', '.join(regressions)}"
+    else:
+        verdict = f"PASS: no regression in {len(rows)} task-metric comparisons at alpha {alpha}"
+    if unchecked:
+        verdict += f"\nnot checked (no per-sample statistics): {', '.join(unchecked)}"
+    return f"{table.to_string(index=False)}\n\n{verdict}"
+
+
+def _signed(value: float) -> str:
+    text = format_number(value + 0.0)  # + 0.0 turns -0.0 into 0.0
+    return text if text[0] in "-–" else "+" + text
+
+
+def write_junit(rows: list[Comparison], path: Path | str, suite: str, unchecked: list[str]) -> None:
+    """Write JUnit XML: a testcase per task × metric (class ``llamabench.<task>``), a failure per regression,
+    and a skipped testcase per ``unchecked`` task."""
+    failures = sum(r.regression for r in rows)
+    attrs = {"name": suite, "tests": str(len(rows) + len(unchecked)), "failures": str(failures), "errors": "0"}
+    root = ET.Element("testsuites", attrs)
+    testsuite = ET.SubElement(root, "testsuite", {**attrs, "skipped": str(len(unchecked))})
+    for task in unchecked:
+        case = ET.SubElement(testsuite, "testcase", {"classname": f"llamabench.{task}", "name": "all metrics"})
+        ET.SubElement(case, "skipped", {"message": "no per-sample statistics to test"})
+    for r in rows:
+        case = ET.SubElement(testsuite, "testcase", {"classname": f"llamabench.{r.task}", "name": r.metric})
+        details = (
+            f"baseline {r.baseline:.6g}, candidate {r.candidate:.6g}, delta {r.delta:+.6g} "
+            f"(CI {r.ci_low:+.6g} to {r.ci_high:+.6g}), p {r.p_value:.4g} ({r.test}), "
+            f"allowed drop {r.allowed_drop:.6g}, n {r.n}"
+        )
+        if r.regression:
+            message = f"{r.task}/{r.metric} regressed: {details}"
+            ET.SubElement(case, "failure", {"message": message, "type": "regression"}).text = message
+        else:
+            ET.SubElement(case, "system-out").text = details
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        raise LlamabenchError(f"cannot write --junit {path} ({exc.strerror})") from exc

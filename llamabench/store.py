@@ -1,0 +1,151 @@
+"""The run store: every finished run's manifest, aggregate table and per-sample tables in one SQLite file.
+
+Tables (one transaction per run, so concurrent ``llamabench run`` processes append safely):
+
+- ``runs``: ``run_id``, ``model``, ``fingerprint``, ``tasks``, ``started``, ``folder``, ``manifest`` (JSON)
+- ``results``: ``run_id``, ``task``, ``metric``, ``value``, ``record`` (the full row as JSON)
+- ``samples``: ``run_id``, ``task``, ``doc_id``, ``record`` (the full row as JSON, ``stats`` included)
+
+Rows keep their order, and records hold Python values (JSON floats round-trip exactly), so
+``load(add(run))`` gives back equal tables whatever columns they have.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from llamabench.errors import LlamabenchError
+from llamabench.results import RunResult, read_run, results_frame
+
+STORE_NAME = "llamabench.sqlite"
+LIST_COLUMNS = ["run_id", "model", "fingerprint", "tasks", "started", "folder"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, model TEXT, fingerprint TEXT, tasks TEXT, started TEXT, folder TEXT,
+    manifest TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL REFERENCES runs, task TEXT, metric TEXT, value REAL, record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL REFERENCES runs, task TEXT, doc_id TEXT, record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
+CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, task);
+"""
+
+
+class RunStore:
+    """Runs recorded in the SQLite file at ``path`` (created, with its folder, by the first ``add``)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @classmethod
+    def in_dir(cls, results_dir: Path | str) -> RunStore:
+        """The store of a results folder (``--output-dir`` of ``llamabench run``)."""
+        return cls(Path(results_dir) / STORE_NAME)
+
+    def add(self, run: RunResult, folder: Path | str | None = None) -> str:
+        """Record ``run`` (and the folder its files went to); returns its run_id."""
+        run_id = run.manifest["run_id"]
+        fingerprint = run.manifest.get("backend", {}).get("fingerprint")
+        runs_row = (
+            run_id,
+            run.manifest.get("model"),
+            fingerprint,
+            ",".join(run.samples),
+            run.manifest.get("started"),
+            None if folder is None else str(Path(folder).resolve()),
+            json.dumps(run.manifest, default=str),
+        )
+        results = [(run_id, r["task"], r["metric"], r["value"], _dumps(r)) for r in run.results.to_dict("records")]
+        samples = [
+            (run_id, task, str(row["doc_id"]), _dumps(row))
+            for task, frame in run.samples.items()
+            for row in frame.to_dict("records")
+        ]
+        with self._connect(create=True) as db:
+            if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+                raise LlamabenchError(f"run {run_id} is already in {self.path}")
+            db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", runs_row)
+            db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?)", results)
+            db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?)", samples)
+        return run_id
+
+    def list(self) -> pd.DataFrame:
+        """One row per stored run, oldest first: run_id, model, fingerprint, tasks, started, folder."""
+        if not self.path.exists():
+            return pd.DataFrame(columns=LIST_COLUMNS)
+        with self._connect() as db:
+            rows = db.execute(f"SELECT {', '.join(LIST_COLUMNS)} FROM runs ORDER BY started, rowid").fetchall()
+        return pd.DataFrame(rows, columns=LIST_COLUMNS)
+
+    def resolve(self, ref: str | Path) -> str:
+        """The run_id of a run folder (stored or not), or of the stored run with that run_id or unique prefix."""
+        folder_id = _folder_run_id(ref)
+        if folder_id is not None:
+            return folder_id
+        ref = str(ref)
+        ids = self.list().run_id
+        matches = ids[ids.str.startswith(ref)].tolist()
+        if ref in matches:
+            return ref
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise LlamabenchError(f"run '{ref}' is ambiguous in {self.path}: it matches {', '.join(matches)}")
+        raise LlamabenchError(f"no run '{ref}' in {self.path}; `llamabench runs --results-dir DIR` lists them")
+
+    def load(self, ref: str | Path) -> RunResult:
+        """A run by run_id, unique run_id prefix, or output folder (read from its files if it is not stored)."""
+        run_id = self.resolve(ref)
+        if run_id not in set(self.list().run_id):
+            return read_run(Path(ref))
+        with self._connect() as db:
+            (manifest,) = db.execute("SELECT manifest FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            rows = db.execute("SELECT record FROM results WHERE run_id = ? ORDER BY rowid", (run_id,))
+            results = results_frame([json.loads(record) for (record,) in rows])
+            records: dict[str, list[dict]] = {}
+            rows = db.execute("SELECT task, record FROM samples WHERE run_id = ? ORDER BY rowid", (run_id,))
+            for task, record in rows:
+                records.setdefault(task, []).append(json.loads(record))
+        samples = {task: pd.DataFrame.from_records(task_rows) for task, task_rows in records.items()}
+        return RunResult(results, samples, json.loads(manifest))
+
+    @contextmanager
+    def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection that commits on success and rolls back on error; ``create`` makes file and schema."""
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(self.path, timeout=60)) as db, db:
+                if create:
+                    db.executescript(_SCHEMA)
+                yield db
+        except sqlite3.Error as exc:
+            raise LlamabenchError(f"run store {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise LlamabenchError(f"cannot create the run store {self.path} ({exc.strerror})") from exc
+
+
+def _folder_run_id(ref: str | Path) -> str | None:
+    """The run_id in the manifest of a run folder, or None when ``ref`` is not one."""
+    manifest = Path(ref) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text())["run_id"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise LlamabenchError(f"{manifest} is not a llamabench manifest ({exc!r})") from exc
+
+
+def _dumps(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, default=str)
