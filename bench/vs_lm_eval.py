@@ -27,11 +27,13 @@ from llamabench.tasks.data import read_jsonl, read_wikitext_documents
 
 QA_PROMPT = "{{ context }}\n\nQ: {{ question }}\nA (a short span copied from the text above):"
 QA_MAX_TOKENS = 32
-LM_EVAL_PPL = """\
-task: bench_wikitext
+LOCAL_JSON = """\
 dataset_path: json
 dataset_kwargs: {{data_files: {{test: {data}}}}}
 test_split: test
+"""
+LM_EVAL_PPL = """\
+task: bench_wikitext
 output_type: loglikelihood_rolling
 doc_to_text: ""
 doc_to_target: !function hooks.wikitext_detokenizer
@@ -40,9 +42,6 @@ metric_list: [{{metric: word_perplexity}}, {{metric: byte_perplexity}}, {{metric
 """
 LM_EVAL_QA = """\
 task: bench_qa
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}}}
-test_split: test
 output_type: generate_until
 doc_to_text: {prompt}
 doc_to_target: "{{{{ answers[0] }}}}"
@@ -70,9 +69,9 @@ def write_inputs(folder: Path, data_dir: Path, ppl_docs: int, qa_docs: int) -> N
     (folder / "wikitext2_raw_test").mkdir()
     (folder / "wikitext2_raw_test" / "wiki.test.raw").write_text("\n".join(p["page"] for p in pages))
     prompt = json.dumps(QA_PROMPT)
-    (folder / "bench_wikitext.yaml").write_text(LM_EVAL_PPL.format(data=folder / "pages.jsonl"))
+    (folder / "bench_wikitext.yaml").write_text((LM_EVAL_PPL + LOCAL_JSON).format(data=folder / "pages.jsonl"))
     (folder / "bench_qa.yaml").write_text(
-        LM_EVAL_QA.format(data=folder / "qa.jsonl", prompt=prompt, max_tokens=QA_MAX_TOKENS)
+        (LM_EVAL_QA + LOCAL_JSON).format(data=folder / "qa.jsonl", prompt=prompt, max_tokens=QA_MAX_TOKENS)
     )
     (folder / "hooks.py").write_text(HOOKS)
     (folder / "llamabench_tasks").mkdir()

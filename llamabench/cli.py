@@ -101,6 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     from llamabench.backends.cache import CachedBackend, RequestCache
     from llamabench.backends.hf import HFBackend
     from llamabench.backends.loading import cache_root
+    from llamabench.backends.sharded import ShardedBackend, init_distributed, is_main_process, launched_distributed
     from llamabench.interop.mixed import evaluate_run, prepare_run
     from llamabench.results import ensure_writable, format_table, write_run
     from llamabench.runner import RunConfig
@@ -125,6 +126,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.no_cache and args.refresh:
         raise LlamabenchError("--no-cache and --refresh conflict: --refresh recomputes and stores; pick one")
+    distributed = launched_distributed()
+    if distributed:
+        config.device = init_distributed(config.device)
     ensure_writable(config.output_dir)
     tasks = prepare_run(config, args.include_path)
     backend = HFBackend.load(
@@ -137,7 +141,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not args.no_cache:
         backend = CachedBackend(backend, RequestCache(cache_root() / "requests.sqlite"), refresh=args.refresh)
+    if distributed:
+        backend = ShardedBackend(backend)
     run = evaluate_run(backend, tasks, config)
+    if not is_main_process():
+        return 0
     folder = write_run(run, config.output_dir)
     RunStore.in_dir(config.output_dir).add(run, folder)
     print(format_table(run.results))

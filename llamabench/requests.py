@@ -40,6 +40,15 @@ class GenerationRequest:
 Request = LoglikelihoodRequest | RollingRequest | GenerationRequest
 
 
+def request_size(request: Request) -> int:
+    """Rough work a request costs, in characters: used to balance chunks and ranks."""
+    if isinstance(request, LoglikelihoodRequest):
+        return len(request.context) + len(request.continuation)
+    if isinstance(request, RollingRequest):
+        return len(request.text)
+    return len(request.prompt) + 4 * request.max_new_tokens
+
+
 @dataclass
 class DocRequests:
     """One document's requests plus everything needed to score their results."""

@@ -99,3 +99,15 @@ def test_tasks_lists_builtin_tasks_with_metrics(capsys):
     out = capsys.readouterr().out
     assert "wikitext2 (alias: ppl)  [loglikelihood_rolling]  metrics: word_perplexity" in out
     assert "squad (alias: qa)" in out and "arc_easy  [multiple_choice]  metrics: acc, acc_norm" in out
+
+
+def test_empty_data_file(capsys, workspace):
+    (workspace / "data" / "tiny" / "qa.jsonl").write_text("\n \n")
+    assert "qa.jsonl is empty" in run_cli(capsys, workspace, "--tasks", "tiny_qa")
+
+
+def test_task_yaml_cannot_run_code(capsys, workspace, tmp_path):
+    marker = tmp_path / "pwned"
+    (workspace / "tasks" / "evil.yaml").write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\n')
+    assert "evil.yaml is not valid YAML" in run_cli(capsys, workspace, "--tasks", "tiny_qa")
+    assert not marker.exists()

@@ -18,9 +18,9 @@ from llamabench.requests import LoglikelihoodRequest, RollingRequest
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 
 LM_EVAL_WIKITEXT2_FIRST8 = {  # lm-eval 0.4.13, the first 8 WikiText-2 raw test articles
-    "word_perplexity": None,
-    "byte_perplexity": None,
-    "bits_per_byte": None,
+    "word_perplexity": 29.170496,
+    "byte_perplexity": 1.918815,
+    "bits_per_byte": 0.940215,
 }
 LM_EVAL_WIKITEXT2 = {  # lm-eval 0.4.13, all 62 WikiText-2 raw test articles
     "word_perplexity": 30.71274819099721,

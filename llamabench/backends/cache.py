@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from llamabench.backends.base import Backend
 from llamabench.errors import LlamabenchError
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
 
 # Work per committed chunk, in characters of request text: a kill loses at most about this much.
 DEFAULT_CHUNK_CHARS = 32_000
@@ -107,9 +107,9 @@ class CachedBackend(Backend):
         found = {} if self.refresh else self.cache.get_many(keys)
         missing = {key: request for key, request in zip(keys, requests, strict=True) if key not in found}
         self.hits += sum(key in found for key in keys)
-        order = sorted(missing, key=lambda key: -_size(missing[key]))  # chunks of similar length batch well
+        order = sorted(missing, key=lambda key: -request_size(missing[key]))  # chunks of similar length batch well
         with tqdm(total=len(order), desc=f"{self.model_id}: {kind}", unit="req", disable=not order) as bar:
-            for chunk in _chunks(order, [_size(missing[key]) for key in order], self.chunk_chars):
+            for chunk in _chunks(order, [request_size(missing[key]) for key in order], self.chunk_chars):
                 results = compute([missing[key] for key in chunk])
                 stored = dict(zip(chunk, results, strict=True))
                 self.cache.put_many(stored)
@@ -117,14 +117,6 @@ class CachedBackend(Backend):
                 self.computed += len(chunk)
                 bar.update(len(chunk))
         return [found[key] for key in keys]
-
-
-def _size(request: Request) -> int:
-    if isinstance(request, LoglikelihoodRequest):
-        return len(request.context) + len(request.continuation)
-    if isinstance(request, RollingRequest):
-        return len(request.text)
-    return len(request.prompt) + 4 * request.max_new_tokens
 
 
 def _chunks(keys: list[str], sizes: list[int], budget: int) -> list[list[str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,4 +147,9 @@ def _write_dense_copy(source: ModelSource, dense_dir: Path) -> None:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     dense_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, dense_dir)
+    try:
+        os.replace(tmp, dense_dir)
+    except OSError:
+        if not (dense_dir / "config.json").is_file():
+            raise
+        shutil.rmtree(tmp)  # another process (a data-parallel rank) finished the same copy first
