@@ -88,7 +88,7 @@ def stored(tmp_path: Path) -> int:
 
 
 def finished_run(tmp_path: Path, out: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    folder = next((tmp_path / out).iterdir())
+    (folder,) = [p for p in (tmp_path / out).iterdir() if p.is_dir()]  # beside it: the run store
     return (
         pd.read_csv(folder / "results.csv"),
         pd.read_parquet(folder / "samples_squad.parquet"),
