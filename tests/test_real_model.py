@@ -14,7 +14,7 @@ import torch
 
 from llamabench.backends.hf import HFBackend
 from llamabench.backends.loading import resolve_model
-from llamabench.requests import LoglikelihoodRequest, RollingRequest
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 
 LM_EVAL_WIKITEXT2_FIRST8 = {  # lm-eval 0.4.13, the first 8 WikiText-2 raw test articles
@@ -77,3 +77,38 @@ def test_real_model_scores_are_batch_size_invariant(smollm2, data_dir):
         for (a, _), (b, _) in zip(ours, theirs, strict=True):
             assert math.isclose(a, b, rel_tol=1e-4)
     assert max(batched.policy.sizes_used) == 6
+
+
+def test_requests_equal_lm_eval_hf_backend_on_smollm2(smollm2, data_dir):
+    """Rolling perplexity, multiple-choice log-likelihoods and greedy generations, request for request."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    docs = prepare_tasks(RunConfig(tasks=["qa"], limit=4, data_dir=data_dir, num_fewshot=0))[0].docs
+    peer = HFLM(pretrained=smollm2.model, tokenizer=smollm2.tokenizer, batch_size=4, max_length=512, device="cpu")
+    ours = HFBackend(smollm2.model, smollm2.tokenizer, model_id="smollm2", max_length=512, progress=False)
+
+    def instances(kind, arguments):
+        return [Instance(request_type=kind, doc={}, arguments=a, idx=i) for i, a in enumerate(arguments)]
+
+    texts = [d["context"] * 2 for d in docs]  # ~300-700 tokens: several 512-token windows each
+    for (value, _), expected in zip(
+        ours.loglikelihood_rolling([RollingRequest(t) for t in texts]),
+        peer.loglikelihood_rolling(instances("loglikelihood_rolling", [(t,) for t in texts])),
+        strict=True,
+    ):
+        assert math.isclose(value, expected, rel_tol=1e-4)
+
+    pairs = [(f"{d['context']}\nQ: {d['question']}\nA:", f" {a}") for d in docs for a in {*d["answers"], "Paris"}]
+    for (value, greedy), (expected, expected_greedy) in zip(
+        ours.loglikelihood([LoglikelihoodRequest(c, x) for c, x in pairs]),
+        peer.loglikelihood(instances("loglikelihood", pairs)),
+        strict=True,
+    ):
+        assert math.isclose(value, expected, rel_tol=1e-4) and greedy == expected_greedy
+
+    prompts = [f"{d['context']}\n\nQ: {d['question']}\nA:" for d in docs]
+    gen_kwargs = {"until": ["\n"], "max_gen_toks": 16, "do_sample": False}
+    assert ours.generate([GenerationRequest(p, 16, ("\n",)) for p in prompts]) == peer.generate_until(
+        instances("generate_until", [(p, gen_kwargs) for p in prompts])
+    )
