@@ -39,3 +39,21 @@ class Backend(ABC):
     def describe(self) -> dict:
         """Settings and statistics worth recording in the run manifest."""
         return {"model": self.model_id, "fingerprint": self.fingerprint}
+
+
+class BackendWrapper(Backend, ABC):
+    """A backend that adds behaviour around ``inner`` (caching, sharding) and delegates the rest to it."""
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.fingerprint = inner.fingerprint
+
+    def apply_chat_template(self, text: str) -> str:
+        return self.inner.apply_chat_template(text)
+
+    def cache_identity(self) -> str:
+        return self.inner.cache_identity()
+
+    def describe(self) -> dict:
+        return self.inner.describe()

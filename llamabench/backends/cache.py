@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from llamabench.backends.base import Backend
+from llamabench.backends.base import Backend, BackendWrapper
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
 
@@ -59,18 +59,16 @@ class RequestCache:
         return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
 
-class CachedBackend(Backend):
+class CachedBackend(BackendWrapper):
     """Wraps a backend: serves stored results, computes the rest in committed chunks."""
 
     def __init__(self, inner: Backend, cache: RequestCache, *, refresh: bool = False, chunk_chars: int | None = None):
         if inner.fingerprint == Backend.fingerprint:
             raise LlamabenchError(f"model {inner.model_id} has no content fingerprint, so its results cannot be cached")
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache
         self.refresh = refresh
         self.chunk_chars = chunk_chars or int(os.environ.get("LLAMABENCH_CACHE_CHUNK_CHARS", DEFAULT_CHUNK_CHARS))
-        self.model_id = inner.model_id
-        self.fingerprint = inner.fingerprint
         self.hits = 0
         self.computed = 0
         inner.progress = False  # this wrapper shows one bar per call instead of one per chunk
@@ -83,9 +81,6 @@ class CachedBackend(Backend):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         return self._cached("generate", requests, self.inner.generate)
-
-    def apply_chat_template(self, text: str) -> str:
-        return self.inner.apply_chat_template(text)
 
     def describe(self) -> dict:
         return {

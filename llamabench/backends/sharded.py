@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from llamabench.backends.base import Backend
+from llamabench.backends.base import Backend, BackendWrapper
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
 
 
@@ -39,13 +39,11 @@ def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-class ShardedBackend(Backend):
+class ShardedBackend(BackendWrapper):
     """Splits each call's requests across the ranks of the default process group."""
 
     def __init__(self, inner: Backend):
-        self.inner = inner
-        self.model_id = inner.model_id
-        self.fingerprint = inner.fingerprint
+        super().__init__(inner)
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
 
@@ -57,9 +55,6 @@ class ShardedBackend(Backend):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         return self._sharded(requests, self.inner.generate)
-
-    def apply_chat_template(self, text: str) -> str:
-        return self.inner.apply_chat_template(text)
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "world_size": self.world}
