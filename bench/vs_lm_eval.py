@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from llamabench.backends.hf import HFBackend
-from llamabench.backends.loading import cache_root, fingerprint, load_model_and_tokenizer, resolve_model
+from llamabench.backends.loading import KV_CACHES, cache_root, fingerprint, load_model_and_tokenizer, resolve_model
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.tasks.data import read_jsonl, read_wikitext_documents
 
@@ -102,8 +102,10 @@ def run_lm_eval(folder: Path, pretrained: str, device: str, dtype: str, batch_si
     return {"seconds": timings, "results": results, "samples": samples}
 
 
-def run_llamabench(folder: Path, model: str | None, device: str, dtype: str) -> tuple[dict, dict, HFBackend]:
-    backend = HFBackend.load(model, device=device, dtype=dtype)
+def run_llamabench(
+    folder: Path, model: str | None, device: str, dtype: str, kv_cache: str
+) -> tuple[dict, dict, HFBackend]:
+    backend = HFBackend.load(model, device=device, dtype=dtype, kv_cache=kv_cache)
     timings, runs = {}, {}
     for task in ("wikitext2", "bench_qa"):
         config = RunConfig(
@@ -123,6 +125,7 @@ def main() -> None:
     parser.add_argument("--qa-docs", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--kv-cache", choices=KV_CACHES, default="dynamic", help="llamabench's generation cache")
     gpu = torch.cuda.is_available()
     # lm-eval at its best setting: 'auto' on GPU. On CPU its auto-detection is unavailable; rolling windows
     # need batch size 1 there (8 windows of 8192 tokens materialise ~26 GB of fp32 logits and are OOM-killed).
@@ -138,7 +141,7 @@ def main() -> None:
         write_inputs(folder, args.data_dir, args.ppl_docs, args.qa_docs)
         batch_sizes = {"bench_wikitext": args.lm_eval_ppl_batch_size, "bench_qa": args.lm_eval_gen_batch_size}
         peer = run_lm_eval(folder, pretrained, args.device, args.dtype, batch_sizes)
-        ours_seconds, ours, backend = run_llamabench(folder, args.model, args.device, args.dtype)
+        ours_seconds, ours, backend = run_llamabench(folder, args.model, args.device, args.dtype, args.kv_cache)
     report(args, peer, ours_seconds, ours, backend)
 
 
@@ -169,7 +172,7 @@ def report(args: argparse.Namespace, peer: dict, ours_seconds: dict, ours: dict,
         f"\nmachine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"device {args.device}, threads {torch.get_num_threads()}, dtype {args.dtype}, "
         f"lm-eval batch size {args.lm_eval_ppl_batch_size} (ppl) / {args.lm_eval_gen_batch_size} (generation), "
-        "llamabench batch size auto"
+        f"llamabench batch size auto, {args.kv_cache} key/value cache"
     )
     print(
         f"documents: {args.ppl_docs} WikiText-2 articles, {args.qa_docs} SQuAD questions "

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from llamabench import __version__
+from llamabench.backends.loading import DEVICE_MAPS, KV_CACHES
 from llamabench.errors import LlamabenchError
 
 
@@ -39,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="'auto' (token budget, backs off on out-of-memory) or a fixed number of sequences",
     )
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    run.add_argument(
+        "--device-map",
+        choices=DEVICE_MAPS,
+        default=None,
+        help="spread one model over all visible GPUs with accelerate (not under torchrun)",
+    )
+    run.add_argument(
+        "--kv-cache",
+        choices=KV_CACHES,
+        default="dynamic",
+        help="generation's key/value cache; 'static' lets transformers compile decoding (faster on GPU)",
+    )
     run.add_argument(
         "--dtype", default=None, help="float32, bfloat16 or float16 (default: bfloat16 on GPU, float32 on CPU)"
     )
@@ -116,6 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         num_fewshot=args.num_fewshot,
         batch_size=args.batch_size,
         device=args.device,
+        device_map=args.device_map,
+        kv_cache=args.kv_cache,
         dtype=args.dtype,
         max_length=args.max_length,
         data_dir=args.data_dir,
@@ -127,6 +142,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.no_cache and args.refresh:
         raise LlamabenchError("--no-cache and --refresh conflict: --refresh recomputes and stores; pick one")
     distributed = launched_distributed()
+    if distributed and config.device_map:
+        raise LlamabenchError(
+            f"--device-map {config.device_map} cannot run under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}): "
+            "one model sharded over GPUs and data-parallel replicas do not combine; run a single process with "
+            "--device-map, or drop --device-map for one replica per GPU"
+        )
     if distributed:
         config.device = init_distributed(config.device)
     ensure_writable(config.output_dir)
@@ -135,6 +156,8 @@ def _run(args: argparse.Namespace) -> int:
         config.model,
         device=config.device,
         dtype=config.dtype,
+        device_map=config.device_map,
+        kv_cache=config.kv_cache,
         batch_size=config.batch_size,
         max_length=config.max_length,
         trust_remote_code=args.trust_remote_code,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from llamabench.errors import LlamabenchError
 from llamabench.tasks.spec import TaskSpec
@@ -73,12 +74,11 @@ def build_requests(
     num_fewshot: int | None = None,
     fewshot_pool: list[dict] | None = None,
     seed: int = 0,
-    chat_wrapper=None,
 ) -> list[DocRequests]:
     """Render every document into its requests.
 
     Few-shot examples are drawn (seeded, per document) from ``fewshot_pool`` (default: ``docs``), never
-    the document itself; ``chat_wrapper`` wraps each final prompt in the model's chat template.
+    the document itself.
     """
     pool = docs if fewshot_pool is None else fewshot_pool
     shots = spec.num_fewshot if num_fewshot is None else num_fewshot
@@ -89,7 +89,7 @@ def build_requests(
     built = []
     for index, doc in enumerate(docs):
         try:
-            built.append(_build_one(spec, doc, index, pool, shots, seed, chat_wrapper))
+            built.append(_build_one(spec, doc, index, pool, shots, seed))
         except UndefinedError as exc:
             raise LlamabenchError(
                 f"task {spec.name}: document {index} lacks a field the task uses ({exc.message}); "
@@ -98,9 +98,7 @@ def build_requests(
     return built
 
 
-def _build_one(
-    spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: int, seed: int, chat_wrapper
-) -> DocRequests:
+def _build_one(spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: int, seed: int) -> DocRequests:
     doc_id = render(spec.doc_id, doc) if spec.doc_id else str(index)
     prompt = render(spec.prompt, doc)
     if spec.kind == "loglikelihood_rolling":
@@ -108,8 +106,6 @@ def _build_one(
         return DocRequests(doc_id, prompt, [RollingRequest(prompt, spec.stride)], units_text=units)
     if shots:
         prompt = _fewshot_prefix(spec, doc, index, pool, shots, seed) + prompt
-    if chat_wrapper is not None:
-        prompt = chat_wrapper(prompt)
     if spec.kind == "generate":
         settings = spec.generation
         request = GenerationRequest(prompt, settings.max_new_tokens, settings.until, settings.greedy)
@@ -118,6 +114,23 @@ def _build_one(
     label = _resolve_label(spec, render(spec.label, doc), choices, doc_id)
     requests = [LoglikelihoodRequest(prompt, spec.target_delimiter + choice) for choice in choices]
     return DocRequests(doc_id, prompt, requests, targets=[choices[label]], choices=choices, label=label)
+
+
+def with_chat_template(docs: list[DocRequests], wrap: Callable[[str], str]) -> list[DocRequests]:
+    """``docs`` with each prompt, few-shot examples included, passed through ``wrap`` (the model's chat template);
+    perplexity documents score their text as it is and stay unchanged."""
+    wrapped = []
+    for doc in docs:
+        if any(isinstance(request, RollingRequest) for request in doc.requests):
+            wrapped.append(doc)
+            continue
+        prompt = wrap(doc.prompt)
+        requests = [
+            replace(r, prompt=prompt) if isinstance(r, GenerationRequest) else replace(r, context=prompt)
+            for r in doc.requests
+        ]
+        wrapped.append(replace(doc, prompt=prompt, requests=requests))
+    return wrapped
 
 
 def _fewshot_prefix(spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: int, seed: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from llamabench import __version__
 from llamabench.backends.base import Backend
 from llamabench.errors import LlamabenchError
-from llamabench.requests import DocRequests, build_requests
+from llamabench.requests import DocRequests, build_requests, with_chat_template
 from llamabench.results import RunResult, result_rows, results_frame
 from llamabench.scoring import score, to_outcomes
 from llamabench.tasks import registry
@@ -36,6 +36,8 @@ class RunConfig:
     tasks_dirs: list[Path] = field(default_factory=list)
     seed: int = 0
     bootstrap_iters: int = 1000
+    device_map: str | None = None
+    kv_cache: str = "dynamic"
 
 
 @dataclass
@@ -44,7 +46,6 @@ class PreparedTask:
 
     spec: TaskSpec
     docs: list[dict]
-    fewshot_pool: list[dict]
     requests: list[DocRequests]
 
 
@@ -58,7 +59,7 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
         pool = load_documents(spec.dataset, spec.name, config.data_dir)
         docs = pool[: config.limit]
         requests = build_requests(spec, docs, num_fewshot=config.num_fewshot, fewshot_pool=pool, seed=config.seed)
-        prepared.append(PreparedTask(spec, docs, pool, requests))
+        prepared.append(PreparedTask(spec, docs, requests))
     return prepared
 
 
@@ -69,16 +70,7 @@ def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> 
     for task in tasks:
         spec = task.spec
         tick = time.perf_counter()
-        docs = task.requests
-        if spec.chat_template:
-            docs = build_requests(
-                spec,
-                task.docs,
-                num_fewshot=config.num_fewshot,
-                fewshot_pool=task.fewshot_pool,
-                seed=config.seed,
-                chat_wrapper=backend.apply_chat_template,
-            )
+        docs = with_chat_template(task.requests, backend.apply_chat_template) if spec.chat_template else task.requests
         docs, skipped = _drop_empty(spec, docs)
         if not docs:
             raise LlamabenchError(f"task {spec.name}: every document is empty; check the data file and templates")

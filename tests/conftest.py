@@ -21,6 +21,26 @@ def data_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M, the embedded default model, in fp32 on CPU."""
+    from llamabench.backends.hf import HFBackend
+
+    return HFBackend.load(None, device="cpu", dtype="float32")
+
+
+PERPLEXITIES = ["word_perplexity", "byte_perplexity", "bits_per_byte"]
+
+
+# The body of an lm-eval task YAML: the rolling log-likelihood of each document's ``text``, with lm-eval's perplexities.
+LM_EVAL_ROLLING_TASK = {
+    "output_type": "loglikelihood_rolling",
+    "doc_to_text": "",
+    "doc_to_target": "{{text}}",
+    "metric_list": [{"metric": metric} for metric in PERPLEXITIES],
+}
+
+
 def byte_tokenizer():
     """A byte-level tokenizer (one token per UTF-8 byte) with <s>=256 and </s>=257, built offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import byte_tokenizer, tiny_llama
+from conftest import LM_EVAL_ROLLING_TASK, PERPLEXITIES, byte_tokenizer, tiny_llama
 
 from llamabench.backends.hf import HFBackend
 from llamabench.cli import main
@@ -30,14 +30,8 @@ TEXTS = [
 QUESTIONS = ["2+2=", "Capital of France?", "Colour of the sky?", "Opposite of up?"]
 CHOICES = [["red", "blue", "green"], ["cat", "dog", "bird"], ["one", "two", "three"], ["up", "down", "left"]]
 
-PERPLEXITIES = ["word_perplexity", "byte_perplexity", "bits_per_byte"]
 LM_EVAL_TASKS = {
-    "tiny_roll": {
-        "output_type": "loglikelihood_rolling",
-        "doc_to_text": "",
-        "doc_to_target": "{{text}}",
-        "metric_list": [{"metric": metric} for metric in PERPLEXITIES],
-    },
+    "tiny_roll": LM_EVAL_ROLLING_TASK,
     "tiny_gen": {
         "output_type": "generate_until",
         "doc_to_text": "Q: {{q}}\nA:",
@@ -229,8 +223,10 @@ def test_model_is_registered_and_loads_from_model_args(workspace, tmp_path):
         f"pretrained={tmp_path},dtype=float32,max_length={MAX_LENGTH}", {"batch_size": "auto:4", "device": "cpu"}
     )
     assert (lm.backend.max_length, lm.backend.device.type, lm.backend.policy.max_items) == (MAX_LENGTH, "cpu", None)
-    fixed = LlamabenchLM.create_from_arg_obj({"pretrained": str(tmp_path)}, {"batch_size": 3, "device": None})
-    assert fixed.backend.policy.max_items == 3
+    fixed = LlamabenchLM.create_from_arg_obj(
+        {"pretrained": str(tmp_path), "kv_cache": "static"}, {"batch_size": 3, "device": None}
+    )
+    assert (fixed.backend.policy.max_items, fixed.backend.kv_cache, lm.backend.kv_cache) == (3, "static", "dynamic")
 
 
 def test_bad_include_path_is_one_line_error(capsys, tmp_path):

@@ -3,12 +3,21 @@
 import json
 import math
 import re
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from llamabench.errors import LlamabenchError
+from llamabench.requests import (
+    DocRequests,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    RollingRequest,
+    with_chat_template,
+)
 from llamabench.results import RESULT_COLUMNS, write_run
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.tasks.data import read_wikitext_documents
@@ -85,3 +94,42 @@ def test_fewshot_prompts_hold_k_solved_examples(tiny_backend, data_dir):
     prompt = run.samples["squad"].prompt.iloc[0]
     assert prompt.count("\nA (a short span copied from the text above):") == 3
     assert run.results.num_fewshot.unique().tolist() == [2]
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_chat_template_wraps_whole_prompts_once(tiny_backend, data_dir):
+    config = RunConfig(tasks=["qa"], limit=3, data_dir=data_dir)  # SQuAD, two solved examples per prompt
+    (plain,) = prepare_tasks(config)
+    backend = tiny_backend(max_length=256)
+    backend.tokenizer.chat_template = CHAT_TEMPLATE
+    run = evaluate(backend, [replace(plain, spec=replace(plain.spec, chat_template=True))], config)
+    expected = [f"<|user|>{doc.prompt}<|end|><|assistant|>" for doc in plain.requests]
+    assert [doc.prompt.count("\nQ: ") for doc in plain.requests] == [3, 3, 3]  # the examples are inside the turn
+    samples = run.samples["squad"]
+    assert samples.prompt.tolist() == expected
+    generation = plain.spec.generation
+    direct = backend.generate([GenerationRequest(p, generation.max_new_tokens, generation.until) for p in expected])
+    assert samples.prediction.tolist() == direct
+
+
+def test_chat_template_wraps_choice_contexts_and_leaves_perplexity_text():
+    pair = [LoglikelihoodRequest("Q?", " a"), LoglikelihoodRequest("Q?", " b")]
+    choice = DocRequests("0", "Q?", pair, choices=["a", "b"])
+    rolling = DocRequests("1", "text", [RollingRequest("text")], units_text="text")
+    wrapped = with_chat_template([choice, rolling], lambda prompt: f"[{prompt}]")
+    assert wrapped[0].prompt == "[Q?]"
+    assert wrapped[0].requests == [LoglikelihoodRequest("[Q?]", " a"), LoglikelihoodRequest("[Q?]", " b")]
+    assert wrapped[0].choices == ["a", "b"]
+    assert wrapped[1] == rolling
+
+
+def test_chat_template_on_a_model_without_one_is_a_clear_error(tiny_backend, data_dir):
+    config = RunConfig(tasks=["qa"], limit=1, data_dir=data_dir)
+    (plain,) = prepare_tasks(config)
+    with pytest.raises(LlamabenchError, match="model tiny-0 has no chat template; set chat_template: false"):
+        evaluate(tiny_backend(), [replace(plain, spec=replace(plain.spec, chat_template=True))], config)

@@ -29,11 +29,6 @@ LM_EVAL_WIKITEXT2 = {  # lm-eval 0.4.13, all 62 WikiText-2 raw test articles
 }
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    return HFBackend.load(None, device="cpu", dtype="float32")
-
-
 def assert_wikitext2_matches(backend, data_dir, limit, expected):
     config = RunConfig(tasks=["ppl"], data_dir=data_dir, limit=limit)
     run = evaluate(backend, prepare_tasks(config), config)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -27,17 +27,20 @@ class BatchPolicy:
     max_items: int | None = None
     sizes_used: Counter = field(default_factory=Counter)
 
-    def plan(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Batches of indices into ``lengths``, longest first (so the first batch shows any OOM early)."""
+    def plan(self, lengths: Sequence[int]) -> Iterator[list[int]]:
+        """Batches of indices into ``lengths``, longest first (so the first batch shows any OOM early).
+
+        Each batch is formed when it is asked for, so a budget cut by an out-of-memory split applies to
+        every later batch instead of each of them failing and splitting in turn.
+        """
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        batches: list[list[int]] = []
-        for index in order:
-            current = batches[-1] if batches else None
-            if current is not None and self._fits(len(current) + 1, lengths[current[0]]):
-                current.append(index)
-            else:
-                batches.append([index])
-        return batches
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and self._fits(end - start + 1, lengths[order[start]]):
+                end += 1
+            yield order[start:end]
+            start = end
 
     def _fits(self, n_items: int, longest: int) -> bool:
         if self.max_items is not None:

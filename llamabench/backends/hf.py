@@ -12,7 +12,13 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from llamabench.backends.base import Backend
 from llamabench.backends.batching import BatchPolicy
-from llamabench.backends.loading import fingerprint, load_model_and_tokenizer, resolve_model
+from llamabench.backends.loading import (
+    KV_CACHES,
+    check_device_map,
+    fingerprint,
+    load_model_and_tokenizer,
+    resolve_model,
+)
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 
@@ -59,12 +65,16 @@ class HFBackend(Backend):
         batch_size: int | str = "auto",
         max_length: int | None = None,
         progress: bool = True,
+        kv_cache: str = "dynamic",
     ):
+        if kv_cache not in KV_CACHES:
+            raise LlamabenchError(f"--kv-cache {kv_cache} is not one of {', '.join(KV_CACHES)}")
         self.model = model
+        self.kv_cache = kv_cache
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.fingerprint = model_fingerprint
-        self.device = next(model.parameters()).device
+        self.device = model.get_input_embeddings().weight.device  # where inputs go, also under a device map
         self.max_length = max_length or _model_max_length(model, tokenizer)
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -84,8 +94,12 @@ class HFBackend(Backend):
         batch_size: int | str = "auto",
         max_length: int | None = None,
         trust_remote_code: bool = False,
+        device_map: str | None = None,
+        kv_cache: str = "dynamic",
     ) -> HFBackend:
-        """Load ``model`` (alias, directory, .gguf or hub id) on ``device`` in ``dtype``."""
+        """Load ``model`` (alias, directory, .gguf or hub id) on ``device`` in ``dtype``; ``device_map`` (``auto``,
+        ``balanced``, ``sequential``) spreads it over the visible GPUs instead (on a machine without one: the CPU)."""
+        check_device_map(device_map, device)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise LlamabenchError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu")
@@ -94,7 +108,7 @@ class HFBackend(Backend):
             raise LlamabenchError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
         source = resolve_model(model)
         loaded, tokenizer = load_model_and_tokenizer(
-            source, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code
+            source, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code, device_map=device_map
         )
         return cls(
             loaded,
@@ -103,6 +117,7 @@ class HFBackend(Backend):
             model_fingerprint=fingerprint(source),
             batch_size=batch_size,
             max_length=max_length,
+            kv_cache=kv_cache,
         )
 
     def describe(self) -> dict:
@@ -111,6 +126,7 @@ class HFBackend(Backend):
             "device": str(self.device),
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "max_length": self.max_length,
+            "kv_cache": self.kv_cache,
             "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
         }
 
@@ -194,12 +210,13 @@ class HFBackend(Backend):
             ]
         )
         targets = torch.tensor([t for item in items for t in item.tokens[-item.n_target :]], device=self.device)
-        selected = hidden.reshape(-1, hidden.shape[-1])[rows.to(self.device)]
+        # Under a device map the last layer (and the head) may sit on another GPU than the inputs.
+        selected = hidden.reshape(-1, hidden.shape[-1])[rows.to(hidden.device)]
         head = self.model.get_output_embeddings()
         logprobs, greedy = [], []
         for start in range(0, len(selected), _LOGIT_ROWS):
             logits = head(selected[start : start + _LOGIT_ROWS]).float()
-            chunk_targets = targets[start : start + _LOGIT_ROWS]
+            chunk_targets = targets[start : start + _LOGIT_ROWS].to(logits.device)
             logprobs.append(torch.log_softmax(logits, dim=-1).gather(1, chunk_targets[:, None])[:, 0])
             greedy.append(logits.argmax(dim=-1) == chunk_targets)
         token_logprobs = torch.cat(logprobs).double().cpu()
@@ -254,6 +271,7 @@ class HFBackend(Backend):
             top_p=None,
             top_k=None,
             pad_token_id=self.pad_token,
+            cache_implementation=self.kv_cache,
             eos_token_id=self.tokenizer.eos_token_id,
             stopping_criteria=StoppingCriteriaList([_StopSequences(self.tokenizer, until, width)]) if until else None,
         )

@@ -17,6 +17,11 @@ from pathlib import Path
 from llamabench.errors import LlamabenchError
 
 DEFAULT_MODEL = "smollm2-135m"
+# accelerate's placements of one model over every visible GPU (``from_pretrained(device_map=...)``).
+DEVICE_MAPS = ("auto", "balanced", "sequential")
+# Key/value caches for generation: transformers' growing one, or a preallocated one that lets it compile the
+# decoding step (on CUDA it does, with CUDA graphs), which removes most per-token Python and launch overhead.
+KV_CACHES = ("dynamic", "static")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _FINGERPRINT_CHUNK = 1 << 20
 
@@ -102,8 +107,24 @@ def cache_root() -> Path:
     return Path(os.environ.get("LLAMABENCH_CACHE", Path.home() / ".cache" / "llamabench"))
 
 
-def load_model_and_tokenizer(source: ModelSource, *, dtype, device: str, trust_remote_code: bool = False):
-    """Load model (eval mode, on ``device``) and tokenizer; GGUF files go through a dense on-disk cache."""
+def check_device_map(device_map: str | None, device: str | None) -> None:
+    """Refuse an unknown ``device_map`` and a ``device`` that contradicts it (the map picks the devices)."""
+    if device_map is None:
+        return
+    if device_map not in DEVICE_MAPS:
+        raise LlamabenchError(f"--device-map {device_map} is not one of {', '.join(DEVICE_MAPS)}")
+    if device not in (None, "cuda"):
+        raise LlamabenchError(
+            f"--device {device} conflicts with --device-map {device_map}, which places the model on every visible "
+            "GPU (the CPU when there is none); drop --device, and choose GPUs with CUDA_VISIBLE_DEVICES"
+        )
+
+
+def load_model_and_tokenizer(
+    source: ModelSource, *, dtype, device: str, trust_remote_code: bool = False, device_map: str | None = None
+):
+    """Load model (eval mode) and tokenizer; GGUF files go through a dense on-disk cache. The model goes on
+    ``device``, or with ``device_map`` (one of :data:`DEVICE_MAPS`) accelerate spreads it over the visible GPUs."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location, gguf_kwargs = source.location, {}
@@ -115,7 +136,7 @@ def load_model_and_tokenizer(source: ModelSource, *, dtype, device: str, trust_r
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code, **gguf_kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=dtype, trust_remote_code=trust_remote_code, **gguf_kwargs
+            location, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, **gguf_kwargs
         )
     except (OSError, ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -123,7 +144,7 @@ def load_model_and_tokenizer(source: ModelSource, *, dtype, device: str, trust_r
             f"model {source.name} could not be loaded from {location}: {first_line}; "
             "check the path is a complete checkpoint (offline users: hub ids need a local copy)"
         ) from exc
-    return model.to(device).eval(), tokenizer
+    return (model if device_map else model.to(device)).eval(), tokenizer
 
 
 def _write_dense_copy(source: ModelSource, dense_dir: Path) -> None:

@@ -64,7 +64,8 @@ class LlamabenchLM(LM):
         cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None
     ) -> LlamabenchLM:
         """Load an :class:`HFBackend` from lm-eval's model arguments: ``pretrained`` (as ``--model``),
-        ``device``, ``dtype``, ``batch_size``, ``max_length`` and ``trust_remote_code``."""
+        ``device``, ``device_map``, ``dtype``, ``batch_size``, ``max_length``, ``kv_cache`` and
+        ``trust_remote_code``."""
         options = {**arg_dict, **{k: v for k, v in (additional_config or {}).items() if v is not None}}
         batch_size = _batch_size(options.pop("batch_size", "auto"))
         return cls(HFBackend.load(options.pop("pretrained", None), batch_size=batch_size, **options))

@@ -1,0 +1,91 @@
+"""Where rolling-perplexity time goes: one WikiText-2 window scored by llamabench and by lm-eval's HF backend,
+each under torch.profiler, with the operator groups' shares of CPU (or CUDA) time.
+
+    python bench/profile_rolling_ppl.py --data-dir ../shared/data [--tokens 4096] [--device cpu]
+
+Both run the same model object on the same text; the table shows how much of each side's time is the dense
+forward (matrix products and attention), which the two share, and how much is the scoring around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from llamabench.backends.hf import HFBackend
+from llamabench.requests import RollingRequest
+from llamabench.tasks.data import read_wikitext_documents
+
+GROUPS = {  # profiler operator name -> the group it is reported under
+    "aten::mm": "matrix products (linear layers, vocabulary head)",
+    "aten::addmm": "matrix products (linear layers, vocabulary head)",
+    "aten::bmm": "matrix products (linear layers, vocabulary head)",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention (SDPA)",
+    "aten::_scaled_dot_product_flash_attention": "attention (SDPA)",
+    "aten::_scaled_dot_product_efficient_attention": "attention (SDPA)",
+    "aten::_scaled_dot_product_cudnn_attention": "attention (SDPA)",
+    "aten::_log_softmax": "log-softmax over the vocabulary",
+    "aten::argmax": "greedy check (argmax over the vocabulary)",
+}
+
+
+def profiled(work, device: torch.device) -> tuple[float, Counter]:
+    """Wall seconds of ``work()`` and self time (seconds) per operator group."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        work()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    wall = time.perf_counter() - start
+    groups: Counter = Counter()
+    for event in prof.key_averages():
+        own = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+        groups[GROUPS.get(event.key, "everything else")] += own / 1e6
+    return wall, groups
+
+
+def main() -> None:
+    default_data = os.environ.get("LLAMABENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(default_data))
+    parser.add_argument("--tokens", type=int, default=4096, help="length of the one scored window")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    ours = HFBackend.load(None, device=args.device, dtype="float32", batch_size=1)
+    ours.progress = False
+    page = read_wikitext_documents(args.data_dir / "wikitext2_raw_test" / "wiki.test.raw")[0]["page"]
+    text = ours.tokenizer.decode(ours.tokenizer(page * 4, add_special_tokens=False).input_ids[: args.tokens])
+    peer = HFLM(pretrained=ours.model, tokenizer=ours.tokenizer, batch_size=1, device=str(ours.device))
+    jobs = {
+        "llamabench": lambda: ours.loglikelihood_rolling([RollingRequest(text)]),
+        "lm-eval": lambda: peer.loglikelihood_rolling(
+            [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(text,), idx=0)], disable_tqdm=True
+        ),
+    }
+    for work in jobs.values():
+        work()  # warm-up: allocator growth, kernel choice
+    measured = {name: profiled(work, ours.device) for name, work in jobs.items()}
+    names = sorted({group for _, groups in measured.values() for group in groups}, key=lambda g: g == "everything else")
+    print(f"one window of {args.tokens} tokens, SmolLM2-135M fp32 on {ours.device}, {torch.get_num_threads()} threads")
+    print("| share of time | " + " | ".join(measured) + " |")
+    print("|---|" + "---:|" * len(measured))
+    for group in names:
+        cells = [f"{100 * groups[group] / sum(groups.values()):.1f}%" for _, groups in measured.values()]
+        print(f"| {group} | " + " | ".join(cells) + " |")
+    print("| wall seconds (under the profiler) | " + " | ".join(f"{wall:.2f}" for wall, _ in measured.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
