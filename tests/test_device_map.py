@@ -62,12 +62,12 @@ def test_device_map_on_cpu_gives_exactly_a_plain_loads_outputs(model_dir, device
     assert all(n == len(t.encode()) for (_, n), t in zip(got[0], TEXTS, strict=True))
 
 
-def test_device_map_keeps_the_dense_gguf_cache_path():
-    plain, mapped = HFBackend.load(None), HFBackend.load(None, device_map="auto")
-    assert mapped.model_id == plain.model_id == "smollm2-135m" and mapped.fingerprint == plain.fingerprint
+def test_device_map_keeps_the_dense_gguf_cache_path(smollm2):
+    mapped = HFBackend.load(None, device_map="auto")
+    assert mapped.model_id == smollm2.model_id == "smollm2-135m" and mapped.fingerprint == smollm2.fingerprint
     requests = [LoglikelihoodRequest(c, x) for c, x in PAIRS]
-    mapped.progress = plain.progress = False
-    assert mapped.loglikelihood(requests) == plain.loglikelihood(requests)
+    mapped.progress = smollm2.progress = False
+    assert mapped.loglikelihood(requests) == smollm2.loglikelihood(requests)
 
 
 def run_cli(workspace, out: str, *args: str) -> int:
