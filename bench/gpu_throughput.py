@@ -19,7 +19,6 @@ import gc
 import importlib.metadata
 import importlib.util
 import logging
-import os
 import platform
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import TypeVar
 
 import torch
 import transformers
+from common import default_data_dir, instances
 
 from llamabench.backends.hf import HFBackend
 from llamabench.backends.loading import KV_CACHES
@@ -205,12 +205,6 @@ def lm_eval_peer(backend: HFBackend, batch_size: int):
     )
 
 
-def instances(kind: str, arguments: list[tuple]) -> list:
-    from lm_eval.api.instance import Instance
-
-    return [Instance(request_type=kind, doc={}, arguments=args, idx=i) for i, args in enumerate(arguments)]
-
-
 def warm_then_time(run: Callable[[list], T], requests: list, device: torch.device) -> tuple[T, float]:
     """Run one request untimed (kernel selection, allocator growth), then time them all."""
     run(requests[-1:])
@@ -301,7 +295,6 @@ def format_table(rows: list[Row], dtype: torch.dtype, peak: float) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    default_data = os.environ.get("LLAMABENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-shapes", default="smollm2,1b,7b", help="comma-separated: smollm2, 1b, 7b")
     parser.add_argument("--ppl-tokens", type=int, help=f"tokens of rolling perplexity (default {FULL.ppl_tokens})")
@@ -309,7 +302,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, help=f"greedy new tokens (default {FULL.max_new_tokens})")
     parser.add_argument("--batch-size", type=int, help=f"sequences per batch, both backends ({FULL.batch_size})")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes and work: checks the script, on a CPU too")
-    parser.add_argument("--data-dir", type=Path, default=Path(default_data), help="WikiText-2 and SQuAD (smollm2)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="WikiText-2 and SQuAD (smollm2)")
     args = parser.parse_args()
     args.model_shapes = [s.strip() for s in args.model_shapes.split(",") if s.strip()]
     unknown = set(args.model_shapes) - {"smollm2", *SHAPES}

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from collections import Counter
 from pathlib import Path
 
 import torch
+from common import default_data_dir, instances
 from torch.profiler import ProfilerActivity, profile
 
 from llamabench.backends.hf import HFBackend
@@ -53,14 +53,12 @@ def profiled(work, device: torch.device) -> tuple[float, Counter]:
 
 
 def main() -> None:
-    default_data = os.environ.get("LLAMABENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path(default_data))
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--tokens", type=int, default=4096, help="length of the one scored window")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
     ours = HFBackend.load(None, device=args.device, dtype="float32", batch_size=1)
@@ -70,9 +68,7 @@ def main() -> None:
     peer = HFLM(pretrained=ours.model, tokenizer=ours.tokenizer, batch_size=1, device=str(ours.device))
     jobs = {
         "llamabench": lambda: ours.loglikelihood_rolling([RollingRequest(text)]),
-        "lm-eval": lambda: peer.loglikelihood_rolling(
-            [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(text,), idx=0)], disable_tqdm=True
-        ),
+        "lm-eval": lambda: peer.loglikelihood_rolling(instances("loglikelihood_rolling", [(text,)]), disable_tqdm=True),
     }
     for work in jobs.values():
         work()  # warm-up: allocator growth, kernel choice

@@ -77,6 +77,20 @@ def tiny_llama(seed: int = 0, max_positions: int = 256):
     return LlamaForCausalLM(config).eval()
 
 
+def save_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """Write ``tiny_llama(seed)`` and the byte tokenizer to ``folder`` as a checkpoint ``--model`` can load."""
+    tiny_llama(seed).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def lm_eval_instances(kind: str, arguments: list[tuple]) -> list:
+    """lm-eval requests of one ``kind`` (``loglikelihood``, ``generate_until``, ...), one per argument tuple."""
+    from lm_eval.api.instance import Instance
+
+    return [Instance(request_type=kind, doc={}, arguments=args, idx=i) for i, args in enumerate(arguments)]
+
+
 @pytest.fixture
 def tiny_backend():
     """Factory for an HFBackend over a tiny random model: tiny_backend(batch_size=..., max_length=...)."""

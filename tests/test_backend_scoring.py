@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import byte_tokenizer, tiny_llama
+from conftest import byte_tokenizer, lm_eval_instances, tiny_llama
 
 from llamabench.backends.hf import HFBackend, rolling_windows
 from llamabench.requests import LoglikelihoodRequest, RollingRequest
@@ -30,17 +30,11 @@ def lm_eval_model(max_length: int):
     return HFLM(pretrained=tiny_llama(), tokenizer=byte_tokenizer(), max_length=max_length, batch_size=1, device="cpu")
 
 
-def lm_eval_requests(kind: str, args: list[tuple]):
-    from lm_eval.api.instance import Instance
-
-    return [Instance(request_type=kind, doc={}, arguments=a, idx=i) for i, a in enumerate(args)]
-
-
 @pytest.mark.parametrize("max_length", [16, 64, 256])
 def test_rolling_loglikelihood_equals_lm_eval(tiny_backend, max_length):
     ours = tiny_backend(max_length=max_length).loglikelihood_rolling([RollingRequest(t) for t in TEXTS])
     peer = lm_eval_model(max_length).loglikelihood_rolling(
-        lm_eval_requests("loglikelihood_rolling", [(t,) for t in TEXTS])
+        lm_eval_instances("loglikelihood_rolling", [(t,) for t in TEXTS])
     )
     for (value, n_tokens), expected, text in zip(ours, peer, TEXTS, strict=True):
         assert n_tokens == len(text.encode())
@@ -49,7 +43,7 @@ def test_rolling_loglikelihood_equals_lm_eval(tiny_backend, max_length):
 
 def test_loglikelihood_equals_lm_eval(tiny_backend):
     ours = tiny_backend().loglikelihood([LoglikelihoodRequest(c, x) for c, x in PAIRS])
-    peer = lm_eval_model(256).loglikelihood(lm_eval_requests("loglikelihood", PAIRS))
+    peer = lm_eval_model(256).loglikelihood(lm_eval_instances("loglikelihood", PAIRS))
     for (value, greedy), (expected, expected_greedy) in zip(ours, peer, strict=True):
         assert value == pytest.approx(expected, rel=1e-5)
         assert greedy == expected_greedy

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pandas as pd
-from conftest import byte_tokenizer, tiny_llama
+from conftest import save_tiny_model
 
 
 def llamabench(launcher: list[str], tmp_path, data_dir, out: str) -> pd.DataFrame:
@@ -35,8 +35,7 @@ def llamabench(launcher: list[str], tmp_path, data_dir, out: str) -> pd.DataFram
 
 
 def test_two_gloo_ranks_equal_one_process(tmp_path, data_dir):
-    tiny_llama().save_pretrained(tmp_path / "model")
-    byte_tokenizer().save_pretrained(tmp_path / "model")
+    save_tiny_model(tmp_path / "model")
     single, single_samples = llamabench([sys.executable], tmp_path, data_dir, "single")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533"]
     parallel, parallel_samples = llamabench(torchrun, tmp_path, data_dir, "parallel")

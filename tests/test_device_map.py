@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import yaml
-from conftest import byte_tokenizer, tiny_llama
+from conftest import save_tiny_model
 
 from llamabench.backends import hf
 from llamabench.backends.hf import HFBackend
@@ -26,10 +26,7 @@ TASKS = {
 
 @pytest.fixture
 def model_dir(tmp_path):
-    folder = tmp_path / "model"
-    tiny_llama().save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path / "model")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import LM_EVAL_ROLLING_TASK, PERPLEXITIES, byte_tokenizer, tiny_llama
+from conftest import LM_EVAL_ROLLING_TASK, PERPLEXITIES, byte_tokenizer, save_tiny_model, tiny_llama
 
 from llamabench.backends.hf import HFBackend
 from llamabench.cli import main
@@ -147,9 +147,7 @@ def test_multiple_choice_equals_lm_eval_hf(ours, peer):
 
 
 def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, ours, tmp_path, monkeypatch):
-    model_dir = tmp_path / "tiny-llama"
-    tiny_llama().save_pretrained(model_dir)
-    byte_tokenizer().save_pretrained(model_dir)
+    model_dir = save_tiny_model(tmp_path / "tiny-llama")
     monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
     tasks = ",".join(f"lm_eval:{name}" for name in ["tiny_roll", "tiny_gen", "tiny_group"])
     argv = ["run", "--model", str(model_dir), "--tasks", tasks, "--include-path", str(workspace / "lm_eval")]
@@ -215,8 +213,7 @@ def test_model_is_registered_and_loads_from_model_args(workspace, tmp_path):
 
     from llamabench.interop.lm_eval_model import LlamabenchLM
 
-    tiny_llama().save_pretrained(tmp_path)
-    byte_tokenizer().save_pretrained(tmp_path)
+    save_tiny_model(tmp_path)
     assert get_model("llamabench") is LlamabenchLM
     assert get_model("hf").__name__ == "HFLM"  # lm-eval's own models stay registered
     lm = LlamabenchLM.create_from_arg_string(

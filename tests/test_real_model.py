@@ -11,6 +11,7 @@ import os
 
 import pytest
 import torch
+from conftest import lm_eval_instances
 
 from llamabench.backends.hf import HFBackend
 from llamabench.backends.loading import resolve_model
@@ -76,20 +77,16 @@ def test_real_model_scores_are_batch_size_invariant(smollm2, data_dir):
 
 def test_requests_equal_lm_eval_hf_backend_on_smollm2(smollm2, data_dir):
     """Rolling perplexity, multiple-choice log-likelihoods and greedy generations, request for request."""
-    from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
     docs = prepare_tasks(RunConfig(tasks=["qa"], limit=4, data_dir=data_dir, num_fewshot=0))[0].docs
     peer = HFLM(pretrained=smollm2.model, tokenizer=smollm2.tokenizer, batch_size=4, max_length=512, device="cpu")
     ours = HFBackend(smollm2.model, smollm2.tokenizer, model_id="smollm2", max_length=512, progress=False)
 
-    def instances(kind, arguments):
-        return [Instance(request_type=kind, doc={}, arguments=a, idx=i) for i, a in enumerate(arguments)]
-
     texts = [d["context"] * 2 for d in docs]  # ~300-700 tokens: several 512-token windows each
     for (value, _), expected in zip(
         ours.loglikelihood_rolling([RollingRequest(t) for t in texts]),
-        peer.loglikelihood_rolling(instances("loglikelihood_rolling", [(t,) for t in texts])),
+        peer.loglikelihood_rolling(lm_eval_instances("loglikelihood_rolling", [(t,) for t in texts])),
         strict=True,
     ):
         assert math.isclose(value, expected, rel_tol=1e-4)
@@ -97,7 +94,7 @@ def test_requests_equal_lm_eval_hf_backend_on_smollm2(smollm2, data_dir):
     pairs = [(f"{d['context']}\nQ: {d['question']}\nA:", f" {a}") for d in docs for a in {*d["answers"], "Paris"}]
     for (value, greedy), (expected, expected_greedy) in zip(
         ours.loglikelihood([LoglikelihoodRequest(c, x) for c, x in pairs]),
-        peer.loglikelihood(instances("loglikelihood", pairs)),
+        peer.loglikelihood(lm_eval_instances("loglikelihood", pairs)),
         strict=True,
     ):
         assert math.isclose(value, expected, rel_tol=1e-4) and greedy == expected_greedy
@@ -105,5 +102,5 @@ def test_requests_equal_lm_eval_hf_backend_on_smollm2(smollm2, data_dir):
     prompts = [f"{d['context']}\n\nQ: {d['question']}\nA:" for d in docs]
     gen_kwargs = {"until": ["\n"], "max_gen_toks": 16, "do_sample": False}
     assert ours.generate([GenerationRequest(p, 16, ("\n",)) for p in prompts]) == peer.generate_until(
-        instances("generate_until", [(p, gen_kwargs) for p in prompts])
+        lm_eval_instances("generate_until", [(p, gen_kwargs) for p in prompts])
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import byte_tokenizer, tiny_llama
+from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
 from llamabench.backends.hf import HFBackend
 from llamabench.cli import main
@@ -311,9 +311,7 @@ def test_check_flags_the_degraded_model_and_passes_the_rerun(tiny_runs, tmp_path
 
 
 def test_run_command_records_the_run_in_the_store(data_dir, tmp_path, monkeypatch, capsys):
-    model_dir = tmp_path / "checkpoint-1000"
-    tiny_llama(0).save_pretrained(model_dir)
-    byte_tokenizer().save_pretrained(model_dir)
+    model_dir = save_tiny_model(tmp_path / "checkpoint-1000")
     monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "runs"
     argv = ["run", "--model", str(model_dir), "--tasks", "ppl", "--limit", "1", "--max-length", "128"]
