@@ -1,3 +1,3 @@
 """llamabench: fast, reproducible evaluation of LLaMA-family checkpoints."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from llamabench import __version__
 from llamabench.backends.loading import DEVICE_MAPS, KV_CACHES
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, warn
 
 
 def _batch_size(value: str) -> int | str:
@@ -111,17 +111,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from llamabench.backends.base import Backend
     from llamabench.backends.cache import CachedBackend, RequestCache
     from llamabench.backends.hf import HFBackend
-    from llamabench.backends.loading import cache_root
+    from llamabench.backends.loading import CACHE_DB, cache_root
     from llamabench.backends.sharded import ShardedBackend, init_distributed, is_main_process, launched_distributed
     from llamabench.interop.mixed import evaluate_run, prepare_run
     from llamabench.results import ensure_writable, format_table, write_run
     from llamabench.runner import RunConfig
     from llamabench.store import RunStore
 
-    if args.num_fewshot is not None and args.num_fewshot < 0:
-        raise LlamabenchError(f"--num-fewshot {args.num_fewshot} must be 0 or more")
     config = RunConfig(
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
         model=args.model,
@@ -162,8 +161,10 @@ def _run(args: argparse.Namespace) -> int:
         max_length=config.max_length,
         trust_remote_code=args.trust_remote_code,
     )
-    if not args.no_cache:
-        backend = CachedBackend(backend, RequestCache(cache_root() / "requests.sqlite"), refresh=args.refresh)
+    if not args.no_cache and backend.fingerprint == Backend.fingerprint:
+        warn(f"model {backend.model_id} has no content fingerprint (its files are not local): results are not cached")
+    elif not args.no_cache:
+        backend = CachedBackend(backend, RequestCache(cache_root() / CACHE_DB), refresh=args.refresh)
     if distributed:
         backend = ShardedBackend(backend)
     run = evaluate_run(backend, tasks, config)

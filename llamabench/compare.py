@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llamabench.comparability import require_same_prompts, require_same_settings
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Metric
@@ -178,17 +179,12 @@ def _aligned_samples(baseline: RunResult, candidate: RunResult) -> dict[str, tup
             f"runs cover different tasks (only baseline: {only_base}; only candidate: {only_cand}); "
             "evaluate the candidate on the baseline's tasks"
         )
-    base_hashes, cand_hashes = _task_hashes(baseline), _task_hashes(candidate)
     skipped = set(unchecked_tasks(baseline, candidate))
     aligned = {}
     for task, base in baseline.samples.items():
         if task in skipped:
             continue
-        if base_hashes[task] != cand_hashes[task]:
-            raise LlamabenchError(
-                f"task {task} changed between the runs (task_hash {base_hashes[task]} vs {cand_hashes[task]}): "
-                "its prompts, data or metrics differ, so the scores are not comparable"
-            )
+        require_same_settings(task, baseline.manifest, candidate.manifest)
         cand = candidate.samples[task]
         for name, frame in (("baseline", base), ("candidate", cand)):
             if frame.doc_id.duplicated().any():
@@ -199,12 +195,10 @@ def _aligned_samples(baseline: RunResult, candidate: RunResult) -> dict[str, tup
                 f"task {task}: the runs scored different documents ({len(missing)} only in the baseline, "
                 f"{len(extra)} only in the candidate); use the same data and --limit"
             )
-        aligned[task] = (base, cand.set_index("doc_id").loc[base.doc_id].reset_index())
+        cand = cand.set_index("doc_id").loc[base.doc_id].reset_index()
+        require_same_prompts(task, base, cand)
+        aligned[task] = (base, cand)
     return aligned
-
-
-def _task_hashes(run: RunResult) -> dict[str, str]:
-    return run.results.groupby("task").task_hash.first().to_dict()
 
 
 def _stats(samples: pd.DataFrame, metric: str) -> np.ndarray:

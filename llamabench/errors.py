@@ -1,5 +1,12 @@
 """User-facing errors: one line naming the thing that is wrong and how to fix it."""
 
+import sys
+
 
 class LlamabenchError(Exception):
     """A problem with the user's input or environment; the CLI prints it as one line and exits 2."""
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr: something was skipped or changed and the user should know."""
+    print(f"llamabench: warning: {message}", file=sys.stderr)

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from string import Template
 
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from llamabench import __version__
+from llamabench.comparability import differences, recorded_settings
 from llamabench.errors import LlamabenchError
 from llamabench.results import RunResult, format_number
 
@@ -44,6 +45,7 @@ class Column:
     task: str
     metric: str
     higher_is_better: bool | None
+    comparable: bool = True
 
     @property
     def key(self) -> str:
@@ -52,6 +54,11 @@ class Column:
     @property
     def arrow(self) -> str:
         return {True: " ↑", False: " ↓", None: ""}[self.higher_is_better]
+
+    @property
+    def marks(self) -> str:
+        """The direction arrow, and ≠ when the runs in this column ran the task with different settings."""
+        return self.arrow + ("" if self.comparable else " ≠")
 
 
 @dataclass
@@ -70,20 +77,27 @@ class Leaderboard:
     def run_ids(self) -> list[str]:
         return [run.manifest["run_id"] for run in self.runs]
 
-    def changed_tasks(self) -> list[str]:
-        """Tasks whose definition (task_hash) differs between runs: their scores are not strictly comparable."""
-        hashes = pd.concat([run.results[["task", "task_hash"]] for run in self.runs]).drop_duplicates()
-        return sorted(task for task, count in hashes.task.value_counts().items() if count > 1)
+    def incomparable_tasks(self) -> dict[str, list[str]]:
+        """Tasks whose settings (task definition, few-shot count, context, dtype, data, ...) differ from the first
+        run that has them, with the differences: their columns do not compare like with like."""
+        found: dict[str, list[str]] = {}
+        for task in dict.fromkeys(column.task for column in self.columns):
+            settings = [recorded_settings(run.manifest, task) for run in self.runs if task in set(run.results.task)]
+            differing = {text for other in settings[1:] for text in differences(settings[0], other)}
+            if differing:
+                found[task] = sorted(differing)
+        return found
 
     def note(self, highlight: str) -> str:
-        """One line on how runs are ordered and read, plus a warning naming changed tasks."""
+        """One line on how runs are ordered and read, plus a warning naming tasks whose runs are not comparable."""
         text = (
             f"{len(self.runs)} runs, ordered by {self.x_title}; best value per column {highlight} "
             "(↑ higher is better, ↓ lower is better); ± is the standard error."
         )
-        changed = self.changed_tasks()
-        if changed:
-            text += f" Warning: the definition (task_hash) of {', '.join(changed)} differs between runs."
+        incomparable = self.incomparable_tasks()
+        if incomparable:
+            listed = "; ".join(f"{task} ({', '.join(diffs)})" for task, diffs in incomparable.items())
+            text += f" Warning: columns marked ≠ compare runs with different settings: {listed}."
         return text
 
     def best_rows(self, column: int) -> set[int]:
@@ -147,7 +161,10 @@ def build_leaderboard(runs: list[RunResult], labels: dict[str, str] | None = Non
             values[r, index[row.task, row.metric]] = row.value
             stderrs[r, index[row.task, row.metric]] = row.stderr
     names = [labels.get(run.manifest["run_id"], run.manifest.get("model", "?")) for run in runs]
-    return Leaderboard(runs, names, x, x_title, list(columns.values()), values, stderrs)
+    board = Leaderboard(runs, names, x, x_title, list(columns.values()), values, stderrs)
+    incomparable = board.incomparable_tasks()
+    board.columns = [replace(column, comparable=column.task not in incomparable) for column in board.columns]
+    return board
 
 
 def _step(run: RunResult, label: str | None) -> int | None:
@@ -198,7 +215,7 @@ def to_markdown(board: Leaderboard) -> str:
         lines += ["", f"### {_md(task)}", ""]
         lines.append(
             f"| model | {board.x_title} | "
-            + " | ".join(_md(f"{board.columns[c].metric}{board.columns[c].arrow}") for c in columns)
+            + " | ".join(_md(f"{board.columns[c].metric}{board.columns[c].marks}") for c in columns)
             + " |"
         )
         lines.append("|---|---:|" + "---:|" * len(columns))
@@ -257,7 +274,7 @@ def _leaderboard_table(board: Leaderboard) -> str:
         direction = {True: "higher is better", False: "lower is better", None: ""}[column.higher_is_better]
         head.append(
             f'<th data-key="{_esc(column.key)}" tabindex="0" title="{direction}">'
-            f"{_esc(column.task)}<br>{_esc(column.metric)}{column.arrow}</th>"
+            f"{_esc(column.task)}<br>{_esc(column.metric)}{column.marks}</th>"
         )
     best = [board.best_rows(c) for c in range(len(board.columns))]
     body = []
@@ -312,7 +329,7 @@ def _chart(board: Leaderboard, column: int, width: int = 320, height: int = 200)
     parts = [
         f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{_esc(meta.key)} by {_esc(board.x_title)}">',
-        f'<text x="{left}" y="16" class="title">{_esc(meta.metric)}{meta.arrow}</text>',
+        f'<text x="{left}" y="16" class="title">{_esc(meta.metric)}{meta.marks}</text>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" class="axis"/>',
         f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" class="axis"/>',
         f'<text x="{left - 4}" y="{sy(y_hi) + 4:.1f}" text-anchor="end">{format_number(y_hi)}</text>',

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from llamabench.errors import LlamabenchError
 from llamabench.tasks.spec import TaskSpec
-from llamabench.tasks.templates import UndefinedError, render, render_list
+from llamabench.tasks.templates import NullValueError, UndefinedError, render, render_list
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,27 @@ class RollingRequest:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Continue ``prompt`` for at most ``max_new_tokens``, stopping at the first of ``until``."""
+    """Continue ``prompt`` for at most ``max_new_tokens``, stopping at the first of ``until``.
+
+    A sampled request (``greedy=False``) carries its own ``seed``: the same request gives the same sample in
+    any batch and any run, and two requests that differ only in their seed are two distinct samples.
+    """
 
     prompt: str
     max_new_tokens: int
     until: tuple[str, ...] = ()
     greedy: bool = True
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.greedy and self.seed is None:
+            raise ValueError("a sampled GenerationRequest needs a seed (see sampling_seed)")
+
+
+def sampling_seed(*identity: object) -> int:
+    """A 63-bit seed from a run's ``--seed`` and a request's identity (task, document, repeat)."""
+    digest = hashlib.sha256(repr(identity).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 Request = LoglikelihoodRequest | RollingRequest | GenerationRequest
@@ -90,12 +106,28 @@ def build_requests(
     for index, doc in enumerate(docs):
         try:
             built.append(_build_one(spec, doc, index, pool, shots, seed))
+        except LlamabenchError:
+            raise
         except UndefinedError as exc:
             raise LlamabenchError(
                 f"task {spec.name}: document {index} lacks a field the task uses ({exc.message}); "
-                f"its fields are {', '.join(sorted(doc))}: fix the task's templates or the data file"
+                f"its fields are {', '.join(sorted(map(str, doc)))}: fix the task's templates or the data file"
+            ) from None
+        except NullValueError as exc:
+            raise LlamabenchError(
+                f"task {spec.name}: document {index} has a null value where a template needs text ({exc.message}); "
+                "fix or filter the data, or give a default in the template, e.g. {{ field or '' }}"
+            ) from None
+        except Exception as exc:  # a template is the task author's code: any runtime error is a task error
+            raise LlamabenchError(
+                f"task {spec.name}: a template fails on document {index} ({type(exc).__name__}: "
+                f"{_first_line(exc)}); fix the task's templates"
             ) from None
     return built
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or ["no message"])[0][:200]
 
 
 def _build_one(spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: int, seed: int) -> DocRequests:
@@ -108,9 +140,22 @@ def _build_one(spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: i
         prompt = _fewshot_prefix(spec, doc, index, pool, shots, seed) + prompt
     if spec.kind == "generate":
         settings = spec.generation
-        request = GenerationRequest(prompt, settings.max_new_tokens, settings.until, settings.greedy)
-        return DocRequests(doc_id, prompt, [request], targets=render_list(spec.target, doc))
+        targets = render_list(spec.target, doc)
+        if not targets or not all(target.strip() for target in targets):
+            raise LlamabenchError(
+                f"task {spec.name}: document {doc_id} has {'an empty' if targets else 'no'} gold answer "
+                f"({json.dumps(targets, ensure_ascii=False)[:80]}); every target must be non-empty text, "
+                "so fix or filter the data"
+            )
+        sample_seed = None if settings.greedy else sampling_seed(seed, spec.name, doc_id, index)
+        request = GenerationRequest(prompt, settings.max_new_tokens, settings.until, settings.greedy, sample_seed)
+        return DocRequests(doc_id, prompt, [request], targets=targets)
     choices = render_list(spec.choices, doc)
+    if len(choices) < 2 or not all(choice.strip() for choice in choices):
+        raise LlamabenchError(
+            f"task {spec.name}: document {doc_id} has choices {json.dumps(choices, ensure_ascii=False)[:80]}; "
+            "a multiple-choice question needs at least two non-empty choices, so fix or filter the data"
+        )
     label = _resolve_label(spec, render(spec.label, doc), choices, doc_id)
     requests = [LoglikelihoodRequest(prompt, spec.target_delimiter + choice) for choice in choices]
     return DocRequests(doc_id, prompt, requests, targets=[choices[label]], choices=choices, label=label)

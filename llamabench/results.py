@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -62,6 +63,27 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "unnamed"
 
 
+def sample_file_stems(tasks: list[str]) -> dict[str, str]:
+    """Each task's per-sample file stem, ``samples_<name>``, distinct for distinct tasks.
+
+    A name that is not already file-name safe gets a hash of the original (``lm_eval:x`` and ``lm_eval_x``
+    stay apart), and stems are kept distinct ignoring case, for case-insensitive file systems.
+    """
+    stems: dict[str, str] = {}
+    taken: set[str] = set()
+    for task in tasks:
+        stem = safe_name(task)[:80]
+        if stem != task:
+            stem += "-" + hashlib.sha256(task.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        base, n = stem, 1
+        while stem.casefold() in taken:
+            n += 1
+            stem = f"{base}-{n}"
+        taken.add(stem.casefold())
+        stems[task] = f"samples_{stem}"
+    return stems
+
+
 def ensure_writable(output_dir: Path) -> None:
     """Fail before any work is done if results could not be written to ``output_dir``."""
     try:
@@ -78,13 +100,15 @@ def ensure_writable(output_dir: Path) -> None:
 def write_run(run: RunResult, output_dir: Path) -> Path:
     """Write results (CSV + parquet), per-sample tables and the JSON manifest under ``output_dir``."""
     folder = Path(output_dir) / f"{safe_name(run.manifest['model'])}-{run.manifest['run_id']}"
+    run.manifest["sample_files"] = sample_file_stems(list(run.samples))
     try:
         folder.mkdir(parents=True, exist_ok=True)
         run.results.to_csv(folder / "results.csv", index=False)
         run.results.to_parquet(folder / "results.parquet", index=False)
         for task, samples in run.samples.items():
-            samples.to_parquet(folder / f"samples_{safe_name(task)}.parquet", index=False)
-            samples.to_csv(folder / f"samples_{safe_name(task)}.csv", index=False)
+            stem = run.manifest["sample_files"][task]
+            samples.to_parquet(folder / f"{stem}.parquet", index=False)
+            samples.to_csv(folder / f"{stem}.csv", index=False)
         (folder / "manifest.json").write_text(json.dumps(run.manifest, indent=2, default=str))
     except OSError as exc:
         raise LlamabenchError(
@@ -110,9 +134,8 @@ def read_run(folder: Path) -> RunResult:
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
         results = pd.read_parquet(folder / "results.parquet")
-        samples = {
-            task: pd.read_parquet(folder / f"samples_{safe_name(task)}.parquet") for task in results.task.unique()
-        }
+        stems = manifest.get("sample_files") or {task: f"samples_{safe_name(task)}" for task in results.task.unique()}
+        samples = {task: pd.read_parquet(folder / f"{stem}.parquet") for task, stem in stems.items()}
     except (OSError, ValueError) as exc:
         raise LlamabenchError(f"{folder} is not a complete llamabench run folder ({exc})") from exc
     return RunResult(results, samples, manifest)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from llamabench import __version__
 from llamabench.backends.base import Backend
-from llamabench.errors import LlamabenchError
-from llamabench.requests import DocRequests, build_requests, with_chat_template
+from llamabench.comparability import data_hash, task_settings
+from llamabench.errors import LlamabenchError, warn
+from llamabench.requests import DocRequests, GenerationRequest, build_requests, with_chat_template
 from llamabench.results import RunResult, result_rows, results_frame
 from llamabench.scoring import score, to_outcomes
 from llamabench.tasks import registry
@@ -39,41 +40,90 @@ class RunConfig:
     device_map: str | None = None
     kv_cache: str = "dynamic"
 
+    def validate(self) -> None:
+        """Range-check every number before any work is done; one line naming the flag otherwise."""
+        checks = [
+            (self.limit is None or self.limit >= 1, f"--limit {self.limit} must be a positive number of documents"),
+            (self.num_fewshot is None or self.num_fewshot >= 0, f"--num-fewshot {self.num_fewshot} must be >= 0"),
+            (self.max_length is None or self.max_length >= 2, f"--max-length {self.max_length} must be >= 2 tokens"),
+            (0 <= self.seed < MAX_SEED, f"--seed {self.seed} must be a whole number from 0 to {MAX_SEED - 1}"),
+            (self.bootstrap_iters >= 0, f"--bootstrap-iters {self.bootstrap_iters} must be >= 0 (0 or 1: no stderr)"),
+            (
+                self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+                f"--batch-size {self.batch_size} must be 'auto' or a positive whole number",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LlamabenchError(message)
+
+
+# Seeds feed numpy, Python and torch generators; 2**63 keeps every one of them happy.
+MAX_SEED = 2**63
+
 
 @dataclass
 class PreparedTask:
-    """A task with its documents and their rendered requests (rendering also validates the templates)."""
+    """A task with its documents and their rendered requests (rendering also validates the templates).
+
+    ``requests`` holds the documents that will be scored: empty perplexity texts are left out and counted in
+    ``skipped_empty``. ``data_hash`` fingerprints every loaded document (few-shot pool included).
+    """
 
     spec: TaskSpec
     docs: list[dict]
     requests: list[DocRequests]
+    skipped_empty: int = 0
+    data_hash: str | None = None
 
 
 def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
     """Resolve tasks and load their documents; done before the model loads so data errors come first."""
-    if config.limit is not None and config.limit < 1:
-        raise LlamabenchError(f"--limit {config.limit} must be a positive number of documents (omit it for all)")
+    config.validate()
     specs = registry.resolve(config.tasks, registry.task_dirs(config.tasks_dirs))
     prepared = []
     for spec in specs:
         pool = load_documents(spec.dataset, spec.name, config.data_dir)
         docs = pool[: config.limit]
         requests = build_requests(spec, docs, num_fewshot=config.num_fewshot, fewshot_pool=pool, seed=config.seed)
-        prepared.append(PreparedTask(spec, docs, requests))
+        requests, skipped = _drop_empty(spec, requests)
+        if not requests:
+            raise LlamabenchError(
+                f"task {spec.name}: all {len(docs)} documents are empty texts, so there is nothing to score; "
+                "check the data file and the task's prompt template"
+            )
+        if skipped:
+            warn(f"task {spec.name}: {skipped} empty document(s) skipped (no perplexity); counted in the manifest")
+        if config.max_length is not None:
+            check_generation_fits(spec.name, requests, config.max_length)
+        prepared.append(PreparedTask(spec, docs, requests, skipped, data_hash(pool)))
     return prepared
+
+
+def check_generation_fits(task: str, docs: list[DocRequests], max_length: int) -> None:
+    """Refuse generation requests whose ``max_new_tokens`` leave no room for a prompt in the context window."""
+    longest = max(
+        (r.max_new_tokens for doc in docs for r in doc.requests if isinstance(r, GenerationRequest)), default=0
+    )
+    if longest >= max_length:
+        raise LlamabenchError(
+            f"task {task}: max_new_tokens {longest} leaves no room for a prompt in a context of {max_length} "
+            "tokens; lower the task's generation.max_new_tokens or raise --max-length"
+        )
 
 
 def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> RunResult:
     """Run every task's requests through ``backend`` and score them."""
     started = datetime.now(timezone.utc)
     rows, samples, task_notes = [], {}, {}
+    backend_info = backend.describe()
+    for task in tasks:  # before any request runs: a task that cannot fit fails before work is spent
+        if backend_info.get("max_length"):
+            check_generation_fits(task.spec.name, task.requests, backend_info["max_length"])
     for task in tasks:
         spec = task.spec
         tick = time.perf_counter()
         docs = with_chat_template(task.requests, backend.apply_chat_template) if spec.chat_template else task.requests
-        docs, skipped = _drop_empty(spec, docs)
-        if not docs:
-            raise LlamabenchError(f"task {spec.name}: every document is empty; check the data file and templates")
         results = _run_requests(backend, spec, docs)
         outcomes = to_outcomes(spec, docs, results)
         values, samples[spec.name] = score(
@@ -97,9 +147,18 @@ def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> 
         )
         task_notes[spec.name] = {
             "documents": len(docs),
-            "skipped_empty": skipped,
+            "skipped_empty": task.skipped_empty,
             "seconds": round(time.perf_counter() - tick, 2),
             "task_hash": spec.config_hash,
+            "settings": task_settings(
+                task_hash=spec.config_hash,
+                num_fewshot=fewshot,
+                limit=config.limit,
+                seed=config.seed,
+                backend_info=backend_info,
+                chat_template=spec.chat_template,
+                data=task.data_hash,
+            ),
         }
     manifest = {
         "run_id": started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],

@@ -25,7 +25,7 @@ from llamabench.tasks.data import read_wikitext_documents
 
 def run_tiny(tiny_backend, data_dir, tasks, limit=6, **kwargs):
     config = RunConfig(tasks=tasks, limit=limit, data_dir=data_dir, **kwargs)
-    return evaluate(tiny_backend(max_length=128), prepare_tasks(config), config)
+    return evaluate(tiny_backend(max_length=256), prepare_tasks(config), config)
 
 
 def test_tidy_table_has_one_row_per_task_metric(tiny_backend, data_dir):

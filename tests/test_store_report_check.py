@@ -23,10 +23,13 @@ from llamabench.scoring import MetricValue
 from llamabench.store import RunStore
 
 
-def make_run(model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_hash="hash", texts=None):
+def make_run(
+    model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_hash="hash", texts=None, settings=None
+):
     """A RunResult built by hand: ``stats_by_task[task][metric]`` lists each document's statistics row.
 
-    ``texts`` optionally overrides per-document columns (doc_id, prompt, prediction) of every task.
+    ``texts`` optionally overrides per-document columns (doc_id, prompt, prediction) of every task;
+    ``settings`` overrides recorded settings of every task (num_fewshot 0, seed 0, fp32, 2048 tokens by default).
     """
     rows, samples = [], {}
     for task, stats in stats_by_task.items():
@@ -68,6 +71,22 @@ def make_run(model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_
         "model": model,
         "started": started,
         "backend": {"fingerprint": f"fp-{model}"},
+        "tasks": {
+            task: {
+                "settings": {
+                    "task_hash": task_hash,
+                    "num_fewshot": 0,
+                    "limit": None,
+                    "seed": 0,
+                    "max_length": 2048,
+                    "dtype": "float32",
+                    "chat_template": False,
+                    "data_hash": "data",
+                    **(settings or {}),
+                }
+            }
+            for task in stats_by_task
+        },
     }
     return RunResult(results_frame(rows), samples, manifest)
 
@@ -176,7 +195,7 @@ def test_check_refuses_runs_that_are_not_comparable(tmp_path, capsys):
     for run in (base, other_hash, fewer_docs, other_task):
         store.add(run)
     expected = [
-        (other_hash, "task squad changed between the runs (task_hash hash vs changed)"),
+        (other_hash, "task squad: the runs are not comparable (task_hash hash vs changed, baseline vs candidate)"),
         (
             fewer_docs,
             "task squad: the runs scored different documents (1 only in the baseline, 0 only in the candidate)",
@@ -395,10 +414,14 @@ def test_labels_set_names_and_steps_and_runs_without_steps_use_run_order(tmp_pat
         build_leaderboard(runs, {"nope": "x"})
 
 
-def test_report_warns_when_a_task_definition_changed_between_runs():
+def test_report_marks_tasks_whose_runs_differ_in_settings():
     runs = checkpoint_runs()
-    assert build_leaderboard(runs).changed_tasks() == []
+    assert build_leaderboard(runs).incomparable_tasks() == {}
     changed = make_run("ckpt-step400", {"squad": {"f1": [[1.0], [2.0]]}}, task_hash="new", started="2025-02-01")
     board = build_leaderboard([*runs, changed])
-    assert board.changed_tasks() == ["squad"]
-    assert "Warning: the definition (task_hash) of squad differs between runs." in to_markdown(board)
+    assert board.incomparable_tasks() == {"squad": ["task_hash hash vs new"]}
+    markdown = to_markdown(board)
+    assert "Warning: columns marked ≠ compare runs with different settings: squad (task_hash hash vs new)." in markdown
+    assert "f1 ↑ ≠" in markdown
+    shots = make_run("ckpt-step500", {"squad": {"f1": [[1.0], [2.0]]}}, settings={"num_fewshot": 2}, started="2025-03")
+    assert build_leaderboard([*runs, shots]).incomparable_tasks() == {"squad": ["num_fewshot 0 vs 2"]}

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+import transformers
 from tqdm.auto import tqdm
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from llamabench.backends.base import Backend
 from llamabench.backends.batching import BatchPolicy
@@ -76,6 +77,9 @@ class HFBackend(Backend):
         self.fingerprint = model_fingerprint
         self.device = model.get_input_embeddings().weight.device  # where inputs go, also under a device map
         self.max_length = max_length or _model_max_length(model, tokenizer)
+        if self.max_length < 2:
+            raise LlamabenchError(f"--max-length {self.max_length} must be at least 2 tokens")
+        self.eos_tokens = eos_token_ids(model, tokenizer)
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.progress = progress
@@ -107,14 +111,21 @@ class HFBackend(Backend):
         if dtype not in DTYPES:
             raise LlamabenchError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
         source = resolve_model(model)
+        content = fingerprint(source) if source.is_local else None
         loaded, tokenizer = load_model_and_tokenizer(
-            source, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code, device_map=device_map
+            source,
+            dtype=DTYPES[dtype],
+            device=device,
+            trust_remote_code=trust_remote_code,
+            device_map=device_map,
+            source_fingerprint=content,
         )
+        content = content or fingerprint(source)  # a hub model's files are local only once loaded
         return cls(
             loaded,
             tokenizer,
             model_id=source.name,
-            model_fingerprint=fingerprint(source),
+            model_fingerprint=content or Backend.fingerprint,
             batch_size=batch_size,
             max_length=max_length,
             kv_cache=kv_cache,
@@ -131,7 +142,21 @@ class HFBackend(Backend):
         }
 
     def cache_identity(self) -> str:
-        return f"{self.fingerprint}|{self.model.dtype}|{self.max_length}|{self.device.type}"
+        # Everything that can change a stored number: the weights' bytes, how they run, and the code that runs
+        # them (a torch or transformers upgrade recomputes rather than trusting results from other kernels).
+        return "|".join(
+            [
+                self.fingerprint,
+                str(self.model.dtype),
+                str(self.max_length),
+                self.device.type,
+                self.kv_cache,
+                str(getattr(self.model.config, "_attn_implementation", None)),
+                f"eos={self.eos_tokens}",
+                f"torch={torch.__version__}",
+                f"transformers={transformers.__version__}",
+            ]
+        )
 
     def apply_chat_template(self, text: str) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -242,8 +267,16 @@ class HFBackend(Backend):
             unit="seq",
         ) as bar:
             for (max_new, until, greedy), indices in groups.items():
-                prompts = [self._encode(requests[i].prompt)[-(self.max_length - max_new) :] for i in indices]
-                lengths = [len(p) + max_new for p in prompts]
+                if max_new >= self.max_length:
+                    raise LlamabenchError(
+                        f"max_new_tokens {max_new} leaves no room for a prompt in the context of {self.max_length} "
+                        "tokens; lower the task's generation.max_new_tokens or raise --max-length"
+                    )
+                prompts = [
+                    (self._encode(requests[i].prompt)[-(self.max_length - max_new) :], requests[i].seed)
+                    for i in indices
+                ]
+                lengths = [len(p) + max_new for p, _ in prompts]
                 for batch in self.policy.plan(lengths):
                     generate = partial(self._generate_batch, max_new=max_new, until=until, greedy=greedy)
                     texts = self.policy.run([prompts[b] for b in batch], generate)
@@ -254,29 +287,68 @@ class HFBackend(Backend):
 
     @torch.inference_mode()
     def _generate_batch(
-        self, prompts: list[list[int]], max_new: int, until: tuple[str, ...], greedy: bool
+        self, rows: list[tuple[list[int], int | None]], max_new: int, until: tuple[str, ...], greedy: bool
     ) -> list[str]:
+        """Generate for ``rows`` of (prompt tokens, sampling seed); greedy unless ``greedy`` is False."""
+        prompts = [prompt for prompt, _ in rows]
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_token, dtype=torch.long)
         mask = torch.zeros_like(input_ids)
         for row, prompt in enumerate(prompts):  # left padding keeps every prompt's end at the same position
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
             mask[row, width - len(prompt) :] = 1
+        stopping = StoppingCriteriaList([_StopSequences(self.tokenizer, until, width)]) if until else None
+        # Sampling draws each row's tokens from that row's own generator, so a sample depends on its request's
+        # seed only, not on the batch it lands in; transformers then keeps the drawn token by greedy selection.
+        sampler = None if greedy else LogitsProcessorList([SeededSampler([seed for _, seed in rows])])
         output = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
             max_new_tokens=max_new,
-            do_sample=not greedy,
-            temperature=None if greedy else 1.0,
+            do_sample=False,
+            temperature=None,
             top_p=None,
             top_k=None,
             pad_token_id=self.pad_token,
             cache_implementation=self.kv_cache,
-            eos_token_id=self.tokenizer.eos_token_id,
-            stopping_criteria=StoppingCriteriaList([_StopSequences(self.tokenizer, until, width)]) if until else None,
+            eos_token_id=self.eos_tokens,
+            logits_processor=sampler,
+            stopping_criteria=stopping,
         )
-        texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        texts = [self.tokenizer.decode(self._until_eos(row), skip_special_tokens=True) for row in output[:, width:]]
         return [cut_at_stop(text, until) for text in texts]
+
+    def _until_eos(self, generated: torch.Tensor) -> list[int]:
+        """A row's generated tokens before its first end-of-sequence token (what follows is padding)."""
+        tokens = generated.tolist()
+        ends = [i for i, token in enumerate(tokens) if token in self.eos_tokens]
+        return tokens[: ends[0]] if ends else tokens
+
+
+class SeededSampler(LogitsProcessor):
+    """Samples each row's next token at temperature 1 from its own seeded generator and leaves only that token
+    possible, so greedy selection keeps it. One generator per row: a row's sample never depends on the others."""
+
+    def __init__(self, seeds: Sequence[int | None]):
+        if any(seed is None for seed in seeds):
+            raise LlamabenchError("every sampled generation request needs a seed")
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float(), dim=-1).cpu()
+        drawn = [int(torch.multinomial(probs[row], 1, generator=gen)) for row, gen in enumerate(self.generators)]
+        only = torch.full_like(scores, -torch.inf)
+        only[torch.arange(len(drawn)), torch.tensor(drawn, device=scores.device)] = 0.0
+        return only
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every token that ends a generation: the model's generation config may list several (Llama-3-Instruct's
+    ``<|eot_id|>`` beside ``<|end_of_text|>``), the tokenizer names one."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list | tuple) else [configured]
+    ids = [*ids, tokenizer.eos_token_id]
+    return sorted({int(token) for token in ids if token is not None})
 
 
 def cut_at_stop(text: str, until: tuple[str, ...]) -> str:

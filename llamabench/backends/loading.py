@@ -7,13 +7,13 @@ dequantised once and cached as a dense safetensors directory, which loads ~15x f
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
 from llamabench.errors import LlamabenchError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -23,7 +23,8 @@ DEVICE_MAPS = ("auto", "balanced", "sequential")
 # decoding step (on CUDA it does, with CUDA graphs), which removes most per-token Python and launch overhead.
 KV_CACHES = ("dynamic", "static")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_FINGERPRINT_CHUNK = 1 << 20
+# The SQLite file holding finished request results and memoised file digests.
+CACHE_DB = "requests.sqlite"
 
 
 @dataclass(frozen=True)
@@ -81,26 +82,25 @@ def resolve_model(model: str | None) -> ModelSource:
     )
 
 
-def fingerprint(source: ModelSource) -> str:
-    """A short content hash of the checkpoint's files (size plus first and last MiB of each)."""
-    digest = hashlib.sha256()
-    if not source.is_local:
-        digest.update(source.location.encode())
-        return digest.hexdigest()[:16]
-    root = Path(source.location)
-    files = (
-        [root / source.gguf_file]
-        if source.gguf_file
-        else sorted(p for p in root.iterdir() if p.suffix in {".json", ".safetensors", ".bin", ".model"})
-    )
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode())
-        with file.open("rb") as handle:
-            digest.update(handle.read(_FINGERPRINT_CHUNK))
-            handle.seek(max(0, size - _FINGERPRINT_CHUNK))
-            digest.update(handle.read(_FINGERPRINT_CHUNK))
-    return digest.hexdigest()[:16]
+def fingerprint(source: ModelSource, memo: DigestMemo | None = None) -> str | None:
+    """Content hash of every file of the checkpoint that changes its numbers (see ``backends/fingerprint.py``);
+    None for a hub id whose files are not in the local hub cache (nothing to hash, so nothing to trust)."""
+    memo = memo or DigestMemo(cache_root() / CACHE_DB)
+    if source.gguf_file:
+        root = Path(source.location)
+        return fingerprint_files(root, [root / source.gguf_file], memo)
+    root = Path(source.location) if source.is_local else _hub_snapshot(source.location)
+    return None if root is None else fingerprint_files(root, model_files(root), memo)
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local folder of a hub model's downloaded files (after ``from_pretrained`` fetched them), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not downloaded, or no hub client: the model has no fingerprint
+        return None
 
 
 def cache_root() -> Path:
@@ -121,15 +121,22 @@ def check_device_map(device_map: str | None, device: str | None) -> None:
 
 
 def load_model_and_tokenizer(
-    source: ModelSource, *, dtype, device: str, trust_remote_code: bool = False, device_map: str | None = None
+    source: ModelSource,
+    *,
+    dtype,
+    device: str,
+    trust_remote_code: bool = False,
+    device_map: str | None = None,
+    source_fingerprint: str | None = None,
 ):
-    """Load model (eval mode) and tokenizer; GGUF files go through a dense on-disk cache. The model goes on
-    ``device``, or with ``device_map`` (one of :data:`DEVICE_MAPS`) accelerate spreads it over the visible GPUs."""
+    """Load model (eval mode) and tokenizer; GGUF files go through a dense on-disk cache named by the GGUF's
+    ``source_fingerprint`` (computed when not given). The model goes on ``device``, or with ``device_map`` (one
+    of :data:`DEVICE_MAPS`) accelerate spreads it over the visible GPUs."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location, gguf_kwargs = source.location, {}
     if source.gguf_file:
-        dense_dir = cache_root() / "dense" / fingerprint(source)
+        dense_dir = cache_root() / "dense" / (source_fingerprint or fingerprint(source))
         if not (dense_dir / "config.json").is_file():
             _write_dense_copy(source, dense_dir)
         location = str(dense_dir)

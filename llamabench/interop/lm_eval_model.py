@@ -20,7 +20,7 @@ from lm_eval.utils import simple_parse_args_string
 from llamabench.backends.base import Backend
 from llamabench.backends.hf import HFBackend
 from llamabench.errors import LlamabenchError
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, sampling_seed
 
 # lm-eval's default for generate_until requests that set no max_gen_toks.
 DEFAULT_MAX_GEN_TOKS = 256
@@ -28,12 +28,15 @@ DEFAULT_MAX_GEN_TOKS = 256
 _SAMPLING_SETTINGS = {"temperature", "top_p", "top_k"}
 
 
-def generation_request(context: str, gen_kwargs: dict[str, Any]) -> GenerationRequest:
+def generation_request(context: str, gen_kwargs: dict[str, Any], seed: int | None = None) -> GenerationRequest:
     """lm-eval's ``generate_until`` arguments as a llamabench request: ``until``, ``max_gen_toks`` (or its
-    aliases) and ``do_sample``; sampling runs at temperature 1, so other sampling settings are refused."""
+    aliases) and ``do_sample``; sampling runs at temperature 1 with ``seed``, so other sampling settings are
+    refused."""
     settings = dict(normalize_gen_kwargs(gen_kwargs, DEFAULT_MAX_GEN_TOKS))
     greedy = not settings.pop("do_sample")
-    request = GenerationRequest(context, settings.pop("max_gen_toks"), tuple(settings.pop("until")), greedy)
+    request = GenerationRequest(
+        context, settings.pop("max_gen_toks"), tuple(settings.pop("until")), greedy, None if greedy else seed
+    )
     if greedy:
         settings = {key: value for key, value in settings.items() if key not in _SAMPLING_SETTINGS}
     elif settings.get("temperature", 1.0) == 1.0:
@@ -53,11 +56,12 @@ def _batch_size(value: int | str) -> int | str:
 
 @register_model("llamabench")
 class LlamabenchLM(LM):
-    """lm-eval's model interface over a llamabench :class:`Backend`."""
+    """lm-eval's model interface over a llamabench :class:`Backend`; ``seed`` seeds sampled generations."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, seed: int = 0) -> None:
         super().__init__()
         self.backend = backend
+        self.seed = seed
 
     @classmethod
     def create_from_arg_obj(
@@ -83,4 +87,12 @@ class LlamabenchLM(LM):
         return [loglikelihood for loglikelihood, _ in scored]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        return self.backend.generate([generation_request(*request.args) for request in requests])
+        """Greedy requests as they are; each sampled one seeded from the run's seed, its task, document and
+        index, and its repeat number (lm-eval lists a request ``repeats`` times: each repeat is its own sample)."""
+        seen: dict[tuple, int] = {}
+        converted = []
+        for request in requests:
+            identity = (request.task_name, request.doc_id, request.idx, repr(request.args))
+            repeat = seen[identity] = seen.get(identity, -1) + 1
+            converted.append(generation_request(*request.args, seed=sampling_seed(self.seed, *identity, repeat)))
+        return self.backend.generate(converted)

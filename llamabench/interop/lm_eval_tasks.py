@@ -26,6 +26,7 @@ from lm_eval.tasks import TaskManager
 
 from llamabench import __version__
 from llamabench.backends.base import Backend
+from llamabench.comparability import data_hash, task_settings
 from llamabench.errors import LlamabenchError
 from llamabench.interop import LM_EVAL_PREFIX
 from llamabench.interop.lm_eval_model import LlamabenchLM
@@ -89,7 +90,7 @@ def evaluate_lm_eval_tasks(backend: Backend, tasks: LmEvalTasks, config: RunConf
     started = datetime.now(timezone.utc)
     tick = time.perf_counter()
     output = lm_eval_evaluate(
-        lm=LlamabenchLM(backend),
+        lm=LlamabenchLM(backend, seed=config.seed),
         task_dict=tasks.loaded,
         limit=config.limit,
         bootstrap_iters=config.bootstrap_iters,
@@ -118,7 +119,16 @@ def evaluate_lm_eval_tasks(backend: Backend, tasks: LmEvalTasks, config: RunConf
                 "num_fewshot": output["n-shot"][name],
             },
         )
-        notes[task] = {"documents": entry["sample_len"], "task_hash": task_hash}
+        settings = task_settings(
+            task_hash=task_hash,
+            num_fewshot=output["n-shot"][name],
+            limit=config.limit,
+            seed=config.seed,
+            backend_info=backend.describe(),
+            chat_template=False,
+            data=_data_hash(objects[name]),
+        )
+        notes[task] = {"documents": entry["sample_len"], "task_hash": task_hash, "settings": settings}
     samples = {
         LM_EVAL_PREFIX + name: _samples_frame(objects[name], logged) for name, logged in output["samples"].items()
     }
@@ -166,6 +176,11 @@ def _config_hash(item: Task | Group) -> str:
     for config in configs:
         config["metadata"] = {k: v for k, v in (config.get("metadata") or {}).items() if k != "config_source"}
     return hashlib.sha256(json.dumps(configs, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _data_hash(item: Task | Group) -> str | None:
+    """A hash of the documents a task evaluates (None for a group: its tasks have their own)."""
+    return data_hash(list(item.eval_docs)) if isinstance(item, Task) else None
 
 
 def _samples_frame(task: Task, logged: list[dict[str, Any]]) -> pd.DataFrame:

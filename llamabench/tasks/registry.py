@@ -31,13 +31,37 @@ def task_dirs(extra: Sequence[Path] = ()) -> list[Path]:
 
 
 def discover(dirs: Sequence[Path]) -> dict[str, TaskSpec]:
-    """All tasks by name and alias."""
+    """All tasks by name and alias; every name and alias belongs to exactly one task.
+
+    A task in a later folder replaces an earlier task of the same name, with all of that task's aliases (so
+    no alias still points at the replaced definition). Any other clash, within a folder or across folders, is
+    an error naming both files.
+    """
     by_name: dict[str, TaskSpec] = {}
+    origin: dict[str, Path] = {}
     for folder in dirs:
+        found: dict[str, tuple[TaskSpec, Path]] = {}
         for path in sorted(Path(folder).glob("*.yaml")):
             spec = load_task_file(path)
-            for key in (spec.name, *spec.aliases):
-                by_name[key] = spec
+            for key in dict.fromkeys((spec.name, *spec.aliases)):
+                if key in found:
+                    raise LlamabenchError(
+                        f"task name or alias '{key}' is defined twice, in {found[key][1]} and {path}; rename one"
+                    )
+                found[key] = (spec, path)
+        for key, (spec, path) in found.items():
+            earlier = by_name.get(key)
+            if earlier is None or earlier is spec:
+                continue
+            if key != spec.name or key != earlier.name:
+                raise LlamabenchError(
+                    f"{path}: '{key}' is already the name or an alias of task {earlier.name} ({origin[key]}); "
+                    "a task may replace another only under the same name: rename it or its alias"
+                )
+            for stale in [k for k, other in by_name.items() if other is earlier]:
+                del by_name[stale]
+        for key, (spec, path) in found.items():
+            by_name[key], origin[key] = spec, path
     return by_name
 
 
@@ -52,4 +76,7 @@ def resolve(names: Sequence[str], dirs: Sequence[Path]) -> list[TaskSpec]:
             )
         if known[name] not in specs:
             specs.append(known[name])
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):  # discover() makes this impossible; a run's tables are keyed by name
+        raise LlamabenchError(f"two tasks in this run share a name: {', '.join(names)}")
     return specs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ class TaskSpec:
 
 
 _TOP_KEYS = {f.name for f in fields(TaskSpec)}
+# Task names become file names and table keys: no separators, no prefixes such as ``lm_eval:``.
+_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
 _DATASET_KEYS = {"local", "format", "hub"}
 _HUB_KEYS = {"path", "name", "split"}
 _GENERATION_KEYS = {f.name for f in fields(GenerationSettings)}
@@ -90,6 +93,12 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
     for key in ("name", "kind", "dataset", "prompt", "metrics"):
         if key not in raw:
             raise LlamabenchError(f"{origin}: missing required key '{key}'")
+    for key, value in [("name", raw["name"])] + [("aliases", alias) for alias in _as_list(raw.get("aliases"))]:
+        if not isinstance(value, str) or not _TASK_NAME.match(value):
+            raise LlamabenchError(
+                f"{origin}: {key} {value!r} must be text of 1 to 100 letters, digits and . _ + - "
+                "(starting with a letter or digit)"
+            )
     kind = raw["kind"]
     if kind not in KINDS:
         raise LlamabenchError(f"{origin}: kind '{kind}' is not one of {', '.join(KINDS)}")
@@ -116,9 +125,15 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
         dataset=_parse_dataset(raw["dataset"], origin),
         generation=_parse_generation(raw.get("generation") or {}, origin),
         metrics=tuple(metrics),
-        aliases=tuple(raw.get("aliases") or ()),
+        aliases=tuple(_as_list(raw.get("aliases"))),
         version=str(raw.get("version", "1")),
     )
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
 
 
 def load_task_file(path: Path) -> TaskSpec:

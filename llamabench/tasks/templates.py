@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from functools import lru_cache
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llamabench.errors import LlamabenchError
@@ -41,8 +40,18 @@ def wikitext_detokenize(text: str) -> str:
     return text
 
 
+class NullValueError(TemplateError):
+    """A template printed a null (``None``) value: a missing answer or text, never the string "None"."""
+
+
+def _refuse_null(value):
+    if value is None:
+        raise NullValueError("a field the template prints is null")
+    return value
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_refuse_null)
     env.filters["wikitext_detokenize"] = wikitext_detokenize
     return env
 
@@ -58,20 +67,64 @@ def compile_template(source: str):
         raise LlamabenchError(f"template {source!r} does not parse: {exc}") from exc
 
 
+_SINGLE_EXPRESSION = re.compile(r"\A\{\{-?(?P<expr>.*?)-?\}\}\Z", re.DOTALL)
+
+
+@lru_cache(maxsize=512)
+def _single_expression(source: str):
+    """The compiled expression of a template that is exactly one ``{{ expression }}``, else None."""
+    match = _SINGLE_EXPRESSION.match(source.strip())
+    if match is None or source != source.strip():
+        return None
+    try:
+        body = _ENV.parse(source).body
+    except TemplateError as exc:
+        raise LlamabenchError(f"template {source!r} does not parse: {exc}") from exc
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
+        return None
+    if isinstance(body[0].nodes[0], nodes.TemplateData):
+        return None
+    return _ENV.compile_expression(match.group("expr"), undefined_to_none=False)
+
+
 def render(source: str, doc: dict) -> str:
-    """Render ``source`` against one document; a missing field raises :class:`UndefinedError`."""
+    """Render ``source`` against one document; a missing field raises :class:`UndefinedError`, a null one
+    :class:`NullValueError`."""
     return compile_template(source).render(**doc)
 
 
 def render_list(sources: str | list[str], doc: dict) -> list[str]:
-    """Render a list-valued field: a list of templates, or one template that yields a list literal."""
+    """Render a list-valued field (targets, choices). Lists come from structure, never from text:
+
+    - a YAML list of templates gives one item per template;
+    - a template that is exactly one ``{{ expression }}`` whose value is a list (e.g. ``{{ answers }}`` with
+      ``"answers": ["Paris", "paris"]`` in the data) gives that list's items;
+    - anything else gives one item, the rendered text, even when it looks like a list (``"[1, 2]"`` stays a
+      single answer).
+
+    Items must be strings or numbers (numbers are written as in the data); a null item raises
+    :class:`NullValueError`, any other type :class:`TypeError`.
+    """
     if isinstance(sources, list):
         return [render(source, doc) for source in sources]
-    text = render(sources, doc)
-    if text.startswith("[") and text.endswith("]"):
-        value = ast.literal_eval(text)
-        return [str(item) for item in value]
-    return [text]
+    expression = _single_expression(sources)
+    if expression is not None:
+        value = expression(**doc)
+        if isinstance(value, Undefined):
+            value._fail_with_undefined_error()
+        if isinstance(value, list | tuple):
+            return [_list_item(item) for item in value]
+    return [render(sources, doc)]
 
 
-__all__ = ["UndefinedError", "render", "render_list", "wikitext_detokenize"]
+def _list_item(item) -> str:
+    if item is None:
+        raise NullValueError("a list item is null")
+    if isinstance(item, str):
+        return item
+    if isinstance(item, int | float) and not isinstance(item, bool):
+        return str(item)
+    raise TypeError(f"a list item is a {type(item).__name__} ({item!r}), not text")
+
+
+__all__ = ["NullValueError", "UndefinedError", "render", "render_list", "wikitext_detokenize"]

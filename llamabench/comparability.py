@@ -1,0 +1,101 @@
+"""When two runs' numbers for a task may be compared: the settings that change them, recorded and checked.
+
+Every run records, per task, in ``manifest["tasks"][task]["settings"]``:
+
+========================  =================================================================================
+``task_hash``             the task definition (templates, metrics, generation settings, few-shot delimiters)
+``num_fewshot``           the effective few-shot count (after ``--num-fewshot``)
+``limit``                 ``--limit``
+``seed``                  ``--seed`` (few-shot draws and sampled generations)
+``max_length``            the effective context window in tokens
+``dtype``                 the model's dtype as it ran
+``chat_template``         whether prompts were wrapped in the model's chat template
+``data_hash``             a hash of the task's documents as loaded (every field, every document)
+========================  =================================================================================
+
+Two runs are comparable on a task when all of these are equal and every document they share was given the
+same prompt (the per-sample ``prompt_hash``, which also catches a different chat template or few-shot draw).
+``llamabench check`` refuses runs that differ; ``llamabench report`` marks the columns of such tasks.
+
+Example: a baseline run with ``--num-fewshot 2`` and a candidate with ``--num-fewshot 0`` give
+``differences(...) == ["num_fewshot 2 vs 0"]`` for the task, and ``check`` stops with that line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+import pandas as pd
+
+from llamabench.errors import LlamabenchError
+
+SETTINGS = ("task_hash", "num_fewshot", "limit", "seed", "max_length", "dtype", "chat_template", "data_hash")
+
+
+def data_hash(docs: Sequence[dict]) -> str:
+    """A hash of documents as loaded: any changed field or document changes it."""
+    text = json.dumps(list(docs), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def task_settings(
+    *,
+    task_hash: str,
+    num_fewshot: int | None,
+    limit: int | None,
+    seed: int,
+    backend_info: dict,
+    chat_template: bool,
+    data: str | None,
+) -> dict:
+    """The settings of one task in one run (see the module docstring); ``backend_info`` is ``Backend.describe()``."""
+    return {
+        "task_hash": task_hash,
+        "num_fewshot": num_fewshot,
+        "limit": limit,
+        "seed": seed,
+        "max_length": backend_info.get("max_length"),
+        "dtype": backend_info.get("dtype"),
+        "chat_template": chat_template,
+        "data_hash": data,
+    }
+
+
+def recorded_settings(manifest: dict, task: str) -> dict | None:
+    """The settings a run recorded for ``task``, or None for runs made before settings were recorded."""
+    return (manifest.get("tasks", {}).get(task) or {}).get("settings")
+
+
+def differences(first: dict | None, second: dict | None) -> list[str]:
+    """The settings that differ, as ``"name first vs second"``; unknown settings (an old run) differ."""
+    if first is None or second is None:
+        return ["settings not recorded (a run from before llamabench 0.2: re-run it)"]
+    return [
+        f"{name} {first.get(name)} vs {second.get(name)}" for name in SETTINGS if first.get(name) != second.get(name)
+    ]
+
+
+def require_same_settings(task: str, baseline: dict, candidate: dict) -> None:
+    """Raise a one-line error naming every setting in which the runs' manifests differ for ``task``."""
+    differing = differences(recorded_settings(baseline, task), recorded_settings(candidate, task))
+    if differing:
+        raise LlamabenchError(
+            f"task {task}: the runs are not comparable ({'; '.join(differing)}, baseline vs candidate); "
+            "re-run the candidate with the baseline's settings"
+        )
+
+
+def require_same_prompts(task: str, baseline: pd.DataFrame, candidate: pd.DataFrame) -> None:
+    """Raise a one-line error unless every document got the same prompt in both per-sample tables, which must
+    be aligned (same doc_ids in the same order)."""
+    if "prompt_hash" not in baseline or "prompt_hash" not in candidate:
+        return
+    changed = baseline.prompt_hash.to_numpy() != candidate.prompt_hash.to_numpy()
+    if changed.any():
+        first = baseline.doc_id.iloc[int(changed.argmax())]
+        raise LlamabenchError(
+            f"task {task}: {int(changed.sum())} document(s) were given different prompts (first: doc_id {first}), "
+            "so the runs are not comparable; re-run the candidate with the baseline's task and data"
+        )

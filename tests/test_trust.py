@@ -1,0 +1,422 @@
+"""No silent wrong number: content fingerprints, cache keys, comparable runs, no guessing, seeded sampling.
+
+Each test here failed on the code before the trust fixes (issue 10); the expectations come from the data the
+test writes (hand-built checkpoints, documents and runs), never from llamabench's own output.
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import transformers
+from conftest import byte_tokenizer, save_tiny_model, tiny_llama
+from safetensors.torch import load_file, save_file
+
+from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.backends.hf import HFBackend
+from llamabench.backends.loading import ModelSource, fingerprint
+from llamabench.cli import main
+from llamabench.errors import LlamabenchError
+from llamabench.requests import GenerationRequest, build_requests, sampling_seed
+from llamabench.results import RunResult, read_run, results_frame, sample_file_stems, write_run
+from llamabench.runner import RunConfig, prepare_tasks
+from llamabench.tasks import registry
+from llamabench.tasks.spec import parse_task
+from llamabench.tasks.templates import render_list
+
+PPL_TASK = """\
+name: tiny_ppl
+kind: loglikelihood_rolling
+dataset: {local: texts.jsonl}
+prompt: "{{ text }}"
+metrics: [token_perplexity, word_perplexity]
+"""
+QA_TASK = """\
+name: tiny_qa
+kind: generate
+dataset: {local: qa.jsonl}
+prompt: "Q: {{ question }}\\nA:"
+target: "{{ answer }}"
+generation: {max_new_tokens: 4, until: ["\\n"]}
+metrics: [exact_match]
+"""
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """Task files, data and an isolated cache (request results and file digests)."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tiny_ppl.yaml").write_text(PPL_TASK)
+    (tmp_path / "tasks" / "tiny_qa.yaml").write_text(QA_TASK)
+    texts = ["The cat sat on the mat.", "Dogs bark at night, and the moon is up."]
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    qa = [{"question": f"{i}+{i}?", "answer": str(2 * i)} for i in range(6)]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in qa))
+    monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def cli_run(workspace: Path, model: Path, out: str, *extra: str) -> RunResult:
+    argv = ["run", "--model", str(model), "--tasks-dir", str(workspace / "tasks"), "--data-dir", str(workspace)]
+    assert main([*argv, "--output-dir", str(workspace / out), "--device", "cpu", *extra]) == 0
+    (folder,) = [p for p in (workspace / out).iterdir() if p.is_dir()]
+    return read_run(folder)
+
+
+def save_wide_model(folder: Path) -> Path:
+    """A random 2-layer LLaMA over the byte vocabulary whose weights file (~6 MiB) has tensors more than a MiB
+    from either end, where a hash of the first and last MiB cannot see them."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=258,
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=256,
+        eos_token_id=257,
+        pad_token_id=257,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def edit_middle_tensor(checkpoint: Path) -> None:
+    """Zero the weight matrix at the middle of model.safetensors: same file size, other numbers."""
+    path = checkpoint / "model.safetensors"
+    raw = path.read_bytes()
+    header_size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_size])
+    middle = (len(raw) - 8 - header_size) // 2
+    name = next(
+        key
+        for key, info in header.items()
+        if key != "__metadata__" and info["data_offsets"][0] <= middle < info["data_offsets"][1]
+    )
+    tensors = load_file(path)
+    tensors[name] = torch.zeros_like(tensors[name])
+    save_file(tensors, path, metadata={"format": "pt"})
+    assert path.stat().st_size == len(raw)
+
+
+# --- 1. fingerprints over every byte --------------------------------------------------------------------------
+
+
+def test_checkpoints_differing_in_one_middle_tensor_never_share_results(workspace):
+    first, second = save_wide_model(workspace / "a"), save_wide_model(workspace / "b")
+    edit_middle_tensor(second)
+    assert (first / "model.safetensors").stat().st_size > 4 << 20
+    cached = [cli_run(workspace, model, f"out-{model.name}", "--tasks", "tiny_ppl") for model in (first, second)]
+    truth = cli_run(workspace, second, "out-truth", "--tasks", "tiny_ppl", "--no-cache")
+    assert cached[0].results.model_fingerprint[0] != cached[1].results.model_fingerprint[0]
+    assert cached[1].value("tiny_ppl", "token_perplexity") == truth.value("tiny_ppl", "token_perplexity")
+    assert cached[0].value("tiny_ppl", "token_perplexity") != truth.value("tiny_ppl", "token_perplexity")
+
+
+def test_fingerprint_covers_config_tokenizer_and_generation_config_but_not_training_state(tmp_path):
+    model = save_tiny_model(tmp_path / "m")
+    source = ModelSource("m", str(model))
+    base = fingerprint(source, DigestMemo(None))
+    (model / "optimizer.pt").write_bytes(b"optimizer state")
+    (model / "trainer_state.json").write_text("{}")
+    (model / "README.md").write_text("notes")
+    assert fingerprint(source, DigestMemo(None)) == base
+    for name in ("generation_config.json", "tokenizer_config.json", "config.json"):
+        path = model / name
+        original = path.read_bytes()
+        path.write_bytes(original.replace(b"}", b', "x": 1}', 1))
+        assert fingerprint(source, DigestMemo(None)) != base, name
+        path.write_bytes(original)
+    assert fingerprint(source, DigestMemo(None)) == base
+
+
+def test_same_bytes_in_another_folder_give_the_same_fingerprint(tmp_path):
+    first = save_tiny_model(tmp_path / "first")
+    second = tmp_path / "elsewhere" / "second"
+    second.mkdir(parents=True)
+    for file in model_files(first):
+        (second / file.name).write_bytes(file.read_bytes())
+    memo = DigestMemo(tmp_path / "memo.sqlite")
+    assert fingerprint(ModelSource("a", str(first)), memo) == fingerprint(ModelSource("b", str(second)), memo)
+
+
+def test_memo_serves_unchanged_files_and_never_a_rewritten_one(tmp_path, monkeypatch):
+    model = save_tiny_model(tmp_path / "m")
+    files = model_files(model)
+    hashed: list[str] = []  # the files whose bytes were read: a memo miss stores a new digest
+    real_store = DigestMemo._store
+    monkeypatch.setattr(
+        DigestMemo, "_store", lambda self, key, digest: hashed.append(key[0]) or real_store(self, key, digest)
+    )
+    before = fingerprint_files(model, files, DigestMemo(tmp_path / "memo.sqlite"))
+    assert len(hashed) == len(files)
+    assert fingerprint_files(model, files, DigestMemo(tmp_path / "memo.sqlite")) == before
+    assert len(hashed) == len(files)  # a second process reads no byte of unchanged files
+    edit_middle_tensor(model)  # same size, rewritten in place: its change time moves
+    after = fingerprint_files(model, files, DigestMemo(tmp_path / "memo.sqlite"))
+    assert after != before and hashed[len(files) :] == [str((model / "model.safetensors").resolve())]
+
+
+# --- 2. cache keys hold everything that changes a number --------------------------------------------------------
+
+
+def test_cache_identity_names_every_setting_that_changes_numbers():
+    model, tokenizer = tiny_llama(), byte_tokenizer()
+    base = HFBackend(model, tokenizer, model_id="t", model_fingerprint="fp", max_length=64)
+    identity = base.cache_identity()
+    assert f"torch={torch.__version__}" in identity and f"transformers={transformers.__version__}" in identity
+    variants = [
+        HFBackend(model, tokenizer, model_id="t", model_fingerprint="fp", max_length=32),
+        HFBackend(model, tokenizer, model_id="t", model_fingerprint="fp", max_length=64, kv_cache="static"),
+        HFBackend(model, tokenizer, model_id="t", model_fingerprint="other", max_length=64),
+        HFBackend(tiny_llama().to(torch.bfloat16), tokenizer, model_id="t", model_fingerprint="fp", max_length=64),
+    ]
+    assert len({identity, *(v.cache_identity() for v in variants)}) == 5
+
+
+# --- 3. comparable means comparable ---------------------------------------------------------------------------
+
+
+def check(workspace: Path, baseline: RunResult, candidate: RunResult, capsys) -> tuple[int, str]:
+    folders = [write_run(run, workspace / "check-runs") for run in (baseline, candidate)]
+    argv = ["check", "--results-dir", str(workspace), "--baseline", str(folders[0]), "--candidate", str(folders[1])]
+    code = main(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize(
+    ("baseline_flags", "candidate_flags", "difference"),
+    [
+        (["--num-fewshot", "2"], ["--num-fewshot", "0"], "num_fewshot 2 vs 0"),
+        (["--max-length", "64"], ["--max-length", "128"], "max_length 64 vs 128"),
+        (["--seed", "1"], ["--seed", "2"], "seed 1 vs 2"),
+    ],
+)
+def test_check_refuses_runs_with_different_settings(workspace, capsys, baseline_flags, candidate_flags, difference):
+    model = save_tiny_model(workspace / "m")
+    runs = [
+        cli_run(workspace, model, f"out-{i}", "--tasks", "tiny_qa", "--no-cache", *flags)
+        for i, flags in enumerate((baseline_flags, candidate_flags))
+    ]
+    capsys.readouterr()
+    code, err = check(workspace, *runs, capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"task tiny_qa: the runs are not comparable ({difference}, baseline vs candidate)" in err
+
+
+def test_check_refuses_runs_whose_prompts_differ(workspace, capsys):
+    model = save_tiny_model(workspace / "m")
+    base = cli_run(workspace, model, "out-a", "--tasks", "tiny_qa", "--no-cache")
+    cand = cli_run(workspace, model, "out-b", "--tasks", "tiny_qa", "--no-cache")
+    samples = cand.samples["tiny_qa"].copy()
+    samples.loc[3, "prompt_hash"] = "0" * 12
+    capsys.readouterr()
+    code, err = check(workspace, base, RunResult(cand.results, {"tiny_qa": samples}, cand.manifest), capsys)
+    assert code == 2 and "1 document(s) were given different prompts (first: doc_id 3)" in err
+
+
+def test_data_change_makes_runs_incomparable(workspace, capsys):
+    model = save_tiny_model(workspace / "m")
+    base = cli_run(workspace, model, "out-a", "--tasks", "tiny_ppl", "--no-cache", "--limit", "1")
+    with (workspace / "texts.jsonl").open("a") as handle:  # a document past --limit: same prompts, other data
+        handle.write(json.dumps({"text": "A third text."}) + "\n")
+    cand = cli_run(workspace, model, "out-b", "--tasks", "tiny_ppl", "--no-cache", "--limit", "1")
+    capsys.readouterr()
+    code, err = check(workspace, base, cand, capsys)
+    assert code == 2 and "data_hash" in err
+
+
+# --- 4. no guessing, no coercion --------------------------------------------------------------------------------
+
+
+def spec_of(text: str, **overrides):
+    import yaml
+
+    return parse_task({**yaml.safe_load(text), **overrides}, "test.yaml")
+
+
+def test_text_that_looks_like_a_list_stays_one_string():
+    assert render_list("{{ t }}", {"t": "[1, 2]"}) == ["[1, 2]"]
+    assert render_list("{{ t }}", {"t": "[Applause]"}) == ["[Applause]"]
+    assert render_list("Answer: {{ a }}", {"a": ["x", "y"]}) == ["Answer: ['x', 'y']"]  # text around: text
+
+
+def test_lists_come_from_list_valued_fields_and_yaml_lists():
+    assert render_list("{{ answers }}", {"answers": ["Paris", "paris"]}) == ["Paris", "paris"]
+    assert render_list("{{ a.text }}", {"a": {"text": ["x", 1984]}}) == ["x", "1984"]
+    assert render_list(["{{ a }}", "{{ b }}"], {"a": "[1]", "b": "c"}) == ["[1]", "c"]
+
+
+def test_bracketed_targets_are_scored_as_written():
+    spec = spec_of(QA_TASK)
+    docs = [{"question": "q", "answer": "[Applause]"}, {"question": "q", "answer": "[1, 2]"}]
+    assert [doc.targets for doc in build_requests(spec, docs)] == [["[Applause]"], ["[1, 2]"]]
+
+
+@pytest.mark.parametrize(
+    ("task", "doc", "message"),
+    [
+        (QA_TASK, {"question": "q", "answer": None}, "null value"),
+        (QA_TASK, {"question": None, "answer": "a"}, "null value"),
+        (QA_TASK, {"question": "q", "answer": ""}, "empty gold answer"),
+        (QA_TASK, {"question": "q", "answer": []}, "no gold answer"),
+        (QA_TASK, {"question": "q", "answer": ["a", None]}, "null value"),
+        (PPL_TASK, {"text": None}, "null value"),
+    ],
+)
+def test_null_and_empty_values_are_errors_naming_the_document(task, doc, message):
+    with pytest.raises(LlamabenchError, match=message) as caught:
+        build_requests(spec_of(task), [{"question": "q", "answer": "a", "text": "t"}, doc])
+    assert "document 1" in str(caught.value)
+
+
+def test_single_choice_question_is_refused():
+    mc = {
+        "name": "mc",
+        "kind": "multiple_choice",
+        "dataset": {"local": "x.jsonl"},
+        "prompt": "{{ q }}",
+        "choices": "{{ options }}",
+        "label": "{{ gold }}",
+        "metrics": ["acc"],
+    }
+    spec = parse_task(mc, "mc.yaml")
+    with pytest.raises(LlamabenchError, match="at least two non-empty choices"):
+        build_requests(spec, [{"q": "q", "options": ["only"], "gold": 0}])
+    assert [d.choices for d in build_requests(spec, [{"q": "q", "options": ["a", "b"], "gold": 1}])] == [["a", "b"]]
+
+
+def test_all_empty_perplexity_task_fails_before_the_model_loads(workspace):
+    (workspace / "texts.jsonl").write_text('{"text": ""}\n{"text": "  "}\n')
+    config = RunConfig(tasks=["tiny_ppl"], tasks_dirs=[workspace / "tasks"], data_dir=workspace)
+    with pytest.raises(LlamabenchError, match="all 2 documents are empty"):
+        prepare_tasks(config)
+
+
+# --- 5. sampling seeded per request -----------------------------------------------------------------------------
+
+
+def test_sampling_repeats_reproducibly_and_independently_of_the_batch(tiny_backend):
+    requests = [GenerationRequest(f"Once {i}", 12, (), False, sampling_seed(0, "t", i)) for i in range(4)]
+    alone = [tiny_backend(batch_size=1).generate([r])[0] for r in requests]
+    batched = tiny_backend(batch_size=4).generate(requests)
+    assert batched == alone == tiny_backend(batch_size=4).generate(requests)
+    same_prompt = [
+        GenerationRequest("Once", 12, (), False, sampling_seed(0, "t", "doc", repeat)) for repeat in range(3)
+    ]
+    assert len(set(tiny_backend().generate(same_prompt))) == 3  # repeats are distinct samples
+
+
+def test_sampled_requests_need_a_seed_and_get_one_per_document():
+    with pytest.raises(ValueError, match="needs a seed"):
+        GenerationRequest("p", 4, (), greedy=False)
+    spec = spec_of(QA_TASK.replace('until: ["\\n"]', 'until: ["\\n"], greedy: false'))
+    docs = [{"question": "q", "answer": "a"}] * 3
+    seeds = [doc.requests[0].seed for doc in build_requests(spec, docs, seed=7)]
+    assert len(set(seeds)) == 3 and seeds == [doc.requests[0].seed for doc in build_requests(spec, docs, seed=7)]
+    assert seeds != [doc.requests[0].seed for doc in build_requests(spec, docs, seed=8)]
+
+
+def test_lm_eval_repeats_are_distinct_seeded_samples(tiny_backend):
+    from lm_eval.api.instance import Instance
+
+    from llamabench.interop.lm_eval_model import LlamabenchLM
+
+    args = ("Once upon", {"until": ["\n\n"], "max_gen_toks": 10, "do_sample": True})
+    request = Instance(request_type="generate_until", doc={}, arguments=args, idx=0, metadata=("t", 0, 3))
+    first = LlamabenchLM(tiny_backend(), seed=1).generate_until([request] * 3)  # lm-eval lists repeats so
+    assert len(set(first)) == 3
+    assert LlamabenchLM(tiny_backend(), seed=1).generate_until([request] * 3) == first
+
+
+# --- 6. stop at every EOS of the generation config --------------------------------------------------------------
+
+
+def test_generation_stops_at_every_eos_in_the_generation_config():
+    tokenizer, model = byte_tokenizer(), tiny_llama()
+    prompt = "The quick brown fox"
+    ids = torch.tensor([tokenizer(prompt).input_ids])
+    free = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=257)[0, ids.shape[1] :].tolist()
+    stop = free[3]  # the fourth greedy token becomes a second end-of-turn token, as <|eot_id|> in Llama-3-Instruct
+    model.generation_config.eos_token_id = [257, stop]
+    (text,) = HFBackend(model, tokenizer, model_id="t", progress=False).generate([GenerationRequest(prompt, 8, ())])
+    assert text == tokenizer.decode(free[: free.index(stop)])
+
+
+# --- 7. numeric flags validated before the model loads ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--max-length", "-1"], "--max-length -1"),
+        (["--max-length", "1"], "--max-length 1"),
+        (["--seed", "-1"], "--seed -1"),
+        (["--bootstrap-iters", "-5"], "--bootstrap-iters -5"),
+        (["--max-length", "4"], "max_new_tokens 4 leaves no room"),
+    ],
+)
+def test_numeric_flags_fail_before_the_model_loads(workspace, capsys, flags, named):
+    argv = ["run", "--model", str(workspace / "no-such-model"), "--tasks", "tiny_qa"]
+    argv += ["--tasks-dir", str(workspace / "tasks"), "--data-dir", str(workspace), *flags]
+    assert main([*argv, "--output-dir", str(workspace / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err and "no-such-model" not in err
+
+
+def test_context_length_below_two_tokens_is_refused_by_the_backend():
+    with pytest.raises(LlamabenchError, match="--max-length -1"):
+        HFBackend(tiny_llama(), byte_tokenizer(), model_id="t", max_length=-1)
+
+
+# --- 8. one file per task, one task per name --------------------------------------------------------------------
+
+
+def test_sample_files_never_collide(tmp_path):
+    names = ["lm_eval:x", "lm_eval_x", "Squad", "squad", "a/b", "a_b"]
+    stems = sample_file_stems(names)
+    assert len({stem.casefold() for stem in stems.values()}) == len(names)
+    frames = {name: pd.DataFrame({"doc_id": [name]}) for name in names}
+    row = {"task": names[0], "metric": "acc", "value": 1.0}
+    run = RunResult(results_frame([row]), frames, {"model": "m", "run_id": "r1"})
+    back = read_run(write_run(run, tmp_path))
+    assert {task: frame.doc_id.tolist() for task, frame in back.samples.items()} == {n: [n] for n in names}
+
+
+def write_task(folder: Path, name: str, aliases: list[str], file: str | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    task = PPL_TASK.replace("name: tiny_ppl", f"name: {name}\naliases: {json.dumps(aliases)}")
+    (folder / f"{file or name}.yaml").write_text(task)
+
+
+def test_an_alias_cannot_take_another_tasks_name_or_alias(tmp_path):
+    write_task(tmp_path / "base", "corpus", ["ppl"])
+    write_task(tmp_path / "user", "mine", ["ppl"])
+    with pytest.raises(LlamabenchError, match="'ppl' is already the name or an alias of task corpus"):
+        registry.discover([tmp_path / "base", tmp_path / "user"])
+    write_task(tmp_path / "same", "one", ["x"])
+    write_task(tmp_path / "same", "two", ["x"])
+    with pytest.raises(LlamabenchError, match="'x' is defined twice"):
+        registry.discover([tmp_path / "same"])
+
+
+def test_a_task_replaced_by_name_takes_its_aliases_along(tmp_path):
+    write_task(tmp_path / "base", "corpus", ["ppl"])
+    write_task(tmp_path / "user", "corpus", ["mine"])
+    known = registry.discover([tmp_path / "base", tmp_path / "user"])
+    assert sorted(known) == ["corpus", "mine"]
+    (spec,) = registry.resolve(["corpus", "mine"], [tmp_path / "base", tmp_path / "user"])
+    assert spec.aliases == ("mine",)
+
+
+@pytest.mark.parametrize("name", [12, ["a"], "lm_eval:x", "a/b", "", "x" * 101])
+def test_task_names_must_be_plain_text(name):
+    with pytest.raises(LlamabenchError, match="must be text of 1 to 100"):
+        spec_of(PPL_TASK, name=name)
