@@ -23,9 +23,7 @@ from llamabench.scoring import MetricValue
 from llamabench.store import RunStore
 
 
-def make_run(
-    model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_hash="hash", texts=None, settings=None
-):
+def make_run(model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_hash="hash", texts=None, settings=None):
     """A RunResult built by hand: ``stats_by_task[task][metric]`` lists each document's statistics row.
 
     ``texts`` optionally overrides per-document columns (doc_id, prompt, prediction) of every task;
