@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -20,11 +21,18 @@ def _batch_size(value: str) -> int | str:
     raise argparse.ArgumentTypeError(f"'{value}' is not 'auto' or a positive whole number")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the problem and where help is), exit 2, as every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llamabench", description="Evaluate LLaMA-family checkpoints.")
+    parser = _OneLineParser(prog="llamabench", description="Evaluate LLaMA-family checkpoints.")
     parser.add_argument("--version", action="version", version=f"llamabench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     run = commands.add_parser("run", help="evaluate a model on tasks")
     run.add_argument(
@@ -100,14 +108,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handlers = {"run": _run, "tasks": _list_tasks, "runs": _list_runs, "report": _report, "check": _check}
     try:
-        handlers = {"run": _run, "tasks": _list_tasks, "runs": _list_runs, "report": _report, "check": _check}
         return handlers[args.command](args)
-    except LlamabenchError as exc:
+    except (LlamabenchError, *_ENVIRONMENT_ERRORS) as exc:
         if args.debug:
             raise
-        print(f"llamabench: error: {exc}", file=sys.stderr)
+        print(f"llamabench: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("llamabench: interrupted; finished request results are kept in the cache", file=sys.stderr)
+        return 130
+
+
+# Failures of the machine or of files rather than of llamabench (a full or read-only disk, a corrupt SQLite
+# file, undecodable bytes): said in one line naming the thing, as bad input is. Anything else is a bug and
+# keeps its traceback.
+_ENVIRONMENT_ERRORS = (OSError, sqlite3.Error, UnicodeError, MemoryError)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, LlamabenchError):
+        return " ".join(str(exc).split("\n"))
+    if isinstance(exc, OSError) and exc.filename:
+        reason = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    else:
+        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    return f"{reason}; check the disk, the path and its permissions (--debug shows where it happened)"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -151,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         config.device = init_distributed(config.device)
     ensure_writable(config.output_dir)
     tasks = prepare_run(config, args.include_path)
+    cache = None if args.no_cache else RequestCache(cache_root() / CACHE_DB)  # a broken cache fails before loading
     backend = HFBackend.load(
         config.model,
         device=config.device,
@@ -161,10 +189,10 @@ def _run(args: argparse.Namespace) -> int:
         max_length=config.max_length,
         trust_remote_code=args.trust_remote_code,
     )
-    if not args.no_cache and backend.fingerprint == Backend.fingerprint:
+    if cache is not None and backend.fingerprint == Backend.fingerprint:
         warn(f"model {backend.model_id} has no content fingerprint (its files are not local): results are not cached")
-    elif not args.no_cache:
-        backend = CachedBackend(backend, RequestCache(cache_root() / CACHE_DB), refresh=args.refresh)
+    elif cache is not None:
+        backend = CachedBackend(backend, cache, refresh=args.refresh)
     if distributed:
         backend = ShardedBackend(backend)
     run = evaluate_run(backend, tasks, config)

@@ -149,6 +149,7 @@ def test_same_bytes_in_another_folder_give_the_same_fingerprint(tmp_path):
 
 def test_memo_serves_unchanged_files_and_never_a_rewritten_one(tmp_path, monkeypatch):
     model = save_tiny_model(tmp_path / "m")
+    monkeypatch.setattr("llamabench.backends.fingerprint.SETTLE_SECONDS", 0.0)
     files = model_files(model)
     hashed: list[str] = []  # the files whose bytes were read: a memo miss stores a new digest
     real_store = DigestMemo._store
@@ -162,6 +163,14 @@ def test_memo_serves_unchanged_files_and_never_a_rewritten_one(tmp_path, monkeyp
     edit_middle_tensor(model)  # same size, rewritten in place: its change time moves
     after = fingerprint_files(model, files, DigestMemo(tmp_path / "memo.sqlite"))
     assert after != before and hashed[len(files) :] == [str((model / "model.safetensors").resolve())]
+
+
+def test_a_file_changed_moments_ago_is_not_memoised(tmp_path):
+    """A file system with one-second timestamps keeps size, times and inode through a quick in-place rewrite."""
+    model = save_tiny_model(tmp_path / "m")
+    memo = DigestMemo(tmp_path / "memo.sqlite")
+    fingerprint_files(model, model_files(model), memo)
+    assert memo._db.execute("SELECT COUNT(*) FROM file_digests").fetchone() == (0,)
 
 
 # --- 2. cache keys hold everything that changes a number --------------------------------------------------------
@@ -374,6 +383,11 @@ def test_numeric_flags_fail_before_the_model_loads(workspace, capsys, flags, nam
 def test_context_length_below_two_tokens_is_refused_by_the_backend():
     with pytest.raises(LlamabenchError, match="--max-length -1"):
         HFBackend(tiny_llama(), byte_tokenizer(), model_id="t", max_length=-1)
+
+
+def test_context_past_the_trained_positions_is_refused():
+    with pytest.raises(LlamabenchError, match="exceeds the 256 positions model t was trained for"):
+        HFBackend(tiny_llama(max_positions=256), byte_tokenizer(), model_id="t", max_length=257)
 
 
 # --- 8. one file per task, one task per name --------------------------------------------------------------------

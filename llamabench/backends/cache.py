@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from llamabench.backends.base import Backend, BackendWrapper
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, warn
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
 
 # Work per committed chunk, in characters of request text: a kill loses at most about this much.
@@ -48,12 +48,18 @@ class RequestCache:
             found.update((key, json.loads(value)) for key, value in rows)
         return found
 
-    def put_many(self, items: dict[str, object]) -> None:
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
-                [(key, json.dumps(value)) for key, value in items.items()],
-            )
+    def put_many(self, items: dict[str, object]) -> bool:
+        """Store ``items``; False (nothing stored) when the disk is full or read-only, so a run goes on uncached."""
+        try:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
+                    [(key, json.dumps(value)) for key, value in items.items()],
+                )
+        except (OSError, sqlite3.OperationalError) as exc:
+            warn(f"request cache {self.path} cannot store results ({exc}); this run continues without caching")
+            return False
+        return True
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
@@ -71,6 +77,7 @@ class CachedBackend(BackendWrapper):
         self.chunk_chars = chunk_chars or int(os.environ.get("LLAMABENCH_CACHE_CHUNK_CHARS", DEFAULT_CHUNK_CHARS))
         self.hits = 0
         self.computed = 0
+        self.storing = True  # until the cache's disk fails: then the run carries on, uncached
         inner.progress = False  # this wrapper shows one bar per call instead of one per chunk
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
@@ -90,6 +97,7 @@ class CachedBackend(BackendWrapper):
                 "hits": self.hits,
                 "computed": self.computed,
                 "refresh": self.refresh,
+                "stored": self.storing,
             },
         }
 
@@ -107,7 +115,8 @@ class CachedBackend(BackendWrapper):
             for chunk in _chunks(order, [request_size(missing[key]) for key in order], self.chunk_chars):
                 results = compute([missing[key] for key in chunk])
                 stored = dict(zip(chunk, results, strict=True))
-                self.cache.put_many(stored)
+                if self.storing:
+                    self.storing = self.cache.put_many(stored)
                 found.update(stored)
                 self.computed += len(chunk)
                 bar.update(len(chunk))

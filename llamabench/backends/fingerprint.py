@@ -15,7 +15,9 @@ bytes in another folder give the same fingerprint, and one changed byte anywhere
 Hashing every byte of a 140 GB checkpoint takes minutes, so each file's digest is memoised in SQLite,
 keyed by the file's resolved path, size, modification and change times and inode: an unchanged file is
 hashed once. Rewriting a file in place changes its change time (which users cannot set), so the memo
-never serves a stale digest for a rewritten file.
+never serves a stale digest for a rewritten file. On file systems with coarse timestamps a file rewritten
+within the same tick would keep them all, so (as git does for "racy" index entries) a file changed less
+than :data:`SETTLE_SECONDS` ago is hashed but not memoised.
 
 Example::
 
@@ -28,12 +30,15 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import blake3
 
 FINGERPRINT_HEX = 32
+# A file changed this recently may change again within its timestamps' resolution: never memoise its digest.
+SETTLE_SECONDS = 3.0
 # Files a training run writes beside the weights that change no number the model computes.
 _NOT_MODEL = re.compile(
     r"^(optimizer|scheduler|scaler|rng_state.*)\.(pt|pth|bin)$|^trainer_state\.json$|^training_args\.bin$"
@@ -80,7 +85,8 @@ class DigestMemo:
         if info.st_size:
             hasher.update_mmap(str(real))
         digest = hasher.hexdigest()
-        self._store(key, digest)
+        if time.time() - max(info.st_mtime, info.st_ctime) >= SETTLE_SECONDS:
+            self._store(key, digest)
         return digest
 
     def _lookup(self, key: tuple) -> str | None:

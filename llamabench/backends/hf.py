@@ -79,6 +79,12 @@ class HFBackend(Backend):
         self.max_length = max_length or _model_max_length(model, tokenizer)
         if self.max_length < 2:
             raise LlamabenchError(f"--max-length {self.max_length} must be at least 2 tokens")
+        trained = _trained_positions(model)
+        if trained is not None and self.max_length > trained:
+            raise LlamabenchError(
+                f"--max-length {self.max_length} exceeds the {trained} positions model {model_id} was trained for "
+                "(its max_position_embeddings); scores past them are extrapolation, so lower --max-length"
+            )
         self.eos_tokens = eos_token_ids(model, tokenizer)
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -105,6 +111,10 @@ class HFBackend(Backend):
         ``balanced``, ``sequential``) spreads it over the visible GPUs instead (on a machine without one: the CPU)."""
         check_device_map(device_map, device)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise LlamabenchError(f"--device {device} is not a device; use cpu, cuda, cuda:1, ...") from None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise LlamabenchError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu")
         dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
@@ -370,10 +380,18 @@ class _StopSequences(StoppingCriteria):
         return torch.tensor([any(stop in text for stop in self.until) for text in texts], device=input_ids.device)
 
 
-def _model_max_length(model, tokenizer) -> int:
+def _trained_positions(model) -> int | None:
+    """The positions the model's config says it handles (rope scaling included), if it says."""
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(model.config, attr, None)
         if value:
             return int(value)
+    return None
+
+
+def _model_max_length(model, tokenizer) -> int:
+    trained = _trained_positions(model)
+    if trained is not None:
+        return trained
     limit = getattr(tokenizer, "model_max_length", None)
     return int(limit) if limit and limit < 10**9 else 2048

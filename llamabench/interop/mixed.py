@@ -28,7 +28,9 @@ class PreparedRun:
 def prepare_run(config: RunConfig, include_paths: Sequence[Path] = ()) -> PreparedRun:
     """Resolve and load every task of ``config`` before the model loads; lm-eval YAMLs may be in ``include_paths``."""
     native = [name for name in config.tasks if not name.startswith(LM_EVAL_PREFIX)]
-    lm_eval_names = [name.removeprefix(LM_EVAL_PREFIX) for name in config.tasks if name.startswith(LM_EVAL_PREFIX)]
+    lm_eval_names = list(
+        dict.fromkeys(name.removeprefix(LM_EVAL_PREFIX) for name in config.tasks if name.startswith(LM_EVAL_PREFIX))
+    )
     prepared = PreparedRun(prepare_tasks(replace(config, tasks=native)), None)
     if lm_eval_names:
         try:

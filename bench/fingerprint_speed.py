@@ -1,0 +1,68 @@
+"""What a content fingerprint costs: blake3 over every byte of a checkpoint, cold and memoised.
+
+Prints the hashing rate (MB/s) on a synthetic file of ``--mb`` megabytes, beside sha256 on the same bytes
+(the single-threaded hash a naive implementation would use), and the seconds to fingerprint the SmolLM2
+dense checkpoint (the GGUF's dequantised copy, ~540 MB) the first time and again from the memo.
+
+    python bench/fingerprint_speed.py --mb 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.backends.hf import HFBackend
+from llamabench.backends.loading import cache_root, fingerprint, resolve_model
+
+
+def timed(action) -> tuple[object, float]:
+    start = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - start
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=1024, help="size of the synthetic file in MB")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "weights.bin"
+        path.write_bytes(os.urandom(args.mb * 1_000_000))
+        sha256_file(path)  # page cache warm for both hashes
+        _, blake_seconds = timed(lambda: fingerprint_files(Path(folder), [path], DigestMemo(None)))
+        _, sha_seconds = timed(lambda: sha256_file(path))
+    print(f"synthetic {args.mb} MB, {os.cpu_count()} cores:")
+    print(f"  blake3 (multi-threaded): {args.mb / blake_seconds:8.0f} MB/s")
+    speedup = sha_seconds / blake_seconds
+    print(f"  sha256 (one thread):     {args.mb / sha_seconds:8.0f} MB/s   blake3 is {speedup:.1f}x")
+
+    source = resolve_model(None)
+    HFBackend.load(None, device="cpu")  # makes the dense copy if it is not there yet
+    dense = cache_root() / "dense" / fingerprint(source)
+    files = model_files(dense)
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    with tempfile.TemporaryDirectory() as folder:
+        memo = Path(folder) / "memo.sqlite"
+        _, cold = timed(lambda: fingerprint_files(dense, files, DigestMemo(memo)))
+        _, warm = timed(lambda: fingerprint_files(dense, files, DigestMemo(memo)))
+    print(f"SmolLM2 dense checkpoint ({len(files)} files, {size_mb:.0f} MB):")
+    print(f"  first fingerprint: {cold:.2f} s ({size_mb / cold:.0f} MB/s); from the memo: {warm * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
