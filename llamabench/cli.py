@@ -187,11 +187,12 @@ def _list_tasks(args: argparse.Namespace) -> int:
 
 
 def _list_runs(args: argparse.Namespace) -> int:
+    from llamabench.results import terminal_table
     from llamabench.store import RunStore
 
     store = RunStore.in_dir(args.results_dir)
     runs = store.list()
-    print(runs.to_string(index=False) if len(runs) else f"no runs recorded in {store.path}")
+    print(terminal_table(runs) if len(runs) else f"no runs recorded in {store.path}")
     return 0
 
 
@@ -208,6 +209,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from llamabench.compare import compare_runs, format_comparisons, parse_max_drops, unchecked_tasks, write_junit
+    from llamabench.escaping import terminal
     from llamabench.store import RunStore
 
     max_drops = parse_max_drops(args.max_drop)
@@ -218,7 +220,7 @@ def _check(args: argparse.Namespace) -> int:
     )
     unchecked = unchecked_tasks(baseline, candidate)
     names = [f"{run.manifest.get('model')} ({run.manifest['run_id']})" for run in (candidate, baseline)]
-    print(f"candidate {names[0]} vs baseline {names[1]}\n")
+    print(terminal(f"candidate {names[0]} vs baseline {names[1]}") + "\n")
     print(format_comparisons(rows, args.alpha, unchecked))
     if args.junit:
         write_junit(rows, args.junit, f"llamabench check: {names[0]} vs {names[1]}", unchecked)

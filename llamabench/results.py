@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llamabench import escaping
 from llamabench.errors import LlamabenchError
 from llamabench.scoring import MetricValue
 
@@ -80,11 +81,11 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
     folder = Path(output_dir) / f"{safe_name(run.manifest['model'])}-{run.manifest['run_id']}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        run.results.to_csv(folder / "results.csv", index=False)
+        escaping.csv_frame(run.results).to_csv(folder / "results.csv", index=False)
         run.results.to_parquet(folder / "results.parquet", index=False)
         for task, samples in run.samples.items():
             samples.to_parquet(folder / f"samples_{safe_name(task)}.parquet", index=False)
-            samples.to_csv(folder / f"samples_{safe_name(task)}.csv", index=False)
+            escaping.csv_frame(samples).to_csv(folder / f"samples_{safe_name(task)}.csv", index=False)
         (folder / "manifest.json").write_text(json.dumps(run.manifest, indent=2, default=str))
     except OSError as exc:
         raise LlamabenchError(
@@ -101,7 +102,12 @@ def format_table(results: pd.DataFrame) -> str:
     table["value"] = table["value"].map(lambda v: f"{v:.4f}")
     table["stderr"] = table["stderr"].map(lambda v: "" if pd.isna(v) else f"± {v:.4f}")
     table["dir"] = results["higher_is_better"].map({True: "↑", False: "↓"})
-    return table.to_string(index=False)
+    return terminal_table(table)
+
+
+def terminal_table(table: pd.DataFrame) -> str:
+    """``table`` as text to print: its text cells with control characters shown as escapes."""
+    return table.map(lambda cell: escaping.terminal(cell) if isinstance(cell, str) else cell).to_string(index=False)
 
 
 def read_run(folder: Path) -> RunResult:
