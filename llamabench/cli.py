@@ -191,9 +191,17 @@ def _list_runs(args: argparse.Namespace) -> int:
     from llamabench.store import RunStore
 
     store = RunStore.in_dir(args.results_dir)
-    runs = store.list()
+    runs, notes = store.listing()
     print(terminal_table(runs) if len(runs) else f"no runs recorded in {store.path}")
+    _print_notes(notes)
     return 0
+
+
+def _print_notes(notes: list[str]) -> None:
+    from llamabench.escaping import terminal
+
+    for note in notes:
+        print(f"llamabench: note: {terminal(note)}", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -201,7 +209,8 @@ def _report(args: argparse.Namespace) -> int:
     from llamabench.store import RunStore
 
     store = RunStore.in_dir(args.results_dir)
-    runs = [store.load(ref) for ref in args.runs or store.list().run_id]
+    runs, notes = store.gather(args.runs)
+    _print_notes(notes)
     paths = write_report(runs, args.out, parse_labels(args.label, store.resolve))
     print("report written to " + ", ".join(map(str, paths)))
     return 0
