@@ -413,20 +413,6 @@ _JS = """
       if (event.key === "Enter" || event.key === " ") { event.preventDefault(); sortBy(th); }
     });
   });
-  // Test hook: #autotest=sort:<column key> clicks that header on load and writes the row order into the page.
-  const test = /autotest=sort:([^&]*)/.exec(location.hash);
-  if (test) {
-    const key = decodeURIComponent(test[1]);
-    headers.filter((h) => h.dataset.key === key).forEach((h) => h.click());
-    const out = document.createElement("pre");
-    out.id = "autotest";
-    out.textContent = JSON.stringify({
-      sortedBy: key,
-      order: Array.from(body.rows, (row) => data.rows[Number(row.dataset.index)].runId),
-      pwned: typeof window.pwned,
-    });
-    document.body.appendChild(out);
-  }
 })();
 """
 
