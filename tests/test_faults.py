@@ -52,6 +52,14 @@ def test_modest_aliases_still_load(tmp_path):
     assert load_task_file(path).name == "tiny_qa"
 
 
+def test_deeply_nested_task_file_is_one_line(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text(GOOD_TASK + "description: " + "[" * 50_000 + "]" * 50_000 + "\n")  # 100 kB
+    with pytest.raises(LlamabenchError) as error:
+        load_task_file(path)
+    assert str(error.value) == f"task file {path} nests its values too deeply to read; flatten them"
+
+
 def test_oversized_task_file_is_refused_before_parsing(tmp_path):
     path = tmp_path / "huge.yaml"
     path.write_text(GOOD_TASK + "description: " + "x" * MAX_TASK_FILE_BYTES + "\n")

@@ -167,6 +167,8 @@ def load_task_file(path: Path) -> TaskSpec:
                 "keep documents in a data file under --data-dir"
             )
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)  # a SafeLoader: runs no code
+    except RecursionError:  # the YAML composer recurses once per nesting level
+        raise LlamabenchError(f"task file {path} nests its values too deeply to read; flatten them") from None
     except _TooManyNodes:
         raise LlamabenchError(
             f"task file {path}: its YAML aliases expand to more than {MAX_TASK_NODES} values; "
