@@ -177,12 +177,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list_tasks(args: argparse.Namespace) -> int:
+    from llamabench.escaping import terminal
     from llamabench.tasks import registry
 
     specs = {id(s): s for s in registry.discover(registry.task_dirs(args.tasks_dir)).values()}.values()
     for spec in sorted(specs, key=lambda s: s.name):
         aliases = f" (alias: {', '.join(spec.aliases)})" if spec.aliases else ""
-        print(f"{spec.name}{aliases}  [{spec.kind}]  metrics: {', '.join(spec.metrics)}")
+        print(terminal(f"{spec.name}{aliases}  [{spec.kind}]  metrics: {', '.join(spec.metrics)}"))
     return 0
 
 
