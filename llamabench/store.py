@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from llamabench.errors import LlamabenchError
-from llamabench.results import RunResult, read_run, results_frame, run_folder_problem
+from llamabench.results import TEMPORARY_MARK, RunResult, read_run, results_frame, run_folder_problem
 
 STORE_NAME = "llamabench.sqlite"
 LIST_COLUMNS = ["run_id", "model", "fingerprint", "tasks", "started", "folder"]
@@ -54,7 +54,8 @@ class FolderScan:
     def notes(self, store: Path) -> list[str]:
         """One line per folder read from its files or skipped."""
         lines = [
-            f"{folder} is not in the run store {store} (the run stopped before recording it); read from its files"
+            f"{folder} is not in the run store {store} (its run stopped before recording it, or it was copied "
+            "here); read from its files"
             for folder in self.unstored
         ]
         return lines + [f"skipped {folder}: {why}" for folder, why in self.skipped.items()]
@@ -111,8 +112,8 @@ class RunStore:
         unstored, skipped = {}, {}
         results_dir = self.path.parent
         for folder in sorted(results_dir.iterdir()) if results_dir.is_dir() else []:
-            if not folder.is_dir():
-                continue
+            if not folder.is_dir() or folder.name.startswith(".") and TEMPORARY_MARK not in folder.name:
+                continue  # files, and hidden folders that are not ours (.ipynb_checkpoints, ...)
             problem = run_folder_problem(folder)
             if problem:
                 skipped[folder] = problem

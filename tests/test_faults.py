@@ -118,6 +118,7 @@ def killed_before_store(tmp_path):
     RunStore.in_dir(tmp_path).add(stored, write_run(stored, tmp_path))
     folder = write_run(unstored, tmp_path)  # ... and the process died before RunStore.add
     (tmp_path / ".ckpt-step300-x.tmp-4242").mkdir()
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # someone else's hidden folder: ignored
     (tmp_path / ".ckpt-step300-x.tmp-4242" / "results.csv").write_text("half")
     broken = tmp_path / "broken-run"
     broken.mkdir()
@@ -134,7 +135,7 @@ def test_runs_lists_a_complete_folder_the_store_lacks(killed_before_store, capsy
     assert [line.split()[0] for line in lines[1:]] == [stored.manifest["run_id"], unstored.manifest["run_id"]]
     assert captured.err.splitlines() == [
         f"llamabench: note: {folder} is not in the run store {results_dir / 'llamabench.sqlite'} "
-        "(the run stopped before recording it); read from its files",
+        "(its run stopped before recording it, or it was copied here); read from its files",
         f"llamabench: note: skipped {results_dir / '.ckpt-step300-x.tmp-4242'}: a temporary folder of a run "
         "that stopped before it finished writing",
         f"llamabench: note: skipped {results_dir / 'broken-run'}: its manifest.json lacks run_id",
