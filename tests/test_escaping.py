@@ -1,5 +1,6 @@
 """Hostile task/model names and sample text stay inert in every output: Markdown, JUnit XML, CSV, the terminal."""
 
+import doctest
 import xml.etree.ElementTree as ET
 
 import pandas as pd
@@ -130,3 +131,8 @@ def test_task_listing_shows_escapes_not_control_sequences(tmp_path, capsys):
     assert main(["tasks", "--tasks-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "evil\\x1b[2J  [loglikelihood_rolling]" in out
+
+
+def test_documented_examples_hold():
+    failures, tried = doctest.testmod(escaping)
+    assert (failures, tried > 0) == (0, True)
