@@ -11,6 +11,7 @@ from pathlib import Path
 from llamabench import __version__
 from llamabench.backends.loading import DEVICE_MAPS, KV_CACHES
 from llamabench.errors import LlamabenchError, warn
+from llamabench.escaping import terminal
 
 
 def _batch_size(value: str) -> int | str:
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LlamabenchError, *_ENVIRONMENT_ERRORS) as exc:
         if args.debug:
             raise
-        print(f"llamabench: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"llamabench: error: {terminal(_one_line(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("llamabench: interrupted; finished request results are kept in the cache", file=sys.stderr)
@@ -206,22 +207,32 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list_tasks(args: argparse.Namespace) -> int:
+    from llamabench.escaping import terminal
     from llamabench.tasks import registry
 
     specs = {id(s): s for s in registry.discover(registry.task_dirs(args.tasks_dir)).values()}.values()
     for spec in sorted(specs, key=lambda s: s.name):
         aliases = f" (alias: {', '.join(spec.aliases)})" if spec.aliases else ""
-        print(f"{spec.name}{aliases}  [{spec.kind}]  metrics: {', '.join(spec.metrics)}")
+        print(terminal(f"{spec.name}{aliases}  [{spec.kind}]  metrics: {', '.join(spec.metrics)}"))
     return 0
 
 
 def _list_runs(args: argparse.Namespace) -> int:
+    from llamabench.results import terminal_table
     from llamabench.store import RunStore
 
     store = RunStore.in_dir(args.results_dir)
-    runs = store.list()
-    print(runs.to_string(index=False) if len(runs) else f"no runs recorded in {store.path}")
+    runs, notes = store.listing()
+    print(terminal_table(runs) if len(runs) else f"no runs recorded in {store.path}")
+    _print_notes(notes)
     return 0
+
+
+def _print_notes(notes: list[str]) -> None:
+    from llamabench.escaping import terminal
+
+    for note in notes:
+        print(f"llamabench: note: {terminal(note)}", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -229,7 +240,8 @@ def _report(args: argparse.Namespace) -> int:
     from llamabench.store import RunStore
 
     store = RunStore.in_dir(args.results_dir)
-    runs = [store.load(ref) for ref in args.runs or store.list().run_id]
+    runs, notes = store.gather(args.runs)
+    _print_notes(notes)
     paths = write_report(runs, args.out, parse_labels(args.label, store.resolve))
     print("report written to " + ", ".join(map(str, paths)))
     return 0
@@ -237,6 +249,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from llamabench.compare import compare_runs, format_comparisons, parse_max_drops, unchecked_tasks, write_junit
+    from llamabench.escaping import terminal
     from llamabench.store import RunStore
 
     max_drops = parse_max_drops(args.max_drop)
@@ -247,7 +260,7 @@ def _check(args: argparse.Namespace) -> int:
     )
     unchecked = unchecked_tasks(baseline, candidate)
     names = [f"{run.manifest.get('model')} ({run.manifest['run_id']})" for run in (candidate, baseline)]
-    print(f"candidate {names[0]} vs baseline {names[1]}\n")
+    print(terminal(f"candidate {names[0]} vs baseline {names[1]}") + "\n")
     print(format_comparisons(rows, args.alpha, unchecked))
     if args.junit:
         write_junit(rows, args.junit, f"llamabench check: {names[0]} vs {names[1]}", unchecked)

@@ -24,9 +24,10 @@ import pandas as pd
 
 from llamabench.comparability import require_same_prompts, require_same_settings
 from llamabench.errors import LlamabenchError
+from llamabench.escaping import terminal, xml_text
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Metric
-from llamabench.results import RunResult, format_number
+from llamabench.results import RunResult, format_number, terminal_table
 
 BINARY_METRICS = frozenset({"exact_match", "acc", "acc_norm"})
 
@@ -224,12 +225,12 @@ def format_comparisons(rows: list[Comparison], alpha: float, unchecked: list[str
     )
     regressions = [f"{r.task}/{r.metric}" for r in rows if r.regression]
     if regressions:
-        verdict = f"FAIL: {len(regressions)} regression(s) at alpha {alpha}: {', '.join(regressions)}"
+        verdict = f"FAIL: {len(regressions)} regression(s) at alpha {alpha}: {terminal(', '.join(regressions))}"
     else:
         verdict = f"PASS: no regression in {len(rows)} task-metric comparisons at alpha {alpha}"
     if unchecked:
-        verdict += f"\nnot checked (no per-sample statistics): {', '.join(unchecked)}"
-    return f"{table.to_string(index=False)}\n\n{verdict}"
+        verdict += f"\nnot checked (no per-sample statistics): {terminal(', '.join(unchecked))}"
+    return f"{terminal_table(table)}\n\n{verdict}"
 
 
 def _signed(value: float) -> str:
@@ -241,21 +242,30 @@ def write_junit(rows: list[Comparison], path: Path | str, suite: str, unchecked:
     """Write JUnit XML: a testcase per task × metric (class ``llamabench.<task>``), a failure per regression,
     and a skipped testcase per ``unchecked`` task."""
     failures = sum(r.regression for r in rows)
-    attrs = {"name": suite, "tests": str(len(rows) + len(unchecked)), "failures": str(failures), "errors": "0"}
+    attrs = {
+        "name": xml_text(suite),
+        "tests": str(len(rows) + len(unchecked)),
+        "failures": str(failures),
+        "errors": "0",
+    }
     root = ET.Element("testsuites", attrs)
     testsuite = ET.SubElement(root, "testsuite", {**attrs, "skipped": str(len(unchecked))})
     for task in unchecked:
-        case = ET.SubElement(testsuite, "testcase", {"classname": f"llamabench.{task}", "name": "all metrics"})
+        case = ET.SubElement(
+            testsuite, "testcase", {"classname": f"llamabench.{xml_text(task)}", "name": "all metrics"}
+        )
         ET.SubElement(case, "skipped", {"message": "no per-sample statistics to test"})
     for r in rows:
-        case = ET.SubElement(testsuite, "testcase", {"classname": f"llamabench.{r.task}", "name": r.metric})
+        case = ET.SubElement(
+            testsuite, "testcase", {"classname": f"llamabench.{xml_text(r.task)}", "name": xml_text(r.metric)}
+        )
         details = (
             f"baseline {r.baseline:.6g}, candidate {r.candidate:.6g}, delta {r.delta:+.6g} "
             f"(CI {r.ci_low:+.6g} to {r.ci_high:+.6g}), p {r.p_value:.4g} ({r.test}), "
             f"allowed drop {r.allowed_drop:.6g}, n {r.n}"
         )
         if r.regression:
-            message = f"{r.task}/{r.metric} regressed: {details}"
+            message = xml_text(f"{r.task}/{r.metric} regressed: {details}")
             ET.SubElement(case, "failure", {"message": message, "type": "regression"}).text = message
         else:
             ET.SubElement(case, "system-out").text = details

@@ -9,4 +9,6 @@ class LlamabenchError(Exception):
 
 def warn(message: str) -> None:
     """A one-line warning on stderr: something was skipped or changed and the user should know."""
-    print(f"llamabench: warning: {message}", file=sys.stderr)
+    from llamabench.escaping import terminal  # names in warnings are untrusted text
+
+    print(f"llamabench: warning: {terminal(message)}", file=sys.stderr)

@@ -8,7 +8,6 @@ data the script sorts on is embedded as JSON with ``<``, ``>`` and ``&`` written
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
@@ -20,11 +19,12 @@ from string import Template
 import numpy as np
 import pandas as pd
 
-from llamabench import __version__
+from llamabench import __version__, escaping
 from llamabench.comparability import differences, recorded_settings
 from llamabench.errors import LlamabenchError
 from llamabench.results import RunResult, format_number
 
+_md, _esc = escaping.markdown, escaping.html_text
 MAX_SAMPLE_ROWS = 50
 PROMPT_TAIL_CHARS = 300
 _STEP = re.compile(r"(?:step|checkpoint|ckpt|iter)[-_]?(\d+)", re.IGNORECASE)
@@ -88,8 +88,9 @@ class Leaderboard:
                 found[task] = sorted(differing)
         return found
 
-    def note(self, highlight: str) -> str:
-        """One line on how runs are ordered and read, plus a warning naming tasks whose runs are not comparable."""
+    def note(self, highlight: str, escape: Callable[[str], str]) -> str:
+        """One line on how runs are ordered and read, plus a warning naming tasks whose runs are not comparable
+        (``escape``d for the output format: task names are untrusted text; the rest is ours)."""
         text = (
             f"{len(self.runs)} runs, ordered by {self.x_title}; best value per column {highlight} "
             "(↑ higher is better, ↓ lower is better); ± is the standard error."
@@ -97,7 +98,7 @@ class Leaderboard:
         incomparable = self.incomparable_tasks()
         if incomparable:
             listed = "; ".join(f"{task} ({', '.join(diffs)})" for task, diffs in incomparable.items())
-            text += f" Warning: columns marked ≠ compare runs with different settings: {listed}."
+            text += f" Warning: columns marked ≠ compare runs with different settings: {escape(listed)}."
         return text
 
     def best_rows(self, column: int) -> set[int]:
@@ -182,7 +183,7 @@ def write_report(runs: list[RunResult], out_dir: Path | str, labels: dict[str, s
     paths = [out / "leaderboard.csv", out / "leaderboard.md", out / "leaderboard.html"]
     try:
         out.mkdir(parents=True, exist_ok=True)
-        board.to_frame().to_csv(paths[0], index=False)
+        escaping.csv_frame(board.to_frame()).to_csv(paths[0], index=False)
         paths[1].write_text(to_markdown(board), encoding="utf-8")
         paths[2].write_text(to_html(board), encoding="utf-8")
     except OSError as exc:
@@ -203,13 +204,9 @@ def _cell(board: Leaderboard, row: int, column: int) -> tuple[str, str]:
     return format_number(board.values[row, column]), "" if math.isnan(stderr) else f"± {format_number(stderr)}"
 
 
-def _md(text: object) -> str:
-    return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(board: Leaderboard) -> str:
     """One table per task: runs × metrics, value ± stderr, the best per column in bold."""
-    lines = ["## llamabench leaderboard", "", _md(board.note("in **bold**"))]
+    lines = ["## llamabench leaderboard", "", board.note("in **bold**", _md)]
     for task, columns in _by_task(board).items():
         best = {c: board.best_rows(c) for c in columns}
         lines += ["", f"### {_md(task)}", ""]
@@ -228,16 +225,6 @@ def to_markdown(board: Leaderboard) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _json_for_script(data: object) -> str:
-    """JSON that cannot close or open a tag inside ``<script type="application/json">``."""
-    text = json.dumps(data, ensure_ascii=False)
-    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-
-
 def to_html(board: Leaderboard) -> str:
     """The self-contained HTML report."""
     data = {
@@ -254,11 +241,11 @@ def to_html(board: Leaderboard) -> str:
     }
     return _PAGE.substitute(
         version=_esc(__version__),
-        note=_esc(board.note("highlighted")),
+        note=board.note("highlighted", _esc),
         table=_leaderboard_table(board),
         charts=_charts(board),
         samples=_samples(board),
-        data=_json_for_script(data),
+        data=escaping.script_json(data),
         css=_CSS,
         js=_JS,
     )
@@ -443,20 +430,6 @@ _JS = """
       if (event.key === "Enter" || event.key === " ") { event.preventDefault(); sortBy(th); }
     });
   });
-  // Test hook: #autotest=sort:<column key> clicks that header on load and writes the row order into the page.
-  const test = /autotest=sort:([^&]*)/.exec(location.hash);
-  if (test) {
-    const key = decodeURIComponent(test[1]);
-    headers.filter((h) => h.dataset.key === key).forEach((h) => h.click());
-    const out = document.createElement("pre");
-    out.id = "autotest";
-    out.textContent = JSON.stringify({
-      sortedBy: key,
-      order: Array.from(body.rows, (row) => data.rows[Number(row.dataset.index)].runId),
-      pwned: typeof window.pwned,
-    });
-    document.body.appendChild(out);
-  }
 })();
 """
 

@@ -6,14 +6,18 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from llamabench import escaping
 from llamabench.errors import LlamabenchError
 from llamabench.scoring import MetricValue
 
+MANIFEST_KEYS = ("run_id", "model", "started")  # what listing and reporting a run folder need
+TEMPORARY_MARK = ".tmp-"
 RESULT_COLUMNS = [
     "model",
     "model_fingerprint",
@@ -98,23 +102,54 @@ def ensure_writable(output_dir: Path) -> None:
 
 
 def write_run(run: RunResult, output_dir: Path) -> Path:
-    """Write results (CSV + parquet), per-sample tables and the JSON manifest under ``output_dir``."""
+    """Write results (CSV + parquet), per-sample tables and the JSON manifest under ``output_dir``.
+
+    The files go to a temporary folder (``.<name>.tmp-<pid>``, hidden from ``runs/*/``) that is renamed into
+    place once complete, so a run folder under its final name always holds every file; a kill leaves at most
+    the temporary folder, which ``llamabench runs`` and ``report`` skip with a note.
+    """
     folder = Path(output_dir) / f"{safe_name(run.manifest['model'])}-{run.manifest['run_id']}"
     run.manifest["sample_files"] = sample_file_stems(list(run.samples))
+    temporary = folder.with_name(f".{folder.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        run.results.to_csv(folder / "results.csv", index=False)
-        run.results.to_parquet(folder / "results.parquet", index=False)
+        shutil.rmtree(temporary, ignore_errors=True)  # left by an earlier process that had this pid
+        temporary.mkdir(parents=True)
+        escaping.csv_frame(run.results).to_csv(temporary / "results.csv", index=False)
+        run.results.to_parquet(temporary / "results.parquet", index=False)
         for task, samples in run.samples.items():
             stem = run.manifest["sample_files"][task]
-            samples.to_parquet(folder / f"{stem}.parquet", index=False)
-            samples.to_csv(folder / f"{stem}.csv", index=False)
-        (folder / "manifest.json").write_text(json.dumps(run.manifest, indent=2, default=str))
+            samples.to_parquet(temporary / f"{stem}.parquet", index=False)
+            escaping.csv_frame(samples).to_csv(temporary / f"{stem}.csv", index=False)
+        (temporary / "manifest.json").write_text(json.dumps(run.manifest, indent=2, default=str))
+        os.replace(temporary, folder)
     except OSError as exc:
+        shutil.rmtree(temporary, ignore_errors=True)
         raise LlamabenchError(
             f"cannot write results to {folder} ({exc.strerror}); pick a writable --output-dir"
         ) from exc
     return folder
+
+
+def run_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete run folder (a few words), or None when it is one; reads only the manifest."""
+    if folder.name.startswith(".") and TEMPORARY_MARK in folder.name:
+        return "a temporary folder of a run that stopped before it finished writing"
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "it has no manifest.json"
+    except (OSError, ValueError) as exc:
+        return f"its manifest.json cannot be read ({_one_line(exc)})"
+    missing = [key for key in MANIFEST_KEYS if key not in manifest] if isinstance(manifest, dict) else MANIFEST_KEYS
+    if missing:
+        return f"its manifest.json lacks {', '.join(missing)}"
+    if not (folder / "results.parquet").is_file():
+        return "it has no results.parquet"
+    return None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def format_table(results: pd.DataFrame) -> str:
@@ -125,20 +160,32 @@ def format_table(results: pd.DataFrame) -> str:
     table["value"] = table["value"].map(lambda v: f"{v:.4f}")
     table["stderr"] = table["stderr"].map(lambda v: "" if pd.isna(v) else f"± {v:.4f}")
     table["dir"] = results["higher_is_better"].map({True: "↑", False: "↓"})
-    return table.to_string(index=False)
+    return terminal_table(table)
+
+
+def terminal_table(table: pd.DataFrame) -> str:
+    """``table`` as text to print: its text cells with control characters shown as escapes."""
+    return table.map(lambda cell: escaping.terminal(cell) if isinstance(cell, str) else cell).to_string(index=False)
 
 
 def read_run(folder: Path) -> RunResult:
     """Read back a run folder written by :func:`write_run` (parquet tables and the manifest)."""
     folder = Path(folder)
+    problem = run_folder_problem(folder)
+    if problem:
+        raise _incomplete(folder, problem)
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         results = pd.read_parquet(folder / "results.parquet")
         stems = manifest.get("sample_files") or {task: f"samples_{safe_name(task)}" for task in results.task.unique()}
         samples = {task: pd.read_parquet(folder / f"{stem}.parquet") for task, stem in stems.items()}
-    except (OSError, ValueError) as exc:
-        raise LlamabenchError(f"{folder} is not a complete llamabench run folder ({exc})") from exc
+    except (OSError, ValueError) as exc:  # pyarrow's errors on a corrupt file are ValueErrors
+        raise _incomplete(folder, _one_line(exc)) from exc
     return RunResult(results, samples, manifest)
+
+
+def _incomplete(folder: Path, why: str) -> LlamabenchError:
+    return LlamabenchError(f"{folder} is not a complete llamabench run folder: {why}; run the evaluation again")
 
 
 def format_number(value: float) -> str:

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from llamabench.errors import LlamabenchError
-from llamabench.results import RunResult, read_run, results_frame
+from llamabench.results import TEMPORARY_MARK, RunResult, read_run, results_frame, run_folder_problem
 
 STORE_NAME = "llamabench.sqlite"
 LIST_COLUMNS = ["run_id", "model", "fingerprint", "tasks", "started", "folder"]
@@ -42,6 +43,24 @@ CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, task);
 """
 
 
+@dataclass
+class FolderScan:
+    """The folders of a results dir that its store lacks: complete runs (read from their files; a run killed
+    between writing its folder and recording it leaves one) and the folders skipped, with why."""
+
+    unstored: dict[Path, RunResult]
+    skipped: dict[Path, str]
+
+    def notes(self, store: Path) -> list[str]:
+        """One line per folder read from its files or skipped."""
+        lines = [
+            f"{folder} is not in the run store {store} (its run stopped before recording it, or it was copied "
+            "here); read from its files"
+            for folder in self.unstored
+        ]
+        return lines + [f"skipped {folder}: {why}" for folder, why in self.skipped.items()]
+
+
 class RunStore:
     """Runs recorded in the SQLite file at ``path`` (created, with its folder, by the first ``add``)."""
 
@@ -56,16 +75,7 @@ class RunStore:
     def add(self, run: RunResult, folder: Path | str | None = None) -> str:
         """Record ``run`` (and the folder its files went to); returns its run_id."""
         run_id = run.manifest["run_id"]
-        fingerprint = run.manifest.get("backend", {}).get("fingerprint")
-        runs_row = (
-            run_id,
-            run.manifest.get("model"),
-            fingerprint,
-            ",".join(run.samples),
-            run.manifest.get("started"),
-            None if folder is None else str(Path(folder).resolve()),
-            json.dumps(run.manifest, default=str),
-        )
+        runs_row = (*_list_row(run, folder), json.dumps(run.manifest, default=str))
         results = [(run_id, r["task"], r["metric"], r["value"], _dumps(r)) for r in run.results.to_dict("records")]
         samples = [
             (run_id, task, str(row["doc_id"]), _dumps(row))
@@ -87,6 +97,48 @@ class RunStore:
         with self._connect() as db:
             rows = db.execute(f"SELECT {', '.join(LIST_COLUMNS)} FROM runs ORDER BY started, rowid").fetchall()
         return pd.DataFrame(rows, columns=LIST_COLUMNS)
+
+    def listing(self) -> tuple[pd.DataFrame, list[str]]:
+        """:meth:`list` plus the complete run folders the store lacks, by start time; and :meth:`scan`'s notes."""
+        scan = self.scan()
+        rows = self.list().to_dict("records")
+        rows += [dict(zip(LIST_COLUMNS, _list_row(run, folder), strict=True)) for folder, run in scan.unstored.items()]
+        rows.sort(key=lambda row: str(row["started"]))
+        return pd.DataFrame(rows, columns=LIST_COLUMNS), scan.notes(self.path)
+
+    def scan(self) -> FolderScan:
+        """The folders beside the store (its results dir) holding runs it lacks, and those that are not runs."""
+        stored = set(self.list().run_id)
+        unstored, skipped = {}, {}
+        results_dir = self.path.parent
+        for folder in sorted(results_dir.iterdir()) if results_dir.is_dir() else []:
+            if not folder.is_dir() or folder.name.startswith(".") and TEMPORARY_MARK not in folder.name:
+                continue  # files, and hidden folders that are not ours (.ipynb_checkpoints, ...)
+            problem = run_folder_problem(folder)
+            if problem:
+                skipped[folder] = problem
+            elif _folder_run_id(folder) not in stored:
+                try:
+                    unstored[folder] = read_run(folder)
+                except LlamabenchError:
+                    skipped[folder] = "its result tables cannot be read (`llamabench report FOLDER` says why)"
+        return FolderScan(unstored, skipped)
+
+    def gather(self, refs: Sequence[str | Path]) -> tuple[list[RunResult], list[str]]:
+        """The runs ``refs`` name, skipping folders that are not complete runs; without ``refs``, every stored run
+        and every complete run folder the store lacks. Returns them and one note per folder skipped or read."""
+        if not refs:
+            scan = self.scan()
+            runs = [self.load(run_id) for run_id in self.list().run_id] + list(scan.unstored.values())
+            return runs, scan.notes(self.path)
+        runs, notes = [], []
+        for ref in refs:
+            problem = run_folder_problem(Path(ref)) if Path(ref).is_dir() else None
+            if problem:
+                notes.append(f"skipped {ref}: {problem}")
+            else:
+                runs.append(self.load(ref))
+        return runs, notes
 
     def resolve(self, ref: str | Path) -> str:
         """The run_id of a run folder (stored or not), or of the stored run with that run_id or unique prefix."""
@@ -134,6 +186,18 @@ class RunStore:
             raise LlamabenchError(f"run store {self.path}: {exc}") from exc
         except OSError as exc:
             raise LlamabenchError(f"cannot create the run store {self.path} ({exc.strerror})") from exc
+
+
+def _list_row(run: RunResult, folder: Path | str | None) -> tuple:
+    """The run's row of :meth:`RunStore.list` (LIST_COLUMNS)."""
+    return (
+        run.manifest["run_id"],
+        run.manifest.get("model"),
+        run.manifest.get("backend", {}).get("fingerprint"),
+        ",".join(run.samples),
+        run.manifest.get("started"),
+        None if folder is None else str(Path(folder).resolve()),
+    )
 
 
 def _folder_run_id(ref: str | Path) -> str | None:

@@ -10,12 +10,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import LM_EVAL_ROLLING_TASK, PERPLEXITIES, byte_tokenizer, save_tiny_model, tiny_llama
+from conftest import (
+    LM_EVAL_ROLLING_TASK,
+    PERPLEXITIES,
+    byte_tokenizer,
+    lm_eval_instances,
+    save_tiny_model,
+    tiny_llama,
+)
 
 from llamabench.backends.hf import HFBackend
 from llamabench.cli import main
 from llamabench.errors import LlamabenchError
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest
+from llamabench.requests import GenerationRequest
 from llamabench.results import RESULT_COLUMNS
 from llamabench.runner import RunConfig
 
@@ -77,16 +84,28 @@ def backend() -> HFBackend:
     return HFBackend(tiny_llama(), byte_tokenizer(), model_id="tiny-0", progress=False, max_length=MAX_LENGTH)
 
 
+def hf_lm():
+    """lm-eval's own HF backend on the same tiny model: the independent reference."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=tiny_llama(), tokenizer=byte_tokenizer(), max_length=MAX_LENGTH, batch_size=1, device="cpu")
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """lm-eval YAMLs over local JSON lines whose answers and labels make exact match and accuracy exactly 0.5:
-    documents 0 and 1 expect the tiny model's own greedy answer and most likely choice, 2 and 3 something else."""
+    documents 0 and 1 expect the greedy answer and most likely choice of lm-eval's own HF backend on the tiny
+    model, 2 and 3 something else."""
     root = tmp_path_factory.mktemp("lm_eval")
-    model = backend()
-    generated = model.generate([GenerationRequest(f"Q: {q}\nA:", 8, ("\n",)) for q in QUESTIONS])
+    reference = hf_lm()
+    gen_kwargs = {"until": ["\n"], "max_gen_toks": 8, "do_sample": False}
+    generated = reference.generate_until(
+        lm_eval_instances("generate_until", [(f"Q: {q}\nA:", gen_kwargs) for q in QUESTIONS])
+    )
     docs = []
     for i, (text, question, choices) in enumerate(zip(TEXTS, QUESTIONS, CHOICES, strict=True)):
-        scores = model.loglikelihood([LoglikelihoodRequest(f"Question: {question}\nAnswer:", f" {c}") for c in choices])
+        pairs = [(f"Question: {question}\nAnswer:", f" {c}") for c in choices]
+        scores = reference.loglikelihood(lm_eval_instances("loglikelihood", pairs))
         ranked = sorted(range(len(choices)), key=lambda c: scores[c][0], reverse=True)
         answer, label = (generated[i], ranked[0]) if i < 2 else ("no such answer", ranked[-1])
         docs.append({"text": text, "q": question, "a": answer, "choices": choices, "label": label})
@@ -119,10 +138,7 @@ def ours(workspace) -> dict:
 
 @pytest.fixture(scope="module")
 def peer(workspace) -> dict:
-    from lm_eval.models.huggingface import HFLM
-
-    hf = HFLM(pretrained=tiny_llama(), tokenizer=byte_tokenizer(), max_length=MAX_LENGTH, batch_size=1, device="cpu")
-    return run_lm_eval(hf, workspace)
+    return run_lm_eval(hf_lm(), workspace)
 
 
 def test_rolling_perplexities_equal_lm_eval_hf(ours, peer):
@@ -130,8 +146,8 @@ def test_rolling_perplexities_equal_lm_eval_hf(ours, peer):
         value = ours["results"]["tiny_roll"][f"{metric},none"]
         assert value == pytest.approx(peer["results"]["tiny_roll"][f"{metric},none"], rel=1e-5)
     n_bytes = sum(len(text.encode()) for text in TEXTS)
-    total = sum(sample["resps"][0][0] for sample in ours["samples"]["tiny_roll"])
-    assert ours["results"]["tiny_roll"]["byte_perplexity,none"] == pytest.approx(math.exp(-total / n_bytes))
+    total = sum(sample["resps"][0][0] for sample in peer["samples"]["tiny_roll"])  # lm-eval HF's log-likelihoods
+    assert ours["results"]["tiny_roll"]["byte_perplexity,none"] == pytest.approx(math.exp(-total / n_bytes), rel=1e-5)
 
 
 def test_generation_equals_lm_eval_hf(ours, peer):
@@ -146,7 +162,7 @@ def test_multiple_choice_equals_lm_eval_hf(ours, peer):
     assert ours["results"]["tiny_mc"]["acc,none"] == 0.5
 
 
-def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, ours, tmp_path, monkeypatch):
+def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, peer, tmp_path, monkeypatch):
     model_dir = save_tiny_model(tmp_path / "tiny-llama")
     monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
     tasks = ",".join(f"lm_eval:{name}" for name in ["tiny_roll", "tiny_gen", "tiny_group"])
@@ -158,7 +174,7 @@ def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, ours, tmp_path, monk
     assert list(results.columns) == RESULT_COLUMNS
     rows = results.set_index(["task", "metric"])
     roll = rows.loc[("lm_eval:tiny_roll", "word_perplexity")]
-    assert roll.value == pytest.approx(ours["results"]["tiny_roll"]["word_perplexity,none"], rel=1e-6)
+    assert roll.value == pytest.approx(peer["results"]["tiny_roll"]["word_perplexity,none"], rel=1e-5)
     assert (roll.n, roll.higher_is_better, roll.num_fewshot, roll.task_version) == (4, False, 0, 2)
     assert math.isnan(roll.stderr)  # lm-eval gives perplexities no standard error
     gen = rows.loc[("lm_eval:tiny_gen", "exact_match")]
@@ -173,7 +189,7 @@ def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, ours, tmp_path, monk
         "exact_match"
     ]
     assert samples.prompt.tolist() == [f"Q: {q}\nA:" for q in QUESTIONS]
-    assert samples.prediction.tolist() == [s["resps"][0][0] for s in ours["samples"]["tiny_gen"]]
+    assert samples.prediction.tolist() == [s["resps"][0][0] for s in peer["samples"]["tiny_gen"]]
     assert samples.exact_match.tolist() == [1.0, 1.0, 0.0, 0.0]
     assert json.loads(samples.target[2]) == ["no such answer"]
     roll_samples = pd.read_parquet(folder / "samples_lm_eval_tiny_roll.parquet")
@@ -185,14 +201,16 @@ def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, ours, tmp_path, monk
     assert manifest["lm_eval"]["version"] == "0.4.13"
 
 
-def test_native_and_lm_eval_rolling_tasks_agree(workspace):
+def test_native_and_lm_eval_rolling_tasks_agree_with_lm_eval_hf(workspace, peer):
     from llamabench.interop.mixed import evaluate_run, prepare_run
 
     config = RunConfig(tasks=["tiny_ppl", "lm_eval:tiny_roll"], data_dir=workspace, tasks_dirs=[workspace / "native"])
     run = evaluate_run(backend(), prepare_run(config, [workspace / "lm_eval"]), config)
     assert set(run.samples) == {"tiny_ppl", "lm_eval:tiny_roll"}
     for metric in PERPLEXITIES:
-        assert run.value("tiny_ppl", metric) == pytest.approx(run.value("lm_eval:tiny_roll", metric), rel=1e-9)
+        expected = peer["results"]["tiny_roll"][f"{metric},none"]
+        assert run.value("tiny_ppl", metric) == pytest.approx(expected, rel=1e-5)
+        assert run.value("lm_eval:tiny_roll", metric) == pytest.approx(expected, rel=1e-5)
 
 
 def test_generation_request_maps_gen_kwargs():

@@ -1,9 +1,10 @@
 """Arbitrary Unicode (empty, very long, odd scripts and controls) flows through scoring and metrics."""
 
 import math
+import sys
 
 from conftest import byte_tokenizer, tiny_llama
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from llamabench.backends.hf import HFBackend
@@ -41,8 +42,14 @@ def test_text_metrics_are_finite_and_in_range(pairs):
         assert math.isfinite(value) and 0 <= value <= upper + 1e-9, (name, value)  # sacrebleu rounds to 100+4e-14
 
 
+# exp(x) overflows a double exactly when x > ln(DBL_MAX) ≈ 709.78 (IEEE 754 binary64).
+OVERFLOW_EXPONENT = math.log(sys.float_info.max)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(TEXT, st.floats(-1e4, 0), st.integers(1, 10_000)), min_size=1, max_size=4))
+@example([("", -705.0, 1)])  # one word, one byte, one token: exp(705) ≈ 1.6e306 is finite
+@example([("", -710.0, 1)])  # exp(710) is not
 def test_perplexity_metrics_are_finite_for_nonempty_units(docs):
     outcomes = [
         Outcome(doc_id=str(i), loglikelihood=ll, n_tokens=n, units_text=text + "x")
@@ -53,4 +60,4 @@ def test_perplexity_metrics_are_finite_for_nonempty_units(docs):
         value = metric.aggregate(metric.stats(outcomes))
         assert not math.isnan(value) and value >= 0, (name, value)
         per_unit = -sum(ll for _, ll, _ in docs) / metric.stats(outcomes)[:, 1].sum()
-        assert math.isfinite(value) == (per_unit < 700 or name == "bits_per_byte"), (name, value)
+        assert math.isfinite(value) == (per_unit < OVERFLOW_EXPONENT or name == "bits_per_byte"), (name, value)

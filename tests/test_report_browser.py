@@ -7,6 +7,7 @@ import re
 import shutil
 import struct
 import subprocess
+import zlib
 
 import pytest
 from test_store_report_check import em_rows, make_run
@@ -67,8 +68,36 @@ def report(tmp_path_factory):
     return out / "leaderboard.html", [run.manifest["run_id"] for run in runs]
 
 
-def autotest(chromium, tmp_path, page, column):
-    dom = headless(chromium, tmp_path, "--dump-dom", f"{page.as_uri()}#autotest=sort:{column}")
+# Driven from outside the page: the test appends this script to a copy of the report, after the report's own
+# script, so production JavaScript carries no test hook. It clicks (or presses Enter on) a column header, opens
+# the first drill-down, and writes what a reader would see into <pre id="autotest">.
+DRIVER = """<script>
+(() => {
+  const [key, how] = %s;
+  const header = Array.from(document.querySelectorAll("#leaderboard th")).find((th) => th.dataset.key === key);
+  if (how === "click") header.click();
+  else header.dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", bubbles: true}));
+  const data = JSON.parse(document.getElementById("leaderboard-data").textContent);
+  const details = document.querySelector("details");
+  details.querySelector("summary").click();
+  const out = document.createElement("pre");
+  out.id = "autotest";
+  out.textContent = JSON.stringify({
+    order: Array.from(document.querySelectorAll("#leaderboard tbody tr"), (row) => data.rows[row.dataset.index].runId),
+    sort: header.getAttribute("aria-sort"),
+    drilldownOpen: details.open,
+    drilldownCells: Array.from(details.querySelectorAll("tbody tr:first-child td"), (td) => td.textContent),
+    pwned: typeof window.pwned,
+  });
+  document.body.appendChild(out);
+})();
+</script>"""
+
+
+def autotest(chromium, tmp_path, page, column, how="click"):
+    driven = tmp_path / "driven.html"
+    driven.write_text(page.read_text().replace("</body>", DRIVER % json.dumps([column, how]) + "</body>"))
+    dom = headless(chromium, tmp_path, "--dump-dom", driven.as_uri())
     match = re.search(r'<pre id="autotest">(.*?)</pre>', dom, re.S)
     assert match, "the page script did not run"
     return dom, json.loads(html.unescape(match.group(1)))
@@ -83,8 +112,15 @@ def test_table_renders_and_header_clicks_sort_it(chromium, report, tmp_path):
     # f1 is 50, 70, 60: the first click puts the best first; lower-is-better perplexity sorts ascending.
     assert autotest(chromium, tmp_path, page, "squad/f1")[1]["order"] == [step200, step300, step100]
     assert autotest(chromium, tmp_path, page, "wikitext2/word_perplexity")[1]["order"] == [step300, step200, step100]
-    dom, result = autotest(chromium, tmp_path, page, "label")
-    assert 'aria-sort="ascending"' in dom and result["order"][0] == step300  # "</script>..." sorts before "ckpt"
+    dom, result = autotest(chromium, tmp_path, page, "label", how="key")
+    assert result["sort"] == "ascending" and result["order"][0] == step300  # "</script>..." sorts before "ckpt"
+
+
+def test_drilldown_opens_and_shows_model_text_as_text(chromium, report, tmp_path):
+    _, result = autotest(chromium, tmp_path, report[0], "x")
+    assert result["drilldownOpen"] is True
+    # The first run's first document: doc_id, prompt (end), prediction, target, then f1 and exact_match.
+    assert result["drilldownCells"] == ["<b>d0</b>", PAYLOADS[1], PAYLOADS[0], "gold 0", "40.00", "100.00"]
 
 
 def test_charts_are_inline_svg(chromium, report, tmp_path):
@@ -99,7 +135,7 @@ def test_model_and_data_text_is_never_executed(chromium, report, tmp_path):
     dom, result = autotest(chromium, tmp_path, report[0], "x")
     assert result["pwned"] == "undefined"
     assert "data-pwned" not in re.search(r"<html[^>]*>", dom).group(0)
-    assert dom.count("<script") == 2 and "<img" not in dom and "<b>d0</b>" not in dom
+    assert dom.count("<script") == 3 and "<img" not in dom and "<b>d0</b>" not in dom  # the page's 2 + the driver
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in dom  # shown as text in the drill-down
     assert "&lt;b&gt;d0&lt;/b&gt;" in dom
     page = report[0].read_text()
@@ -108,9 +144,60 @@ def test_model_and_data_text_is_never_executed(chromium, report, tmp_path):
     assert json.loads(data)["rows"][2]["label"] == PAYLOADS[1] + " step300"
 
 
-def test_screenshot_is_a_png(chromium, report, tmp_path):
+def png_pixels(png: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and the unfiltered rows of an 8-bit RGB or RGBA PNG (PNG spec, sections 4.1, 9 and 11.2.2)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, offset = {}, 8
+    while offset < len(png):
+        (length,), kind = struct.unpack(">I", png[offset : offset + 4]), png[offset + 4 : offset + 8]
+        chunks[kind] = chunks.get(kind, b"") + png[offset + 8 : offset + 8 + length]
+        offset += 12 + length
+    width, height, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert depth == 8 and color in (2, 6), (depth, color)
+    channels = 3 if color == 2 else 4
+    raw, stride, rows = zlib.decompress(chunks[b"IDAT"]), width * channels, []
+    previous = bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - channels] if i >= channels else 0
+            b, c = previous[i], previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        previous = line
+    return width, height, [bytes(row[i] for i in range(len(row)) if i % channels < 3) for row in rows]
+
+
+def non_white_share(png: bytes) -> float:
+    width, height, rows = png_pixels(png)
+    pixels = [row[i : i + 3] for row in rows for i in range(0, len(row), 3)]
+    return sum(pixel != b"\xff\xff\xff" for pixel in pixels) / (width * height)
+
+
+def test_screenshot_is_not_blank(chromium, report, tmp_path):
     shot = tmp_path / "leaderboard.png"
     headless(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,900", report[0].as_uri())
-    png = shot.read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    assert struct.unpack(">II", png[16:24]) == (1280, 900)  # IHDR width, height
+    width, height, _ = png_pixels(shot.read_bytes())
+    assert (width, height) == (1280, 900)
+    # Text, the table's borders and shaded headers, and the charts cover about 14 % of the first screen.
+    assert non_white_share(shot.read_bytes()) > 0.05
+
+
+def test_non_white_share_measures_a_known_page(chromium, tmp_path):
+    # The measure itself: a black 640 x 225 box on a white 1280 x 900 page is one eighth of its pixels.
+    page, shot = tmp_path / "box.html", tmp_path / "box.png"
+    page.write_text('<!doctype html><body style="margin:0"><div style="width:640px;height:225px;background:#000">')
+    headless(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,900", page.as_uri())
+    assert non_white_share(shot.read_bytes()) == 1 / 8
+    page.write_text("<!doctype html><body>")
+    headless(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,900", page.as_uri())
+    assert non_white_share(shot.read_bytes()) == 0

@@ -384,7 +384,7 @@ def test_leaderboard_orders_by_step_and_writes_csv_and_markdown(tmp_path):
 
     markdown = paths[1].read_text()
     assert markdown == to_markdown(board)
-    assert "| model | step | f1 ↑ | exact_match ↑ |" in markdown
+    assert "| model | step | f1 ↑ | exact\\_match ↑ |" in markdown  # "_" escaped: it can start emphasis
     # EM of [100, 0] is 50 ± 50 (sd 70.71 / sqrt 2) for every run: a tie, all bold.
     assert "| ckpt-step100 | 100 | 50.00 ± 10.00 | **50.00** ± 50.00 |" in markdown
     assert "| ckpt-step200 | 200 | **70.00** ± 10.00 | **50.00** ± 50.00 |" in markdown

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.backends.stale import remove_stale_temporaries
 from llamabench.errors import LlamabenchError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -137,6 +138,7 @@ def load_model_and_tokenizer(
     location, gguf_kwargs = source.location, {}
     if source.gguf_file:
         dense_dir = cache_root() / "dense" / (source_fingerprint or fingerprint(source))
+        remove_stale_temporaries(dense_dir.parent)
         if not (dense_dir / "config.json").is_file():
             _write_dense_copy(source, dense_dir)
         location = str(dense_dir)

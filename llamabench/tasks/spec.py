@@ -136,10 +136,59 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
+# A task file is a page of settings: these bounds refuse a huge file or a "billion laughs" document (anchors
+# aliasing anchors, a kilobyte that expands to billions of values) before it costs minutes of hashing.
+MAX_TASK_FILE_BYTES = 1 << 20
+MAX_TASK_NODES = 100_000
+
+
+class _TooManyNodes(Exception):
+    """Raised by :class:`_BoundedLoader` when aliases expand a document past ``MAX_TASK_NODES`` values."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, refusing a document whose values, with every alias expanded, exceed ``MAX_TASK_NODES``."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_TASK_NODES:
+            raise _TooManyNodes
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values under ``node`` counting each alias as a full copy; ``sizes`` memoises shared (anchored) nodes, so
+    this costs time linear in the file, not in the expansion."""
+    if id(node) not in sizes:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        total = 1
+        for child in children:
+            total += _expanded_size(child, sizes)
+            if total > MAX_TASK_NODES:
+                break  # past the bound: the exact size does not matter
+        sizes[id(node)] = total
+    return sizes[id(node)]
+
+
 def load_task_file(path: Path) -> TaskSpec:
-    """Read and validate one task YAML file (safe loader: YAML cannot run code)."""
+    """Read and validate one task YAML file (safe loader: YAML cannot run code; bounded size and expansion)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_TASK_FILE_BYTES:
+            raise LlamabenchError(
+                f"task file {path} is {size} bytes, more than the {MAX_TASK_FILE_BYTES} a task file may have; "
+                "keep documents in a data file under --data-dir"
+            )
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)  # a SafeLoader: runs no code
+    except RecursionError:  # the YAML composer recurses once per nesting level
+        raise LlamabenchError(f"task file {path} nests its values too deeply to read; flatten them") from None
+    except _TooManyNodes:
+        raise LlamabenchError(
+            f"task file {path}: its YAML aliases expand to more than {MAX_TASK_NODES} values; "
+            "write the values out instead of repeating anchors (*alias)"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
