@@ -18,7 +18,7 @@ from pathlib import Path
 
 from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
 from llamabench.backends.hf import HFBackend
-from llamabench.backends.loading import cache_root, fingerprint, resolve_model
+from llamabench.backends.loading import dense_copy_dir, fingerprint, resolve_model
 
 
 def timed(action) -> tuple[object, float]:
@@ -53,7 +53,7 @@ def main() -> None:
 
     source = resolve_model(None)
     HFBackend.load(None, device="cpu")  # makes the dense copy if it is not there yet
-    dense = cache_root() / "dense" / fingerprint(source)
+    dense = dense_copy_dir(fingerprint(source))
     files = model_files(dense)
     size_mb = sum(f.stat().st_size for f in files) / 1e6
     with tempfile.TemporaryDirectory() as folder:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from llamabench.backends.hf import HFBackend
-from llamabench.backends.loading import KV_CACHES, cache_root, fingerprint, load_model_and_tokenizer, resolve_model
+from llamabench.backends.loading import KV_CACHES, dense_copy_dir, fingerprint, load_model_and_tokenizer, resolve_model
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.tasks.data import read_jsonl, read_wikitext_documents
 
@@ -135,7 +135,7 @@ def main() -> None:
 
     source = resolve_model(args.model)
     load_model_and_tokenizer(source, dtype=torch.float32, device="cpu")  # builds the dense copy lm-eval loads
-    pretrained = str(cache_root() / "dense" / fingerprint(source)) if source.gguf_file else source.location
+    pretrained = str(dense_copy_dir(fingerprint(source))) if source.gguf_file else source.location
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_inputs(folder, args.data_dir, args.ppl_docs, args.qa_docs)

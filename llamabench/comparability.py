@@ -10,7 +10,9 @@ Every run records, per task, in ``manifest["tasks"][task]["settings"]``:
 ``max_length``            the effective context window in tokens
 ``dtype``                 the model's dtype as it ran
 ``chat_template``         whether prompts were wrapped in the model's chat template
+``trust_remote_code``     whether the model ran its own code
 ``data_hash``             a hash of the task's documents as loaded (every field, every document)
+``metric_versions``       each metric's version (bumped when its definition changes a number)
 ========================  =================================================================================
 
 Two runs are comparable on a task when all of these are equal and every document they share was given the
@@ -31,7 +33,18 @@ import pandas as pd
 
 from llamabench.errors import LlamabenchError
 
-SETTINGS = ("task_hash", "num_fewshot", "limit", "seed", "max_length", "dtype", "chat_template", "data_hash")
+SETTINGS = (
+    "task_hash",
+    "num_fewshot",
+    "limit",
+    "seed",
+    "max_length",
+    "dtype",
+    "chat_template",
+    "trust_remote_code",
+    "data_hash",
+    "metric_versions",
+)
 
 
 def data_hash(docs: Sequence[dict]) -> str:
@@ -49,6 +62,7 @@ def task_settings(
     backend_info: dict,
     chat_template: bool,
     data: str | None,
+    metric_versions: dict[str, str],
 ) -> dict:
     """The settings of one task in one run (see the module docstring); ``backend_info`` is ``Backend.describe()``."""
     return {
@@ -59,7 +73,9 @@ def task_settings(
         "max_length": backend_info.get("max_length"),
         "dtype": backend_info.get("dtype"),
         "chat_template": chat_template,
+        "trust_remote_code": backend_info.get("trust_remote_code", False),
         "data_hash": data,
+        "metric_versions": metric_versions,
     }
 
 

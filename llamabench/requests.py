@@ -140,6 +140,11 @@ def _build_one(spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: i
         prompt = _fewshot_prefix(spec, doc, index, pool, shots, seed) + prompt
     if spec.kind == "generate":
         settings = spec.generation
+        if not prompt:
+            raise LlamabenchError(
+                f"task {spec.name}: document {doc_id} renders an empty prompt, so there is nothing to continue; "
+                "fix or filter the data"
+            )
         targets = render_list(spec.target, doc)
         if not targets or not all(target.strip() for target in targets):
             raise LlamabenchError(
@@ -195,10 +200,20 @@ def _gold_answer(spec: TaskSpec, doc: dict, doc_id: str) -> str:
 
 
 def _resolve_label(spec: TaskSpec, label: str, choices: list[str], doc_id: str) -> int:
-    if label.strip().lstrip("-").isdigit() and 0 <= int(label) < len(choices):
-        return int(label)
-    if label in choices:
-        return choices.index(label)
+    """The gold choice's index: ``label`` is an index or the gold choice's text, and must not be both for
+    different choices (label "3" with choices ["2", "3", "4", "1"]: index 3 is "1", text "3" is index 1)."""
+    as_index = int(label) if label.strip().isdigit() and int(label) < len(choices) else None
+    as_text = choices.index(label) if label in choices else None
+    if as_index is not None and as_text is not None and as_index != as_text:
+        raise LlamabenchError(
+            f"task {spec.name}: document {doc_id} has label {label!r}, both choice number {as_index} "
+            f"({choices[as_index]!r}) and the text of choice number {as_text}; render the label as an index "
+            "(e.g. '{{ choices.index(answer) }}') so it means one thing"
+        )
+    if as_index is not None:
+        return as_index
+    if as_text is not None:
+        return as_text
     raise LlamabenchError(
         f"task {spec.name}: document {doc_id} has label {label!r}, neither a choice index below {len(choices)} "
         "nor one of its choices; fix the task's 'label' template"

@@ -12,6 +12,7 @@ from llamabench import __version__
 from llamabench.backends.base import Backend
 from llamabench.comparability import data_hash, task_settings
 from llamabench.errors import LlamabenchError, warn
+from llamabench.metrics import get_metric
 from llamabench.requests import DocRequests, GenerationRequest, build_requests, with_chat_template
 from llamabench.results import RunResult, result_rows, results_frame
 from llamabench.scoring import score, to_outcomes
@@ -158,6 +159,7 @@ def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> 
                 backend_info=backend_info,
                 chat_template=spec.chat_template,
                 data=task.data_hash,
+                metric_versions={name: get_metric(name).version for name in spec.metrics},
             ),
         }
     manifest = {

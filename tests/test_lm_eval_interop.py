@@ -184,7 +184,8 @@ def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, peer, tmp_path, monk
     assert (group.n, group.value) == (8, pytest.approx((mc.value + mc2.value) / 2))
     assert mc.value == 0.5
 
-    samples = pd.read_parquet(folder / "samples_lm_eval_tiny_gen.parquet")
+    files = json.loads((folder / "manifest.json").read_text())["sample_files"]
+    samples = pd.read_parquet(folder / f"{files['lm_eval:tiny_gen']}.parquet")
     assert list(samples.columns) == ["doc_id", "prompt_hash", "prompt", "prediction", "target", "loglikelihood"] + [
         "exact_match"
     ]
@@ -192,7 +193,7 @@ def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, peer, tmp_path, monk
     assert samples.prediction.tolist() == [s["resps"][0][0] for s in peer["samples"]["tiny_gen"]]
     assert samples.exact_match.tolist() == [1.0, 1.0, 0.0, 0.0]
     assert json.loads(samples.target[2]) == ["no such answer"]
-    roll_samples = pd.read_parquet(folder / "samples_lm_eval_tiny_roll.parquet")
+    roll_samples = pd.read_parquet(folder / f"{files['lm_eval:tiny_roll']}.parquet")
     words = [len(re.split(r"\s+", text)) for text in TEXTS]
     expected = [math.exp(-ll / n) for ll, n in zip(roll_samples.loglikelihood, words, strict=True)]
     assert roll_samples.word_perplexity.tolist() == pytest.approx(expected)
@@ -219,7 +220,8 @@ def test_generation_request_maps_gen_kwargs():
     greedy = {"until": "\n\n", "max_gen_toks": 5, "do_sample": False, "temperature": 0.0, "top_p": 0.9}
     assert generation_request("Q:", greedy) == GenerationRequest("Q:", 5, ("\n\n",), greedy=True)
     assert generation_request("Q:", {"max_new_tokens": 7}) == GenerationRequest("Q:", 7, (), greedy=True)
-    assert generation_request("Q:", {"do_sample": True}) == GenerationRequest("Q:", 256, (), greedy=False)
+    assert generation_request("Q:", {"do_sample": True}, seed=5) == GenerationRequest("Q:", 256, (), False, 5)
+    assert generation_request("Q:", greedy, seed=5).seed is None  # greedy requests carry no seed
     with pytest.raises(LlamabenchError, match="temperature"):
         generation_request("Q:", {"do_sample": True, "temperature": 0.7})
     with pytest.raises(LlamabenchError, match="num_beams"):

@@ -79,7 +79,9 @@ def make_run(model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_
                     "max_length": 2048,
                     "dtype": "float32",
                     "chat_template": False,
+                    "trust_remote_code": False,
                     "data_hash": "data",
+                    "metric_versions": {},
                     **(settings or {}),
                 }
             }
@@ -419,7 +421,8 @@ def test_report_marks_tasks_whose_runs_differ_in_settings():
     board = build_leaderboard([*runs, changed])
     assert board.incomparable_tasks() == {"squad": ["task_hash hash vs new"]}
     markdown = to_markdown(board)
-    assert "Warning: columns marked ≠ compare runs with different settings: squad (task_hash hash vs new)." in markdown
+    warning = r"Warning: columns marked ≠ compare runs with different settings: squad \(task\_hash hash vs new\)."
+    assert warning in markdown
     assert "f1 ↑ ≠" in markdown
     shots = make_run("ckpt-step500", {"squad": {"f1": [[1.0], [2.0]]}}, settings={"num_fewshot": 2}, started="2025-03")
     assert build_leaderboard([*runs, shots]).incomparable_tasks() == {"squad": ["num_fewshot 0 vs 2"]}

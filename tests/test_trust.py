@@ -254,7 +254,8 @@ def spec_of(text: str, **overrides):
 def test_text_that_looks_like_a_list_stays_one_string():
     assert render_list("{{ t }}", {"t": "[1, 2]"}) == ["[1, 2]"]
     assert render_list("{{ t }}", {"t": "[Applause]"}) == ["[Applause]"]
-    assert render_list("Answer: {{ a }}", {"a": ["x", "y"]}) == ["Answer: ['x', 'y']"]  # text around: text
+    with pytest.raises(TypeError, match="prints a list as text"):  # never a Python spelling in a prompt
+        render_list("Answer: {{ a }}", {"a": ["x", "y"]})
 
 
 def test_lists_come_from_list_valued_fields_and_yaml_lists():
@@ -399,7 +400,7 @@ def test_sample_files_never_collide(tmp_path):
     assert len({stem.casefold() for stem in stems.values()}) == len(names)
     frames = {name: pd.DataFrame({"doc_id": [name]}) for name in names}
     row = {"task": names[0], "metric": "acc", "value": 1.0}
-    run = RunResult(results_frame([row]), frames, {"model": "m", "run_id": "r1"})
+    run = RunResult(results_frame([row]), frames, {"model": "m", "run_id": "r1", "started": "2026-01-01"})
     back = read_run(write_run(run, tmp_path))
     assert {task: frame.doc_id.tolist() for task, frame in back.samples.items()} == {n: [n] for n in names}
 
@@ -434,3 +435,151 @@ def test_a_task_replaced_by_name_takes_its_aliases_along(tmp_path):
 def test_task_names_must_be_plain_text(name):
     with pytest.raises(LlamabenchError, match="must be text of 1 to 100"):
         spec_of(PPL_TASK, name=name)
+
+
+# --- found by attacking the change (red team) -------------------------------------------------------------------
+
+
+def test_a_gguf_is_converted_alone_not_with_files_lying_beside_it(tmp_path, monkeypatch):
+    """transformers reads a tokenizer.json beside a .gguf, which the GGUF's fingerprint does not cover."""
+    import transformers as tf
+
+    from llamabench.backends.loading import _write_dense_copy
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    seen = []
+
+    def record(folder, **kwargs):
+        seen.append(sorted(p.name for p in Path(folder).iterdir()))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(tf.AutoTokenizer, "from_pretrained", record)
+    with pytest.raises(LlamabenchError):
+        _write_dense_copy(ModelSource("m", str(tmp_path), "model.gguf"), tmp_path / "dense")
+    assert seen == [["model.gguf"]]
+
+
+def test_weights_in_a_subfolder_named_by_the_shard_index_are_fingerprinted(tmp_path):
+    model = save_tiny_model(tmp_path / "m")
+    (model / "w").mkdir()
+    (model / "model.safetensors").rename(model / "w" / "model.safetensors")
+    index = {"metadata": {}, "weight_map": {"lm_head.weight": "w/model.safetensors"}}
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    (model / "custom_generate").mkdir()
+    (model / "custom_generate" / "generate.py").write_text("x = 1\n")
+    source = ModelSource("m", str(model))
+    base = fingerprint(source, DigestMemo(None))
+    assert {p.relative_to(model).as_posix() for p in model_files(model)} >= {
+        "w/model.safetensors",
+        "custom_generate/generate.py",
+    }
+    edit_middle_tensor_at(model / "w" / "model.safetensors")
+    assert fingerprint(source, DigestMemo(None)) != base
+
+
+def edit_middle_tensor_at(path: Path) -> None:
+    tensors = load_file(path)
+    name = sorted(tensors)[len(tensors) // 2]
+    tensors[name] = torch.zeros_like(tensors[name])
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def test_remote_code_and_code_versions_are_in_the_cache_identity():
+    from llamabench import __version__
+
+    plain = HFBackend(tiny_llama(), byte_tokenizer(), model_id="t", model_fingerprint="fp").cache_identity()
+    remote = HFBackend(tiny_llama(), byte_tokenizer(), model_id="t", model_fingerprint="fp", trust_remote_code=True)
+    assert remote.cache_identity() != plain and f"llamabench={__version__}" in plain and "tokenizers=" in plain
+
+
+def test_models_that_reshape_logits_in_forward_are_refused():
+    model = tiny_llama()
+    model.config.final_logit_softcapping = 30.0
+    with pytest.raises(LlamabenchError, match="post-processes its logits"):
+        HFBackend(model, byte_tokenizer(), model_id="t")
+
+
+def test_a_label_that_is_both_an_index_and_another_choices_text_is_refused():
+    mc = {
+        "name": "mc",
+        "kind": "multiple_choice",
+        "dataset": {"local": "x.jsonl"},
+        "prompt": "{{ q }}",
+        "choices": "{{ options }}",
+        "label": "{{ answer }}",
+        "metrics": ["acc"],
+    }
+    spec = parse_task(mc, "mc.yaml")
+    with pytest.raises(LlamabenchError, match="both choice number 3"):
+        build_requests(spec, [{"q": "1+2?", "options": ["2", "3", "4", "1"], "answer": "3"}])
+    (doc,) = build_requests(spec, [{"q": "1+2?", "options": ["two", "three"], "answer": "three"}])
+    assert doc.label == 1
+
+
+@pytest.mark.parametrize(
+    ("template", "doc"),
+    [
+        ("{{ s | join(', ') }}", {"s": ["a", None]}),
+        ("{{ s | trim }}", {"s": None}),
+        ("Q: {{ s ~ '?' }}", {"s": None}),
+        ("{{ s | lower }}", {"s": None}),
+        ("{{ s }}", {"s": float("nan")}),
+    ],
+)
+def test_nulls_and_nans_never_become_text_through_filters(template, doc):
+    from llamabench.tasks.templates import NullValueError
+
+    with pytest.raises(NullValueError):
+        render_list(template, doc)
+
+
+def test_defaults_for_nulls_and_containers_printed_as_text():
+    assert render_list("{{ s or '' }}", {"s": None}) == [""]
+    for value in ({"text": ["a"]}, ["a"]):
+        with pytest.raises(TypeError, match="as text"):
+            render_list("{{ v }}\n", {"v": value})  # text around the field: a container would be printed
+
+
+def test_squad_target_reads_both_the_local_list_and_the_hub_mapping():
+    spec = registry.resolve(["squad"], registry.task_dirs())[0]
+    local = {"id": "1", "context": "c", "question": "q", "answers": ["Denver Broncos", "Broncos"]}
+    hub = {**local, "answers": {"text": ["Denver Broncos", "Broncos"], "answer_start": [177, 184]}}
+    assert build_requests(spec, [local], num_fewshot=0)[0].targets == ["Denver Broncos", "Broncos"]
+    assert build_requests(spec, [hub], num_fewshot=0)[0].targets == ["Denver Broncos", "Broncos"]
+
+
+@pytest.mark.parametrize(
+    ("generation", "named"),
+    [
+        ({"until": ""}, "generation.until"),
+        ({"until": None}, "generation.until"),
+        ({"until": ["\n", 7]}, "generation.until"),
+        ({"greedy": "false"}, "generation.greedy"),
+        ({"max_new_tokens": True}, "max_new_tokens"),
+    ],
+)
+def test_generation_settings_are_typed(generation, named):
+    with pytest.raises(LlamabenchError, match=named):
+        spec_of(QA_TASK, generation=generation)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("chat_template", "false"), ("num_fewshot", True), ("stride", True), ("prompt", 12), ("target", [1, 2])],
+)
+def test_task_keys_are_typed(key, value):
+    with pytest.raises(LlamabenchError, match=key):
+        spec_of(QA_TASK, **{key: value})
+
+
+def test_an_empty_generation_prompt_is_refused():
+    with pytest.raises(LlamabenchError, match="empty prompt"):
+        build_requests(spec_of(QA_TASK, prompt="{{ question }}"), [{"question": "", "answer": "a"}])
+
+
+def test_a_changed_metric_definition_makes_runs_incomparable():
+    from llamabench.comparability import differences
+
+    base = {"task_hash": "h", "metric_versions": {"f1": "1"}}
+    assert differences(base, {**base, "metric_versions": {"f1": "2"}}) == ["metric_versions {'f1': '1'} vs {'f1': '2'}"]

@@ -6,8 +6,10 @@ What is hashed:
 - a model folder: every regular file at its top level (weights, ``config.json``, ``generation_config.json``,
   tokenizer files, chat template, remote code), except what changes no number: hidden files, ``*.md``,
   licences, and the training state a ``Trainer`` saves beside the weights (``optimizer.pt``,
-  ``scheduler.pt``, ``rng_state*.pth``, ``scaler.pt``, ``trainer_state.json``, ``training_args.bin``).
-  Sub-folders are not read, as transformers does not read them either.
+  ``scheduler.pt``, ``rng_state*.pth``, ``scaler.pt``, ``trainer_state.json``, ``training_args.bin``);
+  plus what transformers reads below the top level: every weight file a shard index (``*.index.json``)
+  names, wherever it lies, and the sub-folders ``additional_chat_templates/`` and ``custom_generate/``.
+  Other sub-folders (a Trainer's ``checkpoint-*``, logs) are not read, as transformers does not read them.
 
 The fingerprint is blake3 over each file's name (relative to the folder) and blake3 digest, so the same
 bytes in another folder give the same fingerprint, and one changed byte anywhere gives another.
@@ -27,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -47,9 +50,29 @@ _NOT_MODEL = re.compile(
 )
 
 
+# Sub-folders whose files transformers reads when loading a model folder.
+_READ_SUBFOLDERS = ("additional_chat_templates", "custom_generate")
+
+
 def model_files(folder: Path) -> list[Path]:
-    """The files of a model folder whose bytes can change its numbers, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and not _NOT_MODEL.match(p.name))
+    """The files of a model folder whose bytes can change its numbers, sorted by path."""
+    folder = Path(folder)
+    files = {p for p in folder.iterdir() if p.is_file() and not _NOT_MODEL.match(p.name)}
+    for sub in _READ_SUBFOLDERS:
+        files |= {p for p in (folder / sub).rglob("*") if p.is_file()} if (folder / sub).is_dir() else set()
+    for index in [p for p in files if p.name.endswith(".index.json")]:
+        files |= {folder / name for name in _indexed_files(index) if not Path(name).is_absolute()}
+    files = {file for file in files if file.is_file()}
+    return sorted(files)
+
+
+def _indexed_files(index: Path) -> set[str]:
+    """The weight files a shard index maps tensors to (relative to its folder); none if it is not an index."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {name for name in weight_map.values() if isinstance(name, str) and ".." not in Path(name).parts}
 
 
 class DigestMemo:

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
+import tokenizers
 import torch
 import transformers
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from llamabench import __version__
 from llamabench.backends.base import Backend
 from llamabench.backends.batching import BatchPolicy
 from llamabench.backends.loading import (
@@ -67,6 +69,7 @@ class HFBackend(Backend):
         max_length: int | None = None,
         progress: bool = True,
         kv_cache: str = "dynamic",
+        trust_remote_code: bool = False,
     ):
         if kv_cache not in KV_CACHES:
             raise LlamabenchError(f"--kv-cache {kv_cache} is not one of {', '.join(KV_CACHES)}")
@@ -86,6 +89,8 @@ class HFBackend(Backend):
                 "(its max_position_embeddings); scores past them are extrapolation, so lower --max-length"
             )
         self.eos_tokens = eos_token_ids(model, tokenizer)
+        self.trust_remote_code = trust_remote_code
+        _refuse_logit_postprocessing(model, model_id)
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.progress = progress
@@ -139,6 +144,7 @@ class HFBackend(Backend):
             batch_size=batch_size,
             max_length=max_length,
             kv_cache=kv_cache,
+            trust_remote_code=trust_remote_code,
         )
 
     def describe(self) -> dict:
@@ -148,12 +154,14 @@ class HFBackend(Backend):
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "max_length": self.max_length,
             "kv_cache": self.kv_cache,
+            "trust_remote_code": self.trust_remote_code,
             "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
         }
 
     def cache_identity(self) -> str:
         # Everything that can change a stored number: the weights' bytes, how they run, and the code that runs
-        # them (a torch or transformers upgrade recomputes rather than trusting results from other kernels).
+        # them (an upgrade of torch, transformers, tokenizers or llamabench recomputes rather than trusting
+        # results from other kernels, tokenisation or windowing).
         return "|".join(
             [
                 self.fingerprint,
@@ -163,8 +171,11 @@ class HFBackend(Backend):
                 self.kv_cache,
                 str(getattr(self.model.config, "_attn_implementation", None)),
                 f"eos={self.eos_tokens}",
+                f"remote_code={self.trust_remote_code}",
                 f"torch={torch.__version__}",
                 f"transformers={transformers.__version__}",
+                f"tokenizers={tokenizers.__version__}",
+                f"llamabench={__version__}",
             ]
         )
 
@@ -350,6 +361,22 @@ class SeededSampler(LogitsProcessor):
         only = torch.full_like(scores, -torch.inf)
         only[torch.arange(len(drawn)), torch.tensor(drawn, device=scores.device)] = 0.0
         return only
+
+
+# Config attributes through which a model's ``forward`` reshapes its logits (Granite divides them, Cohere
+# multiplies them, Gemma 2 soft-caps them), with each one's no-op value. Scoring runs the base model and the
+# head directly, so such a model would score other numbers than it generates with.
+_LOGIT_POSTPROCESSING = {"logits_scaling": 1.0, "logit_scale": 1.0, "final_logit_softcapping": None}
+
+
+def _refuse_logit_postprocessing(model, model_id: str) -> None:
+    for attr, neutral in _LOGIT_POSTPROCESSING.items():
+        value = getattr(model.config, attr, None)
+        if value is not None and value != neutral:
+            raise LlamabenchError(
+                f"model {model_id} post-processes its logits ({attr}={value}), which llamabench's scoring does not "
+                "apply; it evaluates LLaMA-family models, whose logits are the head's output"
+            )
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def load_model_and_tokenizer(
 
     location, gguf_kwargs = source.location, {}
     if source.gguf_file:
-        dense_dir = cache_root() / "dense" / (source_fingerprint or fingerprint(source))
+        dense_dir = dense_copy_dir(source_fingerprint or fingerprint(source))
         remove_stale_temporaries(dense_dir.parent)
         if not (dense_dir / "config.json").is_file():
             _write_dense_copy(source, dense_dir)
@@ -156,13 +157,25 @@ def load_model_and_tokenizer(
     return (model if device_map else model.to(device)).eval(), tokenizer
 
 
+def dense_copy_dir(gguf_fingerprint: str) -> Path:
+    """Where a GGUF's dense copy lives: named by the GGUF's bytes and the transformers version that converts it."""
+    import transformers
+
+    return cache_root() / "dense" / f"{gguf_fingerprint}-transformers{transformers.__version__}"
+
+
 def _write_dense_copy(source: ModelSource, dense_dir: Path) -> None:
-    """Dequantise a GGUF checkpoint once and save it as a dense directory (atomic rename)."""
+    """Dequantise a GGUF checkpoint once and save it as a dense directory (atomic rename).
+
+    The GGUF is read from a folder holding nothing else: transformers would also read a ``tokenizer.json`` or
+    ``generation_config.json`` lying beside it, which the GGUF's fingerprint does not cover."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(source.location, gguf_file=source.gguf_file)
+        with tempfile.TemporaryDirectory(prefix="gguf-alone-") as alone:
+            os.symlink(Path(source.location).resolve() / source.gguf_file, Path(alone) / source.gguf_file)
+            tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=source.gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(alone, gguf_file=source.gguf_file)
     except Exception as exc:  # gguf parsing raises many types on corrupt files
         raise LlamabenchError(
             f"GGUF file {Path(source.location) / source.gguf_file} could not be read ({type(exc).__name__}); "

@@ -34,9 +34,7 @@ def generation_request(context: str, gen_kwargs: dict[str, Any], seed: int | Non
     refused."""
     settings = dict(normalize_gen_kwargs(gen_kwargs, DEFAULT_MAX_GEN_TOKS))
     greedy = not settings.pop("do_sample")
-    request = GenerationRequest(
-        context, settings.pop("max_gen_toks"), tuple(settings.pop("until")), greedy, None if greedy else seed
-    )
+    max_new_tokens, until = settings.pop("max_gen_toks"), tuple(settings.pop("until"))
     if greedy:
         settings = {key: value for key, value in settings.items() if key not in _SAMPLING_SETTINGS}
     elif settings.get("temperature", 1.0) == 1.0:
@@ -46,7 +44,7 @@ def generation_request(context: str, gen_kwargs: dict[str, Any], seed: int | Non
             f"generation settings {settings} are not supported: llamabench decodes greedily or samples at "
             "temperature 1, honouring until, max_gen_toks and do_sample"
         )
-    return request
+    return GenerationRequest(context, max_new_tokens, until, greedy, None if greedy else seed)
 
 
 def _batch_size(value: int | str) -> int | str:

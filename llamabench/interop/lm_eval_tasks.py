@@ -127,6 +127,7 @@ def evaluate_lm_eval_tasks(backend: Backend, tasks: LmEvalTasks, config: RunConf
             backend_info=backend.describe(),
             chat_template=False,
             data=_data_hash(objects[name]),
+            metric_versions={"lm_eval": lm_eval.__version__},
         )
         notes[task] = {"documents": entry["sample_len"], "task_hash": task_hash, "settings": settings}
     samples = {

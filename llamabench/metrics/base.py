@@ -47,6 +47,9 @@ class Metric:
     aggregate: AggregateFn = mean_aggregate
     is_mean: bool = True
     signature: str | None = None
+    # Bumped whenever a change to the metric's definition changes a number: runs scored by different versions
+    # of a metric are not compared (see ``comparability.py``).
+    version: str = "1"
 
     def per_sample(self, stats: np.ndarray) -> np.ndarray:
         """The metric computed on each sample alone (sentence BLEU, document perplexity, ...)."""

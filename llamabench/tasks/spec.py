@@ -113,11 +113,10 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
             get_metric(metric)
         except LlamabenchError as exc:
             raise LlamabenchError(f"{origin}: {exc}") from None
-    num_fewshot = raw.get("num_fewshot", 0)
-    if not isinstance(num_fewshot, int) or num_fewshot < 0:
+    _check_types(raw, origin)
+    if not _whole(raw.get("num_fewshot", 0), 0):
         raise LlamabenchError(f"{origin}: 'num_fewshot' must be a whole number >= 0")
-    stride = raw.get("stride")
-    if stride is not None and (not isinstance(stride, int) or stride < 1):
+    if raw.get("stride") is not None and not _whole(raw["stride"], 1):
         raise LlamabenchError(f"{origin}: 'stride' must be a positive whole number of tokens")
     values = {k: v for k, v in raw.items() if k not in {"dataset", "generation", "metrics", "aliases", "version"}}
     return TaskSpec(
@@ -128,6 +127,35 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
         aliases=tuple(_as_list(raw.get("aliases"))),
         version=str(raw.get("version", "1")),
     )
+
+
+# The type each text-or-flag key must have: YAML would happily give a task `greedy: "false"` (a true string)
+# or `prompt: 12`, which must not be read as something else.
+_TEXT_KEYS = ("prompt", "units", "doc_id", "label", "description", "fewshot_delimiter", "target_delimiter")
+_LIST_KEYS = ("target", "choices")
+
+
+def _check_types(raw: dict, origin: str) -> None:
+    for key in _TEXT_KEYS:
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise LlamabenchError(f"{origin}: '{key}' must be text (a template), not {type(raw[key]).__name__}")
+    for key in _LIST_KEYS:
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, str) or _texts(value)):
+            raise LlamabenchError(f"{origin}: '{key}' must be a template or a list of templates")
+    if not isinstance(raw.get("chat_template", False), bool):
+        raise LlamabenchError(f"{origin}: 'chat_template' must be true or false")
+    if isinstance(raw.get("version"), bool) or not isinstance(raw.get("version", "1"), str | int):
+        raise LlamabenchError(f"{origin}: 'version' must be text or a number")
+
+
+def _whole(value: Any, minimum: int) -> bool:
+    """A whole number (not a boolean, which YAML also reads as one) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
 
 
 def _as_list(value: Any) -> list:
@@ -224,15 +252,19 @@ def _parse_generation(raw: Any, origin: str) -> GenerationSettings:
     if not isinstance(raw, dict):
         raise LlamabenchError(f"{origin}: 'generation' must be a mapping")
     _reject_unknown(raw, _GENERATION_KEYS, f"{origin}: generation")
-    until = raw.get("until", GenerationSettings.until)
-    settings = GenerationSettings(
+    until = raw.get("until", list(GenerationSettings.until))
+    until = [until] if isinstance(until, str) else until
+    if not isinstance(until, list) or not all(isinstance(stop, str) and stop for stop in until):
+        raise LlamabenchError(f"{origin}: generation.until must be a list of non-empty stop strings (or [] for none)")
+    if not _whole(raw.get("max_new_tokens", GenerationSettings.max_new_tokens), 1):
+        raise LlamabenchError(f"{origin}: generation.max_new_tokens must be a positive whole number")
+    if not isinstance(raw.get("greedy", True), bool):
+        raise LlamabenchError(f"{origin}: generation.greedy must be true or false")
+    return GenerationSettings(
         max_new_tokens=raw.get("max_new_tokens", GenerationSettings.max_new_tokens),
-        until=(until,) if isinstance(until, str) else tuple(until),
+        until=tuple(until),
         greedy=raw.get("greedy", True),
     )
-    if not isinstance(settings.max_new_tokens, int) or settings.max_new_tokens < 1:
-        raise LlamabenchError(f"{origin}: generation.max_new_tokens must be a positive whole number")
-    return settings
 
 
 def _reject_unknown(raw: dict, known: set[str], origin: str) -> None:

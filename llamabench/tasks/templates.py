@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 
@@ -41,17 +42,54 @@ def wikitext_detokenize(text: str) -> str:
 
 
 class NullValueError(TemplateError):
-    """A template printed a null (``None``) value: a missing answer or text, never the string "None"."""
+    """A template turned a null (``None``) or NaN value into text: a missing answer or text, never "None"."""
 
 
-def _refuse_null(value):
-    if value is None:
+class _Null:
+    """A null or NaN from the data, as templates see it: false in a test, so ``{{ x or '' }}`` gives "", and an
+    error wherever it would become text (printed, joined, trimmed, concatenated with ``~``)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        raise NullValueError("a field the template uses is null")
+
+    def __repr__(self) -> str:
+        return "null"
+
+
+_NULL = _Null()
+
+
+def _nulls_marked(value):
+    """``value`` with every None and NaN inside it replaced by the null marker."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return _NULL
+    if isinstance(value, dict):
+        return {key: _nulls_marked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nulls_marked(item) for item in value]
+    return value
+
+
+def _printable(value):
+    """What ``{{ ... }}`` may print: text and numbers; a null is an error, and so is a list or mapping, whose
+    Python spelling would become the prompt or the answer."""
+    if isinstance(value, _Null):
         raise NullValueError("a field the template prints is null")
+    if isinstance(value, dict | list | tuple):
+        raise TypeError(
+            f"a template prints a {type(value).__name__} as text ({str(value)[:60]}); join it (| join(', ')) or, "
+            'for a list of answers, write the field alone: target: "{{ field }}"'
+        )
     return value
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_refuse_null)
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_printable)
     env.filters["wikitext_detokenize"] = wikitext_detokenize
     return env
 
@@ -90,7 +128,7 @@ def _single_expression(source: str):
 def render(source: str, doc: dict) -> str:
     """Render ``source`` against one document; a missing field raises :class:`UndefinedError`, a null one
     :class:`NullValueError`."""
-    return compile_template(source).render(**doc)
+    return compile_template(source).render(**_nulls_marked(doc))
 
 
 def render_list(sources: str | list[str], doc: dict) -> list[str]:
@@ -109,7 +147,7 @@ def render_list(sources: str | list[str], doc: dict) -> list[str]:
         return [render(source, doc) for source in sources]
     expression = _single_expression(sources)
     if expression is not None:
-        value = expression(**doc)
+        value = expression(**_nulls_marked(doc))
         if isinstance(value, Undefined):
             value._fail_with_undefined_error()
         if isinstance(value, list | tuple):
@@ -118,7 +156,7 @@ def render_list(sources: str | list[str], doc: dict) -> list[str]:
 
 
 def _list_item(item) -> str:
-    if item is None:
+    if isinstance(item, _Null):
         raise NullValueError("a list item is null")
     if isinstance(item, str):
         return item
