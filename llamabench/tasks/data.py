@@ -15,7 +15,9 @@ _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
 
 def read_jsonl(path: Path) -> list[dict]:
     rows = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    # Records end at "\n" only (a "\r" before it is JSON whitespace): str.splitlines would also split inside
+    # strings holding a raw U+2028, U+0085 or form feed, which JSON allows unescaped.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -47,7 +49,9 @@ def read_wikitext_documents(path: Path) -> list[dict]:
     verbatim (including WikiText's " @-@ " escapes), as in the hub's document-level variant.
     """
     pages: list[list[str]] = []
-    for line in _read_text(path).split("\n"):
+    # A CRLF or CR copy must give the same articles: a trailing "\r" would defeat the title pattern.
+    text = _read_text(path).replace("\r\n", "\n").replace("\r", "\n")
+    for line in text.split("\n"):
         if _WIKITEXT_TITLE.match(line) or not pages:
             pages.append([])
         pages[-1].append(line)
