@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from llamabench.tasks.data import read_jsonl, read_wikitext_documents
+from llamabench.errors import LlamabenchError
+from llamabench.tasks.data import load_documents, read_jsonl, read_wikitext_documents
 
 WIKITEXT = (
     " = Alpha = \n \n Alpha is first . \n \n = = History = = \n \n Old . \n"
@@ -33,3 +34,247 @@ def test_wikitext_with_crlf_or_cr_gives_the_same_articles(tmp_path, newline):
     lf = read_wikitext_documents(tmp_path / "lf.raw")
     assert [page["page"].splitlines()[0] for page in lf] == [" = Alpha = ", " = Beta = ", " = Gamma = "]
     assert read_wikitext_documents(tmp_path / "other.raw") == lf
+
+
+def text_source(local: str, text_format: str, separator: str | None = None):
+    from llamabench.tasks.spec import DatasetSource
+
+    return DatasetSource(local=local, format=text_format, separator=separator)
+
+
+def load(data_dir, local, text_format, separator=None, **kwargs) -> list[dict]:
+    return load_documents(text_source(local, text_format, separator), "my_task", data_dir, **kwargs)
+
+
+def texts_and_ids(docs: list[dict]) -> list[tuple[str, str]]:
+    return [(doc["text"], doc["doc_id"]) for doc in docs]
+
+
+LINES = ["The cat sat.", "  Dogs bark at night.", "Zwölf Boxkämpfer"]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("trailing", [True, False])
+def test_lines_are_the_same_for_every_line_ending_with_or_without_a_final_newline(tmp_path, newline, trailing):
+    body = newline.join([LINES[0], "", LINES[1], "   ", LINES[2]]) + (newline if trailing else "")
+    (tmp_path / "a.txt").write_bytes(body.encode())
+    assert texts_and_ids(load(tmp_path, "a.txt", "lines")) == [
+        ("The cat sat.", "a.txt:1"),
+        ("  Dogs bark at night.", "a.txt:3"),
+        ("Zwölf Boxkämpfer", "a.txt:5"),
+    ]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("trailing", [True, False])
+def test_paragraphs_split_at_blank_lines(tmp_path, newline, trailing):
+    body = newline.join(["First line", "second line", "", "  ", "Next para", "", "", "Last"])
+    (tmp_path / "p.txt").write_bytes((body + (newline if trailing else "")).encode())
+    assert texts_and_ids(load(tmp_path, "p.txt", "paragraphs")) == [
+        ("First line\nsecond line", "p.txt:1"),
+        ("Next para", "p.txt:2"),
+        ("Last", "p.txt:3"),
+    ]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_paragraphs_split_at_a_custom_separator(tmp_path, newline):
+    body = newline.join(["one", "still one", "---", "two", "", "still two", "---", "", "---", "three", ""])
+    (tmp_path / "p.txt").write_bytes(body.encode())
+    assert texts_and_ids(load(tmp_path, "p.txt", "paragraphs", separator="\n---\n")) == [
+        ("one\nstill one", "p.txt:1"),
+        ("two\n\nstill two", "p.txt:2"),
+        ("three", "p.txt:3"),
+    ]
+
+
+def test_text_is_one_document_per_file_with_crlf_normalised_and_bom_dropped(tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfHello\r\nworld\r\n")
+    assert texts_and_ids(load(tmp_path, "bom.txt", "text")) == [("Hello\nworld\n", "bom.txt")]
+
+
+def test_bom_is_dropped_from_the_first_line(tmp_path):
+    (tmp_path / "bom.txt").write_bytes("\ufeffFirst\nSecond\n".encode())
+    assert [doc["text"] for doc in load(tmp_path, "bom.txt", "lines")] == ["First", "Second"]
+
+
+def test_lines_are_streamed_across_chunk_boundaries(tmp_path, monkeypatch):
+    from llamabench.tasks import text_readers
+
+    monkeypatch.setattr(text_readers, "_CHUNK_CHARS", 3)  # "\r\n" and lines straddle chunk ends
+    (tmp_path / "a.txt").write_bytes(b"abcd\r\nef\r\n\r\nghijklm\rn")
+    assert [doc["text"] for doc in load(tmp_path, "a.txt", "lines")] == ["abcd", "ef", "ghijklm", "n"]
+
+
+def test_folder_gives_every_file_in_sorted_path_order_with_relative_doc_ids(tmp_path):
+    books = tmp_path / "books"
+    (books / "sub").mkdir(parents=True)
+    (books / "b.txt").write_text("B1\nB2\n")
+    (books / "a.txt").write_text("A1\n")
+    (books / "sub" / "c.txt").write_text("\n\nC3")
+    (books / "empty.txt").write_text("")
+    assert texts_and_ids(load(tmp_path, "books", "lines")) == [
+        ("A1", "books/a.txt:1"),
+        ("B1", "books/b.txt:1"),
+        ("B2", "books/b.txt:2"),
+        ("C3", "books/sub/c.txt:3"),
+    ]
+    assert load(tmp_path, "books/", "text")[0] == {"text": "A1\n", "doc_id": "books/a.txt", "path": "books/a.txt"}
+
+
+def test_glob_picks_matching_files_in_sorted_order(tmp_path):
+    (tmp_path / "docs").mkdir()
+    for name, text in [("z.txt", "last"), ("m.txt", "middle"), ("notes.md", "not matched"), ("a.txt", "first")]:
+        (tmp_path / "docs" / name).write_text(text)
+    assert texts_and_ids(load(tmp_path, "docs/*.txt", "text")) == [
+        ("first", "docs/a.txt"),
+        ("middle", "docs/m.txt"),
+        ("last", "docs/z.txt"),
+    ]
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04\x00\x00binary", b"caf\xe9 au lait\n"])
+def test_folder_with_a_binary_file_is_one_clear_error_naming_it(tmp_path, content):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("fine\n")
+    (tmp_path / "docs" / "image.bin").write_bytes(content)
+    with pytest.raises(LlamabenchError) as error:
+        load(tmp_path, "docs", "lines")
+    message = str(error.value)
+    assert len(message.splitlines()) == 1
+    assert "image.bin is not a UTF-8 text file" in message and "convert it to UTF-8" in message
+
+
+def test_empty_files_give_no_documents_and_an_empty_task_is_an_error_naming_it(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "empty.txt").write_text("")
+    (tmp_path / "docs" / "blank.txt").write_text("\n \r\n")
+    for text_format in ("text", "lines", "paragraphs"):
+        with pytest.raises(LlamabenchError, match="task my_task: docs holds no documents"):
+            load(tmp_path, "docs", text_format)
+
+
+def test_missing_path_and_empty_glob_are_errors(tmp_path):
+    with pytest.raises(LlamabenchError, match="not found"):
+        load(tmp_path, "nope.txt", "text")
+    with pytest.raises(LlamabenchError, match=r"nope/\*.txt matches no files"):
+        load(tmp_path, "nope/*.txt", "text")
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A data dir and, beside it, a file outside it."""
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "secret.txt").write_text("outside the data dir\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("local", ["ABSOLUTE", "../secret.txt", "../*.txt", "sub/../../secret.txt", "link.txt"])
+def test_local_data_may_not_leave_the_data_dir(outside, local):
+    data = outside / "data"
+    (data / "link.txt").symlink_to(outside / "secret.txt")
+    local = str(outside / "secret.txt") if local == "ABSOLUTE" else local
+    for text_format in ("text", "jsonl"):
+        if text_format == "jsonl" and "*" in local:
+            continue
+        with pytest.raises(LlamabenchError) as error:
+            load(data, local, text_format)
+        message = str(error.value)
+        assert message.startswith(f"task my_task: dataset.local {local} ")
+        assert "--allow-data-outside" in message and len(message.splitlines()) == 1
+    assert [doc["text"] for doc in load(data, local, "lines", allow_outside=True)] == ["outside the data dir"]
+
+
+def test_paths_inside_the_data_dir_pass_even_through_dot_dot_and_inner_symlinks(outside):
+    data = outside / "data"
+    (data / "a.txt").write_text("inside\n")
+    (data / "alias.txt").symlink_to(data / "a.txt")
+    assert [doc["text"] for doc in load(data, "sub/../a.txt", "lines")] == ["inside"]
+    assert [doc["text"] for doc in load(data, "alias.txt", "lines")] == ["inside"]
+
+
+def test_jsonl_task_still_reads_its_file_inside_the_data_dir(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    assert load_documents(text_source("d.jsonl", "jsonl"), "t", tmp_path) == [{"text": "x"}]
+
+
+def rolling_task(**overrides) -> dict:
+    task = {
+        "name": "held_out",
+        "kind": "loglikelihood_rolling",
+        "dataset": {"local": "books", "format": "lines"},
+        "prompt": "{{ text }}",
+        "metrics": ["word_perplexity"],
+    }
+    return {**task, **overrides}
+
+
+@pytest.mark.parametrize("kind", ["generate", "multiple_choice"])
+def test_text_formats_are_refused_for_other_kinds_at_parse_time(kind):
+    from llamabench.tasks.spec import parse_task
+
+    raw = rolling_task(kind=kind, target="{{ text }}", choices=["a"], label="0")
+    with pytest.raises(LlamabenchError) as error:
+        parse_task(raw, "tasks/held_out.yaml")
+    message = str(error.value)
+    assert message.startswith("tasks/held_out.yaml: dataset.format 'lines' is for kind loglikelihood_rolling only")
+    assert len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        {"local": "a.txt", "format": "lines", "separator": "---"},
+        {"local": "a.txt", "format": "paragraphs", "separator": ""},
+        {"local": "a.txt", "format": "paragraphs", "separator": 3},
+    ],
+)
+def test_separator_needs_paragraphs_and_a_non_empty_string(dataset):
+    from llamabench.tasks.spec import parse_task
+
+    with pytest.raises(LlamabenchError, match="t.yaml: dataset.separator must be a non-empty string"):
+        parse_task(rolling_task(dataset=dataset), "t.yaml")
+
+
+def test_unknown_word_rule_is_refused():
+    from llamabench.tasks.spec import parse_task
+
+    with pytest.raises(LlamabenchError, match="t.yaml: 'word_rule' must be one of lm_eval, whitespace_tokens"):
+        parse_task(rolling_task(word_rule="spaces"), "t.yaml")
+
+
+def test_text_task_doc_ids_default_to_the_source_and_word_rule_changes_the_hash():
+    from llamabench.tasks.spec import parse_task
+
+    lm_eval = parse_task(rolling_task(), "t.yaml")
+    whitespace = parse_task(rolling_task(word_rule="whitespace_tokens"), "t.yaml")
+    assert lm_eval.doc_id == "{{ doc_id }}"
+    assert lm_eval.word_rule == "lm_eval" and whitespace.word_rule == "whitespace_tokens"
+    assert lm_eval.config_hash != whitespace.config_hash
+    separated = parse_task(rolling_task(dataset={"local": "books", "format": "paragraphs", "separator": "\n--\n"}), "t")
+    blank_lines = parse_task(rolling_task(dataset={"local": "books", "format": "paragraphs"}), "t")
+    assert separated.config_hash != blank_lines.config_hash
+
+
+def test_builtin_task_hashes_are_unchanged_by_the_new_settings():
+    """Values from before word_rule and separator existed: stored baselines stay comparable."""
+    from llamabench.tasks import registry
+
+    known = registry.discover(registry.task_dirs())
+    hashes = {name: known[name].config_hash for name in ("wikitext2", "squad", "wmt22-de-en", "cnndm", "arc_easy")}
+    assert hashes == {
+        "wikitext2": "f839aa2c7955",
+        "squad": "3e798b13a756",
+        "wmt22-de-en": "33e8f6bb44be",
+        "cnndm": "1d3f40f636cc",
+        "arc_easy": "8da68b45a4d2",
+    }
+
+
+def test_word_rules_on_the_readme_example():
+    from llamabench.metrics.perplexity import WORD_RULES
+
+    text = "  The cat sat.\n"  # re.split gives ['', 'The', 'cat', 'sat.', '']
+    assert WORD_RULES["lm_eval"](text) == 5
+    assert WORD_RULES["whitespace_tokens"](text) == 3
+    assert len(text.encode("utf-8")) == 15
