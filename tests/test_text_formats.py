@@ -1,6 +1,7 @@
 """Held-out text as users have it: plain-text formats, data-dir containment, the --text quick path, word rules."""
 
 import json
+import math
 
 import pytest
 
@@ -278,3 +279,110 @@ def test_word_rules_on_the_readme_example():
     assert WORD_RULES["lm_eval"](text) == 5
     assert WORD_RULES["whitespace_tokens"](text) == 3
     assert len(text.encode("utf-8")) == 15
+
+
+@pytest.fixture
+def cli_workspace(tmp_path, monkeypatch):
+    """A tiny checkpoint, held-out text files, the same documents as JSON lines with a task over them."""
+    from conftest import save_tiny_model
+
+    save_tiny_model(tmp_path / "tiny")
+    (tmp_path / "data" / "held_out").mkdir(parents=True)
+    (tmp_path / "data" / "held_out" / "b.txt").write_bytes(b"  The cat sat.\r\n\r\nDogs bark at night.")
+    (tmp_path / "data" / "held_out" / "a.txt").write_bytes("\ufeffZwölf Boxkämpfer\n".encode())
+    docs = ["Zwölf Boxkämpfer", "  The cat sat.", "Dogs bark at night."]  # sorted files, then lines
+    (tmp_path / "data" / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "ref.yaml").write_text(
+        "name: ref\nkind: loglikelihood_rolling\ndataset: {local: docs.jsonl}\nprompt: '{{ text }}'\n"
+        "metrics: [word_perplexity, byte_perplexity, bits_per_byte, token_perplexity]\n"
+    )
+    monkeypatch.chdir(tmp_path / "data")
+    monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def run_cli(workspace, *args):
+    import pandas as pd
+
+    from llamabench.cli import main
+
+    out = workspace / "out"
+    argv = ["run", "--model", str(workspace / "tiny"), "--device", "cpu", "--no-cache", "--output-dir", str(out)]
+    assert main([*argv, *args]) == 0
+    (folder,) = [path for path in out.iterdir() if path.is_dir()]
+    results = pd.read_csv(folder / "results.csv", keep_default_na=False)
+    return results.set_index(["task", "metric"]), folder
+
+
+def test_cli_text_lines_equal_a_jsonl_task_over_the_same_documents(cli_workspace):
+    import pandas as pd
+
+    args = ["--text", "held_out", "--text-format", "lines", "--tasks", "ref", "--tasks-dir"]
+    results, folder = run_cli(cli_workspace, *args, str(cli_workspace / "tasks"), "--data-dir", ".")
+    for metric in ["word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"]:
+        text_row, ref_row = results.loc[("text:held_out", metric)], results.loc[("ref", metric)]
+        assert text_row.value == pytest.approx(ref_row.value, rel=1e-9)
+        assert text_row.n == ref_row.n == 3
+    assert results.loc[("text:held_out", "word_perplexity")].signature == "words:lm_eval"
+    samples = pd.read_parquet(folder / "samples_text_held_out.parquet")
+    assert samples.doc_id.tolist() == ["held_out/a.txt:1", "held_out/b.txt:1", "held_out/b.txt:3"]
+    # lm-eval words by hand: "Zwölf Boxkämpfer" 2; "  The cat sat." ['', 'The', 'cat', 'sat.'] 4 (the line ends
+    # at "sat.", so no empty word after it); "Dogs bark at night." 4.
+    total = samples.loglikelihood.sum()
+    assert results.loc[("text:held_out", "word_perplexity")].value == pytest.approx(math.exp(-total / 10), rel=1e-9)
+
+
+def test_cli_text_whitespace_word_rule_is_in_the_signature_and_the_count(cli_workspace):
+    import pandas as pd
+
+    results, folder = run_cli(cli_workspace, "--text", "held_out/b.txt", "--word-rule", "whitespace_tokens")
+    row = results.loc[("text:held_out_b.txt", "word_perplexity")]
+    assert row.signature == "words:whitespace_tokens" and row.n == 1
+    samples = pd.read_parquet(folder / "samples_text_held_out_b.txt.parquet")
+    assert samples.doc_id.tolist() == ["held_out/b.txt"]
+    assert samples.prompt.tolist() == ["  The cat sat.\n\nDogs bark at night."]  # CRLF read as LF
+    # whitespace tokens by hand: The cat sat. Dogs bark at night. = 7
+    assert row.value == pytest.approx(math.exp(-samples.loglikelihood.iloc[0] / 7), rel=1e-9)
+
+
+def cli_error(capsys, *args) -> str:
+    from llamabench.cli import main
+
+    capsys.readouterr()  # drop what fixtures printed
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("llamabench: error: ")
+    return err
+
+
+def test_cli_needs_tasks_or_text(capsys):
+    assert "nothing to run: pass --tasks NAMES, or --text PATH" in cli_error(capsys)
+    assert "--text-format and --word-rule apply to --text tasks" in cli_error(
+        capsys, "--tasks", "ppl", "--word-rule", "lm_eval"
+    )
+
+
+def test_cli_binary_file_in_text_glob_fails_before_the_model_loads(capsys, tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"\x00\x01\x02")
+    err = cli_error(capsys, "--text", str(tmp_path / "*.txt"), "--model", str(tmp_path / "no-such-model"))
+    assert "a.txt is not a UTF-8 text file (it holds NUL bytes)" in err
+
+
+def test_cli_task_data_outside_the_data_dir_needs_the_flag(capsys, cli_workspace):
+    (cli_workspace / "tasks" / "ref.yaml").write_text(
+        (cli_workspace / "tasks" / "ref.yaml").read_text().replace("docs.jsonl", "../data/docs.jsonl")
+    )
+    (cli_workspace / "elsewhere").mkdir()
+    args = [
+        "--tasks",
+        "ref",
+        "--tasks-dir",
+        str(cli_workspace / "tasks"),
+        "--data-dir",
+        str(cli_workspace / "elsewhere"),
+    ]
+    err = cli_error(capsys, *args, "--model", str(cli_workspace / "no-such-model"))
+    assert "task ref: dataset.local ../data/docs.jsonl leads outside --data-dir" in err
+    results, _ = run_cli(cli_workspace, *args, "--allow-data-outside")
+    assert results.loc[("ref", "word_perplexity")].n == 3
