@@ -6,6 +6,7 @@ import math
 import pytest
 
 from llamabench.errors import LlamabenchError
+from llamabench.results import safe_name
 from llamabench.tasks.data import load_documents, read_jsonl, read_wikitext_documents
 
 WIKITEXT = (
@@ -386,3 +387,41 @@ def test_cli_task_data_outside_the_data_dir_needs_the_flag(capsys, cli_workspace
     assert "task ref: dataset.local ../data/docs.jsonl leads outside --data-dir" in err
     results, _ = run_cli(cli_workspace, *args, "--allow-data-outside")
     assert results.loc[("ref", "word_perplexity")].n == 3
+
+
+SMOL_PARAGRAPHS = [
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France.\nIt is named after "
+    "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889.",
+    "Photosynthesis is the process by which green plants use sunlight, water and carbon dioxide to make sugar.",
+    "  The cat sat on the mat, and the dog slept by the fire.  ",
+]
+
+
+def test_smollm2_text_paragraphs_equal_a_jsonl_task_over_the_same_documents(smollm2, tmp_path):
+    """One real-model check: --text (paragraphs, CRLF file) scores exactly what a hand-written JSONL task does."""
+    from llamabench.backends.hf import HFBackend
+    from llamabench.runner import RunConfig, evaluate, prepare_tasks
+
+    (tmp_path / "held_out.txt").write_bytes("\n\n".join(SMOL_PARAGRAPHS).replace("\n", "\r\n").encode())
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "docs.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in SMOL_PARAGRAPHS))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "ref.yaml").write_text(
+        "name: ref\nkind: loglikelihood_rolling\ndataset: {local: docs.jsonl}\nprompt: '{{ text }}'\n"
+        "metrics: [word_perplexity, byte_perplexity, bits_per_byte, token_perplexity]\n"
+    )
+    config = RunConfig(
+        tasks=["ref"],
+        tasks_dirs=[tmp_path / "tasks"],
+        data_dir=tmp_path / "data",
+        texts=[str(tmp_path / "held_out.txt")],
+        text_format="paragraphs",
+        bootstrap_iters=0,
+    )
+    backend = HFBackend(smollm2.model, smollm2.tokenizer, model_id="smollm2", max_length=256, progress=False)
+    run = evaluate(backend, prepare_tasks(config), config)
+    text_task = "text:" + safe_name(str(tmp_path / "held_out.txt"))
+    assert run.samples[text_task].prompt.tolist() == SMOL_PARAGRAPHS
+    for metric in ["word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"]:
+        assert run.value(text_task, metric) == pytest.approx(run.value("ref", metric), rel=1e-9), metric
+    assert 1 < run.value("ref", "word_perplexity") < 1000  # a trained model, not noise
