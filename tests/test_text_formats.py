@@ -425,3 +425,14 @@ def test_smollm2_text_paragraphs_equal_a_jsonl_task_over_the_same_documents(smol
     for metric in ["word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"]:
         assert run.value(text_task, metric) == pytest.approx(run.value("ref", metric), rel=1e-9), metric
     assert 1 < run.value("ref", "word_perplexity") < 1000  # a trained model, not noise
+
+
+def test_two_text_paths_with_the_same_task_name_are_refused(tmp_path, monkeypatch):
+    from llamabench.runner import RunConfig, prepare_tasks
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b.txt").write_text("one\n")
+    (tmp_path / "a_b.txt").write_text("two\n")
+    with pytest.raises(LlamabenchError, match=r"two tasks of this run share a name \(text:a_b.txt, text:a_b.txt\)"):
+        prepare_tasks(RunConfig(tasks=[], texts=["a/b.txt", "a_b.txt"]))
