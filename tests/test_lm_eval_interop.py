@@ -161,6 +161,7 @@ def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, ours, tmp_path, monk
     assert roll.value == pytest.approx(ours["results"]["tiny_roll"]["word_perplexity,none"], rel=1e-6)
     assert (roll.n, roll.higher_is_better, roll.num_fewshot, roll.task_version) == (4, False, 0, 2)
     assert math.isnan(roll.stderr)  # lm-eval gives perplexities no standard error
+    assert roll.signature == "words:lm_eval"  # lm-eval counts words with re.split(r"\s+", text), as native tasks do
     gen = rows.loc[("lm_eval:tiny_gen", "exact_match")]
     assert (gen.value, gen.n, gen.higher_is_better) == (50.0, 4, True)  # 2 of 4 right, on 0-100 as native EM
     assert gen.stderr == pytest.approx(100 * math.sqrt(0.25 * 4 / 3) / 2)  # sample standard deviation over sqrt(n)

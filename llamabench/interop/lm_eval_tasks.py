@@ -174,6 +174,7 @@ def _metric_values(
                 stderr=float("nan") if stderr in (None, "N/A") else scale * float(stderr),
                 n=entry["sample_len"],
                 higher_is_better=higher_is_better.get(metric),
+                signature="words:lm_eval" if metric == "word_perplexity" else None,  # as native rows name the rule
             )
         )
     return values
