@@ -436,3 +436,27 @@ def test_two_text_paths_with_the_same_task_name_are_refused(tmp_path, monkeypatc
     (tmp_path / "a_b.txt").write_text("two\n")
     with pytest.raises(LlamabenchError, match=r"two tasks of this run share a name \(text:a_b.txt, text:a_b.txt\)"):
         prepare_tasks(RunConfig(tasks=[], texts=["a/b.txt", "a_b.txt"]))
+
+
+def test_yaml_task_with_paragraphs_separator_and_word_rule_end_to_end(tiny_backend, tmp_path):
+    from llamabench.runner import RunConfig, evaluate, prepare_tasks
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "books.yaml").write_text(
+        "name: books\nkind: loglikelihood_rolling\n"
+        'dataset: {local: "books/*.txt", format: paragraphs, separator: "\\n%%\\n"}\n'
+        "prompt: '{{ text }}'\nmetrics: [word_perplexity, byte_perplexity]\nword_rule: whitespace_tokens\n"
+    )
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "one.txt").write_bytes(b"A  tale\r\n%%\r\n of two\r\n\r\ncities\r\n%%\r\n")
+    config = RunConfig(tasks=["books"], tasks_dirs=[tmp_path / "tasks"], data_dir=tmp_path)
+    run = evaluate(tiny_backend(), prepare_tasks(config), config)
+    samples = run.samples["books"]
+    assert samples.doc_id.tolist() == ["books/one.txt:1", "books/one.txt:2"]
+    assert samples.prompt.tolist() == ["A  tale", " of two\n\ncities"]
+    total = samples.loglikelihood.sum()
+    row = run.results.set_index("metric").loc["word_perplexity"]
+    assert row.signature == "words:whitespace_tokens"
+    assert row.value == pytest.approx(math.exp(-total / 5), rel=1e-9)  # A, tale, of, two, cities
+    bytes_row = run.results.set_index("metric").loc["byte_perplexity"]
+    assert bytes_row.value == pytest.approx(math.exp(-total / (7 + 15)), rel=1e-9)  # "A  tale", " of two\n\ncities"
