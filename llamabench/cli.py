@@ -12,6 +12,8 @@ from llamabench import __version__
 from llamabench.backends.loading import DEVICE_MAPS, KV_CACHES
 from llamabench.errors import LlamabenchError, warn
 from llamabench.escaping import terminal
+from llamabench.metrics.perplexity import WORD_RULES
+from llamabench.tasks.text_readers import TEXT_FORMATS
 
 
 def _batch_size(value: str) -> int | str:
@@ -39,7 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--model", default=None, help="model directory, .gguf file, hub id or alias (default: smollm2-135m)"
     )
-    run.add_argument("--tasks", required=True, help="comma-separated task names or aliases, e.g. ppl,bleu,rouge,qa")
+    run.add_argument(
+        "--tasks", default=None, help="comma-separated task names or aliases, e.g. ppl,bleu,rouge,qa (or give --text)"
+    )
+    run.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="perplexity of a text file, folder or quoted glob, no task YAML needed (repeatable: one task each)",
+    )
+    run.add_argument(
+        "--text-format",
+        choices=TEXT_FORMATS,
+        default=None,
+        help="--text documents: one per file (default), line or paragraph",
+    )
+    run.add_argument(
+        "--word-rule", choices=WORD_RULES, default=None, help="how --text tasks count words (default: lm_eval)"
+    )
+    run.add_argument(
+        "--allow-data-outside",
+        action="store_true",
+        help="let task YAMLs read data outside --data-dir (absolute paths, '..', symlinks)",
+    )
     run.add_argument("--limit", type=int, default=None, help="evaluate only the first N documents of each task")
     run.add_argument("--num-fewshot", type=int, default=None, help="override the tasks' few-shot count")
     run.add_argument(
@@ -149,8 +174,12 @@ def _run(args: argparse.Namespace) -> int:
     from llamabench.runner import RunConfig
     from llamabench.store import RunStore
 
+    if not args.tasks and not args.text:
+        raise LlamabenchError("nothing to run: pass --tasks NAMES, or --text PATH to score your own text files")
+    if not args.text and (args.text_format or args.word_rule):
+        raise LlamabenchError("--text-format and --word-rule apply to --text tasks; add --text PATH or drop them")
     config = RunConfig(
-        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        tasks=[t.strip() for t in (args.tasks or "").split(",") if t.strip()],
         model=args.model,
         limit=args.limit,
         num_fewshot=args.num_fewshot,
@@ -165,6 +194,10 @@ def _run(args: argparse.Namespace) -> int:
         tasks_dirs=args.tasks_dir,
         seed=args.seed,
         bootstrap_iters=args.bootstrap_iters,
+        allow_data_outside=args.allow_data_outside,
+        texts=args.text,
+        text_format=args.text_format or "text",
+        text_word_rule=args.word_rule or "lm_eval",
     )
     if args.no_cache and args.refresh:
         raise LlamabenchError("--no-cache and --refresh conflict: --refresh recomputes and stores; pick one")

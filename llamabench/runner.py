@@ -19,6 +19,7 @@ from llamabench.scoring import score, to_outcomes
 from llamabench.tasks import registry
 from llamabench.tasks.data import load_documents
 from llamabench.tasks.spec import TaskSpec
+from llamabench.tasks.text_task import text_task
 
 
 @dataclass
@@ -40,6 +41,10 @@ class RunConfig:
     bootstrap_iters: int = 1000
     device_map: str | None = None
     kv_cache: str = "dynamic"
+    allow_data_outside: bool = False
+    texts: list[str] = field(default_factory=list)
+    text_format: str = "text"
+    text_word_rule: str = "lm_eval"
 
     def validate(self) -> None:
         """Range-check every number before any work is done; one line naming the flag otherwise."""
@@ -82,9 +87,15 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
     """Resolve tasks and load their documents; done before the model loads so data errors come first."""
     config.validate()
     specs = registry.resolve(config.tasks, registry.task_dirs(config.tasks_dirs))
+    sources = [(spec, config.data_dir, config.allow_data_outside) for spec in specs]
+    # --text paths are the user's own, given on the command line: read relative to the working directory, anywhere.
+    sources += [(text_task(path, config.text_format, config.text_word_rule), Path.cwd(), True) for path in config.texts]
+    names = [spec.name for spec, _, _ in sources]
+    if len(set(names)) < len(names):
+        raise LlamabenchError(f"two tasks of this run share a name ({', '.join(names)}); give each --text once")
     prepared = []
-    for spec in specs:
-        pool = load_documents(spec.dataset, spec.name, config.data_dir)
+    for spec, data_dir, allow_outside in sources:
+        pool = load_documents(spec.dataset, spec.name, data_dir, allow_outside=allow_outside)
         docs = pool[: config.limit]
         requests = build_requests(spec, docs, num_fewshot=config.num_fewshot, fewshot_pool=pool, seed=config.seed)
         requests, skipped = _drop_empty(spec, requests)

@@ -40,7 +40,7 @@ def to_outcomes(spec: TaskSpec, docs: Sequence[DocRequests], results: Sequence) 
         outcome = Outcome(doc_id=doc.doc_id, targets=doc.targets)
         if spec.kind == "loglikelihood_rolling":
             outcome.loglikelihood, outcome.n_tokens = mine[0]
-            outcome.units_text = doc.units_text
+            outcome.units_text, outcome.word_rule = doc.units_text, spec.word_rule
         elif spec.kind == "generate":
             outcome.prediction = mine[0]
         else:
@@ -89,7 +89,7 @@ def score(
                 stderr=standard_error(metric, stats, iters=bootstrap_iters, seed=seed),
                 n=len(outcomes),
                 higher_is_better=metric.higher_is_better,
-                signature=sacrebleu_signature(name, n_refs) if name in _SACREBLEU_METRICS else None,
+                signature=_signature(spec, name, n_refs),
             )
         )
     # Each metric's sufficient statistics per document: any subset re-aggregates exactly (paired tests, rescoring).
@@ -97,6 +97,15 @@ def score(
         json.dumps({name: rows[i] for name, rows in stats_by_metric.items()}) for i in range(len(outcomes))
     ]
     return values, samples
+
+
+def _signature(spec: TaskSpec, metric: str, n_refs: int) -> str | None:
+    """sacrebleu's signature, or the word rule behind word_perplexity, so that no number is compared across them."""
+    if metric in _SACREBLEU_METRICS:
+        return sacrebleu_signature(metric, n_refs)
+    if metric == "word_perplexity":
+        return f"words:{spec.word_rule}"
+    return None
 
 
 def _loglikelihood(outcome: Outcome) -> float | str | None:

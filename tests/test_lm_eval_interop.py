@@ -177,9 +177,10 @@ def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, peer, tmp_path, monk
     assert roll.value == pytest.approx(peer["results"]["tiny_roll"]["word_perplexity,none"], rel=1e-5)
     assert (roll.n, roll.higher_is_better, roll.num_fewshot, roll.task_version) == (4, False, 0, 2)
     assert math.isnan(roll.stderr)  # lm-eval gives perplexities no standard error
+    assert roll.signature == "words:lm_eval"  # lm-eval counts words with re.split(r"\s+", text), as native tasks do
     gen = rows.loc[("lm_eval:tiny_gen", "exact_match")]
-    assert (gen.value, gen.n, gen.higher_is_better) == (0.5, 4, True)
-    assert gen.stderr == pytest.approx(math.sqrt(0.25 * 4 / 3) / 2)  # sample standard deviation over sqrt(n)
+    assert (gen.value, gen.n, gen.higher_is_better) == (50.0, 4, True)  # 2 of 4 right, on 0-100 as native EM
+    assert gen.stderr == pytest.approx(100 * math.sqrt(0.25 * 4 / 3) / 2)  # sample standard deviation over sqrt(n)
     mc, mc2, group = (rows.loc[(f"lm_eval:{name}", "acc")] for name in ["tiny_mc", "tiny_mc2", "tiny_group"])
     assert (group.n, group.value) == (8, pytest.approx((mc.value + mc2.value) / 2))
     assert mc.value == 0.5
@@ -191,7 +192,7 @@ def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, peer, tmp_path, monk
     ]
     assert samples.prompt.tolist() == [f"Q: {q}\nA:" for q in QUESTIONS]
     assert samples.prediction.tolist() == [s["resps"][0][0] for s in peer["samples"]["tiny_gen"]]
-    assert samples.exact_match.tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert samples.exact_match.tolist() == [1.0, 1.0, 0.0, 0.0]  # per-document values stay lm-eval's own
     assert json.loads(samples.target[2]) == ["no such answer"]
     roll_samples = pd.read_parquet(folder / f"{files['lm_eval:tiny_roll']}.parquet")
     words = [len(re.split(r"\s+", text)) for text in TEXTS]
@@ -212,6 +213,30 @@ def test_native_and_lm_eval_rolling_tasks_agree_with_lm_eval_hf(workspace, peer)
         expected = peer["results"]["tiny_roll"][f"{metric},none"]
         assert run.value("tiny_ppl", metric) == pytest.approx(expected, rel=1e-5)
         assert run.value("lm_eval:tiny_roll", metric) == pytest.approx(expected, rel=1e-5)
+
+
+CUSTOM_SCORER = """\
+def process_results(doc, results):
+    return {"exact_match": float(results[0] == doc["a"]), "f1": float(results[0] == doc["a"])}
+"""
+
+
+def test_exact_match_from_a_tasks_own_code_keeps_its_value_under_a_raw_name(workspace, tmp_path):
+    """lm-eval's own exact_match goes on 0-100 (above); a task's own process_results may use any scale, so its rows
+    are named <metric>_raw rather than rescaled or mixed into exact_match."""
+    from llamabench.interop.lm_eval_tasks import evaluate_lm_eval_tasks, load_lm_eval_tasks
+
+    (tmp_path / "utils.py").write_text(CUSTOM_SCORER)
+    task = yaml.safe_load((workspace / "lm_eval" / "tiny_gen.yaml").read_text())
+    task["task"] = "tiny_own_scorer"
+    task["metric_list"] = [
+        {"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("exact_match", "f1")
+    ]
+    text = yaml.safe_dump(task) + "process_results: !function utils.process_results\n"
+    (tmp_path / "tiny_own_scorer.yaml").write_text(text)
+    run = evaluate_lm_eval_tasks(backend(), load_lm_eval_tasks(["tiny_own_scorer"], [tmp_path]), RunConfig(tasks=[]))
+    assert set(run.results.metric) == {"exact_match_raw", "f1_raw"}
+    assert run.value("lm_eval:tiny_own_scorer", "exact_match_raw") == 0.5  # documents 0 and 1, as built above
 
 
 def test_generation_request_maps_gen_kwargs():

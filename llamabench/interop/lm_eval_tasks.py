@@ -20,7 +20,7 @@ import lm_eval
 import numpy as np
 import pandas as pd
 from lm_eval.api.group import Group
-from lm_eval.api.task import Task
+from lm_eval.api.task import ConfigurableTask, Task
 from lm_eval.evaluator import evaluate as lm_eval_evaluate
 from lm_eval.tasks import TaskManager
 
@@ -33,6 +33,9 @@ from llamabench.interop.lm_eval_model import LlamabenchLM
 from llamabench.results import RunResult, result_rows, results_frame
 from llamabench.runner import RunConfig
 from llamabench.scoring import MetricValue
+
+# Metrics llamabench reports on 0-100, as its native SQuAD metrics; lm-eval's own metric code gives them on 0-1.
+PERCENT_METRICS = ("exact_match", "f1")
 
 
 @dataclass
@@ -110,7 +113,7 @@ def evaluate_lm_eval_tasks(backend: Backend, tasks: LmEvalTasks, config: RunConf
         task = LM_EVAL_PREFIX + name
         task_hash = _config_hash(objects[name])
         rows += result_rows(
-            _metric_values(entry, output["higher_is_better"][name]),
+            _metric_values(entry, output["higher_is_better"][name], _scored_by_lm_eval(objects[name])),
             {
                 **context,
                 "task": task,
@@ -148,21 +151,41 @@ def _metric_label(metric: str, filter_name: str) -> str:
     return metric if filter_name == "none" else f"{metric},{filter_name}"
 
 
-def _metric_values(entry: dict[str, Any], higher_is_better: dict[str, bool | None]) -> list[MetricValue]:
-    """lm-eval's ``<metric>,<filter>`` and ``<metric>_stderr,<filter>`` entries of one task or group."""
+def _scored_by_lm_eval(item: Task | Group) -> bool:
+    """Whether lm-eval's own metric code scores the task (every task of a group); a task's own
+    ``process_results`` may report its metrics on any scale."""
+    tasks = item.get_all_tasks() if isinstance(item, Group) else [item]
+    return all(
+        type(task).process_results is ConfigurableTask.process_results and not callable(task.config.process_results)
+        for task in tasks
+    )
+
+
+def _metric_values(
+    entry: dict[str, Any], higher_is_better: dict[str, bool | None], scored_by_lm_eval: bool
+) -> list[MetricValue]:
+    """lm-eval's ``<metric>,<filter>`` and ``<metric>_stderr,<filter>`` entries of one task or group.
+
+    :data:`PERCENT_METRICS` go on 0-100 where lm-eval's own code computed them on 0-1; where a task's own code did,
+    their scale is unknown and they are named ``<metric>_raw`` so that no row is read on the wrong scale.
+    """
     values = []
     for key, value in entry.items():
         metric, comma, filter_name = key.partition(",")
         if not comma or metric.endswith("_stderr"):
             continue
         stderr = entry.get(f"{metric}_stderr,{filter_name}")
+        scale, label = 1.0, metric
+        if metric in PERCENT_METRICS:
+            scale, label = (100.0, metric) if scored_by_lm_eval else (1.0, f"{metric}_raw")
         values.append(
             MetricValue(
-                metric=_metric_label(metric, filter_name),
-                value=float(value),
-                stderr=float("nan") if stderr in (None, "N/A") else float(stderr),
+                metric=_metric_label(label, filter_name),
+                value=scale * float(value),
+                stderr=float("nan") if stderr in (None, "N/A") else scale * float(stderr),
                 n=entry["sample_len"],
                 higher_is_better=higher_is_better.get(metric),
+                signature="words:lm_eval" if metric == "word_perplexity" else None,  # as native rows name the rule
             )
         )
     return values

@@ -24,6 +24,7 @@ class Outcome:
     loglikelihood: float | None = None
     n_tokens: int | None = None
     units_text: str | None = None
+    word_rule: str = "lm_eval"  # how word_perplexity counts the words of units_text (metrics.perplexity.WORD_RULES)
     choice_loglikelihoods: list[float] | None = None
     choices: list[str] | None = None
     label: int | None = None

@@ -3,7 +3,7 @@
 Stats rows are ``[loglikelihood, units]``, where units are the words, UTF-8 bytes or tokens of the
 document; the aggregate over rows is ``exp(-sum(ll) / sum(units))`` (``bits_per_byte``:
 ``-sum(ll) / sum(bytes) / ln 2``). Words and bytes are counted on ``Outcome.units_text``, the original
-document text.
+document text; words by the task's ``word_rule`` (``Outcome.word_rule``), one of :data:`WORD_RULES`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,23 @@ from llamabench.errors import LlamabenchError
 from llamabench.metrics.base import Metric, Outcome
 
 
+def lm_eval_words(text: str) -> int:
+    """Words as lm-eval counts them: ``len(re.split(r"\\s+", text))``, which counts an empty word at each end
+    of a text that starts or ends with whitespace."""
+    return len(re.split(r"\s+", text))
+
+
+def whitespace_tokens(text: str) -> int:
+    """Runs of non-whitespace characters: ``len(text.split())``, no empty words."""
+    return len(text.split())
+
+
+WORD_RULES: dict[str, Callable[[str], int]] = {"lm_eval": lm_eval_words, "whitespace_tokens": whitespace_tokens}
+
+
 def count_words(outcome: Outcome) -> int:
-    """Words as lm-eval counts them: ``len(re.split(r"\\s+", text))``."""
-    return len(re.split(r"\s+", _units_text(outcome)))
+    """Words of the document text by the outcome's word rule."""
+    return WORD_RULES[outcome.word_rule](_units_text(outcome))
 
 
 def count_bytes(outcome: Outcome) -> int:

@@ -13,6 +13,8 @@ import yaml
 
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
+from llamabench.metrics.perplexity import WORD_RULES
+from llamabench.tasks.text_readers import TEXT_FORMATS
 
 KINDS = ("loglikelihood_rolling", "generate", "multiple_choice")
 _REQUIRED_BY_KIND = {
@@ -31,6 +33,7 @@ class DatasetSource:
     hub_path: str | None = None
     hub_name: str | None = None
     hub_split: str = "test"
+    separator: str | None = None
 
     @property
     def local_format(self) -> str:
@@ -69,18 +72,24 @@ class TaskSpec:
     target_delimiter: str = " "
     stride: int | None = None
     chat_template: bool = False
+    word_rule: str = "lm_eval"
 
     @property
     def config_hash(self) -> str:
         """Hash of everything that changes the numbers (not the name, aliases or description)."""
         config = {k: v for k, v in asdict(self).items() if k not in {"name", "aliases", "description"}}
+        # Settings added later count only when set, so tasks that leave them alone keep their stored hashes.
+        if config["word_rule"] == TaskSpec.word_rule:
+            del config["word_rule"]
+        if config["dataset"]["separator"] is None:
+            del config["dataset"]["separator"]
         return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
 _TOP_KEYS = {f.name for f in fields(TaskSpec)}
 # Task names become file names and table keys: no separators, no prefixes such as ``lm_eval:``.
 _TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
-_DATASET_KEYS = {"local", "format", "hub"}
+_DATASET_KEYS = {"local", "format", "hub", "separator"}
 _HUB_KEYS = {"path", "name", "split"}
 _GENERATION_KEYS = {f.name for f in fields(GenerationSettings)}
 
@@ -118,10 +127,20 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
         raise LlamabenchError(f"{origin}: 'num_fewshot' must be a whole number >= 0")
     if raw.get("stride") is not None and not _whole(raw["stride"], 1):
         raise LlamabenchError(f"{origin}: 'stride' must be a positive whole number of tokens")
+    if raw.get("word_rule", TaskSpec.word_rule) not in WORD_RULES:
+        raise LlamabenchError(f"{origin}: 'word_rule' must be one of {', '.join(WORD_RULES)}")
+    dataset = _parse_dataset(raw["dataset"], origin)
     values = {k: v for k, v in raw.items() if k not in {"dataset", "generation", "metrics", "aliases", "version"}}
+    if dataset.local and dataset.local_format in TEXT_FORMATS:
+        if kind != "loglikelihood_rolling":
+            raise LlamabenchError(
+                f"{origin}: dataset.format '{dataset.format}' is for kind loglikelihood_rolling only; "
+                f"use jsonl or json for a task of kind '{kind}'"
+            )
+        values.setdefault("doc_id", "{{ doc_id }}")  # the source file (and line or paragraph) of each document
     return TaskSpec(
         **values,
-        dataset=_parse_dataset(raw["dataset"], origin),
+        dataset=dataset,
         generation=_parse_generation(raw.get("generation") or {}, origin),
         metrics=tuple(metrics),
         aliases=tuple(_as_list(raw.get("aliases"))),
@@ -240,11 +259,19 @@ def _parse_dataset(raw: Any, origin: str) -> DatasetSource:
         hub_path=hub.get("path"),
         hub_name=hub.get("name"),
         hub_split=hub.get("split", "test"),
+        separator=raw.get("separator"),
     )
     from llamabench.tasks.data import READERS
 
-    if source.local and source.local_format not in READERS:
-        raise LlamabenchError(f"{origin}: dataset format '{source.format}' is not one of {', '.join(READERS)}")
+    formats = (*READERS, *TEXT_FORMATS)
+    if source.local and source.local_format not in formats:
+        raise LlamabenchError(f"{origin}: dataset format '{source.format}' is not one of {', '.join(formats)}")
+    separator = source.separator
+    if separator is not None and (source.format != "paragraphs" or not isinstance(separator, str) or not separator):
+        raise LlamabenchError(
+            f"{origin}: dataset.separator must be a non-empty string, with format: paragraphs "
+            "(omit it to split paragraphs at blank lines)"
+        )
     return source
 
 
