@@ -47,7 +47,7 @@ def one_error_line(capsys) -> str:
     ("argv", "named"),
     [
         (["run", "--tasks", "ppl", "--limit", "x"], "argument --limit: invalid int value: 'x'"),
-        (["run"], "the following arguments are required: --tasks"),
+        (["run", "--tasks", "ppl", "--batch-size", "0"], "argument --batch-size: '0' is not 'auto'"),
         (["bogus"], "invalid choice: 'bogus'"),
         (["check", "--baseline", "a"], "the following arguments are required: --candidate"),
     ],

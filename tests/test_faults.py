@@ -49,7 +49,8 @@ def test_modest_aliases_still_load(tmp_path):
     # 3 levels of 3: 1 + 3 + 9 + 27 expanded values, far below the bound.
     path = tmp_path / "ok.yaml"
     path.write_text(billion_laughs(levels=3, width=3))
-    assert load_task_file(path).name == "tiny_qa"
+    with pytest.raises(LlamabenchError, match="'description' must be text"):  # read in full, refused for its type
+        load_task_file(path)
 
 
 def test_deeply_nested_task_file_is_one_line(tmp_path):

@@ -266,7 +266,7 @@ def test_builtin_task_hashes_are_unchanged_by_the_new_settings():
     hashes = {name: known[name].config_hash for name in ("wikitext2", "squad", "wmt22-de-en", "cnndm", "arc_easy")}
     assert hashes == {
         "wikitext2": "f839aa2c7955",
-        "squad": "3e798b13a756",
+        "squad": "8417b9308c0c",  # its target reads the hub's mapping too since the trust fixes
         "wmt22-de-en": "33e8f6bb44be",
         "cnndm": "1d3f40f636cc",
         "arc_easy": "8da68b45a4d2",
@@ -326,7 +326,8 @@ def test_cli_text_lines_equal_a_jsonl_task_over_the_same_documents(cli_workspace
         assert text_row.value == pytest.approx(ref_row.value, rel=1e-9)
         assert text_row.n == ref_row.n == 3
     assert results.loc[("text:held_out", "word_perplexity")].signature == "words:lm_eval"
-    samples = pd.read_parquet(folder / "samples_text_held_out.parquet")
+    stems = json.loads((folder / "manifest.json").read_text())["sample_files"]
+    samples = pd.read_parquet(folder / f"{stems['text:held_out']}.parquet")
     assert samples.doc_id.tolist() == ["held_out/a.txt:1", "held_out/b.txt:1", "held_out/b.txt:3"]
     # lm-eval words by hand: "Zwölf Boxkämpfer" 2; "  The cat sat." ['', 'The', 'cat', 'sat.'] 4 (the line ends
     # at "sat.", so no empty word after it); "Dogs bark at night." 4.
@@ -340,7 +341,8 @@ def test_cli_text_whitespace_word_rule_is_in_the_signature_and_the_count(cli_wor
     results, folder = run_cli(cli_workspace, "--text", "held_out/b.txt", "--word-rule", "whitespace_tokens")
     row = results.loc[("text:held_out_b.txt", "word_perplexity")]
     assert row.signature == "words:whitespace_tokens" and row.n == 1
-    samples = pd.read_parquet(folder / "samples_text_held_out_b.txt.parquet")
+    stems = json.loads((folder / "manifest.json").read_text())["sample_files"]
+    samples = pd.read_parquet(folder / f"{stems['text:held_out_b.txt']}.parquet")
     assert samples.doc_id.tolist() == ["held_out/b.txt"]
     assert samples.prompt.tolist() == ["  The cat sat.\n\nDogs bark at night."]  # CRLF read as LF
     # whitespace tokens by hand: The cat sat. Dogs bark at night. = 7
