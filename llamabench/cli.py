@@ -145,11 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("llamabench: interrupted; finished request results are kept in the cache", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001  (the last line of defence: one line, the traceback on --debug)
+        if args.debug:
+            raise
+        reason = terminal(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}")
+        print(
+            f"llamabench: error: unexpected {reason}; if the input looks right, this is a llamabench bug: rerun "
+            "with --debug and report the traceback",
+            file=sys.stderr,
+        )
+        return 2
 
 
 # Failures of the machine or of files rather than of llamabench (a full or read-only disk, a corrupt SQLite
-# file, undecodable bytes): said in one line naming the thing, as bad input is. Anything else is a bug and
-# keeps its traceback.
+# file, undecodable bytes): said in one line naming the thing, as bad input is.
 _ENVIRONMENT_ERRORS = (OSError, sqlite3.Error, UnicodeError, MemoryError)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -108,7 +109,7 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
     place once complete, so a run folder under its final name always holds every file; a kill leaves at most
     the temporary folder, which ``llamabench runs`` and ``report`` skip with a note.
     """
-    folder = Path(output_dir) / f"{safe_name(run.manifest['model'])}-{run.manifest['run_id']}"
+    folder = Path(output_dir) / f"{safe_name(run.manifest['model'])[:80]}-{run.manifest['run_id']}"
     run.manifest["sample_files"] = sample_file_stems(list(run.samples))
     temporary = folder.with_name(f".{folder.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
@@ -124,9 +125,8 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
         os.replace(temporary, folder)
     except OSError as exc:
         shutil.rmtree(temporary, ignore_errors=True)
-        raise LlamabenchError(
-            f"cannot write results to {folder} ({exc.strerror}); pick a writable --output-dir"
-        ) from exc
+        fix = "pick a shorter --output-dir" if exc.errno == errno.ENAMETOOLONG else "pick a writable --output-dir"
+        raise LlamabenchError(f"cannot write results to {folder} ({exc.strerror}); {fix}") from exc
     return folder
 
 

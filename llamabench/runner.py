@@ -129,13 +129,17 @@ def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> 
     started = datetime.now(timezone.utc)
     rows, samples, task_notes = [], {}, {}
     backend_info = backend.describe()
-    for task in tasks:  # before any request runs: a task that cannot fit fails before work is spent
+    # Before any request runs, so that a task that cannot fit, or asks for a chat template the model lacks,
+    # fails before work is spent on the tasks ahead of it.
+    wrapped = []
+    for task in tasks:
         if backend_info.get("max_length"):
             check_generation_fits(task.spec.name, task.requests, backend_info["max_length"])
-    for task in tasks:
+        chat = task.spec.chat_template
+        wrapped.append(with_chat_template(task.requests, backend.apply_chat_template) if chat else task.requests)
+    for task, docs in zip(tasks, wrapped, strict=True):
         spec = task.spec
         tick = time.perf_counter()
-        docs = with_chat_template(task.requests, backend.apply_chat_template) if spec.chat_template else task.requests
         results = _run_requests(backend, spec, docs)
         outcomes = to_outcomes(spec, docs, results)
         values, samples[spec.name] = score(

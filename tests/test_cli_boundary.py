@@ -110,3 +110,75 @@ def test_cli_run_end_to_end_still_writes_with_a_fingerprinted_model(workspace, c
     model = save_tiny_model(workspace / "m")
     assert main(run_args(workspace, "--model", str(model), "--device", "cpu")) == 0
     assert "token_perplexity" in capsys.readouterr().out
+
+
+def test_a_metric_that_does_not_fit_the_task_kind_fails_before_the_model_loads(workspace, capsys):
+    task = PPL_TASK.replace("[token_perplexity]", "[token_perplexity, bleu]")
+    (workspace / "tasks" / "tiny_ppl.yaml").write_text(task)
+    assert main(run_args(workspace, "--model", str(workspace / "no-model"))) == 2
+    line = one_error_line(capsys)
+    assert "metric 'bleu' scores generate tasks, not kind 'loglikelihood_rolling'" in line and "no-model" not in line
+
+
+def test_an_unsupported_gguf_architecture_is_not_called_corrupt(tmp_path):
+    import gguf
+    import numpy as np
+
+    from llamabench.backends.loading import ModelSource, _write_dense_copy
+    from llamabench.errors import LlamabenchError
+
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), arch="notallama")
+    writer.add_tensor("t", np.zeros(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(LlamabenchError) as error:
+        _write_dense_copy(ModelSource("m", str(tmp_path), "m.gguf"), tmp_path / "dense")
+    assert "architecture notallama is not supported" in str(error.value) and "corrupt" not in str(error.value)
+
+
+def test_a_folder_with_two_gguf_files_says_so(tmp_path):
+    from llamabench.backends.loading import resolve_model
+    from llamabench.errors import LlamabenchError
+
+    for name in ("a.gguf", "b.gguf"):
+        (tmp_path / name).write_bytes(b"GGUF")
+    with pytest.raises(LlamabenchError, match=r"holds 2 .gguf files \(a.gguf, b.gguf\); pass the one to evaluate"):
+        resolve_model(str(tmp_path))
+
+
+def test_an_unexpected_failure_is_one_line_with_the_debug_hint(workspace, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise TypeError("something nobody anticipated")
+
+    monkeypatch.setattr("llamabench.interop.mixed.prepare_tasks", broken)
+    assert main(run_args(workspace)) == 2
+    line = one_error_line(capsys)
+    assert "unexpected TypeError: something nobody anticipated" in line and "--debug" in line
+    with pytest.raises(TypeError):
+        main(["--debug", *run_args(workspace)])
+
+
+def test_a_missing_chat_template_fails_before_any_task_runs(workspace, tiny_backend):
+    from llamabench.errors import LlamabenchError
+    from llamabench.runner import RunConfig, evaluate, prepare_tasks
+
+    qa = "name: tiny_qa\nkind: generate\ndataset: {local: qa.jsonl}\nprompt: '{{ q }}'\ntarget: '{{ a }}'\n"
+    (workspace / "tasks" / "tiny_qa.yaml").write_text(qa + "metrics: [exact_match]\nchat_template: true\n")
+    (workspace / "qa.jsonl").write_text(json.dumps({"q": "2+2?", "a": "4"}) + "\n")
+    config = RunConfig(tasks=["tiny_ppl", "tiny_qa"], tasks_dirs=[workspace / "tasks"], data_dir=workspace)
+    backend = tiny_backend()
+    backend.loglikelihood_rolling = lambda requests: pytest.fail("the first task ran before the second failed")
+    with pytest.raises(LlamabenchError, match="has no chat template"):
+        evaluate(backend, prepare_tasks(config), config)
+
+
+def test_a_very_long_model_name_gives_a_run_folder_that_fits(tmp_path):
+    import pandas as pd
+
+    from llamabench.results import RunResult, results_frame, write_run
+
+    run = RunResult(results_frame([]), {"t": pd.DataFrame({"doc_id": ["1"]})}, {"model": "m" * 300, "run_id": "r"})
+    run.manifest["started"] = "2026-01-01"
+    assert len(write_run(run, tmp_path).name) < 100

@@ -72,6 +72,11 @@ def resolve_model(model: str | None) -> ModelSource:
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
                 return ModelSource(path.name, str(path.resolve()), ggufs[0].name)
+            if ggufs:
+                names = ", ".join(g.name for g in ggufs[:5])
+                raise LlamabenchError(
+                    f"model directory {path} holds {len(ggufs)} .gguf files ({names}); pass the one to evaluate"
+                )
             raise LlamabenchError(
                 f"model directory {path} has no config.json; pass a Hugging Face model directory or a .gguf file"
             )
@@ -177,6 +182,11 @@ def _write_dense_copy(source: ModelSource, dense_dir: Path) -> None:
             tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=source.gguf_file)
             model = AutoModelForCausalLM.from_pretrained(alone, gguf_file=source.gguf_file)
     except Exception as exc:  # gguf parsing raises many types on corrupt files
+        if "architecture" in str(exc) and "not supported" in str(exc):
+            raise LlamabenchError(
+                f"GGUF file {Path(source.location) / source.gguf_file} is intact, but transformers' GGUF loader "
+                f"cannot dequantise it ({str(exc).strip().rstrip('.')}); convert it to a Hugging Face folder"
+            ) from exc
         raise LlamabenchError(
             f"GGUF file {Path(source.location) / source.gguf_file} could not be read ({type(exc).__name__}); "
             "the file may be truncated or corrupt: download it again"

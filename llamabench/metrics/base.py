@@ -51,6 +51,8 @@ class Metric:
     # Bumped whenever a change to the metric's definition changes a number: runs scored by different versions
     # of a metric are not compared (see ``comparability.py``).
     version: str = "1"
+    # The task kinds whose outcomes this metric can score (generated text, choice log-likelihoods, ...).
+    kinds: tuple[str, ...] = ()
 
     def per_sample(self, stats: np.ndarray) -> np.ndarray:
         """The metric computed on each sample alone (sentence BLEU, document perplexity, ...)."""

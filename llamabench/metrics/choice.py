@@ -30,7 +30,7 @@ def _choice_metric(name: str, scores: Callable[[Outcome], np.ndarray]) -> Metric
             values.append(float(int(np.argmax(scores(outcome))) == outcome.label))
         return np.array(values, dtype=float).reshape(-1, 1)
 
-    return Metric(name=name, higher_is_better=True, stats=stats)
+    return Metric(name=name, higher_is_better=True, stats=stats, kinds=("multiple_choice",))
 
 
 acc = _choice_metric("acc", _raw_scores)

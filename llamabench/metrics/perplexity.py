@@ -80,7 +80,14 @@ def _loglikelihood_metric(
             rows.append((outcome.loglikelihood, count_units(outcome)))
         return np.array(rows, dtype=float).reshape(-1, 2)
 
-    return Metric(name=name, higher_is_better=False, stats=stats, aggregate=aggregate, is_mean=False)
+    return Metric(
+        name=name,
+        higher_is_better=False,
+        stats=stats,
+        aggregate=aggregate,
+        is_mean=False,
+        kinds=("loglikelihood_rolling",),
+    )
 
 
 word_perplexity = _loglikelihood_metric("word_perplexity", count_words, _perplexity)

@@ -46,7 +46,7 @@ def _rouge_metric(rouge_type: str) -> Metric:
             values.append(rouge_scores(outcome.prediction or "", tuple(outcome.targets))[rouge_type])
         return np.array(values, dtype=float).reshape(-1, 1)
 
-    return Metric(name=rouge_type, higher_is_better=True, stats=stats)
+    return Metric(name=rouge_type, higher_is_better=True, stats=stats, kinds=("generate",))
 
 
 METRICS = [_rouge_metric(rouge_type) for rouge_type in ROUGE_TYPES]

@@ -51,7 +51,7 @@ def _squad_metric(name: str, score: Callable[[str, str], float]) -> Metric:
                 values.append(100.0 * max(score(outcome.prediction, gold) for gold in outcome.targets))
         return np.array(values, dtype=float).reshape(-1, 1)
 
-    return Metric(name=name, higher_is_better=True, stats=stats)
+    return Metric(name=name, higher_is_better=True, stats=stats, kinds=("generate",))
 
 
 exact_match = _squad_metric("exact_match", exact_match_score)

@@ -57,6 +57,7 @@ def _sacrebleu_metric(name: str) -> Metric:
         aggregate=aggregate,
         is_mean=False,
         signature=signature(name, None),
+        kinds=("generate",),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from llamabench.errors import LlamabenchError
-from llamabench.metrics import get_metric
+from llamabench.metrics import METRICS, get_metric
 from llamabench.metrics.perplexity import WORD_RULES
 from llamabench.tasks.text_readers import TEXT_FORMATS
 
@@ -119,9 +119,15 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
         raise LlamabenchError(f"{origin}: 'metrics' must be a non-empty list of metric names")
     for metric in metrics:
         try:
-            get_metric(metric)
+            kinds = get_metric(metric).kinds
         except LlamabenchError as exc:
             raise LlamabenchError(f"{origin}: {exc}") from None
+        if kind not in kinds:
+            fitting = sorted(name for name, known in METRICS.items() if kind in known.kinds)
+            raise LlamabenchError(
+                f"{origin}: metric '{metric}' scores {' or '.join(kinds)} tasks, not kind '{kind}'; "
+                f"metrics for '{kind}': {', '.join(fitting)}"
+            )
     _check_types(raw, origin)
     if not _whole(raw.get("num_fewshot", 0), 0):
         raise LlamabenchError(f"{origin}: 'num_fewshot' must be a whole number >= 0")
