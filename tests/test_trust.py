@@ -19,7 +19,7 @@ from llamabench.backends.hf import HFBackend
 from llamabench.backends.loading import ModelSource, fingerprint
 from llamabench.cli import main
 from llamabench.errors import LlamabenchError
-from llamabench.requests import GenerationRequest, build_requests, sampling_seed
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, build_requests, sampling_seed
 from llamabench.results import RunResult, read_run, results_frame, sample_file_stems, write_run
 from llamabench.runner import RunConfig, prepare_tasks
 from llamabench.tasks import registry
@@ -583,3 +583,11 @@ def test_a_changed_metric_definition_makes_runs_incomparable():
 
     base = {"task_hash": "h", "metric_versions": {"f1": "1"}}
     assert differences(base, {**base, "metric_versions": {"f1": "2"}}) == ["metric_versions {'f1': '1'} vs {'f1': '2'}"]
+
+
+def test_scoring_builds_no_key_value_cache(tiny_backend):
+    backend = tiny_backend()
+    outputs = []
+    backend.model.base_model.register_forward_hook(lambda module, args, output: outputs.append(output))
+    backend.loglikelihood([LoglikelihoodRequest("The cat", " sat")])
+    assert len(outputs) == 1 and outputs[0].past_key_values is None

@@ -244,9 +244,12 @@ class HFBackend(Backend):
             input_ids[row, : lengths[row]] = torch.tensor(item.tokens[:-1])
         ragged = min(lengths) != width
         mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long() if ragged else None
+        # Scoring reads every position once: a key/value cache would be built (tens of GB on a 7B model at the
+        # GPU budget) and never read.
         hidden = self.model.base_model(
             input_ids=input_ids.to(self.device),
             attention_mask=None if mask is None else mask.to(self.device),
+            use_cache=False,
         ).last_hidden_state
         # Only the scored positions go through the vocabulary projection and log-softmax.
         rows = torch.cat(
