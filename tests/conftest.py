@@ -55,7 +55,7 @@ def byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="</s>")
 
 
-def tiny_llama(seed: int = 0, max_positions: int = 256):
+def tiny_llama(seed: int = 0, max_positions: int = 256, hidden_size: int = 48, intermediate_size: int = 96):
     """A randomly initialised 2-layer LlamaForCausalLM over the byte vocabulary."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -63,8 +63,8 @@ def tiny_llama(seed: int = 0, max_positions: int = 256):
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=258,
-        hidden_size=48,
-        intermediate_size=96,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -77,9 +77,10 @@ def tiny_llama(seed: int = 0, max_positions: int = 256):
     return LlamaForCausalLM(config).eval()
 
 
-def save_tiny_model(folder: Path, seed: int = 0) -> Path:
-    """Write ``tiny_llama(seed)`` and the byte tokenizer to ``folder`` as a checkpoint ``--model`` can load."""
-    tiny_llama(seed).save_pretrained(folder)
+def save_tiny_model(folder: Path, seed: int = 0, **sizes) -> Path:
+    """Write ``tiny_llama(seed, **sizes)`` and the byte tokenizer to ``folder`` as a checkpoint ``--model`` can
+    load."""
+    tiny_llama(seed, **sizes).save_pretrained(folder)
     byte_tokenizer().save_pretrained(folder)
     return folder
 

@@ -13,6 +13,7 @@ import torch
 import transformers
 from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 from safetensors.torch import load_file, save_file
+from test_bad_input import PPL_TASK
 
 from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
 from llamabench.backends.hf import HFBackend
@@ -26,13 +27,15 @@ from llamabench.tasks import registry
 from llamabench.tasks.spec import parse_task
 from llamabench.tasks.templates import render_list
 
-PPL_TASK = """\
-name: tiny_ppl
-kind: loglikelihood_rolling
-dataset: {local: texts.jsonl}
-prompt: "{{ text }}"
-metrics: [token_perplexity, word_perplexity]
-"""
+MC_TASK = {
+    "name": "mc",
+    "kind": "multiple_choice",
+    "dataset": {"local": "x.jsonl"},
+    "prompt": "{{ q }}",
+    "choices": "{{ options }}",
+    "label": "{{ answer }}",
+    "metrics": ["acc"],
+}
 QA_TASK = """\
 name: tiny_qa
 kind: generate
@@ -66,26 +69,9 @@ def cli_run(workspace: Path, model: Path, out: str, *extra: str) -> RunResult:
 
 
 def save_wide_model(folder: Path) -> Path:
-    """A random 2-layer LLaMA over the byte vocabulary whose weights file (~6 MiB) has tensors more than a MiB
-    from either end, where a hash of the first and last MiB cannot see them."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=258,
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=256,
-        eos_token_id=257,
-        pad_token_id=257,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
-    return folder
+    """A random LLaMA over the byte vocabulary whose weights file (~6 MiB) has tensors more than a MiB from either
+    end, where a hash of the first and last MiB cannot see them."""
+    return save_tiny_model(folder, hidden_size=256, intermediate_size=1024)
 
 
 def edit_middle_tensor(checkpoint: Path) -> None:
@@ -288,19 +274,10 @@ def test_null_and_empty_values_are_errors_naming_the_document(task, doc, message
 
 
 def test_single_choice_question_is_refused():
-    mc = {
-        "name": "mc",
-        "kind": "multiple_choice",
-        "dataset": {"local": "x.jsonl"},
-        "prompt": "{{ q }}",
-        "choices": "{{ options }}",
-        "label": "{{ gold }}",
-        "metrics": ["acc"],
-    }
-    spec = parse_task(mc, "mc.yaml")
+    spec = parse_task(MC_TASK, "mc.yaml")
     with pytest.raises(LlamabenchError, match="at least two non-empty choices"):
-        build_requests(spec, [{"q": "q", "options": ["only"], "gold": 0}])
-    assert [d.choices for d in build_requests(spec, [{"q": "q", "options": ["a", "b"], "gold": 1}])] == [["a", "b"]]
+        build_requests(spec, [{"q": "q", "options": ["only"], "answer": 0}])
+    assert [d.choices for d in build_requests(spec, [{"q": "q", "options": ["a", "b"], "answer": 1}])] == [["a", "b"]]
 
 
 def test_all_empty_perplexity_task_fails_before_the_model_loads(workspace):
@@ -501,16 +478,7 @@ def test_models_that_reshape_logits_in_forward_are_refused():
 
 
 def test_a_label_that_is_both_an_index_and_another_choices_text_is_refused():
-    mc = {
-        "name": "mc",
-        "kind": "multiple_choice",
-        "dataset": {"local": "x.jsonl"},
-        "prompt": "{{ q }}",
-        "choices": "{{ options }}",
-        "label": "{{ answer }}",
-        "metrics": ["acc"],
-    }
-    spec = parse_task(mc, "mc.yaml")
+    spec = parse_task(MC_TASK, "mc.yaml")
     with pytest.raises(LlamabenchError, match="both choice number 3"):
         build_requests(spec, [{"q": "1+2?", "options": ["2", "3", "4", "1"], "answer": "3"}])
     (doc,) = build_requests(spec, [{"q": "1+2?", "options": ["two", "three"], "answer": "three"}])
