@@ -102,9 +102,11 @@ class Leaderboard:
         return text
 
     def best_rows(self, column: int) -> set[int]:
-        """Rows holding the column's best value (several on a tie), by its higher_is_better."""
+        """Rows holding the column's best value (several on a tie), by its higher_is_better; none in a column
+        whose runs are not comparable (marked ≠), where "best" would rank unlike with unlike."""
         values = self.values[:, column]
-        if np.isnan(values).all() or self.columns[column].higher_is_better is None:
+        meta = self.columns[column]
+        if np.isnan(values).all() or meta.higher_is_better is None or not meta.comparable:
             return set()
         best = np.nanmax(values) if self.columns[column].higher_is_better else np.nanmin(values)
         return set(np.flatnonzero(values == best).tolist())

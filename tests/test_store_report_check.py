@@ -424,5 +424,6 @@ def test_report_marks_tasks_whose_runs_differ_in_settings():
     warning = r"Warning: columns marked ≠ compare runs with different settings: squad \(task\_hash hash vs new\)."
     assert warning in markdown
     assert "f1 ↑ ≠" in markdown
+    assert board.best_rows(0) == set()  # no "best" among runs that are not comparable
     shots = make_run("ckpt-step500", {"squad": {"f1": [[1.0], [2.0]]}}, settings={"num_fewshot": 2}, started="2025-03")
     assert build_leaderboard([*runs, shots]).incomparable_tasks() == {"squad": ["num_fewshot 0 vs 2"]}
