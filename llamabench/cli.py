@@ -290,7 +290,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from llamabench.compare import compare_runs, format_comparisons, parse_max_drops, unchecked_tasks, write_junit
+    from llamabench.compare import compare_runs, format_comparisons, parse_max_drops, unchecked, write_junit
     from llamabench.escaping import terminal
     from llamabench.store import RunStore
 
@@ -300,12 +300,12 @@ def _check(args: argparse.Namespace) -> int:
     rows = compare_runs(
         baseline, candidate, max_drops=max_drops, alpha=args.alpha, iters=args.bootstrap_iters, seed=args.seed
     )
-    unchecked = unchecked_tasks(baseline, candidate)
+    left_out = unchecked(baseline, candidate)
     names = [f"{run.manifest.get('model')} ({run.manifest['run_id']})" for run in (candidate, baseline)]
     print(terminal(f"candidate {names[0]} vs baseline {names[1]}") + "\n")
-    print(format_comparisons(rows, args.alpha, unchecked))
+    print(format_comparisons(rows, args.alpha, left_out))
     if args.junit:
-        write_junit(rows, args.junit, f"llamabench check: {names[0]} vs {names[1]}", unchecked)
+        write_junit(rows, args.junit, f"llamabench check: {names[0]} vs {names[1]}", left_out)
     return int(any(row.regression for row in rows))
 
 

@@ -17,6 +17,8 @@ Every run records, per task, in ``manifest["tasks"][task]["settings"]``:
 
 Two runs are comparable on a task when all of these are equal and every document they share was given the
 same prompt (the per-sample ``prompt_hash``, which also catches a different chat template or few-shot draw).
+Metrics counted in tokens (``token_perplexity``) also need the same tokenizer (``manifest["backend"]
+["tokenizer"]``); checkpoints with different tokenizers are compared on their other metrics only.
 ``llamabench check`` refuses runs that differ; ``llamabench report`` marks the columns of such tasks.
 
 Example: a baseline run with ``--num-fewshot 2`` and a candidate with ``--num-fewshot 0`` give
@@ -91,6 +93,12 @@ def differences(first: dict | None, second: dict | None) -> list[str]:
     return [
         f"{name} {first.get(name)} vs {second.get(name)}" for name in SETTINGS if first.get(name) != second.get(name)
     ]
+
+
+def same_tokenizer(baseline: dict, candidate: dict) -> bool:
+    """Whether two runs' manifests name the same tokenizer (runs that do not record one: assume not)."""
+    first, second = (manifest.get("backend", {}).get("tokenizer") for manifest in (baseline, candidate))
+    return first is not None and first == second
 
 
 def require_same_settings(task: str, baseline: dict, candidate: dict) -> None:

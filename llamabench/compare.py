@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llamabench.comparability import require_same_prompts, require_same_settings
+from llamabench.comparability import require_same_prompts, require_same_settings, same_tokenizer
 from llamabench.errors import LlamabenchError
 from llamabench.escaping import terminal, xml_text
 from llamabench.metrics import get_metric
@@ -113,6 +113,32 @@ def unchecked_tasks(*runs: RunResult) -> list[str]:
     return sorted({task for run in runs for task, samples in run.samples.items() if "stats" not in samples})
 
 
+@dataclass(frozen=True)
+class Unchecked:
+    """A task (``metric`` None: all its metrics) or task × metric that ``check`` leaves out, and why."""
+
+    task: str
+    metric: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.task}{'' if self.metric is None else '/' + self.metric} ({self.reason})"
+
+
+def unchecked(baseline: RunResult, candidate: RunResult) -> list[Unchecked]:
+    """What ``check`` cannot compare: tasks without per-sample statistics, and tokenizer-dependent metrics
+    (``token_perplexity``) when the runs' tokenizers differ, since a token of one is not a token of the other."""
+    left_out = [Unchecked(task, None, "no per-sample statistics") for task in unchecked_tasks(baseline, candidate)]
+    if not same_tokenizer(baseline.manifest, candidate.manifest):
+        skipped_tasks = {item.task for item in left_out}
+        left_out += [
+            Unchecked(row.task, row.metric, "the runs' tokenizers differ")
+            for row in baseline.results[["task", "metric"]].drop_duplicates().itertuples()
+            if row.task not in skipped_tasks and get_metric(row.metric).tokenizer_dependent
+        ]
+    return left_out
+
+
 def compare_runs(
     baseline: RunResult,
     candidate: RunResult,
@@ -133,9 +159,12 @@ def compare_runs(
     if iters < 1:
         raise LlamabenchError(f"--bootstrap-iters {iters} must be at least 1")
     max_drops = max_drops or {}
+    left_out = {(item.task, item.metric) for item in unchecked(baseline, candidate)}
     rows = []
     for task, (base, cand) in _aligned_samples(baseline, candidate).items():
         for metric_name in baseline.results[baseline.results.task == task].metric:
+            if (task, metric_name) in left_out:
+                continue
             metric = get_metric(metric_name)
             base_stats, cand_stats = _stats(base, metric_name), _stats(cand, metric_name)
             sign = 1.0 if metric.higher_is_better else -1.0
@@ -206,8 +235,8 @@ def _stats(samples: pd.DataFrame, metric: str) -> np.ndarray:
     return np.array([json.loads(stats)[metric] for stats in samples.stats])
 
 
-def format_comparisons(rows: list[Comparison], alpha: float, unchecked: list[str]) -> str:
-    """The check as a table plus a one-line verdict, naming the ``unchecked`` tasks."""
+def format_comparisons(rows: list[Comparison], alpha: float, left_out: list[Unchecked]) -> str:
+    """The check as a table plus a one-line verdict, naming what was ``left_out`` and why."""
     ci_level = round(100 * (1 - 2 * alpha))
     table = pd.DataFrame(
         {
@@ -228,8 +257,8 @@ def format_comparisons(rows: list[Comparison], alpha: float, unchecked: list[str
         verdict = f"FAIL: {len(regressions)} regression(s) at alpha {alpha}: {terminal(', '.join(regressions))}"
     else:
         verdict = f"PASS: no regression in {len(rows)} task-metric comparisons at alpha {alpha}"
-    if unchecked:
-        verdict += f"\nnot checked (no per-sample statistics): {terminal(', '.join(unchecked))}"
+    if left_out:
+        verdict += f"\nnot checked: {terminal('; '.join(map(str, left_out)))}"
     return f"{terminal_table(table)}\n\n{verdict}"
 
 
@@ -238,23 +267,22 @@ def _signed(value: float) -> str:
     return text if text[0] in "-–" else "+" + text
 
 
-def write_junit(rows: list[Comparison], path: Path | str, suite: str, unchecked: list[str]) -> None:
+def write_junit(rows: list[Comparison], path: Path | str, suite: str, left_out: list[Unchecked]) -> None:
     """Write JUnit XML: a testcase per task × metric (class ``llamabench.<task>``), a failure per regression,
-    and a skipped testcase per ``unchecked`` task."""
+    and a skipped testcase per task or metric ``left_out``."""
     failures = sum(r.regression for r in rows)
     attrs = {
         "name": xml_text(suite),
-        "tests": str(len(rows) + len(unchecked)),
+        "tests": str(len(rows) + len(left_out)),
         "failures": str(failures),
         "errors": "0",
     }
     root = ET.Element("testsuites", attrs)
-    testsuite = ET.SubElement(root, "testsuite", {**attrs, "skipped": str(len(unchecked))})
-    for task in unchecked:
-        case = ET.SubElement(
-            testsuite, "testcase", {"classname": f"llamabench.{xml_text(task)}", "name": "all metrics"}
-        )
-        ET.SubElement(case, "skipped", {"message": "no per-sample statistics to test"})
+    testsuite = ET.SubElement(root, "testsuite", {**attrs, "skipped": str(len(left_out))})
+    for item in left_out:
+        name = xml_text(item.metric or "all metrics")
+        case = ET.SubElement(testsuite, "testcase", {"classname": f"llamabench.{xml_text(item.task)}", "name": name})
+        ET.SubElement(case, "skipped", {"message": xml_text(f"not checked: {item.reason}")})
     for r in rows:
         case = ET.SubElement(
             testsuite, "testcase", {"classname": f"llamabench.{xml_text(r.task)}", "name": xml_text(r.metric)}

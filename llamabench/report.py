@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from llamabench import __version__, escaping
-from llamabench.comparability import differences, recorded_settings
+from llamabench.comparability import differences, recorded_settings, same_tokenizer
 from llamabench.errors import LlamabenchError
+from llamabench.metrics import METRICS
 from llamabench.results import RunResult, format_number
 
 _md, _esc = escaping.markdown, escaping.html_text
@@ -166,8 +167,18 @@ def build_leaderboard(runs: list[RunResult], labels: dict[str, str] | None = Non
     names = [labels.get(run.manifest["run_id"], run.manifest.get("model", "?")) for run in runs]
     board = Leaderboard(runs, names, x, x_title, list(columns.values()), values, stderrs)
     incomparable = board.incomparable_tasks()
-    board.columns = [replace(column, comparable=column.task not in incomparable) for column in board.columns]
+    one_tokenizer = all(same_tokenizer(runs[0].manifest, run.manifest) for run in runs[1:])
+    board.columns = [
+        replace(column, comparable=column.task not in incomparable and (one_tokenizer or not _counts_tokens(column)))
+        for column in board.columns
+    ]
     return board
+
+
+def _counts_tokens(column: Column) -> bool:
+    """Whether the column's metric is counted in the model's tokens (lm-eval's metrics are not llamabench's)."""
+    metric = METRICS.get(column.metric)
+    return metric is not None and metric.tokenizer_dependent
 
 
 def _step(run: RunResult, label: str | None) -> int | None:

@@ -9,7 +9,7 @@ from test_store_report_check import make_run
 
 from llamabench import escaping
 from llamabench.cli import main
-from llamabench.compare import compare_runs, format_comparisons, write_junit
+from llamabench.compare import Unchecked, compare_runs, format_comparisons, write_junit
 from llamabench.report import write_report
 from llamabench.results import format_table, write_run
 from llamabench.store import RunStore
@@ -82,7 +82,7 @@ def test_junit_parses_whatever_the_names(tmp_path):
     base, cand = hostile_runs()
     rows = compare_runs(base, cand, iters=20)
     path = tmp_path / "check.xml"
-    write_junit(rows, path, f"check {HOSTILE_MODEL}", [HOSTILE_TASK])
+    write_junit(rows, path, f"check {HOSTILE_MODEL}", [Unchecked(HOSTILE_TASK, None, "no per-sample statistics")])
     root = ET.parse(path).getroot()
     assert root.get("name") == "check =HYPERLINK(1)|`x`<img src=x>[a](b)\n# h\\x1b[2J"
     names = {case.get("classname") for case in root.iter("testcase")}

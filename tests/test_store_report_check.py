@@ -68,7 +68,7 @@ def make_run(model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_
         "run_id": f"{started[:19].replace(':', '')}-{model[-12:]}",
         "model": model,
         "started": started,
-        "backend": {"fingerprint": f"fp-{model}"},
+        "backend": {"fingerprint": f"fp-{model}", "tokenizer": (settings or {}).get("tokenizer", "tok")},
         "tasks": {
             task: {
                 "settings": {
@@ -228,7 +228,7 @@ def test_check_skips_tasks_without_statistics_and_report_leaves_them_unranked(tm
     assert main([*argv, "--baseline", base.manifest["run_id"], "--candidate", cand.manifest["run_id"]]) == 0
     out = capsys.readouterr().out
     assert "PASS: no regression in 1 task-metric comparisons" in out
-    assert "not checked (no per-sample statistics): lm_eval:x" in out
+    assert "not checked: lm_eval:x (no per-sample statistics)" in out
     suite = ET.parse(tmp_path / "check.xml").getroot().find("testsuite")
     assert (suite.get("tests"), suite.get("skipped"), suite.get("failures")) == ("2", "1", "0")
     board = build_leaderboard([base, cand])

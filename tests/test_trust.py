@@ -559,3 +559,27 @@ def test_scoring_builds_no_key_value_cache(tiny_backend):
     backend.model.base_model.register_forward_hook(lambda module, args, output: outputs.append(output))
     backend.loglikelihood([LoglikelihoodRequest("The cat", " sat")])
     assert len(outputs) == 1 and outputs[0].past_key_values is None
+
+
+def test_token_perplexity_is_not_compared_across_tokenizers(tmp_path, capsys):
+    from test_store_report_check import make_run
+
+    from llamabench.report import build_leaderboard
+    from llamabench.store import RunStore
+
+    stats = {"corpus": {"word_perplexity": [[-50.0, 10], [-40.0, 8]], "token_perplexity": [[-50.0, 20], [-40.0, 16]]}}
+    base = make_run("llama2", stats)
+    other = make_run("llama3", stats, started="2025-01-02T00:00:00+00:00", settings={"tokenizer": "another"})
+    same = make_run("llama2-ft", stats, started="2025-01-03T00:00:00+00:00")
+    store = RunStore.in_dir(tmp_path)
+    for run in (base, other, same):
+        store.add(run)
+    argv = ["check", "--results-dir", str(tmp_path), "--baseline", base.manifest["run_id"], "--candidate"]
+    assert main([*argv, other.manifest["run_id"]]) == 0
+    out = capsys.readouterr().out
+    assert "not checked: corpus/token_perplexity (the runs' tokenizers differ)" in out
+    assert "word_perplexity" in out and "token_perplexity  " not in out.split("\n\n")[0]
+    assert main([*argv, same.manifest["run_id"]]) == 0
+    assert "not checked" not in capsys.readouterr().out
+    marks = {column.metric: column.marks for column in build_leaderboard([base, other]).columns}
+    assert marks == {"word_perplexity": " ↓", "token_perplexity": " ↓ ≠"}

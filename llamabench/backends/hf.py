@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -90,6 +92,7 @@ class HFBackend(Backend):
             )
         self.eos_tokens = eos_token_ids(model, tokenizer)
         self.trust_remote_code = trust_remote_code
+        self.tokenizer_hash = tokenizer_hash(tokenizer)
         _refuse_logit_postprocessing(model, model_id)
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -155,6 +158,7 @@ class HFBackend(Backend):
             "max_length": self.max_length,
             "kv_cache": self.kv_cache,
             "trust_remote_code": self.trust_remote_code,
+            "tokenizer": self.tokenizer_hash,
             "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
         }
 
@@ -380,6 +384,13 @@ def _refuse_logit_postprocessing(model, model_id: str) -> None:
                 f"model {model_id} post-processes its logits ({attr}={value}), which llamabench's scoring does not "
                 "apply; it evaluates LLaMA-family models, whose logits are the head's output"
             )
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """A hash of everything that maps text to token ids (vocabulary, merges, normaliser, added tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spelled = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(spelled.encode()).hexdigest()[:16]
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:

@@ -53,6 +53,8 @@ class Metric:
     version: str = "1"
     # The task kinds whose outcomes this metric can score (generated text, choice log-likelihoods, ...).
     kinds: tuple[str, ...] = ()
+    # Counted in the model's tokens: comparable only between runs that share a tokenizer.
+    tokenizer_dependent: bool = False
 
     def per_sample(self, stats: np.ndarray) -> np.ndarray:
         """The metric computed on each sample alone (sentence BLEU, document perplexity, ...)."""

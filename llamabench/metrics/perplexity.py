@@ -70,7 +70,10 @@ def _bits(rows: np.ndarray) -> float:
 
 
 def _loglikelihood_metric(
-    name: str, count_units: Callable[[Outcome], int], aggregate: Callable[[np.ndarray], float]
+    name: str,
+    count_units: Callable[[Outcome], int],
+    aggregate: Callable[[np.ndarray], float],
+    tokenizer_dependent: bool = False,
 ) -> Metric:
     def stats(outcomes: Sequence[Outcome]) -> np.ndarray:
         rows = []
@@ -87,12 +90,13 @@ def _loglikelihood_metric(
         aggregate=aggregate,
         is_mean=False,
         kinds=("loglikelihood_rolling",),
+        tokenizer_dependent=tokenizer_dependent,
     )
 
 
 word_perplexity = _loglikelihood_metric("word_perplexity", count_words, _perplexity)
 byte_perplexity = _loglikelihood_metric("byte_perplexity", count_bytes, _perplexity)
 bits_per_byte = _loglikelihood_metric("bits_per_byte", count_bytes, _bits)
-token_perplexity = _loglikelihood_metric("token_perplexity", count_tokens, _perplexity)
+token_perplexity = _loglikelihood_metric("token_perplexity", count_tokens, _perplexity, tokenizer_dependent=True)
 
 METRICS = [word_perplexity, byte_perplexity, bits_per_byte, token_perplexity]
