@@ -92,12 +92,12 @@ class _FullDisk:
 
 
 def test_a_cache_whose_disk_fills_warns_and_the_run_goes_on(tiny_backend, tmp_path, capsys):
-    backend = tiny_backend()
+    backend = tiny_backend(batch_size=1)  # two batches: the second store is not tried after the first fails
     backend.fingerprint = "tiny"
     cache = RequestCache(tmp_path / "requests.sqlite")
     cache._db = _FullDisk(cache._db)
     requests = [RollingRequest("one text"), RollingRequest("another text")]
-    cached = CachedBackend(backend, cache, chunk_chars=4)
+    cached = CachedBackend(backend, cache)
     got, expected = cached.loglikelihood_rolling(requests), tiny_backend(batch_size=1).loglikelihood_rolling(requests)
     assert [n for _, n in got] == [n for _, n in expected]
     assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], rel=1e-6)

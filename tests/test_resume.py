@@ -18,8 +18,8 @@ from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 
 
-def fingerprinted(tiny_backend, seed=0):
-    backend = tiny_backend(seed=seed)
+def fingerprinted(tiny_backend, seed=0, **kwargs):
+    backend = tiny_backend(seed=seed, **kwargs)
     backend.fingerprint = f"tiny-seed-{seed}"
     return backend
 
@@ -29,7 +29,7 @@ def test_second_call_is_served_from_the_cache(tiny_backend, tmp_path):
     pairs = [LoglikelihoodRequest("a b", " c"), LoglikelihoodRequest("x", " y"), LoglikelihoodRequest("a b", " c")]
     texts = [RollingRequest("hello there"), RollingRequest("general kenobi")]
     prompts = [GenerationRequest("Once", 5), GenerationRequest("Twice", 5, until=("e",))]
-    first = CachedBackend(fingerprinted(tiny_backend), cache, chunk_chars=4)
+    first = CachedBackend(fingerprinted(tiny_backend, batch_size=1), cache)
     expected = (first.loglikelihood(pairs), first.loglikelihood_rolling(texts), first.generate(prompts))
     assert (first.hits, first.computed) == (0, 6)  # the repeated pair is computed once
     assert len(cache) == 6
@@ -54,8 +54,74 @@ def test_backend_without_fingerprint_is_not_cached(tiny_backend, tmp_path):
         CachedBackend(tiny_backend(), RequestCache(tmp_path / "requests.sqlite"))
 
 
+class Killed(Exception):
+    """Stands in for a kill: raised by a backend's forward pass on a chosen batch."""
+
+
+def dies_on_batch(backend, method: str, k: int) -> None:
+    """Make ``backend``'s batch function ``method`` raise Killed on its ``k``-th call."""
+    real, calls = getattr(backend, method), []
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == k:
+            raise Killed
+        return real(*args, **kwargs)
+
+    setattr(backend, method, forward)
+
+
+def test_cached_batches_are_as_large_as_uncached(tiny_backend, tmp_path):
+    # Over 32,000 characters: the former cache cut such a call into chunks smaller than the token budget.
+    texts = [RollingRequest(f"{i} " + "lorem ipsum dolor sit amet " * 40) for i in range(40)]
+    uncached = tiny_backend(max_length=64)
+    uncached.loglikelihood_rolling(texts)
+    backend = fingerprinted(tiny_backend, max_length=64)
+    CachedBackend(backend, RequestCache(tmp_path / "requests.sqlite")).loglikelihood_rolling(texts)
+    assert backend.policy.sizes_used == uncached.policy.sizes_used
+    assert max(backend.policy.sizes_used) > 100
+
+
+CALLS = {
+    "loglikelihood": ("_score_batch", [LoglikelihoodRequest(f"context {i}", f" answer {i}") for i in range(6)]),
+    "loglikelihood_rolling": ("_score_batch", [RollingRequest(f"text number {i}") for i in range(6)]),
+    "generate": ("_generate_batch", [GenerationRequest(f"prompt {i}", 4) for i in range(6)]),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_a_kill_loses_at_most_the_running_batch(tiny_backend, tmp_path, call):
+    method, requests = CALLS[call]
+    cache = RequestCache(tmp_path / "requests.sqlite")
+    victim = fingerprinted(tiny_backend, batch_size=2)
+    dies_on_batch(victim, method, 3)
+    with pytest.raises(Killed):
+        getattr(CachedBackend(victim, cache), call)(requests)
+    assert len(cache) == 4  # the two batches of two that finished before the third died
+
+    resumed = CachedBackend(fingerprinted(tiny_backend, batch_size=2), cache)
+    got = getattr(resumed, call)(requests)
+    assert (resumed.hits, resumed.computed) == (4, 2)
+    assert got == [tuple(r) if call != "generate" else r for r in getattr(tiny_backend(), call)(requests)]
+
+
+def test_a_perplexity_request_is_stored_only_once_all_its_windows_are_scored(tiny_backend, tmp_path):
+    long, short = RollingRequest("x" * 40), RollingRequest("short")
+    cache = RequestCache(tmp_path / "requests.sqlite")
+    victim = fingerprinted(tiny_backend, batch_size=1, max_length=16)
+    dies_on_batch(victim, "_score_batch", 3)  # the long text's windows (longest first): 16, 16, 8 tokens
+    with pytest.raises(Killed):
+        CachedBackend(victim, cache).loglikelihood_rolling([long, short])
+    assert len(cache) == 0
+    victim = fingerprinted(tiny_backend, batch_size=1, max_length=16)
+    dies_on_batch(victim, "_score_batch", 4)
+    with pytest.raises(Killed):
+        CachedBackend(victim, cache).loglikelihood_rolling([long, short])
+    assert len(cache) == 1
+
+
 def cli(tmp_path: Path, data_dir: Path, out: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "LLAMABENCH_CACHE": str(tmp_path / "cache"), "LLAMABENCH_CACHE_CHUNK_CHARS": "1"}
+    env = {**os.environ, "LLAMABENCH_CACHE": str(tmp_path / "cache")}
     argv = [
         sys.executable,
         "-m",
@@ -71,6 +137,8 @@ def cli(tmp_path: Path, data_dir: Path, out: str, *extra: str) -> subprocess.Pop
         str(data_dir),
         "--output-dir",
         str(tmp_path / out),
+        "--batch-size",
+        "1",  # one request per committed batch, so the kill lands between commits
         *extra,
     ]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+
+# Called as each executed batch finishes, with the indices (into the call's requests) of the requests that batch
+# completed and their results: a wrapper stores them at once, so a kill loses at most the batch in flight.
+OnDone = Callable[[list[int], list], None]
 
 
 class Backend(ABC):
@@ -17,15 +21,20 @@ class Backend(ABC):
     progress: bool = True
 
     @abstractmethod
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, bool]]:
         """Per request: log P(continuation | context) and whether greedy decoding would produce it."""
 
     @abstractmethod
-    def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[tuple[float, int]]:
-        """Per request: log P(text) over all its tokens, and the number of tokens scored."""
+    def loglikelihood_rolling(
+        self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, int]]:
+        """Per request: log P(text) over all its tokens, and the number of tokens scored (a request is done once
+        all its windows are scored)."""
 
     @abstractmethod
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+    def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
         """Per request: the generated continuation, cut before the first stop sequence."""
 
     def apply_chat_template(self, text: str) -> str:

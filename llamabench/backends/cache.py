@@ -1,15 +1,16 @@
-"""Resume support: every finished request result is persisted in SQLite as soon as its chunk completes.
+"""Resume support: every finished request result is persisted in SQLite as soon as its batch completes.
 
 A run killed at any point and started again with the same command recomputes only the requests
-whose results were not yet stored. Keys cover the model's content fingerprint, the settings that
-change numbers (dtype, context length, device type) and the request itself.
+whose results were not yet stored. The backend reports each executed batch through ``on_done``, so
+batches are as large as its token budget allows and a kill loses at most the batch in flight. Keys
+cover the model's content fingerprint, the settings that change numbers (dtype, context length,
+device type) and the request itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
@@ -17,12 +18,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from llamabench.backends.base import Backend, BackendWrapper
+from llamabench.backends.base import Backend, BackendWrapper, OnDone
 from llamabench.errors import LlamabenchError, warn
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
-
-# Work per committed chunk, in characters of request text: a kill loses at most about this much.
-DEFAULT_CHUNK_CHARS = 32_000
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
 
 
 class RequestCache:
@@ -66,28 +64,31 @@ class RequestCache:
 
 
 class CachedBackend(BackendWrapper):
-    """Wraps a backend: serves stored results, computes the rest in committed chunks."""
+    """Wraps a backend: serves stored results, computes the rest in one call and stores each batch as it finishes."""
 
-    def __init__(self, inner: Backend, cache: RequestCache, *, refresh: bool = False, chunk_chars: int | None = None):
+    def __init__(self, inner: Backend, cache: RequestCache, *, refresh: bool = False):
         if inner.fingerprint == Backend.fingerprint:
             raise LlamabenchError(f"model {inner.model_id} has no content fingerprint, so its results cannot be cached")
         super().__init__(inner)
         self.cache = cache
         self.refresh = refresh
-        self.chunk_chars = chunk_chars or int(os.environ.get("LLAMABENCH_CACHE_CHUNK_CHARS", DEFAULT_CHUNK_CHARS))
         self.hits = 0
         self.computed = 0
         self.storing = True  # until the cache's disk fails: then the run carries on, uncached
-        inner.progress = False  # this wrapper shows one bar per call instead of one per chunk
+        inner.progress = False  # this wrapper's bar counts requests, stored ones included
 
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
-        return [tuple(r) for r in self._cached("loglikelihood", requests, self.inner.loglikelihood)]
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, bool]]:
+        return [tuple(r) for r in self._cached("loglikelihood", requests, self.inner.loglikelihood, on_done)]
 
-    def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[tuple[float, int]]:
-        return [tuple(r) for r in self._cached("rolling", requests, self.inner.loglikelihood_rolling)]
+    def loglikelihood_rolling(
+        self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, int]]:
+        return [tuple(r) for r in self._cached("rolling", requests, self.inner.loglikelihood_rolling, on_done)]
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        return self._cached("generate", requests, self.inner.generate)
+    def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
+        return self._cached("generate", requests, self.inner.generate, on_done)
 
     def describe(self) -> dict:
         return {
@@ -105,31 +106,34 @@ class CachedBackend(BackendWrapper):
         identity = json.dumps([self.inner.cache_identity(), kind, astuple(request)])
         return hashlib.sha256(identity.encode()).hexdigest()
 
-    def _cached(self, kind: str, requests: Sequence[Request], compute: Callable[[list], list]) -> list:
+    def _cached(
+        self, kind: str, requests: Sequence[Request], compute: Callable[..., list], on_done: OnDone | None
+    ) -> list:
         keys = [self._key(kind, request) for request in requests]
         found = {} if self.refresh else self.cache.get_many(keys)
         missing = {key: request for key, request in zip(keys, requests, strict=True) if key not in found}
         self.hits += sum(key in found for key in keys)
-        order = sorted(missing, key=lambda key: -request_size(missing[key]))  # chunks of similar length batch well
-        with tqdm(total=len(order), desc=f"{self.model_id}: {kind}", unit="req", disable=not order) as bar:
-            for chunk in _chunks(order, [request_size(missing[key]) for key in order], self.chunk_chars):
-                results = compute([missing[key] for key in chunk])
-                stored = dict(zip(chunk, results, strict=True))
-                if self.storing:
-                    self.storing = self.cache.put_many(stored)
-                found.update(stored)
-                self.computed += len(chunk)
-                bar.update(len(chunk))
+        pending = list(missing)  # the repeated request is computed once
+        positions: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            positions.setdefault(key, []).append(index)
+
+        def report(done: list[str]) -> None:
+            if on_done is not None:
+                indices = [(index, key) for key in done for index in positions[key]]
+                on_done([index for index, _ in indices], [found[key] for _, key in indices])
+
+        def store(done: list[int], results: list) -> None:
+            finished = {pending[i]: result for i, result in zip(done, results, strict=True)}
+            if self.storing:
+                self.storing = self.cache.put_many(finished)
+            found.update(finished)
+            self.computed += len(finished)
+            bar.update(len(finished))
+            report(list(finished))
+
+        report([key for key in dict.fromkeys(keys) if key in found])
+        with tqdm(total=len(pending), desc=f"{self.model_id}: {kind}", unit="req", disable=not pending) as bar:
+            if pending:
+                compute([missing[key] for key in pending], on_done=store)
         return [found[key] for key in keys]
-
-
-def _chunks(keys: list[str], sizes: list[int], budget: int) -> list[list[str]]:
-    chunks: list[list[str]] = []
-    used = 0
-    for key, size in zip(keys, sizes, strict=True):
-        if not chunks or used + size > budget:
-            chunks.append([])
-            used = 0
-        chunks[-1].append(key)
-        used += size
-    return chunks

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from llamabench import __version__
-from llamabench.backends.base import Backend
+from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.batching import BatchPolicy
 from llamabench.backends.loading import (
     KV_CACHES,
@@ -191,21 +191,22 @@ class HFBackend(Backend):
 
     # -- scoring -------------------------------------------------------------------------------
 
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, bool]]:
         items = [self._context_continuation_item(r.context, r.continuation) for r in requests]
-        return self._score(items, "loglikelihood")
+        return self._score(items, "loglikelihood", on_done)
 
-    def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[tuple[float, int]]:
+    def loglikelihood_rolling(
+        self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, int]]:
         windows_per_request = [
             rolling_windows(self._encode(r.text), self.prefix_token, self.max_length, r.stride) for r in requests
         ]
+        totals = _RollingTotals(windows_per_request, on_done)
         flat = [window for windows in windows_per_request for window in windows]
-        scores = iter(self._score(flat, "perplexity windows"))
-        results = []
-        for windows in windows_per_request:
-            total = sum(next(scores)[0] for _ in windows)
-            results.append((total, sum(w.n_target for w in windows)))
-        return results
+        self._score(flat, "perplexity windows", totals.add)
+        return [totals.result(request) for request in range(len(requests))]
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
@@ -226,7 +227,7 @@ class HFBackend(Backend):
         tokens = (context_tokens + continuation_tokens)[-(self.max_length + 1) :]
         return ScoreItem(tokens, min(len(continuation_tokens), len(tokens) - 1))
 
-    def _score(self, items: list[ScoreItem], what: str) -> list[tuple[float, bool]]:
+    def _score(self, items: list[ScoreItem], what: str, on_done: OnDone | None) -> list[tuple[float, bool]]:
         results: list[tuple[float, bool] | None] = [None] * len(items)
         lengths = [len(item.tokens) - 1 for item in items]
         with tqdm(
@@ -236,6 +237,8 @@ class HFBackend(Backend):
                 scored = self.policy.run([items[i] for i in batch], self._score_batch)
                 for index, result in zip(batch, scored, strict=True):
                     results[index] = result
+                if on_done is not None:
+                    on_done(batch, scored)
                 bar.update(len(batch))
         return results  # type: ignore[return-value]
 
@@ -283,7 +286,7 @@ class HFBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+    def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
         results: list[str | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
@@ -310,6 +313,8 @@ class HFBackend(Backend):
                     texts = self.policy.run([prompts[b] for b in batch], generate)
                     for b, text in zip(batch, texts, strict=True):
                         results[indices[b]] = text
+                    if on_done is not None:
+                        on_done([indices[b] for b in batch], texts)
                     bar.update(len(batch))
         return results  # type: ignore[return-value]
 
@@ -351,6 +356,41 @@ class HFBackend(Backend):
         tokens = generated.tolist()
         ends = [i for i, token in enumerate(tokens) if token in self.eos_tokens]
         return tokens[: ends[0]] if ends else tokens
+
+
+class _RollingTotals:
+    """Collects perplexity window scores as batches finish; a request is done, and reported, with its last window.
+    Each total sums its windows in text order, so it does not depend on how the windows were batched."""
+
+    def __init__(self, windows_per_request: list[list[ScoreItem]], on_done: OnDone | None):
+        self.windows: list[range] = []  # each request's span of the flat window list
+        start = 0
+        for windows in windows_per_request:
+            self.windows.append(range(start, start + len(windows)))
+            start += len(windows)
+        self.owner = [request for request, span in enumerate(self.windows) for _ in span]
+        self.n_scored = [sum(w.n_target for w in windows) for windows in windows_per_request]
+        self.scores: list[float] = [0.0] * start
+        self.left = [len(span) for span in self.windows]
+        self.on_done = on_done
+        self._report([request for request, n in enumerate(self.left) if n == 0])  # empty texts wait for nothing
+
+    def add(self, windows: list[int], scores: list[tuple[float, bool]]) -> None:
+        done = []
+        for window, (logprob, _) in zip(windows, scores, strict=True):
+            self.scores[window] = logprob
+            request = self.owner[window]
+            self.left[request] -= 1
+            if self.left[request] == 0:
+                done.append(request)
+        self._report(done)
+
+    def result(self, request: int) -> tuple[float, int]:
+        return sum(self.scores[w] for w in self.windows[request]), self.n_scored[request]
+
+    def _report(self, requests: list[int]) -> None:
+        if self.on_done is not None and requests:
+            self.on_done(requests, [self.result(r) for r in requests])
 
 
 class SeededSampler(LogitsProcessor):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from llamabench.backends.base import Backend, BackendWrapper
+from llamabench.backends.base import Backend, BackendWrapper, OnDone
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
 
 
@@ -47,22 +47,28 @@ class ShardedBackend(BackendWrapper):
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
 
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
-        return self._sharded(requests, self.inner.loglikelihood)
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, bool]]:
+        return self._sharded(requests, self.inner.loglikelihood, on_done)
 
-    def loglikelihood_rolling(self, requests: Sequence[RollingRequest]) -> list[tuple[float, int]]:
-        return self._sharded(requests, self.inner.loglikelihood_rolling)
+    def loglikelihood_rolling(
+        self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, int]]:
+        return self._sharded(requests, self.inner.loglikelihood_rolling, on_done)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        return self._sharded(requests, self.inner.generate)
+    def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
+        return self._sharded(requests, self.inner.generate, on_done)
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "world_size": self.world}
 
-    def _sharded(self, requests: Sequence[Request], compute: Callable[[list], list]) -> list:
+    def _sharded(self, requests: Sequence[Request], compute: Callable[..., list], on_done: OnDone | None) -> list:
         by_size = sorted(range(len(requests)), key=lambda i: -request_size(requests[i]))
         mine = by_size[self.rank :: self.world]
-        local = list(zip(mine, compute([requests[i] for i in mine]), strict=True))
+        # This rank's finished batches are reported as they finish (at the caller's indices); the others' are not.
+        report = None if on_done is None else lambda done, results: on_done([mine[i] for i in done], results)
+        local = list(zip(mine, compute([requests[i] for i in mine], on_done=report), strict=True))
         gathered: list[list] = [[] for _ in range(self.world)]
         dist.all_gather_object(gathered, local)
         results: list = [None] * len(requests)
