@@ -1,6 +1,7 @@
 """Backend scoring against lm-eval's HF backend (the peer) on a tiny random LLaMA, and batch invariance."""
 
 import math
+import weakref
 
 import pytest
 import torch
@@ -110,3 +111,38 @@ def test_context_longer_than_the_window_is_left_truncated(tiny_backend):
         [LoglikelihoodRequest(context, continuation), LoglikelihoodRequest(context[-12:], continuation)]
     )
     assert truncated == pytest.approx(explicit, rel=1e-6)  # 12 context + 5 continuation tokens = window + 1
+
+
+class _Activations:
+    """Stands in for the tensors a failed forward pass allocated."""
+
+
+def test_an_out_of_memory_batch_is_freed_before_its_halves_run():
+    from llamabench.backends.batching import BatchPolicy
+
+    failed: list[weakref.ref] = []
+    alive_at_retry: list[bool] = []
+
+    def forward(items: list[int]) -> list[int]:
+        if failed:
+            alive_at_retry.append(failed[-1]() is not None)
+        activations = _Activations()  # held by this frame, so by the exception's traceback
+        if len(items) > 2:
+            failed.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return [item * 10 for item in items]
+
+    policy = BatchPolicy(token_budget=100)
+    assert policy.run([1, 2, 3, 4], forward) == [10, 20, 30, 40]
+    assert alive_at_retry == [False, False]
+    assert policy.sizes_used == {2: 2} and policy.token_budget == 50
+
+
+def test_describe_records_the_peak_memory(tiny_backend):
+    import resource
+
+    backend = tiny_backend()
+    backend.loglikelihood_rolling([RollingRequest("some text")])
+    peak = backend.describe()["peak_memory"]
+    assert peak["measure"].startswith("process peak RSS")
+    assert 0 < peak["bytes"] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

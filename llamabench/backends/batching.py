@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import resource
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +50,20 @@ class BatchPolicy:
         return n_items * longest <= self.token_budget
 
     def run(self, items: list[T], forward: Callable[[list[T]], list[R]]) -> list[R]:
-        """Apply ``forward`` to one batch, splitting it on out-of-memory until single items fail."""
+        """Apply ``forward`` to one batch, splitting it on out-of-memory until single items fail.
+
+        The halves run only after the failed attempt's exception, and with it the traceback that holds the
+        failed batch's tensors, is gone: retrying inside the ``except`` block would keep them allocated.
+        """
+        results = self._attempt(items, forward)
+        if results is not None:
+            return results
+        release_memory()
+        half = len(items) // 2
+        return self.run(items[:half], forward) + self.run(items[half:], forward)
+
+    def _attempt(self, items: list[T], forward: Callable[[list[T]], list[R]]) -> list[R] | None:
+        """``forward(items)``, or None when it ran out of memory (the batch limit is then shrunk)."""
         try:
             results = forward(items)
         except torch.OutOfMemoryError as exc:
@@ -61,8 +76,22 @@ class BatchPolicy:
                 self.token_budget = max(1, self.token_budget // 2)
             else:
                 self.max_items = max(1, len(items) // 2)
-            torch.cuda.empty_cache()
-            half = len(items) // 2
-            return self.run(items[:half], forward) + self.run(items[half:], forward)
+            return None
         self.sizes_used[len(items)] += 1
         return results
+
+
+def release_memory() -> None:
+    """Free what a failed batch left: cyclic garbage, then (on a GPU) the allocator's cached blocks."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def peak_memory(device: torch.device) -> dict:
+    """The most memory this run has held: the GPU allocator's peak on CUDA, else the process's peak RSS."""
+    if device.type == "cuda":
+        return {"bytes": torch.cuda.max_memory_allocated(device), "measure": "torch.cuda.max_memory_allocated"}
+    # ru_maxrss is in KiB on Linux; it counts the whole process (weights, Python, tokenizer), not activations only.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"bytes": peak, "measure": "process peak RSS (getrusage ru_maxrss), whole process"}

@@ -16,7 +16,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from llamabench import __version__
 from llamabench.backends.base import Backend, OnDone
-from llamabench.backends.batching import BatchPolicy
+from llamabench.backends.batching import BatchPolicy, peak_memory
 from llamabench.backends.loading import (
     KV_CACHES,
     check_device_map,
@@ -160,6 +160,7 @@ class HFBackend(Backend):
             "trust_remote_code": self.trust_remote_code,
             "tokenizer": self.tokenizer_hash,
             "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
+            "peak_memory": peak_memory(self.device),
         }
 
     def cache_identity(self) -> str:
