@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import tokenizers
@@ -17,6 +17,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from llamabench import __version__
 from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.batching import BatchPolicy, peak_memory
+from llamabench.backends.budget import BudgetInputs, budget_inputs, token_budget
 from llamabench.backends.loading import (
     KV_CACHES,
     check_device_map,
@@ -97,8 +98,10 @@ class HFBackend(Backend):
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.progress = progress
+        self.budget: BudgetInputs | None = None  # what --batch-size auto's budget was computed from
         if batch_size == "auto":
-            self.policy = BatchPolicy(token_budget=65536 if self.device.type == "cuda" else 8192)
+            self.budget = budget_inputs(model, self.device, _LOGIT_ROWS)
+            self.policy = BatchPolicy(token_budget=token_budget(self.budget))
         else:
             self.policy = BatchPolicy(token_budget=0, max_items=int(batch_size))
 
@@ -161,7 +164,13 @@ class HFBackend(Backend):
             "tokenizer": self.tokenizer_hash,
             "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
             "peak_memory": peak_memory(self.device),
+            **self._budget_record(),
         }
+
+    def _budget_record(self) -> dict:
+        if self.budget is None:
+            return {}
+        return {"token_budget": {"tokens": token_budget(self.budget), "inputs": asdict(self.budget)}}
 
     def cache_identity(self) -> str:
         # Everything that can change a stored number: the weights' bytes, how they run, and the code that runs
