@@ -1,5 +1,6 @@
 """Backend scoring against lm-eval's HF backend (the peer) on a tiny random LLaMA, and batch invariance."""
 
+import copy
 import math
 import weakref
 
@@ -146,3 +147,51 @@ def test_describe_records_the_peak_memory(tiny_backend):
     peak = backend.describe()["peak_memory"]
     assert peak["measure"].startswith("process peak RSS")
     assert 0 < peak["bytes"] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# bfloat16 keeps 8 bits of mantissa (relative rounding 2^-9 ≈ 0.2% per element); the log-softmax runs in fp32 on
+# the head's output either way, so what differs is the body's rounding. Tolerances are per scored token, in nats.
+BF16_TINY_NATS_PER_TOKEN = 1e-3  # a random 2-layer model (near-uniform predictions): measured ≤ 1.4e-4
+BF16_SMOLLM2_NATS_PER_TOKEN = 0.05  # a trained 30-layer model amplifies rounding: measured ≤ 0.018
+
+
+def bf16_gap_per_token(model, tokenizer, texts: list[str], max_length: int) -> list[float]:
+    """Per text: |log-likelihood in bf16 − in fp32| / scored tokens, for a copy of ``model`` in each dtype."""
+    requests = [RollingRequest(t) for t in texts]
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        backend = HFBackend(copy.deepcopy(model).to(dtype), tokenizer, model_id="m", max_length=max_length)
+        backend.progress = False
+        results[dtype] = backend.loglikelihood_rolling(requests)
+    return [abs(b - a) / n for (a, n), (b, _) in zip(results[torch.float32], results[torch.bfloat16], strict=True)]
+
+
+def test_bf16_scores_are_fp32_scores_within_tolerance():
+    gaps = bf16_gap_per_token(tiny_llama(), byte_tokenizer(), TEXTS, max_length=64)
+    assert max(gaps) < BF16_TINY_NATS_PER_TOKEN
+
+
+def test_bf16_loglikelihoods_of_pairs_are_close_and_in_order(tiny_backend):
+    pairs = [LoglikelihoodRequest(c, x) for c, x in PAIRS]
+    fp32 = tiny_backend().loglikelihood(pairs)
+    bf16 = HFBackend(tiny_llama().to(torch.bfloat16), byte_tokenizer(), model_id="m", progress=False)
+    assert bf16.describe()["dtype"] == "bfloat16"
+    for (a, _), (b, _), (context, continuation) in zip(fp32, bf16.loglikelihood(pairs), PAIRS, strict=True):
+        assert abs(a - b) < BF16_TINY_NATS_PER_TOKEN * len((context + continuation).encode())
+
+
+def test_bf16_smollm2_scores_are_fp32_scores_within_tolerance(smollm2):
+    texts = TEXTS[:2]
+    gaps = bf16_gap_per_token(smollm2.model, smollm2.tokenizer, texts, max_length=256)
+    assert max(gaps) < BF16_SMOLLM2_NATS_PER_TOKEN
+
+
+@pytest.mark.parametrize(
+    ("device", "bf16_supported", "expected"),
+    [("cpu", True, "float32"), ("cuda", True, "bfloat16"), ("cuda:1", False, "float16")],
+)
+def test_default_dtype_falls_back_where_the_gpu_lacks_bf16(monkeypatch, device, bf16_supported, expected):
+    from llamabench.backends.hf import default_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    assert default_dtype(device) == expected

@@ -128,7 +128,7 @@ class HFBackend(Backend):
             raise LlamabenchError(f"--device {device} is not a device; use cpu, cuda, cuda:1, ...") from None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise LlamabenchError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu")
-        dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+        dtype = dtype or default_dtype(device)
         if dtype not in DTYPES:
             raise LlamabenchError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
         source = resolve_model(model)
@@ -366,6 +366,14 @@ class HFBackend(Backend):
         tokens = generated.tolist()
         ends = [i for i, token in enumerate(tokens) if token in self.eos_tokens]
         return tokens[: ends[0]] if ends else tokens
+
+
+def default_dtype(device: str) -> str:
+    """bfloat16 on a GPU that computes it natively (Ampere on), float16 on an older one, where bf16 would only
+    be emulated (slowly); float32 on a CPU, whose bf16 matmuls are no faster and lose precision."""
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
 
 
 class _RollingTotals:
