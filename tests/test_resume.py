@@ -187,3 +187,27 @@ def test_killed_real_run_resumes_without_recomputing(tmp_path, data_dir):
     assert manifest["backend"]["cache"]["computed"] == 6 - done_before_kill
     pd.testing.assert_frame_equal(resumed.drop(columns="timestamp"), fresh.drop(columns="timestamp"))
     assert resumed_samples.prediction.tolist() == fresh_samples.prediction.tolist()
+
+
+def test_sharded_over_cached_reports_batches_at_the_callers_indices(tiny_backend, tmp_path):
+    import torch.distributed as dist
+
+    from llamabench.backends.sharded import ShardedBackend
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        requests = [RollingRequest("a"), RollingRequest("a longer text"), RollingRequest("mid text")]
+        cache = RequestCache(tmp_path / "requests.sqlite")
+        CachedBackend(fingerprinted(tiny_backend), cache).loglikelihood_rolling(requests[:1])  # one stored already
+        sharded = ShardedBackend(CachedBackend(fingerprinted(tiny_backend, batch_size=1), cache))
+        reported: dict[int, tuple] = {}
+
+        def on_done(done: list[int], results: list) -> None:
+            reported.update(zip(done, results, strict=True))
+
+        got = sharded.loglikelihood_rolling(requests, on_done=on_done)
+    finally:
+        dist.destroy_process_group()
+    assert len(cache) == 3
+    assert {index: tuple(result) for index, result in reported.items()} == dict(enumerate(got))
+    assert got == tiny_backend().loglikelihood_rolling(requests)
