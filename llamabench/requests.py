@@ -58,7 +58,7 @@ Request = LoglikelihoodRequest | RollingRequest | GenerationRequest
 
 
 def request_size(request: Request) -> int:
-    """Rough work a request costs, in characters: used to balance chunks and ranks."""
+    """Rough work a request costs, in characters: used to balance ranks."""
     if isinstance(request, LoglikelihoodRequest):
         return len(request.context) + len(request.continuation)
     if isinstance(request, RollingRequest):
