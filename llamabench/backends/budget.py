@@ -35,7 +35,7 @@ class BudgetInputs:
     """What the budget is computed from (recorded in the manifest)."""
 
     free_bytes: int  # free device memory (GPU) or available RAM (CPU), measured after the weights were loaded
-    param_bytes: int  # the weights
+    param_bytes: int  # weights that free_bytes still counts as free (on a CPU: memory-mapped pages; on a GPU: 0)
     layers: int
     hidden: int
     intermediate: int
@@ -51,13 +51,13 @@ def token_budget(inputs: BudgetInputs) -> int:
     bytes per token = dtype_bytes × (layers × hidden + ATTENTION_WIDTHS × hidden + MLP_WIDTHS × intermediate):
     one layer's intermediates, plus an allowance of one hidden state per layer for the fragmentation the caching
     allocator builds up across layers. logits = 2 × logit_rows × vocab × 4 (fp32 logits and their log-softmax).
-    The weights are subtracted although free memory is measured after loading: memory-mapped checkpoint pages
-    count as available RAM on a CPU, and on a GPU it is a margin of one model size.
+    ``param_bytes`` is what free memory still counts although the weights hold it: on a CPU the weights'
+    memory-mapped checkpoint pages count as available RAM, so they are subtracted; on a GPU the allocator's free
+    memory is measured after loading and already excludes them (0).
 
-    Worked example, a 7B LLaMA in bf16 on an 80 GB GPU with 66 GB free: 32 layers, hidden 4096, intermediate
-    11008, vocabulary 32000, 13.5 GB of weights. bytes per token = 2 × (32 × 4096 + 4 × 4096 + 3 × 11008) =
-    360,960; logits = 2 × 2048 × 32000 × 4 = 524,288,000; (0.65 × 66e9 − 13.5e9 − 524,288,000) / 360,960 =
-    79,996 tokens.
+    Worked example, a 7B LLaMA in bf16 on an 80 GB GPU with 66 GB free once loaded: 32 layers, hidden 4096,
+    intermediate 11008, vocabulary 32000. bytes per token = 2 × (32 × 4096 + 4 × 4096 + 3 × 11008) = 360,960;
+    logits = 2 × 2048 × 32000 × 4 = 524,288,000; (0.65 × 66e9 − 0 − 524,288,000) / 360,960 = 117,397 tokens.
     """
     per_token = inputs.dtype_bytes * (
         inputs.layers * inputs.hidden + ATTENTION_WIDTHS * inputs.hidden + MLP_WIDTHS * inputs.intermediate
@@ -74,7 +74,7 @@ def budget_inputs(model, device: torch.device, logit_rows: int) -> BudgetInputs:
     on_gpu = device.type == "cuda"
     return BudgetInputs(
         free_bytes=torch.cuda.mem_get_info(device)[0] if on_gpu else available_ram(),
-        param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+        param_bytes=0 if on_gpu else sum(p.numel() * p.element_size() for p in model.parameters()),
         layers=config.num_hidden_layers,
         hidden=config.hidden_size,
         intermediate=getattr(config, "intermediate_size", None) or 4 * config.hidden_size,
