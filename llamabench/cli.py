@@ -183,12 +183,13 @@ def _run(args: argparse.Namespace) -> int:
     from llamabench.runner import RunConfig
     from llamabench.store import RunStore
 
-    if not args.tasks and not args.text:
+    task_names = [name.strip() for name in (args.tasks or "").split(",") if name.strip()]
+    if not task_names and not args.text:  # `--tasks ""` or `--tasks ,` would store an empty run
         raise LlamabenchError("nothing to run: pass --tasks NAMES, or --text PATH to score your own text files")
     if not args.text and (args.text_format or args.word_rule):
         raise LlamabenchError("--text-format and --word-rule apply to --text tasks; add --text PATH or drop them")
     config = RunConfig(
-        tasks=[t.strip() for t in (args.tasks or "").split(",") if t.strip()],
+        tasks=task_names,
         model=args.model,
         limit=args.limit,
         num_fewshot=args.num_fewshot,

@@ -58,6 +58,12 @@ def test_usage_errors_are_one_line(capsys, argv, named):
     assert stop.value.code == 2 and named in one_error_line(capsys)
 
 
+@pytest.mark.parametrize("tasks", ["", ",", " , "])
+def test_a_task_list_that_names_nothing_is_refused(workspace, capsys, tasks):
+    assert main(["run", "--tasks", tasks, "--model", str(workspace / "no-model")]) == 2
+    assert "nothing to run" in one_error_line(capsys)
+
+
 def test_unknown_device_is_one_line_before_the_model_loads(workspace, capsys):
     assert main(run_args(workspace, "--model", str(workspace / "no-model"), "--device", "bogus")) == 2
     line = one_error_line(capsys)
