@@ -211,11 +211,11 @@ def rolling_task(**overrides) -> dict:
     return {**task, **overrides}
 
 
-@pytest.mark.parametrize("kind", ["generate", "multiple_choice"])
-def test_text_formats_are_refused_for_other_kinds_at_parse_time(kind):
+@pytest.mark.parametrize(("kind", "metrics"), [("generate", ["exact_match"]), ("multiple_choice", ["acc"])])
+def test_text_formats_are_refused_for_other_kinds_at_parse_time(kind, metrics):
     from llamabench.tasks.spec import parse_task
 
-    raw = rolling_task(kind=kind, target="{{ text }}", choices=["a"], label="0")
+    raw = rolling_task(kind=kind, target="{{ text }}", choices=["a"], label="0", metrics=metrics)
     with pytest.raises(LlamabenchError) as error:
         parse_task(raw, "tasks/held_out.yaml")
     message = str(error.value)
