@@ -76,7 +76,4 @@ def resolve(names: Sequence[str], dirs: Sequence[Path]) -> list[TaskSpec]:
             )
         if known[name] not in specs:
             specs.append(known[name])
-    names = [spec.name for spec in specs]
-    if len(set(names)) != len(names):  # discover() makes this impossible; a run's tables are keyed by name
-        raise LlamabenchError(f"two tasks in this run share a name: {', '.join(names)}")
     return specs
