@@ -111,8 +111,8 @@ _SINGLE_EXPRESSION = re.compile(r"\A\{\{-?(?P<expr>.*?)-?\}\}\Z", re.DOTALL)
 @lru_cache(maxsize=512)
 def _single_expression(source: str):
     """The compiled expression of a template that is exactly one ``{{ expression }}``, else None."""
-    match = _SINGLE_EXPRESSION.match(source.strip())
-    if match is None or source != source.strip():
+    match = _SINGLE_EXPRESSION.match(source)  # whitespace around the braces is text: not a single expression
+    if match is None:
         return None
     try:
         body = _ENV.parse(source).body
@@ -146,13 +146,14 @@ def render_list(sources: str | list[str], doc: dict) -> list[str]:
     if isinstance(sources, list):
         return [render(source, doc) for source in sources]
     expression = _single_expression(sources)
-    if expression is not None:
-        value = expression(**_nulls_marked(doc))
-        if isinstance(value, Undefined):
-            value._fail_with_undefined_error()
-        if isinstance(value, list | tuple):
-            return [_list_item(item) for item in value]
-    return [render(sources, doc)]
+    if expression is None:
+        return [render(sources, doc)]
+    value = expression(**_nulls_marked(doc))
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, list | tuple):
+        return [_list_item(item) for item in value]
+    return [str(_printable(value))]  # what rendering the template prints, without evaluating it a second time
 
 
 def _list_item(item) -> str:
