@@ -48,6 +48,16 @@ class GenerationRequest:
             raise ValueError("a sampled GenerationRequest needs a seed (see sampling_seed)")
 
 
+def require_prompt_room(max_new_tokens: int, max_length: int, task: str | None = None) -> None:
+    """Refuse a generation whose ``max_new_tokens`` leave no room for a prompt in a ``max_length`` context."""
+    if max_new_tokens >= max_length:
+        where = f"task {task}: " if task else ""
+        raise LlamabenchError(
+            f"{where}max_new_tokens {max_new_tokens} leaves no room for a prompt in a context of {max_length} "
+            "tokens; lower the task's generation.max_new_tokens or raise --max-length"
+        )
+
+
 def sampling_seed(*identity: object) -> int:
     """A 63-bit seed from a run's ``--seed`` and a request's identity (task, document, repeat)."""
     digest = hashlib.sha256(repr(identity).encode()).digest()

@@ -13,7 +13,13 @@ from llamabench.backends.base import Backend
 from llamabench.comparability import data_hash, task_settings
 from llamabench.errors import LlamabenchError, warn
 from llamabench.metrics import get_metric
-from llamabench.requests import DocRequests, GenerationRequest, build_requests, with_chat_template
+from llamabench.requests import (
+    DocRequests,
+    GenerationRequest,
+    build_requests,
+    require_prompt_room,
+    with_chat_template,
+)
 from llamabench.results import RunResult, result_rows, results_frame
 from llamabench.scoring import score, to_outcomes
 from llamabench.tasks import registry
@@ -117,11 +123,7 @@ def check_generation_fits(task: str, docs: list[DocRequests], max_length: int) -
     longest = max(
         (r.max_new_tokens for doc in docs for r in doc.requests if isinstance(r, GenerationRequest)), default=0
     )
-    if longest >= max_length:
-        raise LlamabenchError(
-            f"task {task}: max_new_tokens {longest} leaves no room for a prompt in a context of {max_length} "
-            "tokens; lower the task's generation.max_new_tokens or raise --max-length"
-        )
+    require_prompt_room(longest, max_length, task)
 
 
 def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> RunResult:

@@ -26,7 +26,7 @@ from llamabench.backends.loading import (
     resolve_model,
 )
 from llamabench.errors import LlamabenchError
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, require_prompt_room
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Rows of hidden states projected to vocabulary logits at once: bounds the [rows, vocab] fp32 buffer.
@@ -308,11 +308,7 @@ class HFBackend(Backend):
             unit="seq",
         ) as bar:
             for (max_new, until, greedy), indices in groups.items():
-                if max_new >= self.max_length:
-                    raise LlamabenchError(
-                        f"max_new_tokens {max_new} leaves no room for a prompt in the context of {self.max_length} "
-                        "tokens; lower the task's generation.max_new_tokens or raise --max-length"
-                    )
+                require_prompt_room(max_new, self.max_length)
                 prompts = [
                     (self._encode(requests[i].prompt)[-(self.max_length - max_new) :], requests[i].seed)
                     for i in indices
