@@ -11,6 +11,7 @@ import pandas as pd
 
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome
+from llamabench.metrics.perplexity import word_rule_signature
 from llamabench.metrics.stderr import standard_error
 from llamabench.metrics.translation import signature as sacrebleu_signature
 from llamabench.requests import DocRequests
@@ -104,7 +105,7 @@ def _signature(spec: TaskSpec, metric: str, n_refs: int) -> str | None:
     if metric in _SACREBLEU_METRICS:
         return sacrebleu_signature(metric, n_refs)
     if metric == "word_perplexity":
-        return f"words:{spec.word_rule}"
+        return word_rule_signature(spec.word_rule)
     return None
 
 

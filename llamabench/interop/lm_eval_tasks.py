@@ -30,6 +30,7 @@ from llamabench.comparability import data_hash, task_settings
 from llamabench.errors import LlamabenchError
 from llamabench.interop import LM_EVAL_PREFIX
 from llamabench.interop.lm_eval_model import LlamabenchLM
+from llamabench.metrics.perplexity import word_rule_signature
 from llamabench.results import RunResult, result_rows, results_frame
 from llamabench.runner import RunConfig
 from llamabench.scoring import MetricValue
@@ -99,6 +100,7 @@ def evaluate_lm_eval_tasks(backend: Backend, tasks: LmEvalTasks, config: RunConf
         bootstrap_iters=config.bootstrap_iters,
         log_samples=True,
     )
+    backend_info = backend.describe()  # once: the settings every task of this evaluation ran with
     context = {
         "model": backend.model_id,
         "model_fingerprint": backend.fingerprint,
@@ -127,7 +129,7 @@ def evaluate_lm_eval_tasks(backend: Backend, tasks: LmEvalTasks, config: RunConf
             num_fewshot=output["n-shot"][name],
             limit=config.limit,
             seed=config.seed,
-            backend_info=backend.describe(),
+            backend_info=backend_info,
             chat_template=False,
             data=_data_hash(objects[name]),
             metric_versions={"lm_eval": lm_eval.__version__},
@@ -185,7 +187,7 @@ def _metric_values(
                 stderr=float("nan") if stderr in (None, "N/A") else scale * float(stderr),
                 n=entry["sample_len"],
                 higher_is_better=higher_is_better.get(metric),
-                signature="words:lm_eval" if metric == "word_perplexity" else None,  # as native rows name the rule
+                signature=word_rule_signature("lm_eval") if metric == "word_perplexity" else None,
             )
         )
     return values

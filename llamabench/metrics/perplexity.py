@@ -32,6 +32,11 @@ def whitespace_tokens(text: str) -> int:
 WORD_RULES: dict[str, Callable[[str], int]] = {"lm_eval": lm_eval_words, "whitespace_tokens": whitespace_tokens}
 
 
+def word_rule_signature(rule: str) -> str:
+    """The ``signature`` of a word_perplexity row (``words:lm_eval``): figures under other rules never pass for it."""
+    return f"words:{rule}"
+
+
 def count_words(outcome: Outcome) -> int:
     """Words of the document text by the outcome's word rule."""
     return WORD_RULES[outcome.word_rule](_units_text(outcome))
