@@ -10,7 +10,7 @@ from pathlib import Path
 
 from llamabench import __version__
 from llamabench.backends.loading import DEVICE_MAPS, KV_CACHES
-from llamabench.errors import LlamabenchError, warn
+from llamabench.errors import LlamabenchError, first_line, warn
 from llamabench.escaping import terminal
 from llamabench.metrics.perplexity import WORD_RULES
 from llamabench.tasks.text_readers import TEXT_FORMATS
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001  (the last line of defence: one line, the traceback on --debug)
         if args.debug:
             raise
-        reason = terminal(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}")
+        reason = terminal(f"{type(exc).__name__}: {first_line(exc)}")
         print(
             f"llamabench: error: unexpected {reason}; if the input looks right, this is a llamabench bug: rerun "
             "with --debug and report the traceback",
@@ -168,7 +168,7 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename:
         reason = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
     else:
-        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
     return f"{reason}; check the disk, the path and its permissions (--debug shows where it happened)"
 
 

@@ -7,6 +7,11 @@ class LlamabenchError(Exception):
     """A problem with the user's input or environment; the CLI prints it as one line and exits 2."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), or "" when it has none."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]
+
+
 def warn(message: str) -> None:
     """A one-line warning on stderr: something was skipped or changed and the user should know."""
     from llamabench.escaping import terminal  # names in warnings are untrusted text

@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, first_line
 from llamabench.tasks.spec import TaskSpec
 from llamabench.tasks.templates import NullValueError, UndefinedError, render, render_list
 
@@ -131,13 +131,9 @@ def build_requests(
         except Exception as exc:  # a template is the task author's code: any runtime error is a task error
             raise LlamabenchError(
                 f"task {spec.name}: a template fails on document {index} ({type(exc).__name__}: "
-                f"{_first_line(exc)}); fix the task's templates"
+                f"{first_line(exc, 200) or 'no message'}); fix the task's templates"
             ) from None
     return built
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or ["no message"])[0][:200]
 
 
 def _build_one(spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: int, seed: int) -> DocRequests:
