@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
 from llamabench.backends.stale import remove_stale_temporaries
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, first_line
 
 DEFAULT_MODEL = "smollm2-135m"
 # accelerate's placements of one model over every visible GPU (``from_pretrained(device_map=...)``).
@@ -154,9 +154,9 @@ def load_model_and_tokenizer(
             location, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, **gguf_kwargs
         )
     except (OSError, ValueError, RuntimeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, limit=1000) or type(exc).__name__
         raise LlamabenchError(
-            f"model {source.name} could not be loaded from {location}: {first_line}; "
+            f"model {source.name} could not be loaded from {location}: {reason}; "
             "check the path is a complete checkpoint (offline users: hub ids need a local copy)"
         ) from exc
     return (model if device_map else model.to(device)).eval(), tokenizer
