@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import byte_tokenizer, lm_eval_instances, tiny_llama
 
-from llamabench.backends.hf import HFBackend, rolling_windows
+from llamabench.backends.hf import HFBackend
+from llamabench.backends.score_rows import rolling_windows
 from llamabench.requests import LoglikelihoodRequest, RollingRequest
 
 TEXTS = [

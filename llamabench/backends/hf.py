@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 
 import tokenizers
@@ -25,37 +25,19 @@ from llamabench.backends.loading import (
     load_model_and_tokenizer,
     resolve_model,
 )
+from llamabench.backends.score_rows import (
+    LOGIT_ROWS,
+    ScoreItem,
+    ScoreRow,
+    plain_row,
+    rolling_windows,
+    score_batch,
+    shared_prefix_rows,
+)
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, require_prompt_room
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Rows of hidden states projected to vocabulary logits at once: bounds the [rows, vocab] fp32 buffer.
-_LOGIT_ROWS = 2048
-
-
-@dataclass(frozen=True)
-class ScoreItem:
-    """A token sequence whose last ``n_target`` tokens are scored, each given all tokens before it."""
-
-    tokens: list[int]
-    n_target: int
-
-
-def rolling_windows(tokens: list[int], prefix: int, max_length: int, stride: int | None) -> list[ScoreItem]:
-    """lm-eval's rolling windows: each window predicts up to ``stride`` new tokens (default: a full window)
-    conditioned on as many preceding tokens as fit in ``max_length``; the first is conditioned on ``prefix``."""
-    step = min(stride or max_length, max_length)
-    if not tokens:
-        return []
-    first = min(max_length, len(tokens))
-    windows = [ScoreItem([prefix] + tokens[:first], first)]
-    predicted = first
-    while predicted < len(tokens):
-        n_new = min(len(tokens) - predicted, step)
-        end = predicted + n_new
-        windows.append(ScoreItem(tokens[max(0, end - max_length - 1) : end], n_new))
-        predicted = end
-    return windows
 
 
 class HFBackend(Backend):
@@ -100,7 +82,7 @@ class HFBackend(Backend):
         self.progress = progress
         self.budget: BudgetInputs | None = None  # what --batch-size auto's budget was computed from
         if batch_size == "auto":
-            self.budget = budget_inputs(model, self.device, _LOGIT_ROWS)
+            self.budget = budget_inputs(model, self.device, LOGIT_ROWS)
             self.policy = BatchPolicy(token_budget=token_budget(self.budget))
         else:
             self.policy = BatchPolicy(token_budget=0, max_items=int(batch_size))
@@ -205,7 +187,7 @@ class HFBackend(Backend):
         self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
     ) -> list[tuple[float, bool]]:
         items = [self._context_continuation_item(r.context, r.continuation) for r in requests]
-        return self._score(items, "loglikelihood", on_done)
+        return self._score(items, "loglikelihood", on_done, share_prefixes=True)
 
     def loglikelihood_rolling(
         self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
@@ -237,62 +219,32 @@ class HFBackend(Backend):
         tokens = (context_tokens + continuation_tokens)[-(self.max_length + 1) :]
         return ScoreItem(tokens, min(len(continuation_tokens), len(tokens) - 1))
 
-    def _score(self, items: list[ScoreItem], what: str, on_done: OnDone | None) -> list[tuple[float, bool]]:
+    def _score(
+        self, items: list[ScoreItem], what: str, on_done: OnDone | None, share_prefixes: bool = False
+    ) -> list[tuple[float, bool]]:
+        """(log-likelihood, is-greedy) of each item; with ``share_prefixes``, items sharing the tokens before their
+        targets run those tokens once (see score_rows)."""
+        if share_prefixes:
+            rows = shared_prefix_rows(items, max_tokens=self.max_length)
+        else:
+            rows = [plain_row(index, item) for index, item in enumerate(items)]
         results: list[tuple[float, bool] | None] = [None] * len(items)
-        lengths = [len(item.tokens) - 1 for item in items]
         with tqdm(
             total=len(items), desc=f"{self.model_id}: {what}", disable=not self.progress or not items, unit="seq"
         ) as bar:
-            for batch in self.policy.plan(lengths):
-                scored = self.policy.run([items[i] for i in batch], self._score_batch)
-                for index, result in zip(batch, scored, strict=True):
+            for batch in self.policy.plan([len(row.tokens) for row in rows]):
+                scored = self.policy.run([rows[b] for b in batch], self._score_batch)
+                done = [index for b in batch for index in rows[b].items]
+                flat = [result for row_results in scored for result in row_results]
+                for index, result in zip(done, flat, strict=True):
                     results[index] = result
                 if on_done is not None:
-                    on_done(batch, scored)
-                bar.update(len(batch))
+                    on_done(done, flat)
+                bar.update(len(done))
         return results  # type: ignore[return-value]
 
-    @torch.inference_mode()
-    def _score_batch(self, items: list[ScoreItem]) -> list[tuple[float, bool]]:
-        lengths = [len(item.tokens) - 1 for item in items]
-        width = max(lengths)
-        input_ids = torch.full((len(items), width), self.pad_token, dtype=torch.long)
-        for row, item in enumerate(items):
-            input_ids[row, : lengths[row]] = torch.tensor(item.tokens[:-1])
-        ragged = min(lengths) != width
-        mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long() if ragged else None
-        # Scoring reads every position once: a key/value cache would be built (tens of GB on a 7B model at the
-        # GPU budget) and never read.
-        hidden = self.model.base_model(
-            input_ids=input_ids.to(self.device),
-            attention_mask=None if mask is None else mask.to(self.device),
-            use_cache=False,
-        ).last_hidden_state
-        # Only the scored positions go through the vocabulary projection and log-softmax.
-        rows = torch.cat(
-            [
-                torch.arange(n - item.n_target, n) + r * width
-                for r, (n, item) in enumerate(zip(lengths, items, strict=True))
-            ]
-        )
-        targets = torch.tensor([t for item in items for t in item.tokens[-item.n_target :]], device=self.device)
-        # Under a device map the last layer (and the head) may sit on another GPU than the inputs.
-        selected = hidden.reshape(-1, hidden.shape[-1])[rows.to(hidden.device)]
-        head = self.model.get_output_embeddings()
-        logprobs, greedy = [], []
-        for start in range(0, len(selected), _LOGIT_ROWS):
-            logits = head(selected[start : start + _LOGIT_ROWS]).float()
-            chunk_targets = targets[start : start + _LOGIT_ROWS].to(logits.device)
-            logprobs.append(torch.log_softmax(logits, dim=-1).gather(1, chunk_targets[:, None])[:, 0])
-            greedy.append(logits.argmax(dim=-1) == chunk_targets)
-        token_logprobs = torch.cat(logprobs).double().cpu()
-        token_greedy = torch.cat(greedy).cpu()
-        out, offset = [], 0
-        for item in items:
-            span = slice(offset, offset + item.n_target)
-            out.append((float(token_logprobs[span].sum()), bool(token_greedy[span].all())))
-            offset += item.n_target
-        return out
+    def _score_batch(self, rows: list[ScoreRow]) -> list[list[tuple[float, bool]]]:
+        return score_batch(self.model, rows, self.pad_token)
 
     # -- generation ----------------------------------------------------------------------------
 
