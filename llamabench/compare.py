@@ -4,11 +4,11 @@ Both runs' per-sample tables are aligned by (task, doc_id). For each task × met
 candidate − baseline in the metric's good direction (negative = worse; for perplexities it is
 baseline − candidate). Its uncertainty comes from a paired bootstrap: the same resampled documents for
 both runs, each aggregated with ``Metric.aggregate`` over its sufficient statistics, so corpus metrics
-(BLEU, perplexity) are resampled exactly. The one-sided p-value for "the candidate is worse" is the share
-of resampled deltas that are >= 0; for 0/1 metrics it is the exact McNemar test instead. The interval
-shown is the bootstrap's [alpha, 1 − alpha] percentile range (90 % for alpha 0.05), whose upper end is
-below 0 when the bootstrap p is below alpha. A row is a regression when its drop exceeds the allowed
-drop and p < alpha.
+(BLEU, perplexity) are resampled exactly. The one-sided p-value for "the candidate is worse" is the
+metric's own paired test (``Metric.paired_p_value``): the share of resampled deltas that are >= 0, or for
+right-or-wrong metrics (``BinaryMetric``) the exact McNemar test. The interval shown is the bootstrap's
+[alpha, 1 − alpha] percentile range (90 % for alpha 0.05), whose upper end is below 0 when the bootstrap p
+is below alpha. A row is a regression when its drop exceeds the allowed drop and p < alpha.
 """
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ from llamabench.comparability import require_same_prompts, require_same_settings
 from llamabench.errors import LlamabenchError
 from llamabench.escaping import terminal, xml_text
 from llamabench.metrics import get_metric
-from llamabench.metrics.base import Metric
+from llamabench.metrics.uncertainty import paired_bootstrap
 from llamabench.results import RunResult, format_number, terminal_table
-
-BINARY_METRICS = frozenset({"exact_match", "acc", "acc_norm"})
 
 
 @dataclass(frozen=True)
@@ -84,28 +82,6 @@ def parse_max_drops(specs: list[str]) -> dict[str, MaxDrop]:
             raise LlamabenchError(f"--max-drop '{spec}' must be METRIC=VALUE or METRIC=PERCENT% with a value >= 0")
         drops[metric] = MaxDrop(value, relative)
     return drops
-
-
-def mcnemar_p(worse: int, better: int) -> float:
-    """Exact one-sided McNemar p-value that the candidate is worse: P(X >= worse), X ~ Bin(worse + better, 1/2).
-
-    ``worse`` counts documents the baseline got right and the candidate wrong, ``better`` the reverse.
-    """
-    discordant = worse + better
-    return sum(math.comb(discordant, k) for k in range(worse, discordant + 1)) / 2**discordant
-
-
-def paired_bootstrap(
-    metric: Metric, baseline: np.ndarray, candidate: np.ndarray, *, iters: int, seed: int
-) -> np.ndarray:
-    """Candidate − baseline aggregate over ``iters`` resamples of the documents, the same rows for both runs."""
-    rng = np.random.default_rng(seed)
-    n = len(baseline)
-    deltas = np.empty(iters)
-    for i in range(iters):
-        rows = rng.integers(0, n, size=n)
-        deltas[i] = metric.aggregate(candidate[rows]) - metric.aggregate(baseline[rows])
-    return deltas
 
 
 def unchecked_tasks(*runs: RunResult) -> list[str]:
@@ -169,12 +145,8 @@ def compare_runs(
             base_stats, cand_stats = _stats(base, metric_name), _stats(cand, metric_name)
             sign = 1.0 if metric.higher_is_better else -1.0
             base_value, cand_value = metric.aggregate(base_stats), metric.aggregate(cand_stats)
-            deltas = sign * paired_bootstrap(metric, base_stats, cand_stats, iters=iters, seed=seed)
-            if metric_name in BINARY_METRICS:
-                per_doc = sign * (cand_stats[:, 0] - base_stats[:, 0])
-                p_value, test = mcnemar_p(int((per_doc < 0).sum()), int((per_doc > 0).sum())), "mcnemar"
-            else:
-                p_value, test = float((deltas >= 0).mean()), "bootstrap"
+            deltas = sign * paired_bootstrap(metric.aggregate, base_stats, cand_stats, iters=iters, seed=seed)
+            p_value = metric.paired_p_value(base_stats, cand_stats, deltas)
             delta = sign * (cand_value - base_value)
             allowed = max_drops[metric_name].allowed(base_value) if metric_name in max_drops else 0.0
             rows.append(
@@ -188,7 +160,7 @@ def compare_runs(
                     ci_low=float(np.quantile(deltas, alpha)),
                     ci_high=float(np.quantile(deltas, 1 - alpha)),
                     p_value=p_value,
-                    test=test,
+                    test=metric.paired_test,
                     allowed_drop=allowed,
                     regression=-delta > allowed and p_value < alpha,
                 )

@@ -11,13 +11,8 @@ import pandas as pd
 
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome
-from llamabench.metrics.perplexity import word_rule_signature
-from llamabench.metrics.stderr import standard_error
-from llamabench.metrics.translation import signature as sacrebleu_signature
 from llamabench.requests import DocRequests
 from llamabench.tasks.spec import TaskSpec
-
-_SACREBLEU_METRICS = {"bleu", "chrf"}
 
 
 @dataclass(frozen=True)
@@ -82,15 +77,14 @@ def score(
         stats = metric.stats(outcomes)
         stats_by_metric[name] = stats.tolist()
         samples[name] = metric.per_sample(stats)
-        n_refs = len(outcomes[0].targets) if outcomes else 0
         values.append(
             MetricValue(
                 metric=name,
                 value=metric.aggregate(stats),
-                stderr=standard_error(metric, stats, iters=bootstrap_iters, seed=seed),
+                stderr=metric.standard_error(stats, iters=bootstrap_iters, seed=seed),
                 n=len(outcomes),
                 higher_is_better=metric.higher_is_better,
-                signature=_signature(spec, name, n_refs),
+                signature=metric.signature(outcomes),
             )
         )
     # Each metric's sufficient statistics per document: any subset re-aggregates exactly (paired tests, rescoring).
@@ -98,15 +92,6 @@ def score(
         json.dumps({name: rows[i] for name, rows in stats_by_metric.items()}) for i in range(len(outcomes))
     ]
     return values, samples
-
-
-def _signature(spec: TaskSpec, metric: str, n_refs: int) -> str | None:
-    """sacrebleu's signature, or the word rule behind word_perplexity, so that no number is compared across them."""
-    if metric in _SACREBLEU_METRICS:
-        return sacrebleu_signature(metric, n_refs)
-    if metric == "word_perplexity":
-        return word_rule_signature(spec.word_rule)
-    return None
 
 
 def _loglikelihood(outcome: Outcome) -> float | str | None:

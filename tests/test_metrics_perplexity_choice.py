@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from llamabench.errors import LlamabenchError
-from llamabench.metrics import METRICS, Outcome, get_metric
-from llamabench.metrics.stderr import standard_error
+from llamabench.metrics import METRICS, CorpusMetric, Outcome, get_metric
 
 # "Hello  world\n": re.split(r"\s+") gives ["Hello", "world", ""] -> 3 words, 13 bytes.
 # "naïve café": 2 words, 12 bytes (ï and é take 2 bytes each).
@@ -30,7 +29,7 @@ DOCS = [
 )
 def test_loglikelihood_metrics_by_hand(name, expected):
     metric = get_metric(name)
-    assert not metric.is_mean and not metric.higher_is_better
+    assert isinstance(metric, CorpusMetric) and not metric.higher_is_better
     assert metric.aggregate(metric.stats(DOCS)) == pytest.approx(expected, rel=1e-12)
 
 
@@ -71,15 +70,15 @@ def test_stderr_of_mean_metric_is_sample_std_over_sqrt_n():
     stats = np.array([[1.0], [0.0], [1.0], [1.0]])
     mean = 3 / 4
     sample_var = ((1 - mean) ** 2 * 3 + (0 - mean) ** 2) / (4 - 1)
-    assert standard_error(get_metric("acc"), stats) == pytest.approx(math.sqrt(sample_var) / math.sqrt(4))
-    assert math.isnan(standard_error(get_metric("acc"), stats[:1]))
+    assert get_metric("acc").standard_error(stats) == pytest.approx(math.sqrt(sample_var) / math.sqrt(4))
+    assert math.isnan(get_metric("acc").standard_error(stats[:1]))
 
 
 def test_stderr_of_corpus_metric_is_seeded_bootstrap():
     metric = get_metric("word_perplexity")
     stats = metric.stats(DOCS)
-    value = standard_error(metric, stats, iters=500, seed=3)
-    assert value > 0 and value == standard_error(metric, stats, iters=500, seed=3)
+    value = metric.standard_error(stats, iters=500, seed=3)
+    assert value > 0 and value == metric.standard_error(stats, iters=500, seed=3)
     # Same draws, resampling the rows themselves instead of summing them with bincount weights.
     rng = np.random.default_rng(3)
     naive = [metric.aggregate(stats[rng.integers(0, len(stats), size=len(stats))]) for _ in range(500)]

@@ -12,10 +12,10 @@ from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
 from llamabench.backends.hf import HFBackend
 from llamabench.cli import main
-from llamabench.compare import compare_runs, mcnemar_p, parse_max_drops
+from llamabench.compare import compare_runs, parse_max_drops
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
-from llamabench.metrics.stderr import standard_error
+from llamabench.metrics.uncertainty import mcnemar_p
 from llamabench.report import build_leaderboard, checkpoint_step, to_markdown, write_report
 from llamabench.results import RunResult, read_run, result_rows, results_frame, write_run
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
@@ -45,7 +45,7 @@ def make_run(model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_
         for name, metric_rows in stats.items():
             metric, array = get_metric(name), np.array(metric_rows, dtype=float)
             frame[name] = metric.per_sample(array)
-            error = standard_error(metric, array, iters=50)
+            error = metric.standard_error(array, iters=50)
             values.append(MetricValue(name, metric.aggregate(array), error, n, metric.higher_is_better))
         frame["stats"] = [
             json.dumps({name: list(map(float, rows[i])) for name, rows in stats.items()}) for i in range(n)

@@ -1,14 +1,21 @@
-"""Metric registry: every built-in metric by name."""
+"""Metric registry: every metric class defined in a module of this package, by name.
+
+Importing the package imports each of its modules, so a metric is added by writing its class in a new file
+here (see ``metrics/base.py`` for the contract and a worked example).
+"""
 
 from __future__ import annotations
 
-from llamabench.errors import LlamabenchError
-from llamabench.metrics import choice, perplexity, rouge, squad, translation
-from llamabench.metrics.base import Metric, Outcome
+import importlib
+import pkgutil
 
-METRICS: dict[str, Metric] = {
-    metric.name: metric for module in (squad, translation, rouge, perplexity, choice) for metric in module.METRICS
-}
+from llamabench.errors import LlamabenchError
+from llamabench.metrics.base import REGISTRY, BinaryMetric, CorpusMetric, MeanMetric, Metric, Outcome
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+METRICS: dict[str, Metric] = REGISTRY
 
 
 def get_metric(name: str) -> Metric:
@@ -19,4 +26,4 @@ def get_metric(name: str) -> Metric:
         raise LlamabenchError(f"unknown metric '{name}'; known metrics: {', '.join(sorted(METRICS))}") from None
 
 
-__all__ = ["METRICS", "Metric", "Outcome", "get_metric"]
+__all__ = ["METRICS", "BinaryMetric", "CorpusMetric", "MeanMetric", "Metric", "Outcome", "get_metric"]

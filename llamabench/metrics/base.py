@@ -1,17 +1,47 @@
-"""The metric abstraction: per-sample statistics plus an aggregate over their rows.
+"""The metric contract: per-document sufficient statistics, and one number aggregated from any subset of them.
 
-Every metric turns a list of :class:`Outcome` into a statistics matrix ``[n_samples, k]``
-and aggregates any subset of its rows into one number. Mean metrics use ``k = 1`` and
-``aggregate = mean``; corpus metrics (BLEU, chrF, perplexity) keep sufficient statistics
-so that bootstrap resampling, paired tests and per-sample values all reuse one code path.
+A metric is one class. ``stats`` turns the outcomes of a task into a ``[n_documents, k]`` matrix;
+``aggregate`` turns any subset of its rows into the figure. Everything else follows from those two and from
+the metric's type: the per-document values, the standard error, the paired test that ``check`` runs, and the
+signature that keeps figures computed under other settings apart. Two types cover the built-in metrics:
+
+- :class:`MeanMetric`: a score per document, averaged (SQuAD F1, ROUGE). Its statistics are the scores
+  (``k = 1``); its standard error is analytic; ``check`` tests it with a paired bootstrap.
+  :class:`BinaryMetric` is a mean metric whose scores are right or wrong (accuracy, exact match): ``check``
+  tests it with the exact McNemar test.
+- :class:`CorpusMetric`: a figure computed from summed statistics (BLEU from n-gram counts, perplexity from
+  log-likelihoods and word counts). Resampling sums resampled rows, so bootstrap errors and paired tests are
+  exact, as in sacrebleu.
+
+Worked example, a new metric in one file of ``llamabench/metrics/`` (it registers itself by its ``name``, and a
+task YAML may then list it under ``metrics:``)::
+
+    class LongAnswer(BinaryMetric):
+        "Whether the prediction has more than ten words."
+
+        name = "long_answer"
+        higher_is_better = True
+        scale = "0-1"
+        kinds = ("generate",)
+
+        def score(self, outcome: Outcome) -> float:
+            return float(len((outcome.prediction or "").split()) > 10)
+
+For three predictions of 12, 3 and 20 words, ``stats`` is ``[[1], [0], [1]]``, ``aggregate`` 0.6667,
+``per_sample`` ``[1, 0, 1]`` and ``standard_error`` sqrt(1/3) / sqrt(3) = 0.3333.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
+
+from llamabench.metrics.uncertainty import bootstrap_standard_error, mcnemar_p, mean_standard_error
 
 
 @dataclass
@@ -30,34 +60,104 @@ class Outcome:
     label: int | None = None
 
 
-StatsFn = Callable[[Sequence[Outcome]], np.ndarray]
-AggregateFn = Callable[[np.ndarray], float]
+# Every concrete metric class, instantiated once, by name: filled as the classes are defined.
+REGISTRY: dict[str, Metric] = {}
 
 
-def mean_aggregate(stats: np.ndarray) -> float:
-    return float(stats[:, 0].mean())
+class Metric(ABC):
+    """A named metric: ``stats`` per document, ``aggregate`` over any subset of documents (see the module)."""
 
-
-@dataclass(frozen=True)
-class Metric:
-    """A named metric: ``stats`` maps outcomes to a ``[n, k]`` matrix, ``aggregate`` maps rows to a value."""
-
-    name: str
-    higher_is_better: bool
-    stats: StatsFn
-    aggregate: AggregateFn = mean_aggregate
-    is_mean: bool = True
-    signature: str | None = None
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool]
+    # What the figure means, for readers of tables: "0-1", "0-100", "perplexity (>= 1)", ...
+    scale: ClassVar[str]
+    # The task kinds whose outcomes this metric can score (generated text, choice log-likelihoods, ...).
+    kinds: ClassVar[tuple[str, ...]]
+    # How ``check`` tests a paired difference: "bootstrap" or "mcnemar".
+    paired_test: ClassVar[str] = "bootstrap"
     # Bumped whenever a change to the metric's definition changes a number: runs scored by different versions
     # of a metric are not compared (see ``comparability.py``).
-    version: str = "1"
-    # The task kinds whose outcomes this metric can score (generated text, choice log-likelihoods, ...).
-    kinds: tuple[str, ...] = ()
+    version: ClassVar[str] = "1"
     # Counted in the model's tokens: comparable only between runs that share a tokenizer.
-    tokenizer_dependent: bool = False
+    tokenizer_dependent: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if inspect.isabstract(cls) or "name" not in cls.__dict__:
+            return
+        if cls.name in REGISTRY:
+            raise TypeError(f"metric name '{cls.name}' is taken by {type(REGISTRY[cls.name]).__qualname__}")
+        REGISTRY[cls.name] = cls()
+
+    @abstractmethod
+    def stats(self, outcomes: Sequence[Outcome]) -> np.ndarray:
+        """The ``[n, k]`` sufficient statistics of each outcome, in order."""
+
+    @abstractmethod
+    def aggregate(self, rows: np.ndarray) -> float:
+        """The figure for the documents whose statistics are ``rows``."""
+
+    @abstractmethod
+    def per_sample(self, stats: np.ndarray) -> np.ndarray:
+        """The metric computed on each document alone (sentence BLEU, document perplexity, ...)."""
+
+    @abstractmethod
+    def standard_error(self, stats: np.ndarray, *, iters: int = 1000, seed: int = 0) -> float:
+        """Standard error of ``aggregate(stats)``; nan when it cannot be estimated."""
+
+    def signature(self, outcomes: Sequence[Outcome]) -> str | None:
+        """What, besides the data, the figure depends on (sacrebleu's signature, a word rule); None if nothing."""
+        return None
+
+    def paired_p_value(self, baseline: np.ndarray, candidate: np.ndarray, deltas: np.ndarray) -> float:
+        """One-sided p-value that the candidate is worse, given both runs' aligned statistics and the bootstrap
+        ``deltas`` of candidate − baseline in the metric's good direction: the share of deltas >= 0."""
+        return float((deltas >= 0).mean())
+
+
+class MeanMetric(Metric, ABC):
+    """A score per document; the figure is their mean."""
+
+    @abstractmethod
+    def score(self, outcome: Outcome) -> float:
+        """This document's score."""
+
+    def stats(self, outcomes: Sequence[Outcome]) -> np.ndarray:
+        return np.array([self.score(outcome) for outcome in outcomes], dtype=float).reshape(-1, 1)
+
+    def aggregate(self, rows: np.ndarray) -> float:
+        return float(rows[:, 0].mean())
 
     def per_sample(self, stats: np.ndarray) -> np.ndarray:
-        """The metric computed on each sample alone (sentence BLEU, document perplexity, ...)."""
-        if self.is_mean:
-            return stats[:, 0].astype(float)
-        return np.array([self.aggregate(stats[i : i + 1]) for i in range(len(stats))])
+        return stats[:, 0].astype(float)
+
+    def standard_error(self, stats: np.ndarray, *, iters: int = 1000, seed: int = 0) -> float:
+        return mean_standard_error(stats[:, 0])
+
+
+class BinaryMetric(MeanMetric, ABC):
+    """A mean metric whose scores are right or wrong (any two values, e.g. 0 and 100): McNemar's test."""
+
+    paired_test = "mcnemar"
+
+    def paired_p_value(self, baseline: np.ndarray, candidate: np.ndarray, deltas: np.ndarray) -> float:
+        sign = 1.0 if self.higher_is_better else -1.0
+        per_document = sign * (candidate[:, 0] - baseline[:, 0])
+        return mcnemar_p(int((per_document < 0).sum()), int((per_document > 0).sum()))
+
+
+class CorpusMetric(Metric, ABC):
+    """A figure computed from statistics summed over documents."""
+
+    @abstractmethod
+    def score_from(self, totals: np.ndarray) -> float:
+        """The figure from the column sums of the statistics."""
+
+    def aggregate(self, rows: np.ndarray) -> float:
+        return self.score_from(rows.sum(axis=0))
+
+    def per_sample(self, stats: np.ndarray) -> np.ndarray:
+        return np.array([self.score_from(row) for row in stats], dtype=float)
+
+    def standard_error(self, stats: np.ndarray, *, iters: int = 1000, seed: int = 0) -> float:
+        return bootstrap_standard_error(self.aggregate, stats, iters=iters, seed=seed)

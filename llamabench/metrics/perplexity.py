@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from llamabench.errors import LlamabenchError
-from llamabench.metrics.base import Metric, Outcome
+from llamabench.metrics.base import CorpusMetric, Outcome
 
 
 def lm_eval_words(text: str) -> int:
@@ -63,45 +64,77 @@ def _units_text(outcome: Outcome) -> str:
 _MAX_EXPONENT = math.log(np.finfo(np.float64).max)
 
 
-def _perplexity(rows: np.ndarray) -> float:
-    loglikelihood, units = rows.sum(axis=0)
-    exponent = float(-loglikelihood / units)
-    return math.exp(exponent) if exponent < _MAX_EXPONENT else math.inf  # a hopeless model, not a crash
+class LoglikelihoodMetric(CorpusMetric):
+    """A rolling log-likelihood figure: statistics ``[loglikelihood, units]`` per document."""
 
+    higher_is_better = False
+    kinds = ("loglikelihood_rolling",)
 
-def _bits(rows: np.ndarray) -> float:
-    loglikelihood, units = rows.sum(axis=0)
-    return float(-loglikelihood / units / math.log(2))
+    @abstractmethod
+    def count_units(self, outcome: Outcome) -> int:
+        """The document's units (words, bytes or tokens)."""
 
-
-def _loglikelihood_metric(
-    name: str,
-    count_units: Callable[[Outcome], int],
-    aggregate: Callable[[np.ndarray], float],
-    tokenizer_dependent: bool = False,
-) -> Metric:
-    def stats(outcomes: Sequence[Outcome]) -> np.ndarray:
+    def stats(self, outcomes: Sequence[Outcome]) -> np.ndarray:
         rows = []
         for outcome in outcomes:
             if outcome.loglikelihood is None:
-                raise LlamabenchError(f"{name}: document '{outcome.doc_id}' has no loglikelihood")
-            rows.append((outcome.loglikelihood, count_units(outcome)))
+                raise LlamabenchError(f"{self.name}: document '{outcome.doc_id}' has no loglikelihood")
+            rows.append((outcome.loglikelihood, self.count_units(outcome)))
         return np.array(rows, dtype=float).reshape(-1, 2)
 
-    return Metric(
-        name=name,
-        higher_is_better=False,
-        stats=stats,
-        aggregate=aggregate,
-        is_mean=False,
-        kinds=("loglikelihood_rolling",),
-        tokenizer_dependent=tokenizer_dependent,
-    )
+
+class Perplexity(LoglikelihoodMetric, ABC):
+    """exp(-sum(loglikelihood) / sum(units))."""
+
+    scale = "perplexity (>= 1)"
+
+    def score_from(self, totals: np.ndarray) -> float:
+        loglikelihood, units = totals
+        exponent = float(-loglikelihood / units)
+        return math.exp(exponent) if exponent < _MAX_EXPONENT else math.inf  # a hopeless model, not a crash
 
 
-word_perplexity = _loglikelihood_metric("word_perplexity", count_words, _perplexity)
-byte_perplexity = _loglikelihood_metric("byte_perplexity", count_bytes, _perplexity)
-bits_per_byte = _loglikelihood_metric("bits_per_byte", count_bytes, _bits)
-token_perplexity = _loglikelihood_metric("token_perplexity", count_tokens, _perplexity, tokenizer_dependent=True)
+class WordPerplexity(Perplexity):
+    """Perplexity per word of the original text, words counted by the task's word rule."""
 
-METRICS = [word_perplexity, byte_perplexity, bits_per_byte, token_perplexity]
+    name = "word_perplexity"
+
+    def count_units(self, outcome: Outcome) -> int:
+        return count_words(outcome)
+
+    def signature(self, outcomes: Sequence[Outcome]) -> str | None:
+        rules = {outcome.word_rule for outcome in outcomes}
+        return word_rule_signature(rules.pop()) if len(rules) == 1 else None
+
+
+class BytePerplexity(Perplexity):
+    """Perplexity per UTF-8 byte of the original text."""
+
+    name = "byte_perplexity"
+
+    def count_units(self, outcome: Outcome) -> int:
+        return count_bytes(outcome)
+
+
+class TokenPerplexity(Perplexity):
+    """Perplexity per token the model scored: comparable only between runs with one tokenizer."""
+
+    name = "token_perplexity"
+    tokenizer_dependent = True
+
+    def count_units(self, outcome: Outcome) -> int:
+        return count_tokens(outcome)
+
+
+class BitsPerByte(LoglikelihoodMetric):
+    """-sum(loglikelihood) / sum(bytes) / ln 2."""
+
+    name = "bits_per_byte"
+    scale = "bits (>= 0)"
+
+    def count_units(self, outcome: Outcome) -> int:
+        return count_bytes(outcome)
+
+    def score_from(self, totals: np.ndarray) -> float:
+        loglikelihood, units = totals
+        return float(-loglikelihood / units / math.log(2))

@@ -8,14 +8,12 @@ the best-scoring one (``RougeScorer.score_multi``).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from functools import lru_cache
 
-import numpy as np
 from rouge_score.rouge_scorer import RougeScorer
 
 from llamabench.errors import LlamabenchError
-from llamabench.metrics.base import Metric, Outcome
+from llamabench.metrics.base import MeanMetric, Outcome
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _SCORER = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
@@ -37,16 +35,38 @@ def rouge_scores(prediction: str, targets: tuple[str, ...]) -> dict[str, float]:
     return {rouge_type: scores[rouge_type].fmeasure for rouge_type in ROUGE_TYPES}
 
 
-def _rouge_metric(rouge_type: str) -> Metric:
-    def stats(outcomes: Sequence[Outcome]) -> np.ndarray:
-        values = []
-        for outcome in outcomes:
-            if not outcome.targets:
-                raise LlamabenchError(f"{rouge_type}: document '{outcome.doc_id}' has no reference summary")
-            values.append(rouge_scores(outcome.prediction or "", tuple(outcome.targets))[rouge_type])
-        return np.array(values, dtype=float).reshape(-1, 1)
+class Rouge(MeanMetric):
+    """ROUGE F-measure of one type against the best reference."""
 
-    return Metric(name=rouge_type, higher_is_better=True, stats=stats, kinds=("generate",))
+    higher_is_better = True
+    scale = "0-1"
+    kinds = ("generate",)
+
+    def score(self, outcome: Outcome) -> float:
+        if not outcome.targets:
+            raise LlamabenchError(f"{self.name}: document '{outcome.doc_id}' has no reference summary")
+        return rouge_scores(outcome.prediction or "", tuple(outcome.targets))[self.name]
 
 
-METRICS = [_rouge_metric(rouge_type) for rouge_type in ROUGE_TYPES]
+class Rouge1(Rouge):
+    """Unigram overlap."""
+
+    name = "rouge1"
+
+
+class Rouge2(Rouge):
+    """Bigram overlap."""
+
+    name = "rouge2"
+
+
+class RougeL(Rouge):
+    """Longest common subsequence over the whole text."""
+
+    name = "rougeL"
+
+
+class RougeLsum(Rouge):
+    """Longest common subsequence summed over sentences (one per line)."""
+
+    name = "rougeLsum"

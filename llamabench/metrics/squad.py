@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 import string
+from abc import abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
-
-import numpy as np
 
 from llamabench.errors import LlamabenchError
-from llamabench.metrics.base import Metric, Outcome
+from llamabench.metrics.base import BinaryMetric, MeanMetric, Outcome
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -39,22 +37,38 @@ def f1_score(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _squad_metric(name: str, score: Callable[[str, str], float]) -> Metric:
-    def stats(outcomes: Sequence[Outcome]) -> np.ndarray:
-        values = []
-        for outcome in outcomes:
-            if not outcome.targets:
-                raise LlamabenchError(f"{name}: document '{outcome.doc_id}' has no gold answers")
-            if outcome.prediction is None:  # unanswered: 0, as in the official script
-                values.append(0.0)
-            else:
-                values.append(100.0 * max(score(outcome.prediction, gold) for gold in outcome.targets))
-        return np.array(values, dtype=float).reshape(-1, 1)
+class SquadMetric(MeanMetric):
+    """Best score over the gold answers, in percent; an unanswered question scores 0, as in the official script."""
 
-    return Metric(name=name, higher_is_better=True, stats=stats, kinds=("generate",))
+    higher_is_better = True
+    scale = "0-100"
+    kinds = ("generate",)
+
+    @abstractmethod
+    def against(self, prediction: str, gold: str) -> float:
+        """The prediction's score against one gold answer, 0-1."""
+
+    def score(self, outcome: Outcome) -> float:
+        if not outcome.targets:
+            raise LlamabenchError(f"{self.name}: document '{outcome.doc_id}' has no gold answers")
+        if outcome.prediction is None:
+            return 0.0
+        return 100.0 * max(self.against(outcome.prediction, gold) for gold in outcome.targets)
 
 
-exact_match = _squad_metric("exact_match", exact_match_score)
-f1 = _squad_metric("f1", f1_score)
+class ExactMatch(SquadMetric, BinaryMetric):
+    """Whether the normalised prediction equals a normalised gold answer."""
 
-METRICS = [exact_match, f1]
+    name = "exact_match"
+
+    def against(self, prediction: str, gold: str) -> float:
+        return exact_match_score(prediction, gold)
+
+
+class F1(SquadMetric):
+    """Bag-of-tokens F1 against the best gold answer."""
+
+    name = "f1"
+
+    def against(self, prediction: str, gold: str) -> float:
+        return f1_score(prediction, gold)
