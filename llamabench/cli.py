@@ -10,7 +10,7 @@ from pathlib import Path
 
 from llamabench import __version__
 from llamabench.backends.loading import DEVICE_MAPS, KV_CACHES
-from llamabench.errors import LlamabenchError, first_line, warn
+from llamabench.errors import LlamabenchError, first_line
 from llamabench.escaping import terminal
 from llamabench.metrics.perplexity import WORD_RULES
 from llamabench.tasks.text_readers import TEXT_FORMATS
@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="evaluate a model on tasks")
     run.add_argument(
-        "--model", default=None, help="model directory, .gguf file, hub id or alias (default: smollm2-135m)"
+        "--model",
+        action="append",
+        default=[],
+        help="model directory, .gguf file, hub id, alias or quoted glob (default: smollm2-135m); repeat for several",
     )
     run.add_argument(
         "--tasks", default=None, help="comma-separated task names or aliases, e.g. ppl,bleu,rouge,qa (or give --text)"
@@ -173,24 +176,25 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from llamabench.backends.base import Backend
-    from llamabench.backends.cache import CachedBackend, RequestCache
-    from llamabench.backends.hf import HFBackend
-    from llamabench.backends.loading import CACHE_DB, cache_root
-    from llamabench.backends.sharded import ShardedBackend, init_distributed, is_main_process, launched_distributed
-    from llamabench.interop.mixed import evaluate_run, prepare_run
-    from llamabench.results import ensure_writable, format_table, write_run
+    from dataclasses import replace
+
+    from llamabench import orchestrator
+    from llamabench.backends.sharded import leave_ranks
+    from llamabench.checkpoints import expand_models
+    from llamabench.results import ensure_writable, format_table
     from llamabench.runner import RunConfig
-    from llamabench.store import RunStore
 
     task_names = [name.strip() for name in (args.tasks or "").split(",") if name.strip()]
     if not task_names and not args.text:  # `--tasks ""` or `--tasks ,` would store an empty run
         raise LlamabenchError("nothing to run: pass --tasks NAMES, or --text PATH to score your own text files")
     if not args.text and (args.text_format or args.word_rule):
         raise LlamabenchError("--text-format and --word-rule apply to --text tasks; add --text PATH or drop them")
+    if args.no_cache and args.refresh:
+        raise LlamabenchError("--no-cache and --refresh conflict: --refresh recomputes and stores; pick one")
+    models = expand_models(args.model)
     config = RunConfig(
         tasks=task_names,
-        model=args.model,
+        model=models[0],
         limit=args.limit,
         num_fewshot=args.num_fewshot,
         batch_size=args.batch_size,
@@ -209,43 +213,27 @@ def _run(args: argparse.Namespace) -> int:
         text_format=args.text_format or "text",
         text_word_rule=args.word_rule or "lm_eval",
     )
-    if args.no_cache and args.refresh:
-        raise LlamabenchError("--no-cache and --refresh conflict: --refresh recomputes and stores; pick one")
-    distributed = launched_distributed()
-    if distributed and config.device_map:
-        raise LlamabenchError(
-            f"--device-map {config.device_map} cannot run under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}): "
-            "one model sharded over GPUs and data-parallel replicas do not combine; run a single process with "
-            "--device-map, or drop --device-map for one replica per GPU"
-        )
-    if distributed:
-        config.device = init_distributed(config.device)
-    ensure_writable(config.output_dir)
-    tasks = prepare_run(config, args.include_path)
-    cache = None if args.no_cache else RequestCache(cache_root() / CACHE_DB)  # a broken cache fails before loading
-    backend = HFBackend.load(
-        config.model,
-        device=config.device,
-        dtype=config.dtype,
-        device_map=config.device_map,
-        kv_cache=config.kv_cache,
-        batch_size=config.batch_size,
-        max_length=config.max_length,
-        trust_remote_code=args.trust_remote_code,
-    )
-    if cache is not None and backend.fingerprint == Backend.fingerprint:
-        warn(f"model {backend.model_id} has no content fingerprint (its files are not local): results are not cached")
-    elif cache is not None:
-        backend = CachedBackend(backend, cache, refresh=args.refresh)
-    if distributed:
-        backend = ShardedBackend(backend)
-    run = evaluate_run(backend, tasks, config)
-    if not is_main_process():
-        return 0
-    folder = write_run(run, config.output_dir)
-    RunStore.in_dir(config.output_dir).add(run, folder)
-    print(format_table(run.results))
-    print(f"\nresults written to {folder}")
+    config = orchestrator.join_ranks(config)
+    try:
+        ensure_writable(config.output_dir)
+        prepared = orchestrator.prepare(config, args.include_path)  # once, for every model
+        cache = orchestrator.open_cache("off" if args.no_cache else "refresh" if args.refresh else "use")
+        run_ids = []
+        for model in models:
+            model_config = replace(config, model=model)
+            backend = orchestrator.load_checkpoint(model_config, trust_remote_code=args.trust_remote_code)
+            served = orchestrator.serve(backend, cache, refresh=args.refresh, layout="replicated")
+            run = orchestrator.evaluate(served, prepared, model_config)
+            del backend, served  # the next checkpoint loads into the memory this one frees
+            folder = orchestrator.record(run, config.output_dir)
+            if folder is not None:
+                print(format_table(run.results))
+                print(f"\nresults written to {folder}")
+                run_ids.append(run.manifest["run_id"])
+        if len(run_ids) > 1:
+            print(f"\nruns: {' '.join(run_ids)} (pass them to `llamabench report` or `llamabench check`)")
+    finally:
+        leave_ranks()
     return 0
 
 
