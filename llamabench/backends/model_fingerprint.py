@@ -10,6 +10,8 @@ this is cheap enough for every evaluation (SmolLM2-135M: see ``bench/RESULTS.md`
 
 from __future__ import annotations
 
+import json
+
 import blake3
 import torch
 from torch.distributed.tensor import DTensor
@@ -37,11 +39,20 @@ def fingerprint_model(model: torch.nn.Module, tokenizer, *, sharded: bool = Fals
     return MEMORY_PREFIX + digest[:FINGERPRINT_HEX]
 
 
+# Config keys that change no number (where the model came from, the code version that wrote it, the class name)
+# or that each tensor's own dtype already says: left out, so a model and its saved-and-reloaded copy agree.
+_NOT_NUMBERS = ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype")
+
+
 def _config_text(model: torch.nn.Module) -> str:
     config = getattr(model, "config", None)
     generation = getattr(model, "generation_config", None)
-    texts = [c.to_json_string(use_diff=False) for c in (config, generation) if c is not None]
-    return "\n".join(texts) if texts else type(model).__qualname__
+    parts = [type(model).__qualname__]
+    for settings in (config, generation):
+        if settings is not None:
+            values = {k: v for k, v in settings.to_dict().items() if k not in _NOT_NUMBERS}
+            parts.append(json.dumps(values, sort_keys=True, default=str))
+    return "\n".join(parts)
 
 
 def _bytes(tensor: torch.Tensor) -> memoryview:
