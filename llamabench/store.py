@@ -98,6 +98,14 @@ class RunStore:
             rows = db.execute(f"SELECT {', '.join(LIST_COLUMNS)} FROM runs ORDER BY started, rowid").fetchall()
         return pd.DataFrame(rows, columns=LIST_COLUMNS)
 
+    def manifests(self) -> list[dict]:
+        """Every stored run's manifest, oldest first (without loading its tables)."""
+        if not self.path.exists():
+            return []
+        with self._connect() as db:
+            rows = db.execute("SELECT manifest FROM runs ORDER BY started, rowid").fetchall()
+        return [json.loads(manifest) for (manifest,) in rows]
+
     def listing(self) -> tuple[pd.DataFrame, list[str]]:
         """:meth:`list` plus the complete run folders the store lacks, by start time; and :meth:`scan`'s notes."""
         scan = self.scan()
