@@ -26,7 +26,7 @@ def fingerprint_model(model: torch.nn.Module, tokenizer, *, sharded: bool = Fals
     """The fingerprint of ``model`` (a transformers model, unwrapped) with ``tokenizer``; ``sharded``: FSDP2."""
     from llamabench.backends.hf import tokenizer_hash
 
-    hasher = blake3.blake3()
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)  # large tensors hash on every core
     for part in (_config_text(model), tokenizer_hash(tokenizer)):
         hasher.update(part.encode() + b"\0")
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
