@@ -80,6 +80,12 @@ def main(mode: str, out: Path, data_dir: Path) -> None:
             llamabench.evaluate_model(model, tokenizer, ["ppl"], limit=2, data_dir=data_dir, cache="off")
         except LlamabenchError as exc:
             report["failure"] = str(exc)
+        with torch.no_grad():  # ranks whose replicas differ would each score its share with another model
+            model.module.model.norm.weight[0] += rank
+        try:
+            llamabench.evaluate_model(model, tokenizer, ["ppl"], limit=2, data_dir=data_dir, cache="off")
+        except LlamabenchError as exc:
+            report["diverged"] = str(exc)
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 

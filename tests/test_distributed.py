@@ -57,3 +57,4 @@ def test_two_ranks_in_memory_equal_one_process_on_the_saved_checkpoint(tmp_path,
         (failure,) = failures
         assert failure.startswith("rank 1 of 2 failed while scoring") and "ZeroDivisionError" in failure
         assert "\n" not in failure
+        assert len({report["diverged"] for report in ranks}) == 1 and "different weights" in ranks[0]["diverged"]

@@ -134,3 +134,16 @@ def test_run_evaluates_several_checkpoints_and_check_takes_their_runs(tmp_path, 
     check = ["check", "--results-dir", str(tmp_path / "runs"), "--baseline", first_id, "--candidate", second_id]
     assert main(check) == 1  # the degraded checkpoint regresses
     assert main(["report", "--results-dir", str(tmp_path / "runs"), first_id, second_id, "--out", str(tmp_path)]) == 0
+
+
+def test_bad_watch_and_model_glob_input_is_one_line_before_any_model_loads(tmp_path, data_dir, capsys):
+    common = ["--tasks", "ppl", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs")]
+    cases = {
+        ("watch", str(tmp_path / "nowhere"), *common): "watch folder",
+        ("watch", str(tmp_path), "--every", "0", *common): "--every 0.0 must be a positive number",
+        ("run", "--model", str(tmp_path / "checkpoint-*"), *common): "matches no file or folder",
+    }
+    for argv, expected in cases.items():
+        assert main(list(argv)) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], lines
