@@ -1,7 +1,9 @@
 """One rank of test_distributed.py, launched by torchrun with 2 gloo ranks: trains a tiny LLaMA a few steps (DDP or
 FSDP2), evaluates it in memory, saves the checkpoint, and records what each rank saw under OUT.
 
-    python -m torch.distributed.run --nproc-per-node 2 tests/rank_worker.py ddp|fsdp OUT DATA_DIR
+    python -m torch.distributed.run --nproc-per-node 2 tests/rank_worker.py ddp|fsdp OUT DATA_DIR NOTES
+
+Tasks: SQuAD (generation) and the perplexity of the lines of NOTES (a text file).
 """
 
 import json
@@ -15,7 +17,6 @@ from conftest import byte_tokenizer, tiny_llama
 import llamabench
 from llamabench.errors import LlamabenchError
 
-TASKS = ["ppl", "qa"]
 SEED = 3
 
 
@@ -44,7 +45,8 @@ def full_model(model, mode: str):
     return plain
 
 
-def main(mode: str, out: Path, data_dir: Path) -> None:
+def main(mode: str, out: Path, data_dir: Path, notes: Path) -> None:
+    tasks = {"tasks": ["qa"], "texts": [str(notes)], "text_format": "lines", "data_dir": data_dir, "cache": "off"}
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     model, tokenizer = tiny_llama(SEED), byte_tokenizer()
@@ -59,9 +61,7 @@ def main(mode: str, out: Path, data_dir: Path) -> None:
     train(model, 2)
     report = {}
     for batch_size in (1, "auto"):
-        run = llamabench.evaluate_model(
-            model, tokenizer, TASKS, step=2, limit=2, batch_size=batch_size, data_dir=data_dir, cache="off"
-        )
+        run = llamabench.evaluate_model(model, tokenizer, step=2, limit=2, batch_size=batch_size, **tasks)
         report[str(batch_size)] = {
             "values": {f"{row.task}/{row.metric}": row.value for row in run.results.itertuples()},
             "ranks": len(run.manifest["backend"]["ranks"]),
@@ -77,13 +77,13 @@ def main(mode: str, out: Path, data_dir: Path) -> None:
         if rank == 1:
             model.module.model.layers[0].register_forward_hook(lambda *_: 1 / 0)
         try:
-            llamabench.evaluate_model(model, tokenizer, ["ppl"], limit=2, data_dir=data_dir, cache="off")
+            llamabench.evaluate_model(model, tokenizer, limit=2, **tasks)
         except LlamabenchError as exc:
             report["failure"] = str(exc)
         with torch.no_grad():  # ranks whose replicas differ would each score its share with another model
             model.module.model.norm.weight[0] += rank
         try:
-            llamabench.evaluate_model(model, tokenizer, ["ppl"], limit=2, data_dir=data_dir, cache="off")
+            llamabench.evaluate_model(model, tokenizer, limit=2, **tasks)
         except LlamabenchError as exc:
             report["diverged"] = str(exc)
     (out / f"rank{rank}.json").write_text(json.dumps(report))
@@ -91,4 +91,4 @@ def main(mode: str, out: Path, data_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
+    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))

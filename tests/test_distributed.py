@@ -1,7 +1,7 @@
 """evaluate_model under torchrun with 2 gloo ranks on CPU (tests/rank_worker.py): a DDP-trained and an
-FSDP2-sharded tiny LLaMA give the numbers of a single-process `llamabench run` on the saved checkpoint (batch size
-1 bit-identical, batched within 1e-5), the manifest holds both ranks' counters, and a failing rank makes both ranks
-raise the same one-line error instead of hanging."""
+FSDP2-sharded tiny LLaMA give the numbers of a single-process `llamabench run --batch-size 1` on the saved
+checkpoint (bit-identical at batch size 1, within 1e-5 batched), the manifest holds both ranks' counters, and a
+failing rank makes both ranks raise the same one-line error instead of hanging."""
 
 import json
 import os
@@ -17,11 +17,11 @@ from llamabench.cli import main
 TESTS = Path(__file__).parent
 
 
-def launch(mode: str, out: Path, data_dir: Path, port: int) -> list[dict]:
+def launch(mode: str, out: Path, data_dir: Path, notes: Path, port: int) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{TESTS.parent}:{TESTS}"}
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
     done = subprocess.run(
-        [*argv, str(TESTS / "rank_worker.py"), mode, str(out), str(data_dir)],
+        [*argv, str(TESTS / "rank_worker.py"), mode, str(out), str(data_dir), str(notes)],
         env=env,
         capture_output=True,
         text=True,
@@ -31,8 +31,10 @@ def launch(mode: str, out: Path, data_dir: Path, port: int) -> list[dict]:
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]
 
 
-def single_process(checkpoint: Path, data_dir: Path, out: Path, batch_size: str) -> dict:
-    argv = ["run", "--model", str(checkpoint), "--tasks", "ppl,qa", "--limit", "2", "--batch-size", batch_size]
+def single_process(checkpoint: Path, data_dir: Path, notes: Path, out: Path) -> dict:
+    """The reference: `llamabench run --batch-size 1` in one process on the checkpoint rank 0 saved."""
+    argv = ["run", "--model", str(checkpoint), "--tasks", "qa", "--limit", "2", "--batch-size", "1"]
+    argv += ["--text", str(notes), "--text-format", "lines"]
     assert main([*argv, "--no-cache", "--data-dir", str(data_dir), "--output-dir", str(out)]) == 0
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
     table = pd.read_csv(folder / "results.csv")
@@ -40,10 +42,10 @@ def single_process(checkpoint: Path, data_dir: Path, out: Path, batch_size: str)
 
 
 @pytest.mark.parametrize(("mode", "port"), [("ddp", 29541), ("fsdp", 29542)])
-def test_two_ranks_in_memory_equal_one_process_on_the_saved_checkpoint(tmp_path, data_dir, mode, port):
-    ranks = launch(mode, tmp_path, data_dir, port)
+def test_two_ranks_in_memory_equal_one_process_on_the_saved_checkpoint(tmp_path, data_dir, notes_file, mode, port):
+    ranks = launch(mode, tmp_path, data_dir, notes_file, port)
+    reference = single_process(tmp_path / "ckpt", data_dir, notes_file, tmp_path / "single")
     for batch_size, rtol in (("1", 0.0), ("auto", 1e-5)):
-        reference = single_process(tmp_path / "ckpt", data_dir, tmp_path / f"single-{batch_size}", batch_size)
         for report in ranks:
             run = report[batch_size]
             assert run["ranks"] == 2 and run["training"] is True

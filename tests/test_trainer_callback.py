@@ -32,7 +32,7 @@ class Logged(TrainerCallback):
         self.logs.append((state.global_step, dict(logs)))
 
 
-def test_logged_metrics_equal_a_cli_run_on_the_saved_checkpoint(tmp_path, data_dir):
+def test_logged_metrics_equal_a_cli_run_on_the_saved_checkpoint(tmp_path, data_dir, notes_file):
     args = TrainingArguments(
         output_dir=str(tmp_path / "train"),
         max_steps=3,
@@ -48,22 +48,22 @@ def test_logged_metrics_equal_a_cli_run_on_the_saved_checkpoint(tmp_path, data_d
     trainer = Trainer(
         model=tiny_llama(0).train(), args=args, train_dataset=Batches(8), processing_class=byte_tokenizer()
     )
+    settings = {"batch_size": 1, "data_dir": data_dir, "cache": "off"}
     logged = Logged()
     trainer.add_callback(logged)
     trainer.add_callback(
-        LlamabenchCallback(trainer, ["ppl"], every=2, limit=2, batch_size=1, data_dir=data_dir, cache="off")
+        LlamabenchCallback(trainer, ["qa"], every=2, limit=2, texts=[str(notes_file)], text_format="lines", **settings)
     )
     trainer.train()
     ours = {step: logs for step, logs in logged.logs if any(key.startswith("llamabench/") for key in logs)}
     assert sorted(ours) == [2, 3]  # every 2 steps, and at the end
-    argv = ["run", "--model", str(tmp_path / "train" / "checkpoint-2"), "--tasks", "ppl", "--limit", "2"]
-    assert (
-        main([*argv, "--batch-size", "1", "--no-cache", "--data-dir", str(data_dir), "--output-dir", str(tmp_path)])
-        == 0
-    )
+    argv = ["run", "--model", str(tmp_path / "train" / "checkpoint-2"), "--tasks", "qa", "--limit", "2"]
+    argv += ["--text", str(notes_file), "--text-format", "lines", "--batch-size", "1", "--no-cache"]
+    assert main([*argv, "--data-dir", str(data_dir), "--output-dir", str(tmp_path)]) == 0
     (folder,) = [p for p in tmp_path.iterdir() if p.name.startswith("checkpoint-2-")]
     reference = pd.read_csv(folder / "results.csv")
     expected = {f"llamabench/{row.task}/{row.metric}": row.value for row in reference.itertuples()}
     assert {key: ours[2][key] for key in expected} == expected
-    assert ours[3]["llamabench/wikitext2/word_perplexity"] != ours[2]["llamabench/wikitext2/word_perplexity"]
+    perplexity = next(key for key in expected if key.endswith("/word_perplexity"))
+    assert ours[3][perplexity] != ours[2][perplexity]  # training moved the model between the two evaluations
     assert trainer.model.training  # training mode is back after each evaluation

@@ -53,14 +53,17 @@ def wait_for_checks(lines: list[str], count: int, watcher: subprocess.Popen, tim
 
 
 def watch_argv(root: Path, tmp_path: Path, data_dir: Path, *flags: str) -> list[str]:
+    notes = tmp_path / "notes.txt"
     return [
-        *("watch", str(root), "--tasks", "ppl", "--limit", "2", "--batch-size", "1", "--no-cache"),
+        *("watch", str(root), "--text", str(notes), "--text-format", "lines", "--batch-size", "1", "--no-cache"),
         *("--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "reports")),
         *flags,
     ]
 
 
-def test_watch_evaluates_each_checkpoint_once_as_it_completes_and_flags_the_degraded_one(tmp_path, data_dir):
+def test_watch_evaluates_each_checkpoint_once_as_it_completes_and_flags_the_degraded_one(
+    tmp_path, data_dir, notes_file
+):
     root = tmp_path / "train"
     root.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -89,7 +92,7 @@ def test_watch_evaluates_each_checkpoint_once_as_it_completes_and_flags_the_degr
     assert len(board) == 3 and board.filter(like="word_perplexity").notna().all().all()
     regressions = [line for line in out.splitlines() if line.startswith("REGRESSION")]
     assert len(regressions) == 1 and regressions[0].startswith("REGRESSION at step 300:"), out[-3000:]
-    assert "wikitext2/word_perplexity" in regressions[0]
+    assert f"text:{notes_file}".replace("/", "_") + "/word_perplexity" in regressions[0]
 
     # Restarted, it evaluates nothing again; a new degraded checkpoint fails `--once` with exit 1.
     assert main(watch_argv(root, tmp_path, data_dir, "--every", "0.1", "--once")) == 0
@@ -112,12 +115,19 @@ def test_a_checkpoint_is_complete_once_its_weights_are_there_and_its_files_stop_
     assert snapshot(folder) != first
 
 
-def test_run_evaluates_several_checkpoints_and_check_takes_their_runs(tmp_path, data_dir, capsys):
+def test_run_evaluates_several_checkpoints_and_check_takes_their_runs(tmp_path, notes_file, capsys):
     (tmp_path / "train").mkdir()
     for step in (300, 200):
         write_checkpoint(tmp_path / "train" / f"checkpoint-{step}", HEAD_SCALES[step])
-    argv = ["run", "--model", str(tmp_path / "train" / "checkpoint-*"), "--tasks", "ppl", "--limit", "1"]
-    argv += ["--no-cache", "--batch-size", "1", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs")]
+    settings = ["--text", str(notes_file), "--text-format", "lines", "--no-cache", "--batch-size", "1"]
+    argv = [
+        "run",
+        "--model",
+        str(tmp_path / "train" / "checkpoint-*"),
+        *settings,
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
     assert main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("runs: ")
@@ -126,7 +136,14 @@ def test_run_evaluates_several_checkpoints_and_check_takes_their_runs(tmp_path, 
     assert [runs.load(i).manifest["model"] for i in (first_id, second_id)] == ["checkpoint-200", "checkpoint-300"]
     for step, run_id in ((200, first_id), (300, second_id)):  # each equals a run of that checkpoint alone
         alone = tmp_path / f"alone-{step}"
-        single = ["run", "--model", str(tmp_path / "train" / f"checkpoint-{step}"), *argv[3:-1], str(alone)]
+        single = [
+            "run",
+            "--model",
+            str(tmp_path / "train" / f"checkpoint-{step}"),
+            *settings,
+            "--output-dir",
+            str(alone),
+        ]
         assert main(single) == 0
         (folder,) = [p for p in alone.iterdir() if p.is_dir()]
         expected = pd.read_csv(folder / "results.csv").value.tolist()
