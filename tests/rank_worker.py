@@ -15,6 +15,7 @@ import torch.distributed as dist
 from conftest import byte_tokenizer, tiny_llama
 
 import llamabench
+from llamabench.backends.sharded import agree
 from llamabench.errors import LlamabenchError
 
 SEED = 3
@@ -59,7 +60,7 @@ def main(mode: str, out: Path, data_dir: Path, notes: Path) -> None:
             fully_shard(layer)
         fully_shard(model)
     train(model, 2)
-    report = {}
+    report = {"agreed": agree(lambda: rank, "returning the rank")}  # each rank keeps its own result
     for batch_size in (1, "auto"):
         run = llamabench.evaluate_model(model, tokenizer, step=2, limit=2, batch_size=batch_size, **tasks)
         report[str(batch_size)] = {

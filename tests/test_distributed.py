@@ -45,6 +45,7 @@ def single_process(checkpoint: Path, data_dir: Path, notes: Path, out: Path) -> 
 def test_two_ranks_in_memory_equal_one_process_on_the_saved_checkpoint(tmp_path, data_dir, notes_file, mode, port):
     ranks = launch(mode, tmp_path, data_dir, notes_file, port)
     reference = single_process(tmp_path / "ckpt", data_dir, notes_file, tmp_path / "single")
+    assert [report["agreed"] for report in ranks] == [0, 1]
     for batch_size, rtol in (("1", 0.0), ("auto", 1e-5)):
         for report in ranks:
             run = report[batch_size]

@@ -73,7 +73,8 @@ def agree(action: Callable[[], T], what: str) -> T:
         result = action()
     except Exception as exc:  # noqa: BLE001  (shared with every rank below, then raised there)
         failure = failure_line(exc)
-    return _shared([(failure, result)], what)[0]
+    _shared([(failure, None)], what)  # only the failures travel: each rank keeps its own result
+    return result
 
 
 def _shared(local: list, what: str) -> list:
