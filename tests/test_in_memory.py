@@ -90,3 +90,21 @@ def test_train_eval_flags_and_grad_mode_are_restored_and_the_run_is_stored(tmp_p
 def test_loading_settings_are_refused_for_a_model_in_memory(data_dir):
     with pytest.raises(LlamabenchError, match="dtype apply to checkpoints loaded from files"):
         llamabench.evaluate_model(tiny_llama(0), byte_tokenizer(), ["ppl"], dtype="bfloat16", data_dir=data_dir)
+
+
+def test_evaluate_checkpoint_is_the_cli_run_and_records_it(tmp_path, data_dir, notes_file):
+    save_tiny_model(tmp_path / "ckpt")
+    reference = cli_run(tmp_path / "ckpt", data_dir, tmp_path / "cli", notes_file, "--batch-size", "2")
+    texts = {"texts": [str(notes_file)], "text_format": "lines"}
+    run = llamabench.evaluate_checkpoint(
+        str(tmp_path / "ckpt"),
+        ["qa"],
+        limit=2,
+        batch_size=2,
+        data_dir=data_dir,
+        output_dir=tmp_path / "api",
+        cache="off",
+        **texts,
+    )
+    assert run.results.value.tolist() == reference.value.tolist()
+    assert RunStore.in_dir(tmp_path / "api").list().run_id.tolist() == [run.manifest["run_id"]]
