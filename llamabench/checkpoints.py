@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,21 @@ def snapshot(folder: Path) -> tuple | None:
     """What the folder's files are now (names, sizes, modification times), or None while it has no weights yet.
     A checkpoint is complete once it has weights and its snapshot is the same at two polls."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    if not any(p.match(pattern) for p in files for pattern in _WEIGHTS):
+    if not any(p.match(pattern) for p in files for pattern in _WEIGHTS) or _missing_shards(folder):
         return None
     try:
         return tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     except FileNotFoundError:  # a file renamed away between listing and stat: still being written
         return None
+
+
+def _missing_shards(folder: Path) -> bool:
+    """Whether a shard index (``*.index.json``) of the folder names a weight file that is not there yet."""
+    for index in folder.glob("*.index.json"):
+        try:
+            named = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError):  # an index still being written
+            return True
+        if any(not (folder / name).is_file() for name in named):
+            return True
+    return False

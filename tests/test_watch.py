@@ -1,6 +1,7 @@
 """`llamabench watch` on a folder this test writes three checkpoints into while it runs, the last one degraded;
 and `llamabench run` over several checkpoints at once."""
 
+import json
 import os
 import signal
 import subprocess
@@ -113,6 +114,11 @@ def test_a_checkpoint_is_complete_once_its_weights_are_there_and_its_files_stop_
     with open(folder / "model.safetensors", "ab") as weights:
         weights.write(b"y")
     assert snapshot(folder) != first
+    index = {"weight_map": {"a": "model.safetensors", "b": "model-2.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert snapshot(folder) is None  # a shard the index names is not there yet
+    (folder / "model-2.safetensors").write_bytes(b"z")
+    assert snapshot(folder) is not None
 
 
 def test_run_evaluates_several_checkpoints_and_check_takes_their_runs(tmp_path, notes_file, capsys):
