@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from llamabench import __version__
-from llamabench.errors import LlamabenchError, first_line
+from llamabench.errors import LlamabenchError, first_line, warn
 from llamabench.escaping import terminal
 from llamabench.run_command import add_evaluation_options, run_command
 from llamabench.watch import add_watch_parser, watch_command
@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument(
-        "--results-dir", type=Path, default=Path("runs"), help="the run's --output-dir holding llamabench.sqlite"
+        "--output-dir", type=Path, default=None, help="the runs folder holding llamabench.sqlite (default: runs/)"
     )
+    # The name this folder had before `run --output-dir` and these commands agreed on one; kept working.
+    store.add_argument("--results-dir", type=Path, default=None, help=argparse.SUPPRESS)
     commands.add_parser("runs", parents=[store], help="list the runs recorded in the results folder")
     report = commands.add_parser("report", parents=[store], help="leaderboard of runs: CSV, Markdown and HTML")
     report.add_argument("runs", nargs="*", metavar="RUN", help="run ids, unique prefixes or folders (default: all)")
@@ -96,6 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _runs_folder(args: argparse.Namespace) -> Path:
+    """The runs folder of ``runs``, ``report`` and ``check``: ``--output-dir``, or the deprecated ``--results-dir``."""
+    if args.results_dir is None:
+        return args.output_dir or Path("runs")
+    if args.output_dir is not None and args.output_dir != args.results_dir:
+        raise LlamabenchError(
+            f"--output-dir {args.output_dir} and --results-dir {args.results_dir} name two folders; "
+            "give --output-dir only (--results-dir is its old name)"
+        )
+    warn("--results-dir is deprecated; it is now called --output-dir, as in `llamabench run`")
+    return args.results_dir
+
+
 # Failures of the machine or of files rather than of llamabench (a full or read-only disk, a corrupt SQLite
 # file, undecodable bytes): said in one line naming the thing, as bad input is.
 _ENVIRONMENT_ERRORS = (OSError, sqlite3.Error, UnicodeError, MemoryError)
@@ -126,7 +141,7 @@ def _list_runs(args: argparse.Namespace) -> int:
     from llamabench.results import terminal_table
     from llamabench.store import RunStore
 
-    store = RunStore.in_dir(args.results_dir)
+    store = RunStore.in_dir(_runs_folder(args))
     runs, notes = store.listing()
     print(terminal_table(runs) if len(runs) else f"no runs recorded in {store.path}")
     _print_notes(notes)
@@ -144,7 +159,7 @@ def _report(args: argparse.Namespace) -> int:
     from llamabench.report import parse_labels, write_report
     from llamabench.store import RunStore
 
-    store = RunStore.in_dir(args.results_dir)
+    store = RunStore.in_dir(_runs_folder(args))
     runs, notes = store.gather(args.runs)
     _print_notes(notes)
     paths = write_report(runs, args.out, parse_labels(args.label, store.resolve))
@@ -158,7 +173,7 @@ def _check(args: argparse.Namespace) -> int:
     from llamabench.store import RunStore
 
     max_drops = parse_max_drops(args.max_drop)
-    store = RunStore.in_dir(args.results_dir)
+    store = RunStore.in_dir(_runs_folder(args))
     baseline, candidate = store.load(args.baseline), store.load(args.candidate)
     rows = compare_runs(
         baseline, candidate, max_drops=max_drops, alpha=args.alpha, iters=args.bootstrap_iters, seed=args.seed

@@ -162,7 +162,7 @@ class RunStore:
             return matches[0]
         if matches:
             raise LlamabenchError(f"run '{ref}' is ambiguous in {self.path}: it matches {', '.join(matches)}")
-        raise LlamabenchError(f"no run '{ref}' in {self.path}; `llamabench runs --results-dir DIR` lists them")
+        raise LlamabenchError(f"no run '{ref}' in {self.path}; `llamabench runs --output-dir DIR` lists them")
 
     def load(self, ref: str | Path) -> RunResult:
         """A run by run_id, unique run_id prefix, or output folder (read from its files if it is not stored)."""
