@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.backends.gguf import dense_copy_dir
 from llamabench.backends.hf import HFBackend
-from llamabench.backends.loading import dense_copy_dir, fingerprint, resolve_model
 from llamabench.backends.model_fingerprint import fingerprint_model
+from llamabench.backends.model_source import fingerprint, resolve_model
 
 
 def timed(action) -> tuple[object, float]:

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamabench.backends.loading import resolve_model
+from llamabench.backends.model_source import resolve_model
 from llamabench.errors import LlamabenchError
 from llamabench.report import checkpoint_step
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from llamabench.backends.base import Backend
 from llamabench.backends.cache import CachedBackend, RequestCache
+from llamabench.backends.cache_dir import CACHE_DB, cache_root
 from llamabench.backends.hf import HFBackend
-from llamabench.backends.loading import CACHE_DB, cache_root
 from llamabench.backends.sharded import ShardedBackend, agree, init_distributed, is_main_process, world_size
 from llamabench.errors import LlamabenchError, warn
 from llamabench.interop.mixed import PreparedRun, evaluate_run, prepare_run

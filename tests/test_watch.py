@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from conftest import byte_tokenizer, tiny_llama
 
-from llamabench.backends.loading import fingerprint, resolve_model
+from llamabench.backends.model_source import fingerprint, resolve_model
 from llamabench.checkpoints import snapshot
 from llamabench.cli import main
 from llamabench.store import RunStore
