@@ -1,9 +1,11 @@
 """Continuous batching: rows that finish leave, waiting requests join, and every output equals the request's own
 one-at-a-time greedy decoding (full recomputation each step, no cache, no batch-mates)."""
 
+import pytest
 import torch
 
 from llamabench.backends.generation import StopCheck, cut_at_stop
+from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest
 
 PROMPTS = [
@@ -82,3 +84,33 @@ def test_stop_check_confirms_on_the_whole_text(tiny_backend):
     assert not check.hit(tokenizer("no newline here", add_special_tokens=False).input_ids)
     assert check.hit(tokenizer("line\n", add_special_tokens=False).input_ids)
     assert not StopCheck(tokenizer, ()).hit(tokenizer("a\nb", add_special_tokens=False).input_ids)
+
+
+def test_out_of_memory_restarts_the_running_rows_with_fewer_slots(tiny_backend):
+    requests = [GenerationRequest(p, 10) for p in PROMPTS]
+    expected = [alone(tiny_backend(), r.prompt, r.max_new_tokens) for r in requests]
+    backend = tiny_backend(batch_size=4)
+    forward, calls = backend.model.forward, []
+
+    def short_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # mid-run: some requests finished, others running, others waiting
+            raise torch.OutOfMemoryError("simulated")
+        return forward(*args, **kwargs)
+
+    backend.model.forward = short_of_memory_once
+    reported: list[int] = []
+    got = backend.generate(requests, on_done=lambda done, texts: reported.extend(done))
+    assert got == expected
+    assert sorted(reported) == list(range(len(requests)))  # each request reported once
+
+
+def test_out_of_memory_on_one_row_is_a_clear_error(tiny_backend):
+    backend = tiny_backend(batch_size=2)
+
+    def short_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("simulated")
+
+    backend.model.forward = short_of_memory
+    with pytest.raises(LlamabenchError, match="out of GPU memory generating a single sequence"):
+        backend.generate([GenerationRequest("a", 4), GenerationRequest("b", 4)])

@@ -46,6 +46,15 @@ def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
     return text[:cut]
 
 
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every token that ends a generation: the model's generation config may list several (Llama-3-Instruct's
+    ``<|eot_id|>`` beside ``<|end_of_text|>``), the tokenizer names one."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list | tuple) else [configured]
+    ids = [*ids, tokenizer.eos_token_id]
+    return sorted({int(token) for token in ids if token is not None})
+
+
 class StopCheck:
     """Whether a row's generated text contains a stop sequence, decoding only the last few tokens per step.
 
@@ -121,15 +130,21 @@ class _Batch:
         self.next_input = torch.zeros(0, dtype=torch.long, device=engine.device)  # each row's newest token
 
     def drain(self, waiting: deque[int]) -> None:
+        admitting: list[int] = []
         try:
             while waiting or self.rows:
                 free = self.slots - len(self.rows)
-                if waiting and free:
-                    self._admit([waiting.popleft() for _ in range(min(free, len(waiting)))])
+                # Joining costs a prefill pass: wait for an eighth of the slots to be free, so that each pass
+                # admits several prompts, unless fewer than that wait.
+                if waiting and free >= min(len(waiting), max(1, self.slots // 8)):
+                    admitting = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+                    self._admit(admitting)
+                    admitting = []
                 else:
                     self._step()
         except torch.OutOfMemoryError:
-            waiting.extendleft(reversed([row.job for row in self.rows]))
+            running = [row.job for row in self.rows]
+            waiting.extendleft(reversed(running + [job for job in admitting if job not in running]))
             raise
 
     @torch.inference_mode()

@@ -16,7 +16,7 @@ from llamabench import __version__
 from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.batching import BatchPolicy, peak_memory
 from llamabench.backends.budget import BudgetInputs, budget_inputs, token_budget
-from llamabench.backends.generation import ContinuousBatcher, GenerationJob
+from llamabench.backends.generation import ContinuousBatcher, GenerationJob, eos_token_ids
 from llamabench.backends.loading import (
     KV_CACHES,
     check_device_map,
@@ -423,15 +423,6 @@ def tokenizer_hash(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     spelled = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(spelled.encode()).hexdigest()[:16]
-
-
-def eos_token_ids(model, tokenizer) -> list[int]:
-    """Every token that ends a generation: the model's generation config may list several (Llama-3-Instruct's
-    ``<|eot_id|>`` beside ``<|end_of_text|>``), the tokenizer names one."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = configured if isinstance(configured, list | tuple) else [configured]
-    ids = [*ids, tokenizer.eos_token_id]
-    return sorted({int(token) for token in ids if token is not None})
 
 
 def _trained_positions(model) -> int | None:
