@@ -134,9 +134,7 @@ class _Batch:
         try:
             while waiting or self.rows:
                 free = self.slots - len(self.rows)
-                # Joining costs a prefill pass: wait for an eighth of the slots to be free, so that each pass
-                # admits several prompts, unless fewer than that wait.
-                if waiting and free >= min(len(waiting), max(1, self.slots // 8)):
+                if waiting and free:
                     admitting = [waiting.popleft() for _ in range(min(free, len(waiting)))]
                     self._admit(admitting)
                     admitting = []
