@@ -113,11 +113,12 @@ def run_lm_eval(folder: Path, pretrained: str, args: argparse.Namespace, task: s
     from lm_eval.tasks import TaskManager
 
     model = HFLM(pretrained=pretrained, device=args.device, dtype=args.dtype, batch_size=batch_size)
-    row_steps = [0]
+    row_steps, forwards = [0], [0]
     generate = model._model_generate
 
     def counted(context, *a, **kw):
         out = generate(context, *a, **kw)
+        forwards[0] += out.shape[1] - context.shape[1]
         row_steps[0] += out.shape[0] * (out.shape[1] - context.shape[1])
         return out
 
@@ -133,17 +134,30 @@ def run_lm_eval(folder: Path, pretrained: str, args: argparse.Namespace, task: s
     seconds = time.perf_counter() - start
     results = {k.split(",")[0]: v for k, v in out["results"][task].items() if "," in k and "stderr" not in k}
     samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
-    return {"seconds": seconds, "results": results, "samples": samples, "row_steps": row_steps[0]}
+    return {
+        "seconds": seconds,
+        "results": results,
+        "samples": samples,
+        "row_steps": row_steps[0],
+        "forwards": forwards[0],
+    }
 
 
 def run_llamabench(backend: HFBackend, folder: Path, task: str) -> dict:
     config = RunConfig(
         tasks=[task], data_dir=folder, tasks_dirs=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0
     )
-    before = backend.engine.stats.row_steps
+    stats = backend.engine.stats
+    before = (stats.row_steps, stats.forwards)
     start = time.perf_counter()  # like lm-eval's timing, this includes loading and rendering the documents
     run = evaluate(backend, prepare_tasks(config), config)
-    return {"seconds": time.perf_counter() - start, "run": run, "row_steps": backend.engine.stats.row_steps - before}
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "run": run,
+        "row_steps": stats.row_steps - before[0],
+        "forwards": stats.forwards - before[1],
+    }
 
 
 def divergence_gap(backend: HFBackend, prompt: str, ours: str, theirs: str) -> tuple[int, float]:
@@ -236,11 +250,13 @@ def report_generation(job: GenerationJob, peer: dict, ours: dict, backend: HFBac
     n_tokens = [sum(len(backend._encode(text)) for text in side) for side in (theirs, mine)]
     seconds = [peer["seconds"], ours["seconds"]]
     row_steps = [peer["row_steps"], ours["row_steps"]]
+    forwards = [peer["forwards"], ours["forwards"]]
     print(f"\n{job.name}: {len(mine)} documents, greedy, at most {job.max_tokens} new tokens, until {job.until!r}")
-    print("| side | wall s | kept tokens | kept tok/s | row-steps computed | useful fraction |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for side, s, kept, steps in zip(("lm-eval HF", "llamabench"), seconds, n_tokens, row_steps, strict=True):
-        print(f"| {side} | {s:.1f} | {kept} | {kept / s:.1f} | {steps} | {kept / max(steps, 1):.1%} |")
+    print("| side | wall s | kept tokens | kept tok/s | forward passes | row-steps computed | useful fraction |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    sides = zip(("lm-eval HF", "llamabench"), seconds, n_tokens, forwards, row_steps, strict=True)
+    for side, s, kept, passes, steps in sides:
+        print(f"| {side} | {s:.1f} | {kept} | {kept / s:.1f} | {passes} | {steps} | {kept / max(steps, 1):.1%} |")
     ratio = (n_tokens[1] / seconds[1]) / (n_tokens[0] / seconds[0])
     same = sum(a == b for a, b in zip(theirs, mine, strict=True))
     print(f"speed-up (kept tok/s): {ratio:.2f}x; identical generations: {same}/{len(mine)}")
