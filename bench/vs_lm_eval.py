@@ -1,10 +1,13 @@
 """Head-to-head with lm-eval's HF backend: same model, data, prompts and limits, one process.
 
-For WikiText-2 rolling perplexity and a greedy QA generation task, runs lm-eval 0.4.13 (its own
-task machinery and HF backend, on local copies of the documents) and llamabench back to back,
-checks the numbers agree, and prints wall time, tokens/s and the speed ratio.
+Three jobs, each run by lm-eval 0.4.13 (its own task machinery and HF backend, on local copies of the
+documents) and then by llamabench, interleaved so that machine load falls on both sides alike:
+WikiText-2 rolling perplexity, greedy SQuAD answers (prefill-heavy: long prompts, 32 new tokens) and
+greedy WMT22 de-en translation (generation-heavy: 128 new tokens, stop at a newline). Prints wall time,
+tokens/s, the useful fraction of computed row-steps, agreement, and the speed ratio; every generation
+that differs is shown with the top-2 logit gap where the two diverge.
 
-    python bench/vs_lm_eval.py --data-dir ../shared/data [--ppl-docs 62] [--qa-docs 64]
+    python bench/vs_lm_eval.py --data-dir ../shared/data [--jobs ppl,squad,wmt] [--ppl-docs 62]
 
 With ``--ppl-docs 62`` the lm-eval figures are the ones ``tests/test_real_model.py`` pins.
 """
@@ -16,6 +19,7 @@ import json
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +32,7 @@ from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.tasks.data import read_jsonl, read_wikitext_documents
 
 QA_PROMPT = "{{ context }}\n\nQ: {{ question }}\nA (a short span copied from the text above):"
-QA_MAX_TOKENS = 32
+WMT_PROMPT = "Translate the following German text into English.\nGerman: {{ source }}\nEnglish:"
 LOCAL_JSON = """\
 dataset_path: json
 dataset_kwargs: {{data_files: {{test: {data}}}}}
@@ -42,160 +46,227 @@ doc_to_target: !function hooks.wikitext_detokenizer
 process_results: !function hooks.process_results
 metric_list: [{{metric: word_perplexity}}, {{metric: byte_perplexity}}, {{metric: bits_per_byte}}]
 """
-LM_EVAL_QA = """\
-task: bench_qa
+LM_EVAL_GEN = """\
+task: {name}
 output_type: generate_until
 doc_to_text: {prompt}
-doc_to_target: "{{{{ answers[0] }}}}"
-generation_kwargs: {{until: ["\\n", "Q:"], max_gen_toks: {max_tokens}, do_sample: false}}
+doc_to_target: {target}
+generation_kwargs: {{until: {until}, max_gen_toks: {max_tokens}, do_sample: false}}
 metric_list: [{{metric: exact_match}}]
 """
 HOOKS = "from lm_eval.tasks.wikitext.preprocess_wikitext import process_results, wikitext_detokenizer  # noqa\n"
-LLAMABENCH_QA = """\
-name: bench_qa
+LLAMABENCH_GEN = """\
+name: {name}
 kind: generate
-dataset: {{local: qa.jsonl}}
+dataset: {{local: {name}.jsonl}}
 doc_id: "{{{{ id }}}}"
 prompt: {prompt}
-target: "{{{{ answers }}}}"
-generation: {{max_new_tokens: {max_tokens}, until: ["\\n", "Q:"]}}
+target: {target}
+generation: {{max_new_tokens: {max_tokens}, until: {until}}}
 metrics: [exact_match]
 """
 
 
-def write_inputs(folder: Path, data_dir: Path, ppl_docs: int, qa_docs: int) -> None:
-    pages = read_wikitext_documents(data_dir / "wikitext2_raw_test" / "wiki.test.raw")[:ppl_docs]
-    questions = read_jsonl(data_dir / "squad_v1.1_dev" / "dev.jsonl")[:qa_docs]
+@dataclass(frozen=True)
+class GenerationJob:
+    """A greedy generation task as both harnesses run it; ``flag`` names it in ``--jobs``."""
+
+    flag: str
+    name: str
+    prompt: str
+    target_lm_eval: str
+    target_llamabench: str
+    until: tuple[str, ...]
+    max_tokens: int
+
+    def write(self, folder: Path, documents: list[dict]) -> None:
+        data = folder / f"{self.name}.jsonl"
+        data.write_text("".join(json.dumps(d) + "\n" for d in documents))
+        fields = {"name": self.name, "prompt": json.dumps(self.prompt), "until": json.dumps(list(self.until))}
+        fields["max_tokens"] = self.max_tokens
+        (folder / f"{self.name}.yaml").write_text(
+            (LM_EVAL_GEN + LOCAL_JSON).format(data=data, target=json.dumps(self.target_lm_eval), **fields)
+        )
+        (folder / "llamabench_tasks" / f"{self.name}.yaml").write_text(
+            LLAMABENCH_GEN.format(target=json.dumps(self.target_llamabench), **fields)
+        )
+
+
+SQUAD = GenerationJob("squad", "bench_qa", QA_PROMPT, "{{ answers[0] }}", "{{ answers }}", ("\n", "Q:"), 32)
+WMT = GenerationJob("wmt", "bench_wmt", WMT_PROMPT, "{{ reference }}", "{{ reference }}", ("\n",), 128)
+
+
+def write_inputs(folder: Path, args: argparse.Namespace) -> None:
+    (folder / "llamabench_tasks").mkdir()
+    pages = read_wikitext_documents(args.data_dir / "wikitext2_raw_test" / "wiki.test.raw")[: args.ppl_docs]
     (folder / "pages.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pages))
-    (folder / "qa.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
     (folder / "wikitext2_raw_test").mkdir()
     (folder / "wikitext2_raw_test" / "wiki.test.raw").write_text("\n".join(p["page"] for p in pages))
-    prompt = json.dumps(QA_PROMPT)
     (folder / "bench_wikitext.yaml").write_text((LM_EVAL_PPL + LOCAL_JSON).format(data=folder / "pages.jsonl"))
-    (folder / "bench_qa.yaml").write_text(
-        (LM_EVAL_QA + LOCAL_JSON).format(data=folder / "qa.jsonl", prompt=prompt, max_tokens=QA_MAX_TOKENS)
-    )
     (folder / "hooks.py").write_text(HOOKS)
-    (folder / "llamabench_tasks").mkdir()
-    (folder / "llamabench_tasks" / "bench_qa.yaml").write_text(
-        LLAMABENCH_QA.format(prompt=prompt, max_tokens=QA_MAX_TOKENS)
-    )
+    SQUAD.write(folder, read_jsonl(args.data_dir / "squad_v1.1_dev" / "dev.jsonl")[: args.qa_docs])
+    WMT.write(folder, read_jsonl(args.data_dir / "wmt22_generaltest_de-en" / "test.jsonl")[: args.wmt_docs])
 
 
-def run_lm_eval(folder: Path, pretrained: str, device: str, dtype: str, batch_sizes: dict[str, str]) -> dict:
+def run_lm_eval(folder: Path, pretrained: str, args: argparse.Namespace, task: str, batch_size: str) -> dict:
+    """One lm-eval task; also counts the row-steps its HF ``generate`` computed (rows x steps per batch)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    timings, results, samples = {}, {}, {}
-    for task, batch_size in batch_sizes.items():
-        model = HFLM(pretrained=pretrained, device=device, dtype=dtype, batch_size=batch_size)
-        start = time.perf_counter()
-        out = lm_eval.simple_evaluate(
-            model=model,
-            tasks=[task],
-            task_manager=TaskManager(include_path=str(folder)),
-            log_samples=True,
-            bootstrap_iters=0,
-        )
-        timings[task] = time.perf_counter() - start
-        results[task] = {k.split(",")[0]: v for k, v in out["results"][task].items() if "," in k and "stderr" not in k}
-        samples[task] = out["samples"][task]
-    return {"seconds": timings, "results": results, "samples": samples}
+    model = HFLM(pretrained=pretrained, device=args.device, dtype=args.dtype, batch_size=batch_size)
+    row_steps, forwards = [0], [0]
+    generate = model._model_generate
+
+    def counted(context, *a, **kw):
+        out = generate(context, *a, **kw)
+        forwards[0] += out.shape[1] - context.shape[1]
+        row_steps[0] += out.shape[0] * (out.shape[1] - context.shape[1])
+        return out
+
+    model._model_generate = counted
+    start = time.perf_counter()
+    out = lm_eval.simple_evaluate(
+        model=model,
+        tasks=[task],
+        task_manager=TaskManager(include_path=str(folder)),
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+    seconds = time.perf_counter() - start
+    results = {k.split(",")[0]: v for k, v in out["results"][task].items() if "," in k and "stderr" not in k}
+    samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
+    return {
+        "seconds": seconds,
+        "results": results,
+        "samples": samples,
+        "row_steps": row_steps[0],
+        "forwards": forwards[0],
+    }
 
 
-def run_llamabench(
-    folder: Path, model: str | None, device: str, dtype: str, kv_cache: str
-) -> tuple[dict, dict, HFBackend]:
-    backend = HFBackend.load(model, device=device, dtype=dtype, kv_cache=kv_cache)
-    timings, runs = {}, {}
-    for task in ("wikitext2", "bench_qa"):
-        config = RunConfig(
-            tasks=[task], data_dir=folder, tasks_dirs=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0
-        )
-        start = time.perf_counter()  # like lm-eval's timing, this includes loading and rendering the documents
-        runs[task] = evaluate(backend, prepare_tasks(config), config)
-        timings[task] = time.perf_counter() - start
-    return timings, runs, backend
+def run_llamabench(backend: HFBackend, folder: Path, task: str) -> dict:
+    config = RunConfig(
+        tasks=[task], data_dir=folder, tasks_dirs=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0
+    )
+    stats = backend.engine.stats
+    before = (stats.row_steps, stats.forwards)
+    start = time.perf_counter()  # like lm-eval's timing, this includes loading and rendering the documents
+    run = evaluate(backend, prepare_tasks(config), config)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "run": run,
+        "row_steps": stats.row_steps - before[0],
+        "forwards": stats.forwards - before[1],
+    }
+
+
+def divergence_gap(backend: HFBackend, prompt: str, ours: str, theirs: str) -> tuple[int, float]:
+    """Where two continuations of ``prompt`` first differ (in tokens), and the top-2 logit gap there, computed
+    for the one sequence alone."""
+    encode = backend._encode
+    mine, other = encode(ours), encode(theirs)
+    common = next((k for k, (a, b) in enumerate(zip(mine, other, strict=False)) if a != b), min(len(mine), len(other)))
+    with torch.inference_mode():
+        ids = torch.tensor([encode(prompt) + mine[:common]], device=backend.device)
+        top = backend.model(input_ids=ids).logits[0, -1].float().topk(2).values
+    return common, float(top[0] - top[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
+    parser.add_argument("--jobs", default="ppl,squad,wmt", help="comma-separated: ppl, squad, wmt")
     parser.add_argument("--ppl-docs", type=int, default=8)
-    parser.add_argument("--qa-docs", type=int, default=32)
+    parser.add_argument("--qa-docs", type=int, default=64)
+    parser.add_argument("--wmt-docs", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--kv-cache", choices=KV_CACHES, default="dynamic", help="llamabench's generation cache")
-    gpu = torch.cuda.is_available()
     # lm-eval at its best setting: 'auto' on GPU. On CPU its auto-detection is unavailable; rolling windows
     # need batch size 1 there (8 windows of 8192 tokens materialise ~26 GB of fp32 logits and are OOM-killed).
-    parser.add_argument("--lm-eval-ppl-batch-size", default="auto" if gpu else "1")
-    parser.add_argument("--lm-eval-gen-batch-size", default="auto" if gpu else "16")
+    parser.add_argument("--lm-eval-ppl-batch-size", default="auto" if torch.cuda.is_available() else "1")
+    parser.add_argument("--gen-batch-size", default="32", help="both sides' generation batch size (slots)")
     args = parser.parse_args()
+    jobs = args.jobs.split(",")
 
     source = resolve_model(args.model)
     load_model_and_tokenizer(source, dtype=torch.float32, device="cpu")  # builds the dense copy lm-eval loads
     pretrained = str(dense_copy_dir(fingerprint(source))) if source.gguf_file else source.location
+    gen_batch = args.gen_batch_size if args.gen_batch_size == "auto" else int(args.gen_batch_size)
+    ours = HFBackend.load(
+        args.model, device=args.device, dtype=args.dtype, kv_cache=args.kv_cache, batch_size=gen_batch
+    )
+    print(describe_machine(args))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_inputs(folder, args.data_dir, args.ppl_docs, args.qa_docs)
-        batch_sizes = {"bench_wikitext": args.lm_eval_ppl_batch_size, "bench_qa": args.lm_eval_gen_batch_size}
-        peer = run_lm_eval(folder, pretrained, args.device, args.dtype, batch_sizes)
-        ours_seconds, ours, backend = run_llamabench(folder, args.model, args.device, args.dtype, args.kv_cache)
-    report(args, peer, ours_seconds, ours, backend)
+        write_inputs(folder, args)
+        if "ppl" in jobs:
+            ppl = HFBackend.load(args.model, device=args.device, dtype=args.dtype)
+            peer = run_lm_eval(folder, pretrained, args, "bench_wikitext", args.lm_eval_ppl_batch_size)
+            report_perplexity(peer, run_llamabench(ppl, folder, "wikitext2"))
+        for job in (SQUAD, WMT):
+            if job.flag in jobs:
+                peer = run_lm_eval(folder, pretrained, args, job.name, args.gen_batch_size)
+                report_generation(job, peer, run_llamabench(ours, folder, job.name), ours)
 
 
-def report(args: argparse.Namespace, peer: dict, ours_seconds: dict, ours: dict, backend: HFBackend) -> None:
-    ppl_samples = ours["wikitext2"].samples["wikitext2"]
-    qa_samples = ours["bench_qa"].samples["bench_qa"]
-    peer_answers = [s["filtered_resps"][0] for s in sorted(peer["samples"]["bench_qa"], key=lambda s: s["doc_id"])]
-    agree = sum(a == b for a, b in zip(peer_answers, qa_samples.prediction, strict=True))
-    scored = int(ppl_samples.n_tokens.sum())
-    generated = sum(len(backend.tokenizer(p, add_special_tokens=False).input_ids) for p in qa_samples.prediction)
-    rows = [
+def describe_machine(args: argparse.Namespace) -> str:
+    cpu = next(
         (
-            "wikitext2 rolling ppl",
-            "tokens scored",
-            scored,
-            peer["seconds"]["bench_wikitext"],
-            ours_seconds["wikitext2"],
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
         ),
-        (
-            "squad greedy generation",
-            "tokens generated",
-            generated,
-            peer["seconds"]["bench_qa"],
-            ours_seconds["bench_qa"],
-        ),
-    ]
-    print(
-        f"\nmachine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"device {args.device}, threads {torch.get_num_threads()}, dtype {args.dtype}, "
-        f"lm-eval batch size {args.lm_eval_ppl_batch_size} (ppl) / {args.lm_eval_gen_batch_size} (generation), "
-        f"llamabench batch size auto, {args.kv_cache} key/value cache"
+        platform.processor() or platform.machine(),
     )
-    print(
-        f"documents: {args.ppl_docs} WikiText-2 articles, {args.qa_docs} SQuAD questions "
-        f"(0-shot, {QA_MAX_TOKENS} new tokens max)\n"
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "none"
+    return (
+        f"machine: {cpu}, GPU {gpu}; torch {torch.__version__}, device {args.device}, threads "
+        f"{torch.get_num_threads()}, dtype {args.dtype}; generation batch size {args.gen_batch_size} on both sides, "
+        f"lm-eval rolling-perplexity batch size {args.lm_eval_ppl_batch_size}, llamabench's auto; "
+        f"llamabench {args.kv_cache} key/value cache"
     )
-    print("| job | work | lm-eval s | llamabench s | lm-eval tok/s | llamabench tok/s | speed-up |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for job, unit, tokens, theirs, mine in rows:
-        print(
-            f"| {job} | {tokens} {unit} | {theirs:.1f} | {mine:.1f} | {tokens / theirs:.0f} | "
-            f"{tokens / mine:.0f} | {theirs / mine:.2f}x |"
-        )
-    print("\nagreement:")
+
+
+def report_perplexity(peer: dict, ours: dict) -> None:
+    run = ours["run"]
+    scored = int(run.samples["wikitext2"].n_tokens.sum())
+    theirs_s, mine_s = peer["seconds"], ours["seconds"]
+    print(f"\nwikitext2 rolling perplexity: {scored} tokens scored")
+    print(
+        f"  lm-eval {theirs_s:.1f} s ({scored / theirs_s:.0f} tok/s), llamabench {mine_s:.1f} s "
+        f"({scored / mine_s:.0f} tok/s), speed-up {theirs_s / mine_s:.2f}x"
+    )
     for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
-        theirs, mine = peer["results"]["bench_wikitext"][metric], ours["wikitext2"].value("wikitext2", metric)
+        theirs, mine = peer["results"][metric], run.value("wikitext2", metric)
         print(f"  {metric}: lm-eval {theirs:.6f}, llamabench {mine:.6f}, rel diff {abs(mine / theirs - 1):.2e}")
-    print(
-        f"  generations identical: {agree}/{len(peer_answers)}; exact match: lm-eval (strict, first answer) "
-        f"{100 * peer['results']['bench_qa']['exact_match']:.2f}, llamabench (SQuAD-normalised, best answer) "
-        f"{ours['bench_qa'].value('bench_qa', 'exact_match'):.2f}"
-    )
+
+
+def report_generation(job: GenerationJob, peer: dict, ours: dict, backend: HFBackend) -> None:
+    mine = list(ours["run"].samples[job.name].prediction)
+    theirs = [s["filtered_resps"][0] for s in peer["samples"]]
+    prompts = [s["arguments"][0][0] for s in peer["samples"]]
+    n_tokens = [sum(len(backend._encode(text)) for text in side) for side in (theirs, mine)]
+    seconds = [peer["seconds"], ours["seconds"]]
+    row_steps = [peer["row_steps"], ours["row_steps"]]
+    forwards = [peer["forwards"], ours["forwards"]]
+    print(f"\n{job.name}: {len(mine)} documents, greedy, at most {job.max_tokens} new tokens, until {job.until!r}")
+    print("| side | wall s | kept tokens | kept tok/s | forward passes | row-steps computed | useful fraction |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    sides = zip(("lm-eval HF", "llamabench"), seconds, n_tokens, forwards, row_steps, strict=True)
+    for side, s, kept, passes, steps in sides:
+        print(f"| {side} | {s:.1f} | {kept} | {kept / s:.1f} | {passes} | {steps} | {kept / max(steps, 1):.1%} |")
+    ratio = (n_tokens[1] / seconds[1]) / (n_tokens[0] / seconds[0])
+    same = sum(a == b for a, b in zip(theirs, mine, strict=True))
+    print(f"speed-up (kept tok/s): {ratio:.2f}x; identical generations: {same}/{len(mine)}")
+    for doc, (prompt, a, b) in enumerate(zip(prompts, mine, theirs, strict=True)):
+        if a != b:
+            step, gap = divergence_gap(backend, prompt, a, b)
+            verdict = "near-tie" if gap < 1e-3 else "NOT a near-tie"
+            print(f"  doc {doc} differs from token {step}: top-2 logit gap {gap:.2e} ({verdict})")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ class Killed(Exception):
 
 
 def dies_on_batch(backend, method: str, k: int) -> None:
-    """Make ``backend``'s batch function ``method`` raise Killed on its ``k``-th call."""
+    """Make ``backend``'s batch function (or a model's ``forward``) ``method`` raise Killed on its ``k``-th call."""
     real, calls = getattr(backend, method), []
 
     def forward(*args, **kwargs):
@@ -85,7 +85,6 @@ def test_cached_batches_are_as_large_as_uncached(tiny_backend, tmp_path):
 CALLS = {
     "loglikelihood": ("_score_batch", [LoglikelihoodRequest(f"context {i}", f" answer {i}") for i in range(6)]),
     "loglikelihood_rolling": ("_score_batch", [RollingRequest(f"text number {i}") for i in range(6)]),
-    "generate": ("_generate_batch", [GenerationRequest(f"prompt {i}", 4) for i in range(6)]),
 }
 
 
@@ -102,7 +101,25 @@ def test_a_kill_loses_at_most_the_running_batch(tiny_backend, tmp_path, call):
     resumed = CachedBackend(fingerprinted(tiny_backend, batch_size=2), cache)
     got = getattr(resumed, call)(requests)
     assert (resumed.hits, resumed.computed) == (4, 2)
-    assert got == [tuple(r) if call != "generate" else r for r in getattr(tiny_backend(), call)(requests)]
+    assert got == [tuple(r) for r in getattr(tiny_backend(), call)(requests)]
+
+
+def test_a_kill_mid_generation_keeps_every_finished_request(tiny_backend, tmp_path):
+    # Equal-length prompts with 1..6 new tokens over 2 slots. Forward passes: 1 prefills 0 and 1 (0 is done
+    # after its one token), 2 prefills 2, 3 steps 1 (done) and 2, 4 prefills 3, 5 steps 2 (done) and 3,
+    # 6 prefills 4 and is killed: requests 0, 1 and 2 are stored, each as it finished.
+    requests = [GenerationRequest(f"prompt {i}", max_new_tokens=i + 1) for i in range(6)]
+    cache = RequestCache(tmp_path / "requests.sqlite")
+    victim = fingerprinted(tiny_backend, batch_size=2)
+    dies_on_batch(victim.model, "forward", 6)
+    with pytest.raises(Killed):
+        CachedBackend(victim, cache).generate(requests)
+    assert len(cache) == 3
+
+    resumed = CachedBackend(fingerprinted(tiny_backend, batch_size=2), cache)
+    got = resumed.generate(requests)
+    assert (resumed.hits, resumed.computed) == (3, 3)
+    assert got == [tiny_backend(batch_size=1).generate([request])[0] for request in requests]
 
 
 def test_a_perplexity_request_is_stored_only_once_all_its_windows_are_scored(tiny_backend, tmp_path):

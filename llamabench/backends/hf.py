@@ -6,18 +6,17 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from functools import partial
 
 import tokenizers
 import torch
 import transformers
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from llamabench import __version__
 from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.batching import BatchPolicy, peak_memory
 from llamabench.backends.budget import BudgetInputs, budget_inputs, token_budget
+from llamabench.backends.generation import ContinuousBatcher, GenerationJob, eos_token_ids
 from llamabench.backends.loading import KV_CACHES, check_device_map, load_model_and_tokenizer
 from llamabench.backends.model_source import fingerprint, resolve_model
 from llamabench.backends.score_rows import (
@@ -29,6 +28,7 @@ from llamabench.backends.score_rows import (
     score_batch,
     shared_prefix_rows,
 )
+from llamabench.backends.static_generation import generate_static_batch
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, require_prompt_room
 
@@ -81,6 +81,9 @@ class HFBackend(Backend):
             self.policy = BatchPolicy(token_budget=token_budget(self.budget))
         else:
             self.policy = BatchPolicy(token_budget=0, max_items=int(batch_size))
+        self.engine = ContinuousBatcher(
+            model, tokenizer, eos_tokens=self.eos_tokens, pad_token=self.pad_token, device=self.device
+        )
 
     @classmethod
     def load(
@@ -244,71 +247,63 @@ class HFBackend(Backend):
     # -- generation ----------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
+        jobs = [self._generation_job(request) for request in requests]
         results: list[str | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for index, request in enumerate(requests):
-            groups.setdefault((request.max_new_tokens, request.until, request.greedy), []).append(index)
         with tqdm(
             total=len(requests),
             desc=f"{self.model_id}: generation",
             disable=not self.progress or not requests,
             unit="seq",
         ) as bar:
-            for (max_new, until, greedy), indices in groups.items():
-                require_prompt_room(max_new, self.max_length)
-                prompts = [
-                    (self._encode(requests[i].prompt)[-(self.max_length - max_new) :], requests[i].seed)
-                    for i in indices
-                ]
-                lengths = [len(p) + max_new for p, _ in prompts]
-                for batch in self.policy.plan(lengths):
-                    generate = partial(self._generate_batch, max_new=max_new, until=until, greedy=greedy)
-                    texts = self.policy.run([prompts[b] for b in batch], generate)
-                    for b, text in zip(batch, texts, strict=True):
-                        results[indices[b]] = text
-                    if on_done is not None:
-                        on_done([indices[b] for b in batch], texts)
-                    bar.update(len(batch))
+
+            def finished(indices: list[int], texts: list[str]) -> None:
+                for index, text in zip(indices, texts, strict=True):
+                    results[index] = text
+                if on_done is not None:
+                    on_done(indices, texts)
+                bar.update(len(indices))
+
+            if self.kv_cache == "static":
+                self._generate_static(jobs, finished)
+            elif jobs:
+                slots = self._generation_slots(jobs)
+                self.policy.sizes_used[slots] += 1
+                self.engine.run(jobs, slots, finished)
         return results  # type: ignore[return-value]
 
-    @torch.inference_mode()
-    def _generate_batch(
-        self, rows: list[tuple[list[int], int | None]], max_new: int, until: tuple[str, ...], greedy: bool
-    ) -> list[str]:
-        """Generate for ``rows`` of (prompt tokens, sampling seed); greedy unless ``greedy`` is False."""
-        prompts = [prompt for prompt, _ in rows]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, prompt in enumerate(prompts):  # left padding keeps every prompt's end at the same position
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            mask[row, width - len(prompt) :] = 1
-        stopping = StoppingCriteriaList([_StopSequences(self.tokenizer, until, width)]) if until else None
-        # Sampling draws each row's tokens from that row's own generator, so a sample depends on its request's
-        # seed only, not on the batch it lands in; transformers then keeps the drawn token by greedy selection.
-        sampler = None if greedy else LogitsProcessorList([SeededSampler([seed for _, seed in rows])])
-        output = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            max_new_tokens=max_new,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=self.pad_token,
-            cache_implementation=self.kv_cache,
-            eos_token_id=self.eos_tokens,
-            logits_processor=sampler,
-            stopping_criteria=stopping,
-        )
-        texts = [self.tokenizer.decode(self._until_eos(row), skip_special_tokens=True) for row in output[:, width:]]
-        return [cut_at_stop(text, until) for text in texts]
+    def _generation_job(self, request: GenerationRequest) -> GenerationJob:
+        require_prompt_room(request.max_new_tokens, self.max_length)
+        prompt = self._encode(request.prompt)[-(self.max_length - request.max_new_tokens) :]
+        seed = None if request.greedy else request.seed
+        return GenerationJob(prompt, request.max_new_tokens, request.until, seed)
 
-    def _until_eos(self, generated: torch.Tensor) -> list[int]:
-        """A row's generated tokens before its first end-of-sequence token (what follows is padding)."""
-        tokens = generated.tolist()
-        ends = [i for i, token in enumerate(tokens) if token in self.eos_tokens]
-        return tokens[: ends[0]] if ends else tokens
+    def _generation_slots(self, jobs: list[GenerationJob]) -> int:
+        """Concurrent rows: ``--batch-size N``, else as many of the longest request as the token budget holds."""
+        if self.policy.max_items is not None:
+            return min(self.policy.max_items, len(jobs))
+        longest = max(len(job.prompt) + job.max_new for job in jobs)
+        return max(1, min(len(jobs), self.policy.token_budget // longest))
+
+    def _generate_static(self, jobs: list[GenerationJob], finished) -> None:
+        """Batches of requests that share limits and greediness, each run by transformers' ``generate``."""
+        groups: dict[tuple, list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault((job.max_new, job.until, job.seed is None), []).append(index)
+        for indices in groups.values():
+            lengths = [len(jobs[i].prompt) + jobs[i].max_new for i in indices]
+            for batch in self.policy.plan(lengths):
+                texts = self.policy.run([jobs[indices[b]] for b in batch], self._generate_batch)
+                finished([indices[b] for b in batch], texts)
+
+    def _generate_batch(self, jobs: list[GenerationJob]) -> list[str]:
+        return generate_static_batch(
+            self.model,
+            self.tokenizer,
+            jobs,
+            eos_tokens=self.eos_tokens,
+            pad_token=self.pad_token,
+            stats=self.engine.stats,
+        )
 
 
 def default_dtype(device: str) -> str:
@@ -354,23 +349,6 @@ class _RollingTotals:
             self.on_done(requests, [self.result(r) for r in requests])
 
 
-class SeededSampler(LogitsProcessor):
-    """Samples each row's next token at temperature 1 from its own seeded generator and leaves only that token
-    possible, so greedy selection keeps it. One generator per row: a row's sample never depends on the others."""
-
-    def __init__(self, seeds: Sequence[int | None]):
-        if any(seed is None for seed in seeds):
-            raise LlamabenchError("every sampled generation request needs a seed")
-        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(scores.float(), dim=-1).cpu()
-        drawn = [int(torch.multinomial(probs[row], 1, generator=gen)) for row, gen in enumerate(self.generators)]
-        only = torch.full_like(scores, -torch.inf)
-        only[torch.arange(len(drawn)), torch.tensor(drawn, device=scores.device)] = 0.0
-        return only
-
-
 # Config attributes through which a model's ``forward`` reshapes its logits (Granite divides them, Cohere
 # multiplies them, Gemma 2 soft-caps them), with each one's no-op value. Scoring runs the base model and the
 # head directly, so such a model would score other numbers than it generates with.
@@ -392,34 +370,6 @@ def tokenizer_hash(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     spelled = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(spelled.encode()).hexdigest()[:16]
-
-
-def eos_token_ids(model, tokenizer) -> list[int]:
-    """Every token that ends a generation: the model's generation config may list several (Llama-3-Instruct's
-    ``<|eot_id|>`` beside ``<|end_of_text|>``), the tokenizer names one."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = configured if isinstance(configured, list | tuple) else [configured]
-    ids = [*ids, tokenizer.eos_token_id]
-    return sorted({int(token) for token in ids if token is not None})
-
-
-def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
-    """``text`` up to (not including) the earliest stop sequence."""
-    cut = min((text.find(stop) for stop in until if stop and stop in text), default=len(text))
-    return text[:cut]
-
-
-class _StopSequences(StoppingCriteria):
-    """Marks a row finished as soon as its generated text contains any stop sequence."""
-
-    def __init__(self, tokenizer, until: tuple[str, ...], prompt_width: int):
-        self.tokenizer = tokenizer
-        self.until = until
-        self.prompt_width = prompt_width
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
-        return torch.tensor([any(stop in text for stop in self.until) for text in texts], device=input_ids.device)
 
 
 def _trained_positions(model) -> int | None:

@@ -1,0 +1,259 @@
+"""Continuous-batching generation: a finished row frees its slot at once and the next waiting request starts there.
+
+The running rows share one left-padded key/value cache (transformers' ``DynamicCache``): every row's newest
+token sits in the last column, a 2D attention mask hides each row's padding and explicit position ids count each
+row's own tokens, so a row computes what it would alone. Finished rows leave by index selection; waiting requests
+are prefilled together and joined to the running batch, both sides padded on the left to the wider one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from llamabench.backends.batching import release_memory
+from llamabench.errors import LlamabenchError
+
+# Called with the indices (into the jobs) of the requests one step finished and their texts.
+OnFinished = Callable[[list[int], list[str]], None]
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """One request as the engine runs it: prompt tokens, its own limits, and its sampling seed (None: greedy)."""
+
+    prompt: list[int]
+    max_new: int
+    until: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class GenerationStats:
+    """Work done: ``row_steps`` counts every row of every forward pass that produced a next token."""
+
+    row_steps: int = 0
+    forwards: int = 0
+
+
+def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
+    """``text`` up to (not including) the earliest stop sequence."""
+    cut = min((text.find(stop) for stop in until if stop and stop in text), default=len(text))
+    return text[:cut]
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every token that ends a generation: the model's generation config may list several (Llama-3-Instruct's
+    ``<|eot_id|>`` beside ``<|end_of_text|>``), the tokenizer names one."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list | tuple) else [configured]
+    ids = [*ids, tokenizer.eos_token_id]
+    return sorted({int(token) for token in ids if token is not None})
+
+
+class StopCheck:
+    """Whether a row's generated text contains a stop sequence, decoding only the last few tokens per step.
+
+    A stop completed by the newest token lies within its last ``len(stop.encode())`` tokens (every token adds at
+    least one byte); two more cover a first token whose leading space or partial character decodes differently
+    alone. A hit in that window is confirmed on the whole text, so the answer equals a whole-text check whenever
+    it says stop; a stop the window misses (special tokens among the tail) only costs extra steps, since the
+    returned text is cut at the first stop anyway.
+    """
+
+    def __init__(self, tokenizer, until: tuple[str, ...]):
+        self.tokenizer = tokenizer
+        self.until = tuple(stop for stop in until if stop)
+        self.window = max((len(stop.encode()) for stop in self.until), default=0) + 2
+
+    def hit(self, tokens: list[int]) -> bool:
+        if not self.until:
+            return False
+        tail = self.tokenizer.decode(tokens[-self.window :], skip_special_tokens=True)
+        if not any(stop in tail for stop in self.until):
+            return False
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return any(stop in text for stop in self.until)
+
+
+@dataclass
+class _Row:
+    """A running request: its job index, the tokens generated so far, and its own sampling generator."""
+
+    job: int
+    stop: StopCheck
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+
+
+class ContinuousBatcher:
+    """Runs generation jobs through at most ``slots`` concurrent rows of one model."""
+
+    def __init__(self, model, tokenizer, *, eos_tokens: Sequence[int], pad_token: int, device: torch.device):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_tokens = frozenset(eos_tokens)
+        self.pad_token = pad_token
+        self.device = device
+        self.stats = GenerationStats()
+
+    def run(self, jobs: Sequence[GenerationJob], slots: int, on_finished: OnFinished) -> None:
+        """Generate every job, reporting each as it finishes; on out-of-memory the running rows restart (a row's
+        output depends only on its own job, so a restart reproduces it) with half the slots."""
+        waiting = deque(sorted(range(len(jobs)), key=lambda j: -len(jobs[j].prompt)))  # longest first: OOM early
+        while waiting:
+            try:
+                _Batch(self, jobs, slots, on_finished).drain(waiting)
+            except torch.OutOfMemoryError as exc:
+                if slots == 1:
+                    raise LlamabenchError(
+                        "out of GPU memory generating a single sequence; use a smaller --max-length, "
+                        "--dtype bfloat16 or a larger GPU"
+                    ) from exc
+                slots //= 2
+            release_memory()
+
+
+class _Batch:
+    """The running rows and their shared cache; ``drain`` runs until no job waits and no row runs. A row that
+    is running when the batch fails goes back to the front of the queue."""
+
+    def __init__(self, engine: ContinuousBatcher, jobs: Sequence[GenerationJob], slots: int, on_finished: OnFinished):
+        self.engine, self.jobs, self.slots, self.on_finished = engine, jobs, slots, on_finished
+        self.rows: list[_Row] = []
+        self.cache = DynamicCache()
+        self.mask = torch.zeros(0, 0, dtype=torch.long, device=engine.device)  # [rows, cache columns]
+        self.next_input = torch.zeros(0, dtype=torch.long, device=engine.device)  # each row's newest token
+
+    def drain(self, waiting: deque[int]) -> None:
+        admitting: list[int] = []
+        try:
+            while waiting or self.rows:
+                free = self.slots - len(self.rows)
+                if waiting and free:
+                    admitting = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+                    self._admit(admitting)
+                    admitting = []
+                else:
+                    self._step()
+        except torch.OutOfMemoryError:
+            running = [row.job for row in self.rows]
+            waiting.extendleft(reversed(running + [job for job in admitting if job not in running]))
+            raise
+
+    @torch.inference_mode()
+    def _admit(self, jobs: list[int]) -> None:
+        """Prefill ``jobs`` (left-padded to their longest prompt), take each one's first token, join the batch."""
+        prompts = [self.jobs[j].prompt for j in jobs]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.engine.pad_token, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for r, prompt in enumerate(prompts):
+            input_ids[r, width - len(prompt) :] = torch.tensor(prompt)
+            mask[r, width - len(prompt) :] = 1
+        mask = mask.to(self.engine.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self.engine.model(
+            input_ids=input_ids.to(self.engine.device),
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        new_rows = [self._new_row(j) for j in jobs]
+        self._join(cache, mask, new_rows)
+        self._take(logits, first_row=len(self.rows) - len(new_rows))
+
+    def _new_row(self, job: int) -> _Row:
+        seed = self.jobs[job].seed
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        return _Row(job, StopCheck(self.engine.tokenizer, self.jobs[job].until), generator)
+
+    def _join(self, cache: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> None:
+        if not self.rows:
+            self.cache, self.mask = cache, mask
+        else:
+            width = max(self.mask.shape[1], mask.shape[1])
+            for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+                mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)])
+                mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)])
+            self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(mask, width, 1)])
+        self.rows += rows
+        self.next_input = torch.cat([self.next_input, torch.zeros(len(rows), dtype=torch.long, device=mask.device)])
+
+    @torch.inference_mode()
+    def _step(self) -> None:
+        """One decoding step for every running row."""
+        positions = self.mask.sum(-1, keepdim=True)  # each row's own token count: its next position
+        self.mask = torch.cat([self.mask, torch.ones_like(positions)], dim=1)
+        logits = self.engine.model(
+            input_ids=self.next_input[:, None],
+            attention_mask=self.mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+        ).logits[:, -1]
+        self._take(logits, first_row=0)
+
+    def _take(self, logits: torch.Tensor, first_row: int) -> None:
+        """Choose the next token of rows ``first_row:`` from ``logits``, then retire the rows that finished."""
+        stats = self.engine.stats
+        stats.forwards += 1
+        stats.row_steps += len(logits)
+        rows = self.rows[first_row:]
+        chosen = logits.argmax(dim=-1)
+        sampled = [r for r, row in enumerate(rows) if row.generator is not None]
+        if sampled:  # each sampled row draws from its own generator, so its sample ignores its batch-mates
+            probs = torch.softmax(logits[sampled].float(), dim=-1).cpu()
+            for k, r in enumerate(sampled):
+                chosen[r] = int(torch.multinomial(probs[k], 1, generator=rows[r].generator))
+        self.next_input[first_row:] = chosen
+        finished = [first_row + r for r, token in enumerate(chosen.tolist()) if self._extend(rows[r], token)]
+        if finished:
+            self._retire(finished)
+
+    def _extend(self, row: _Row, token: int) -> bool:
+        """Record ``token`` for ``row``; whether the row is now finished."""
+        if token in self.engine.eos_tokens:
+            return True
+        row.tokens.append(token)
+        return len(row.tokens) == self.jobs[row.job].max_new or row.stop.hit(row.tokens)
+
+    def _retire(self, finished: list[int]) -> None:
+        decode = self.engine.tokenizer.decode
+        jobs = [self.rows[r].job for r in finished]
+        texts = [
+            cut_at_stop(decode(self.rows[r].tokens, skip_special_tokens=True), self.jobs[j].until)
+            for r, j in zip(finished, jobs, strict=True)
+        ]
+        gone = set(finished)
+        keep = [r for r in range(len(self.rows)) if r not in gone]
+        self.rows = [self.rows[r] for r in keep]
+        if self.rows:
+            index = torch.tensor(keep, device=self.mask.device)
+            # Columns that are padding in every remaining row are dropped with the finished rows.
+            start = int(self.mask[index].any(dim=0).int().argmax())
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[index, :, start:]
+                layer.values = layer.values[index, :, start:]
+            self.mask = self.mask[index, start:]
+            self.next_input = self.next_input[index]
+        else:
+            self.next_input = self.next_input[:0]
+        self.on_finished(jobs, texts)
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``tensor`` zero-padded on the left along ``dim`` to ``width``."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

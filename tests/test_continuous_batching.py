@@ -1,0 +1,116 @@
+"""Continuous batching: rows that finish leave, waiting requests join, and every output equals the request's own
+one-at-a-time greedy decoding (full recomputation each step, no cache, no batch-mates)."""
+
+import pytest
+import torch
+
+from llamabench.backends.generation import StopCheck, cut_at_stop
+from llamabench.errors import LlamabenchError
+from llamabench.requests import GenerationRequest
+
+PROMPTS = [
+    "Once upon a time",
+    "A",
+    "The rain in Spain stays mainly in the",
+    "1, 2, 3,",
+    "xyzzy plugh",
+    "Hello, world. ",
+    "Q",
+]
+
+
+def alone(backend, prompt: str, max_new: int, until: tuple[str, ...] = ()) -> str:
+    """Greedy decoding of one request by hand: the whole sequence re-run for every token."""
+    ids = backend.tokenizer(prompt, add_special_tokens=False).input_ids
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new):
+            token = int(backend.model(torch.tensor([ids + new])).logits[0, -1].argmax())
+            if token in backend.eos_tokens:
+                break
+            new.append(token)
+    return cut_at_stop(backend.tokenizer.decode(new, skip_special_tokens=True), until)
+
+
+def ascii_pair(text: str, start: int) -> str:
+    """The first two ASCII characters in a row of ``text`` from ``start`` on: a stop sequence that
+    certainly occurs there and spans two byte tokens."""
+    for k in range(start, len(text) - 1):
+        pair = text[k : k + 2]
+        if pair.isascii():
+            return pair
+    raise AssertionError(f"no ASCII pair in {text!r}")
+
+
+def test_continuous_batching_equals_one_request_at_a_time(tiny_backend):
+    backend = tiny_backend(batch_size=3)  # 7 requests over 3 slots: four join as others leave
+    max_new = [20, 6, 18, 12, 20, 9, 16]
+    free = [alone(backend, p, n) for p, n in zip(PROMPTS, max_new, strict=True)]
+    # Stops hit at different steps (searched from the first, third or fifth character); the others run to their
+    # limit.
+    stops = {0: ascii_pair(free[0], 2), 1: ascii_pair(free[1], 0), 2: ascii_pair(free[2], 4), 5: ascii_pair(free[5], 0)}
+    requests = [
+        GenerationRequest(p, n, (stops[i],) if i in stops else ())
+        for i, (p, n) in enumerate(zip(PROMPTS, max_new, strict=True))
+    ]
+    got = backend.generate(requests)
+    assert got == [alone(backend, r.prompt, r.max_new_tokens, r.until) for r in requests]
+    assert all(stops[i] not in got[i] for i in stops)
+    assert backend.policy.sizes_used == {3: 1}
+
+
+def test_a_finished_row_stops_computing(tiny_backend):
+    backend = tiny_backend(batch_size=2)
+    assert alone(backend, "Hello, world. ", 8) == "y" * 8  # this model repeats "y" after that prompt
+    (text,) = backend.generate([GenerationRequest("Hello, world. ", 100, ("yyy",))])
+    assert text == ""
+    # The stop spans three tokens and is caught by the step that completes it: 3 row-steps, not 100.
+    assert backend.engine.stats.row_steps == 3
+
+
+def test_stop_split_across_tokens_is_caught_at_the_token_that_completes_it(tiny_backend):
+    tokenizer = tiny_backend().tokenizer  # one token per UTF-8 byte: every stop below spans several tokens
+    text = "abc Q: déjà vu é. end"
+    tokens = tokenizer(text, add_special_tokens=False).input_ids
+    for stop in ("Q:", "é.", "vu é", " end"):
+        check = StopCheck(tokenizer, (stop,))
+        first = next(n for n in range(1, len(tokens) + 1) if check.hit(tokens[:n]))
+        assert first == len((text[: text.index(stop)] + stop).encode())  # bytes up to the stop's last one
+
+
+def test_stop_check_confirms_on_the_whole_text(tiny_backend):
+    tokenizer = tiny_backend().tokenizer
+    check = StopCheck(tokenizer, ("\n",))
+    assert not check.hit(tokenizer("no newline here", add_special_tokens=False).input_ids)
+    assert check.hit(tokenizer("line\n", add_special_tokens=False).input_ids)
+    assert not StopCheck(tokenizer, ()).hit(tokenizer("a\nb", add_special_tokens=False).input_ids)
+
+
+def test_out_of_memory_restarts_the_running_rows_with_fewer_slots(tiny_backend):
+    requests = [GenerationRequest(p, 10) for p in PROMPTS]
+    expected = [alone(tiny_backend(), r.prompt, r.max_new_tokens) for r in requests]
+    backend = tiny_backend(batch_size=4)
+    forward, calls = backend.model.forward, []
+
+    def short_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # mid-run: some requests finished, others running, others waiting
+            raise torch.OutOfMemoryError("simulated")
+        return forward(*args, **kwargs)
+
+    backend.model.forward = short_of_memory_once
+    reported: list[int] = []
+    got = backend.generate(requests, on_done=lambda done, texts: reported.extend(done))
+    assert got == expected
+    assert sorted(reported) == list(range(len(requests)))  # each request reported once
+
+
+def test_out_of_memory_on_one_row_is_a_clear_error(tiny_backend):
+    backend = tiny_backend(batch_size=2)
+
+    def short_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("simulated")
+
+    backend.model.forward = short_of_memory
+    with pytest.raises(LlamabenchError, match="out of GPU memory generating a single sequence"):
+        backend.generate([GenerationRequest("a", 4), GenerationRequest("b", 4)])
