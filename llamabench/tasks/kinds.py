@@ -231,7 +231,7 @@ def run_documents(
 
     ``on_done`` (optional) is passed to that call: its indices are into every document's requests in order.
     """
-    kind = KINDS[spec.kind]
+    kind = spec.task_kind
     keys = [(d, r) for d, doc in enumerate(docs) for r in range(len(doc.requests))]
     results = kind.run(backend, [docs[d].requests[r] for d, r in keys], on_done)
     if len(results) != len(keys):
@@ -239,7 +239,7 @@ def run_documents(
             f"task {spec.name}: backend {backend.model_id} returned {len(results)} results for {len(keys)} "
             f"requests; a backend must return one result per request, in order ({type(backend).__name__} does not)"
         )
-    mine: list[list] = [[None] * len(doc.requests) for doc in docs]
+    by_document: list[list] = [[None] * len(doc.requests) for doc in docs]
     for (d, r), result in zip(keys, results, strict=True):
-        mine[d][r] = result
-    return [kind.outcome(spec, doc, results) for doc, results in zip(docs, mine, strict=True)]
+        by_document[d][r] = result
+    return [kind.outcome(spec, doc, own) for doc, own in zip(docs, by_document, strict=True)]
