@@ -2,7 +2,8 @@
 
 Prints the hashing rate (MB/s) on a synthetic file of ``--mb`` megabytes, beside sha256 on the same bytes
 (the single-threaded hash a naive implementation would use), and the seconds to fingerprint the SmolLM2
-dense checkpoint (the GGUF's dequantised copy, ~540 MB) the first time and again from the memo.
+dense checkpoint (the GGUF's dequantised copy, ~540 MB) the first time and again from the memo, and the
+in-memory fingerprint ``evaluate_model`` takes of the loaded model at every evaluation (parameters and buffers).
 
     python bench/fingerprint_speed.py --mb 1024
 """
@@ -17,8 +18,10 @@ import time
 from pathlib import Path
 
 from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.backends.gguf import dense_copy_dir
 from llamabench.backends.hf import HFBackend
-from llamabench.backends.loading import dense_copy_dir, fingerprint, resolve_model
+from llamabench.backends.model_fingerprint import fingerprint_model
+from llamabench.backends.model_source import fingerprint, resolve_model
 
 
 def timed(action) -> tuple[object, float]:
@@ -52,7 +55,7 @@ def main() -> None:
     print(f"  sha256 (one thread):     {args.mb / sha_seconds:8.0f} MB/s   blake3 is {speedup:.1f}x")
 
     source = resolve_model(None)
-    HFBackend.load(None, device="cpu")  # makes the dense copy if it is not there yet
+    backend = HFBackend.load(None, device="cpu", dtype="float32")  # makes the dense copy if it is not there yet
     dense = dense_copy_dir(fingerprint(source))
     files = model_files(dense)
     size_mb = sum(f.stat().st_size for f in files) / 1e6
@@ -62,6 +65,11 @@ def main() -> None:
         _, warm = timed(lambda: fingerprint_files(dense, files, DigestMemo(memo)))
     print(f"SmolLM2 dense checkpoint ({len(files)} files, {size_mb:.0f} MB):")
     print(f"  first fingerprint: {cold:.2f} s ({size_mb / cold:.0f} MB/s); from the memo: {warm * 1000:.1f} ms")
+    tensors = [*backend.model.parameters(), *backend.model.buffers()]
+    memory_mb = sum(t.numel() * t.element_size() for t in tensors) / 1e6
+    seconds = [timed(lambda: fingerprint_model(backend.model, backend.tokenizer))[1] for _ in range(3)]
+    print(f"SmolLM2 in memory (fp32, {memory_mb:.0f} MB of parameters and buffers):")
+    print(f"  fingerprint at each evaluation: {min(seconds):.2f} s best of 3 ({memory_mb / min(seconds):.0f} MB/s)")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,18 @@
-"""llamabench: fast, reproducible evaluation of LLaMA-family checkpoints."""
+"""llamabench: fast, reproducible evaluation of LLaMA-family checkpoints.
+
+``llamabench.evaluate_checkpoint(model, tasks, ...)`` evaluates files as ``llamabench run`` does, and
+``llamabench.evaluate_model(model, tokenizer, tasks, ...)`` a model in memory (plain, DDP or FSDP2); both return a
+:class:`~llamabench.results.RunResult`. They are imported on first use, so ``import llamabench`` stays light.
+"""
 
 __version__ = "0.2.0"
+
+_LAZY = {"evaluate_checkpoint": "llamabench.orchestrator", "evaluate_model": "llamabench.in_memory"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'llamabench' has no attribute {name!r}")

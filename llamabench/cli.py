@@ -1,27 +1,18 @@
-"""Command line: ``llamabench run``, ``tasks``, ``runs``, ``report`` and ``check``."""
+"""Command line: ``llamabench run``, ``watch``, ``tasks``, ``runs``, ``report`` and ``check`` (``run`` and ``watch``
+in their own modules)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import sys
 from pathlib import Path
 
 from llamabench import __version__
-from llamabench.backends.loading import DEVICE_MAPS, KV_CACHES
 from llamabench.errors import LlamabenchError, first_line, warn
 from llamabench.escaping import terminal
-from llamabench.metrics.perplexity import WORD_RULES
-from llamabench.tasks.text_readers import TEXT_FORMATS
-
-
-def _batch_size(value: str) -> int | str:
-    if value == "auto":
-        return value
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    raise argparse.ArgumentTypeError(f"'{value}' is not 'auto' or a positive whole number")
+from llamabench.run_command import add_evaluation_options, run_command
+from llamabench.watch import add_watch_parser, watch_command
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -39,81 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="evaluate a model on tasks")
     run.add_argument(
-        "--model", default=None, help="model directory, .gguf file, hub id or alias (default: smollm2-135m)"
-    )
-    run.add_argument(
-        "--tasks", default=None, help="comma-separated task names or aliases, e.g. ppl,bleu,rouge,qa (or give --text)"
-    )
-    run.add_argument(
-        "--text",
+        "--model",
         action="append",
         default=[],
-        metavar="PATH",
-        help="perplexity of a text file, folder or quoted glob, no task YAML needed (repeatable: one task each)",
+        help="model directory, .gguf file, hub id, alias or quoted glob (default: smollm2-135m); repeat for several",
     )
-    run.add_argument(
-        "--text-format",
-        choices=TEXT_FORMATS,
-        default=None,
-        help="--text documents: one per file (default), line or paragraph",
-    )
-    run.add_argument(
-        "--word-rule", choices=WORD_RULES, default=None, help="how --text tasks count words (default: lm_eval)"
-    )
-    run.add_argument(
-        "--allow-data-outside",
-        action="store_true",
-        help="let task YAMLs read data outside --data-dir (absolute paths, '..', symlinks)",
-    )
-    run.add_argument("--limit", type=int, default=None, help="evaluate only the first N documents of each task")
-    run.add_argument("--num-fewshot", type=int, default=None, help="override the tasks' few-shot count")
-    run.add_argument(
-        "--batch-size",
-        type=_batch_size,
-        default="auto",
-        help="'auto' (token budget, backs off on out-of-memory) or a fixed number of sequences",
-    )
-    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    run.add_argument(
-        "--device-map",
-        choices=DEVICE_MAPS,
-        default=None,
-        help="spread one model over all visible GPUs with accelerate (not under torchrun)",
-    )
-    run.add_argument(
-        "--kv-cache",
-        choices=KV_CACHES,
-        default="dynamic",
-        help="generation's key/value cache; 'static' lets transformers compile decoding (faster on GPU)",
-    )
-    run.add_argument(
-        "--dtype", default=None, help="float32, bfloat16 or float16 (default: bfloat16 on GPU, float32 on CPU)"
-    )
-    run.add_argument("--max-length", type=int, default=None, help="context window in tokens (default: the model's)")
-    run.add_argument(
-        "--data-dir",
-        type=Path,
-        default=os.environ.get("LLAMABENCH_DATA"),
-        help="folder with local task data (default: $LLAMABENCH_DATA; without it: the hub)",
-    )
-    run.add_argument("--output-dir", type=Path, default=Path("runs"), help="where result tables go (default: runs/)")
-    run.add_argument("--tasks-dir", type=Path, action="append", default=[], help="extra folder of task YAML files")
-    run.add_argument(
-        "--include-path", type=Path, action="append", default=[], help="extra folder of lm-eval task YAMLs"
-    )
-    run.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and bootstrap")
-    run.add_argument("--bootstrap-iters", type=int, default=1000, help="bootstrap resamples for corpus-metric stderr")
-    run.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code")
-    run.add_argument("--no-cache", action="store_true", help="neither read nor store finished request results")
-    run.add_argument("--refresh", action="store_true", help="recompute every request, overwriting stored results")
+    add_evaluation_options(run)
+
+    add_watch_parser(commands)
 
     tasks = commands.add_parser("tasks", help="list the available tasks and their metrics")
     tasks.add_argument("--tasks-dir", type=Path, action="append", default=[], help="extra folder of task YAML files")
 
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument(
-        "--results-dir", type=Path, default=Path("runs"), help="the run's --output-dir holding llamabench.sqlite"
+        "--output-dir", type=Path, default=None, help="the runs folder holding llamabench.sqlite (default: runs/)"
     )
+    # The name this folder had before `run --output-dir` and these commands agreed on one; kept working.
+    store.add_argument("--results-dir", type=Path, default=None, help=argparse.SUPPRESS)
     commands.add_parser("runs", parents=[store], help="list the runs recorded in the results folder")
     report = commands.add_parser("report", parents=[store], help="leaderboard of runs: CSV, Markdown and HTML")
     report.add_argument("runs", nargs="*", metavar="RUN", help="run ids, unique prefixes or folders (default: all)")
@@ -134,7 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": _run, "tasks": _list_tasks, "runs": _list_runs, "report": _report, "check": _check}
+    handlers = {
+        "run": run_command,
+        "watch": watch_command,
+        "tasks": _list_tasks,
+        "runs": _list_runs,
+        "report": _report,
+        "check": _check,
+    }
     try:
         return handlers[args.command](args)
     except (LlamabenchError, *_ENVIRONMENT_ERRORS) as exc:
@@ -157,6 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _runs_folder(args: argparse.Namespace) -> Path:
+    """The runs folder of ``runs``, ``report`` and ``check``: ``--output-dir``, or the deprecated ``--results-dir``."""
+    if args.results_dir is None:
+        return args.output_dir or Path("runs")
+    if args.output_dir is not None and args.output_dir != args.results_dir:
+        raise LlamabenchError(
+            f"--output-dir {args.output_dir} and --results-dir {args.results_dir} name two folders; "
+            "give --output-dir only (--results-dir is its old name)"
+        )
+    warn("--results-dir is deprecated; it is now called --output-dir, as in `llamabench run`")
+    return args.results_dir
+
+
 # Failures of the machine or of files rather than of llamabench (a full or read-only disk, a corrupt SQLite
 # file, undecodable bytes): said in one line naming the thing, as bad input is.
 _ENVIRONMENT_ERRORS = (OSError, sqlite3.Error, UnicodeError, MemoryError)
@@ -170,83 +124,6 @@ def _one_line(exc: BaseException) -> str:
     else:
         reason = f"{type(exc).__name__}: {first_line(exc)}"
     return f"{reason}; check the disk, the path and its permissions (--debug shows where it happened)"
-
-
-def _run(args: argparse.Namespace) -> int:
-    from llamabench.backends.base import Backend
-    from llamabench.backends.cache import CachedBackend, RequestCache
-    from llamabench.backends.hf import HFBackend
-    from llamabench.backends.loading import CACHE_DB, cache_root
-    from llamabench.backends.sharded import ShardedBackend, init_distributed, is_main_process, launched_distributed
-    from llamabench.interop.mixed import evaluate_run, prepare_run
-    from llamabench.results import ensure_writable, format_table, write_run
-    from llamabench.runner import RunConfig
-    from llamabench.store import RunStore
-
-    task_names = [name.strip() for name in (args.tasks or "").split(",") if name.strip()]
-    if not task_names and not args.text:  # `--tasks ""` or `--tasks ,` would store an empty run
-        raise LlamabenchError("nothing to run: pass --tasks NAMES, or --text PATH to score your own text files")
-    if not args.text and (args.text_format or args.word_rule):
-        raise LlamabenchError("--text-format and --word-rule apply to --text tasks; add --text PATH or drop them")
-    config = RunConfig(
-        tasks=task_names,
-        model=args.model,
-        limit=args.limit,
-        num_fewshot=args.num_fewshot,
-        batch_size=args.batch_size,
-        device=args.device,
-        device_map=args.device_map,
-        kv_cache=args.kv_cache,
-        dtype=args.dtype,
-        max_length=args.max_length,
-        data_dir=args.data_dir,
-        output_dir=args.output_dir,
-        tasks_dirs=args.tasks_dir,
-        seed=args.seed,
-        bootstrap_iters=args.bootstrap_iters,
-        allow_data_outside=args.allow_data_outside,
-        texts=args.text,
-        text_format=args.text_format or "text",
-        text_word_rule=args.word_rule or "lm_eval",
-    )
-    if args.no_cache and args.refresh:
-        raise LlamabenchError("--no-cache and --refresh conflict: --refresh recomputes and stores; pick one")
-    distributed = launched_distributed()
-    if distributed and config.device_map:
-        raise LlamabenchError(
-            f"--device-map {config.device_map} cannot run under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}): "
-            "one model sharded over GPUs and data-parallel replicas do not combine; run a single process with "
-            "--device-map, or drop --device-map for one replica per GPU"
-        )
-    if distributed:
-        config.device = init_distributed(config.device)
-    ensure_writable(config.output_dir)
-    tasks = prepare_run(config, args.include_path)
-    cache = None if args.no_cache else RequestCache(cache_root() / CACHE_DB)  # a broken cache fails before loading
-    backend = HFBackend.load(
-        config.model,
-        device=config.device,
-        dtype=config.dtype,
-        device_map=config.device_map,
-        kv_cache=config.kv_cache,
-        batch_size=config.batch_size,
-        max_length=config.max_length,
-        trust_remote_code=args.trust_remote_code,
-    )
-    if cache is not None and backend.fingerprint == Backend.fingerprint:
-        warn(f"model {backend.model_id} has no content fingerprint (its files are not local): results are not cached")
-    elif cache is not None:
-        backend = CachedBackend(backend, cache, refresh=args.refresh)
-    if distributed:
-        backend = ShardedBackend(backend)
-    run = evaluate_run(backend, tasks, config)
-    if not is_main_process():
-        return 0
-    folder = write_run(run, config.output_dir)
-    RunStore.in_dir(config.output_dir).add(run, folder)
-    print(format_table(run.results))
-    print(f"\nresults written to {folder}")
-    return 0
 
 
 def _list_tasks(args: argparse.Namespace) -> int:
@@ -264,7 +141,7 @@ def _list_runs(args: argparse.Namespace) -> int:
     from llamabench.results import terminal_table
     from llamabench.store import RunStore
 
-    store = RunStore.in_dir(args.results_dir)
+    store = RunStore.in_dir(_runs_folder(args))
     runs, notes = store.listing()
     print(terminal_table(runs) if len(runs) else f"no runs recorded in {store.path}")
     _print_notes(notes)
@@ -282,7 +159,7 @@ def _report(args: argparse.Namespace) -> int:
     from llamabench.report import parse_labels, write_report
     from llamabench.store import RunStore
 
-    store = RunStore.in_dir(args.results_dir)
+    store = RunStore.in_dir(_runs_folder(args))
     runs, notes = store.gather(args.runs)
     _print_notes(notes)
     paths = write_report(runs, args.out, parse_labels(args.label, store.resolve))
@@ -296,7 +173,7 @@ def _check(args: argparse.Namespace) -> int:
     from llamabench.store import RunStore
 
     max_drops = parse_max_drops(args.max_drop)
-    store = RunStore.in_dir(args.results_dir)
+    store = RunStore.in_dir(_runs_folder(args))
     baseline, candidate = store.load(args.baseline), store.load(args.candidate)
     rows = compare_runs(
         baseline, candidate, max_drops=max_drops, alpha=args.alpha, iters=args.bootstrap_iters, seed=args.seed

@@ -98,6 +98,14 @@ class RunStore:
             rows = db.execute(f"SELECT {', '.join(LIST_COLUMNS)} FROM runs ORDER BY started, rowid").fetchall()
         return pd.DataFrame(rows, columns=LIST_COLUMNS)
 
+    def manifests(self) -> list[dict]:
+        """Every stored run's manifest, oldest first (without loading its tables)."""
+        if not self.path.exists():
+            return []
+        with self._connect() as db:
+            rows = db.execute("SELECT manifest FROM runs ORDER BY started, rowid").fetchall()
+        return [json.loads(manifest) for (manifest,) in rows]
+
     def listing(self) -> tuple[pd.DataFrame, list[str]]:
         """:meth:`list` plus the complete run folders the store lacks, by start time; and :meth:`scan`'s notes."""
         scan = self.scan()
@@ -154,7 +162,7 @@ class RunStore:
             return matches[0]
         if matches:
             raise LlamabenchError(f"run '{ref}' is ambiguous in {self.path}: it matches {', '.join(matches)}")
-        raise LlamabenchError(f"no run '{ref}' in {self.path}; `llamabench runs --results-dir DIR` lists them")
+        raise LlamabenchError(f"no run '{ref}' in {self.path}; `llamabench runs --output-dir DIR` lists them")
 
     def load(self, ref: str | Path) -> RunResult:
         """A run by run_id, unique run_id prefix, or output folder (read from its files if it is not stored)."""

@@ -101,3 +101,15 @@ def tiny_backend():
         return HFBackend(tiny_llama(seed), byte_tokenizer(), model_id=f"tiny-{seed}", progress=False, **kwargs)
 
     return make
+
+
+# Three short English lines: a perplexity task (`--text NOTES --text-format lines`) that a tiny model scores in
+# milliseconds, for tests that evaluate many times.
+NOTES = "The cat sat on the mat.\nA quick brown fox jumps over the lazy dog.\nRain fell all night on the old town.\n"
+
+
+@pytest.fixture
+def notes_file(tmp_path) -> Path:
+    path = tmp_path / "notes.txt"
+    path.write_text(NOTES)
+    return path

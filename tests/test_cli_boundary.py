@@ -130,7 +130,8 @@ def test_an_unsupported_gguf_architecture_is_not_called_corrupt(tmp_path):
     import gguf
     import numpy as np
 
-    from llamabench.backends.loading import ModelSource, _write_dense_copy
+    from llamabench.backends.gguf import write_dense_copy
+    from llamabench.backends.model_source import ModelSource
     from llamabench.errors import LlamabenchError
 
     writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), arch="notallama")
@@ -140,12 +141,12 @@ def test_an_unsupported_gguf_architecture_is_not_called_corrupt(tmp_path):
     writer.write_tensors_to_file()
     writer.close()
     with pytest.raises(LlamabenchError) as error:
-        _write_dense_copy(ModelSource("m", str(tmp_path), "m.gguf"), tmp_path / "dense")
+        write_dense_copy(ModelSource("m", str(tmp_path), "m.gguf"), tmp_path / "dense")
     assert "architecture notallama is not supported" in str(error.value) and "corrupt" not in str(error.value)
 
 
 def test_a_folder_with_two_gguf_files_says_so(tmp_path):
-    from llamabench.backends.loading import resolve_model
+    from llamabench.backends.model_source import resolve_model
     from llamabench.errors import LlamabenchError
 
     for name in ("a.gguf", "b.gguf"):

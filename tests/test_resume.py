@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from llamabench.backends.cache import CachedBackend, RequestCache
-from llamabench.backends.loading import cache_root
+from llamabench.backends.cache_dir import cache_root
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 

@@ -17,7 +17,7 @@ from test_bad_input import PPL_TASK
 
 from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
 from llamabench.backends.hf import HFBackend
-from llamabench.backends.loading import ModelSource, fingerprint
+from llamabench.backends.model_source import ModelSource, fingerprint
 from llamabench.cli import main
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, build_requests, sampling_seed
@@ -421,7 +421,7 @@ def test_a_gguf_is_converted_alone_not_with_files_lying_beside_it(tmp_path, monk
     """transformers reads a tokenizer.json beside a .gguf, which the GGUF's fingerprint does not cover."""
     import transformers as tf
 
-    from llamabench.backends.loading import _write_dense_copy
+    from llamabench.backends.gguf import write_dense_copy
 
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     (tmp_path / "tokenizer.json").write_text("{}")
@@ -433,7 +433,7 @@ def test_a_gguf_is_converted_alone_not_with_files_lying_beside_it(tmp_path, monk
 
     monkeypatch.setattr(tf.AutoTokenizer, "from_pretrained", record)
     with pytest.raises(LlamabenchError):
-        _write_dense_copy(ModelSource("m", str(tmp_path), "model.gguf"), tmp_path / "dense")
+        write_dense_copy(ModelSource("m", str(tmp_path), "model.gguf"), tmp_path / "dense")
     assert seen == [["model.gguf"]]
 
 

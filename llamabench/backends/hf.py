@@ -18,13 +18,8 @@ from llamabench import __version__
 from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.batching import BatchPolicy, peak_memory
 from llamabench.backends.budget import BudgetInputs, budget_inputs, token_budget
-from llamabench.backends.loading import (
-    KV_CACHES,
-    check_device_map,
-    fingerprint,
-    load_model_and_tokenizer,
-    resolve_model,
-)
+from llamabench.backends.loading import KV_CACHES, check_device_map, load_model_and_tokenizer
+from llamabench.backends.model_source import fingerprint, resolve_model
 from llamabench.backends.score_rows import (
     LOGIT_ROWS,
     ScoreItem,

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from llamabench.backends.base import Backend, BackendWrapper, OnDone
+from llamabench.errors import LlamabenchError, first_line
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
+
+T = TypeVar("T")
+
+
+class RankFailure(LlamabenchError):
+    """Some rank failed: every rank raises this, with the same message, instead of waiting in a collective."""
 
 
 def launched_distributed() -> bool:
@@ -37,6 +45,56 @@ def init_distributed(device: str | None) -> str:
 
 def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def leave_ranks() -> None:
+    """Leave the process group this process joined (torchrun warns of leaked resources otherwise)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def world_size() -> int:
+    """The ranks of the default process group (1 when there is none)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def failure_line(exc: BaseException) -> str:
+    """An exception as the one line every rank prints."""
+    return first_line(exc) if isinstance(exc, LlamabenchError) else f"{type(exc).__name__}: {first_line(exc)}"
+
+
+def agree(action: Callable[[], T], what: str) -> T:
+    """Run ``action`` on every rank and meet once: when it failed on any rank, every rank raises the same
+    :class:`RankFailure` naming the first failed rank, rather than the others waiting in their next collective."""
+    if world_size() == 1:
+        return action()
+    result, failure = None, None
+    try:
+        result = action()
+    except Exception as exc:  # noqa: BLE001  (shared with every rank below, then raised there)
+        failure = failure_line(exc)
+    _shared([(failure, None)], what)  # only the failures travel: each rank keeps its own result
+    return result
+
+
+def _shared(local: list, what: str) -> list:
+    """All ranks' ``(failure, payload)`` lists, payloads only, in rank order; raises on any rank's failure."""
+    gathered: list[list] = [[] for _ in range(world_size())]
+    dist.all_gather_object(gathered, local)
+    for rank, part in enumerate(gathered):
+        for failure, _ in part:
+            if failure is not None:
+                raise RankFailure(f"rank {rank} of {len(gathered)} failed while {what}: {failure}")
+    return [payload for part in gathered for _, payload in part]
+
+
+def every_rank(value: T) -> list[T]:
+    """``value`` from every rank, in rank order (just ``[value]`` without a process group)."""
+    if world_size() == 1:
+        return [value]
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 class ShardedBackend(BackendWrapper):
@@ -61,17 +119,21 @@ class ShardedBackend(BackendWrapper):
         return self._sharded(requests, self.inner.generate, on_done)
 
     def describe(self) -> dict:
-        return {**self.inner.describe(), "world_size": self.world}
+        # Every rank's counters (batches, cache hits, peak memory): a collective, called by every rank alike.
+        return {**self.inner.describe(), "world_size": self.world, "ranks": every_rank(self.inner.describe())}
 
     def _sharded(self, requests: Sequence[Request], compute: Callable[..., list], on_done: OnDone | None) -> list:
         by_size = sorted(range(len(requests)), key=lambda i: -request_size(requests[i]))
         mine = by_size[self.rank :: self.world]
         # This rank's finished batches are reported as they finish (at the caller's indices); the others' are not.
         report = None if on_done is None else lambda done, results: on_done([mine[i] for i in done], results)
-        local = list(zip(mine, compute([requests[i] for i in mine], on_done=report), strict=True))
-        gathered: list[list] = [[] for _ in range(self.world)]
-        dist.all_gather_object(gathered, local)
+        try:
+            local = [
+                (None, pair) for pair in zip(mine, compute([requests[i] for i in mine], on_done=report), strict=True)
+            ]
+        except Exception as exc:  # noqa: BLE001  (every rank raises it after the gather, none waits for this one)
+            local = [(failure_line(exc), None)]
         results: list = [None] * len(requests)
-        for index, result in (pair for part in gathered for pair in part):
+        for index, result in _shared(local, "scoring its share of the requests"):
             results[index] = result
         return results

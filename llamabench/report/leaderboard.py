@@ -182,6 +182,8 @@ def _counts_tokens(column: Column) -> bool:
 
 
 def _step(run: RunResult, label: str | None) -> int | None:
+    if label is None and run.manifest.get("step") is not None:  # recorded by watch and in-memory evaluation
+        return int(run.manifest["step"])
     names = [label, run.manifest.get("model"), run.manifest.get("config", {}).get("model")]
     steps = [checkpoint_step(name) for name in names if name]
     return next((step for step in steps if step is not None), None)

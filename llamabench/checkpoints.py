@@ -1,0 +1,79 @@
+"""Which checkpoints to evaluate: ``--model`` values and globs, and the finished checkpoints of a training folder."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamabench.backends.model_source import resolve_model
+from llamabench.errors import LlamabenchError
+from llamabench.report import checkpoint_step
+
+_GLOB_CHARS = set("*?[")
+# Files whose presence means a checkpoint folder holds its weights (a shard index names the rest).
+_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "*.gguf")
+
+
+def expand_models(values: list[str]) -> list[str | None]:
+    """``--model`` values in order, each glob replaced by its matches (by training step, then name). Those after the
+    first are resolved now, so a typo in the last fails before the first loads (the first is resolved as it loads,
+    after the device and dtype are checked). No value: the default model."""
+    if not values:
+        return [None]
+    models: list[str] = []
+    for value in values:
+        if _GLOB_CHARS & set(value):
+            matches = glob.glob(os.path.expanduser(value))
+            if not matches:
+                raise LlamabenchError(f"--model {value} matches no file or folder; check the pattern")
+            models += sorted(matches, key=lambda path: (checkpoint_step(Path(path).name) or 0, path))
+        else:
+            models.append(value)
+    for model in models[1:]:
+        resolve_model(model)
+    return list(dict.fromkeys(models))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint folder under a watched folder and its training step."""
+
+    path: Path
+    step: int
+
+
+def step_folders(root: Path) -> list[Checkpoint]:
+    """The sub-folders of ``root`` whose names carry a training step (``checkpoint-1000``, ``step2000``), by step."""
+    found = []
+    for path in root.iterdir() if root.is_dir() else []:
+        step = checkpoint_step(path.name) if path.is_dir() and not path.name.startswith(".") else None
+        if step is not None:
+            found.append(Checkpoint(path, step))
+    return sorted(found, key=lambda c: (c.step, c.path.name))
+
+
+def snapshot(folder: Path) -> tuple | None:
+    """What the folder's files are now (names, sizes, modification times), or None while it has no weights yet.
+    A checkpoint is complete once it has weights and its snapshot is the same at two polls."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not any(p.match(pattern) for p in files for pattern in _WEIGHTS) or _missing_shards(folder):
+        return None
+    try:
+        return tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    except FileNotFoundError:  # a file renamed away between listing and stat: still being written
+        return None
+
+
+def _missing_shards(folder: Path) -> bool:
+    """Whether a shard index (``*.index.json``) of the folder names a weight file that is not there yet."""
+    for index in folder.glob("*.index.json"):
+        try:
+            named = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError):  # an index still being written
+            return True
+        if any(not (folder / name).is_file() for name in named):
+            return True
+    return False

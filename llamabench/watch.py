@@ -1,0 +1,198 @@
+"""``llamabench watch DIR``: evaluate each checkpoint a training run writes under DIR, once, when it is complete.
+
+A sub-folder whose name carries a step (``checkpoint-1000``, ``step2000``) is evaluated once it holds weights and
+its files (names, sizes, modification times) are the same at two polls ``--every`` seconds apart. Each run is
+recorded with its step in the run store of ``--output-dir``; then the report under ``--out`` is rewritten with
+every run of this watch, and the run is checked against ``--baseline`` or else the previous checkpoint. A
+checkpoint already in the store with the same evaluation settings is skipped, so a restarted watch goes on where
+it stopped; one that fails to load is reported once and retried only when its files change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llamabench.errors import LlamabenchError, first_line
+from llamabench.escaping import terminal
+from llamabench.run_command import add_evaluation_options, cache_mode, config_from_args
+
+if TYPE_CHECKING:  # the rest loads torch and transformers: imported when a watch starts, not for `--help`
+    from llamabench.backends.cache import RequestCache
+    from llamabench.checkpoints import Checkpoint
+    from llamabench.compare import MaxDrop
+    from llamabench.interop.mixed import PreparedRun
+    from llamabench.results import RunResult
+    from llamabench.runner import RunConfig
+    from llamabench.store import RunStore
+
+# The settings under which an earlier run of a checkpoint counts as this watch's evaluation of it.
+_SAME_EVALUATION = ("tasks", "texts", "limit", "num_fewshot", "seed", "max_length", "dtype", "batch_size")
+
+
+def add_watch_parser(commands) -> None:
+    watch = commands.add_parser("watch", help="evaluate each checkpoint written under a folder as training goes")
+    watch.add_argument("dir", type=Path, metavar="DIR", help="the training output folder (checkpoint-N, stepN, ...)")
+    add_evaluation_options(watch)
+    watch.add_argument("--baseline", default=None, metavar="RUN", help="check every checkpoint against this run")
+    watch.add_argument("--every", type=float, default=60.0, help="seconds between polls (default 60)")
+    watch.add_argument("--once", action="store_true", help="evaluate what is complete now (two polls), then exit")
+    watch.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default: reports/)")
+    watch.add_argument(
+        "--max-drop", action="append", default=[], metavar="METRIC=VALUE|PCT%", help="allowed drop (default 0)"
+    )
+    watch.add_argument("--alpha", type=float, default=0.05, help="significance level of the regression check")
+
+
+def watch_command(args: argparse.Namespace) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise LlamabenchError("watch runs in one process; start it without torchrun")
+    if not args.every > 0:
+        raise LlamabenchError(f"--every {args.every} must be a positive number of seconds")
+    if not args.dir.is_dir():
+        raise LlamabenchError(f"watch folder {args.dir} does not exist; create it or pass the training output folder")
+    from llamabench import orchestrator
+    from llamabench.compare import parse_max_drops
+    from llamabench.results import ensure_writable
+    from llamabench.store import RunStore
+
+    config = config_from_args(args, None)
+    max_drops = parse_max_drops(args.max_drop)
+    ensure_writable(config.output_dir)
+    store = RunStore.in_dir(config.output_dir)
+    baseline = store.load(args.baseline) if args.baseline else None
+    watcher = Watcher(
+        root=args.dir.resolve(),
+        config=config,
+        prepared=orchestrator.prepare(config, args.include_path),
+        cache=orchestrator.open_cache(cache_mode(args)),
+        store=store,
+        report_dir=args.out,
+        baseline=baseline,
+        max_drops=max_drops,
+        alpha=args.alpha,
+        refresh=args.refresh,
+        trust_remote_code=args.trust_remote_code,
+    )
+    return watcher.loop(args.every, args.once)
+
+
+@dataclass
+class Watcher:
+    """The state of one watch: what it evaluates, where runs go, and what it has seen of each checkpoint."""
+
+    root: Path
+    config: RunConfig
+    prepared: PreparedRun
+    cache: RequestCache | None
+    store: RunStore
+    report_dir: Path
+    baseline: RunResult | None
+    max_drops: dict[str, MaxDrop]
+    alpha: float
+    refresh: bool = False
+    trust_remote_code: bool = False
+    seen: dict[Path, tuple | None] = field(default_factory=dict)
+    failed: dict[Path, tuple | None] = field(default_factory=dict)
+
+    def loop(self, every: float, once: bool) -> int:
+        """Poll until interrupted (or, with ``once``, twice); 1 when ``once`` found a regression, else 0."""
+        regressions, polls = 0, 0
+        print(f"watching {self.root} every {every:g} s; runs go to {self.config.output_dir}", flush=True)
+        while True:
+            found, waiting = self.poll()
+            regressions += found
+            polls += 1
+            if once and polls >= 2:
+                if waiting:
+                    _note(f"{waiting} checkpoint(s) still being written were not evaluated")
+                return int(regressions > 0)
+            time.sleep(every)
+
+    def poll(self) -> tuple[int, int]:
+        """Evaluate every checkpoint that is complete and not yet recorded; returns (regressions, still waiting)."""
+        from llamabench.checkpoints import snapshot, step_folders
+
+        regressions, waiting = 0, 0
+        recorded = {run.manifest["config"]["model"] for run in self.watched_runs()}
+        for checkpoint in step_folders(self.root):
+            if str(checkpoint.path) in recorded:
+                continue
+            now, before = snapshot(checkpoint.path), self.seen.get(checkpoint.path)
+            self.seen[checkpoint.path] = now
+            if now is None or now != before:
+                waiting += 1
+            elif checkpoint.path not in self.failed or self.failed[checkpoint.path] != now:
+                regressions += self.evaluate(checkpoint, now)
+        return regressions, waiting
+
+    def evaluate(self, checkpoint: Checkpoint, files: tuple) -> int:
+        """Evaluate, record, report and check one checkpoint; returns its number of regressed metrics."""
+        from llamabench import orchestrator
+        from llamabench.report import write_report
+        from llamabench.results import format_table
+
+        config = replace(self.config, model=str(checkpoint.path))
+        try:
+            backend = orchestrator.load_checkpoint(config, trust_remote_code=self.trust_remote_code)
+            served = orchestrator.serve(backend, self.cache, refresh=self.refresh)
+            run = orchestrator.evaluate(served, self.prepared, config, step=checkpoint.step)
+        except LlamabenchError as exc:
+            self.failed[checkpoint.path] = files
+            _note(f"{checkpoint.path.name} not evaluated ({first_line(exc)}); retried when its files change")
+            return 0
+        folder = orchestrator.record(run, self.config.output_dir)
+        print(terminal(f"{checkpoint.path.name} (step {checkpoint.step}): results written to {folder}"))
+        print(format_table(run.results), flush=True)
+        runs = self.watched_runs()
+        write_report(([self.baseline] if self.baseline else []) + runs, self.report_dir)
+        earlier = [r for r in runs if r.manifest["step"] < checkpoint.step]
+        reference = self.baseline or (max(earlier, key=lambda r: r.manifest["step"]) if earlier else None)
+        return 0 if reference is None else self.check(reference, run)
+
+    def check(self, reference: RunResult, run: RunResult) -> int:
+        from llamabench.compare import compare_runs, format_comparisons, unchecked
+
+        try:
+            rows = compare_runs(
+                reference,
+                run,
+                max_drops=self.max_drops,
+                alpha=self.alpha,
+                iters=self.config.bootstrap_iters,
+                seed=self.config.seed,
+            )
+        except LlamabenchError as exc:
+            _note(f"{run.manifest['model']} not checked against {reference.manifest['model']}: {first_line(exc)}")
+            return 0
+        print(terminal(f"check: {run.manifest['model']} vs {reference.manifest['model']}"))
+        print(format_comparisons(rows, self.alpha, unchecked(reference, run)), flush=True)
+        regressed = [f"{row.task}/{row.metric}" for row in rows if row.regression]
+        if regressed:
+            print(terminal(f"REGRESSION at step {run.manifest['step']}: {', '.join(regressed)}"), flush=True)
+        return len(regressed)
+
+    def watched_runs(self) -> list[RunResult]:
+        """The stored runs of checkpoints under this folder made with this watch's settings, by step."""
+        ids = [
+            manifest["run_id"]
+            for manifest in self.store.manifests()
+            if manifest.get("step") is not None
+            and Path(manifest.get("config", {}).get("model") or "").parent == self.root
+            and all(manifest["config"].get(key) == _plain(getattr(self.config, key)) for key in _SAME_EVALUATION)
+        ]
+        return sorted((self.store.load(run_id) for run_id in ids), key=lambda run: run.manifest["step"])
+
+
+def _plain(value):
+    """A config value as the manifest holds it (JSON: paths as text)."""
+    return str(value) if isinstance(value, Path) else value
+
+
+def _note(message: str) -> None:
+    print(f"llamabench: note: {terminal(message)}", file=sys.stderr, flush=True)
