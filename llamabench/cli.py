@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from llamabench import __version__
-from llamabench.errors import LlamabenchError, first_line, warn
+from llamabench.errors import LlamabenchError, first_line
 from llamabench.escaping import terminal
 from llamabench.run_command import add_evaluation_options, run_command
 from llamabench.watch import add_watch_parser, watch_command
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _runs_folder(args: argparse.Namespace) -> Path:
-    """The runs folder of ``runs``, ``report`` and ``check``: ``--output-dir``, or the deprecated ``--results-dir``."""
+    """The runs folder of ``runs``, ``report`` and ``check``: ``--output-dir``, or ``--results-dir``, its old name
+    (deprecated in the README, but silent: scripts that parse stderr keep working)."""
     if args.results_dir is None:
         return args.output_dir or Path("runs")
     if args.output_dir is not None and args.output_dir != args.results_dir:
@@ -107,7 +108,6 @@ def _runs_folder(args: argparse.Namespace) -> Path:
             f"--output-dir {args.output_dir} and --results-dir {args.results_dir} name two folders; "
             "give --output-dir only (--results-dir is its old name)"
         )
-    warn("--results-dir is deprecated; it is now called --output-dir, as in `llamabench run`")
     return args.results_dir
 
 

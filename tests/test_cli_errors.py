@@ -113,11 +113,10 @@ def test_task_yaml_cannot_run_code(capsys, workspace, tmp_path):
     assert not marker.exists()
 
 
-def test_runs_folder_has_one_name_and_the_old_one_is_a_deprecated_alias(tmp_path, capsys):
+def test_runs_folder_has_one_name_and_the_old_one_is_an_alias(tmp_path, capsys):
     from llamabench.cli import main
 
     assert main(["runs", "--output-dir", str(tmp_path)]) == 0
     assert main(["runs", "--results-dir", str(tmp_path)]) == 0
-    assert "--results-dir is deprecated" in capsys.readouterr().err
     assert main(["runs", "--output-dir", str(tmp_path), "--results-dir", str(tmp_path / "other")]) == 2
     assert "name two folders" in capsys.readouterr().err
