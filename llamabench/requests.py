@@ -1,16 +1,22 @@
-"""Requests: what a task asks of a backend for each document, built from a task spec and its documents."""
+"""Requests: what a task asks of a backend for each document, built from a task spec and its documents.
+
+The kind of the task (``tasks/kinds.py``) builds each document's requests; this module renders what every kind
+shares: the document's id, its prompt and the few-shot examples before it.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from llamabench.errors import LlamabenchError, first_line
-from llamabench.tasks.spec import TaskSpec
-from llamabench.tasks.templates import NullValueError, UndefinedError, render, render_list
+from llamabench.tasks.templates import NullValueError, UndefinedError, render
+
+if TYPE_CHECKING:
+    from llamabench.tasks.kinds import TaskKind
+    from llamabench.tasks.spec import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -108,14 +114,18 @@ def build_requests(
     """
     pool = docs if fewshot_pool is None else fewshot_pool
     shots = spec.num_fewshot if num_fewshot is None else num_fewshot
-    if shots and spec.kind == "loglikelihood_rolling":
-        raise LlamabenchError(f"task {spec.name}: few-shot examples make no sense for perplexity; use --num-fewshot 0")
+    kind = spec.task_kind
+    if shots and not kind.takes_fewshot:
+        raise LlamabenchError(
+            f"task {spec.name}: few-shot examples make no sense for kind {kind.name}, which scores each document's "
+            "own text; use --num-fewshot 0"
+        )
     if shots and shots >= len(pool):
         raise LlamabenchError(f"task {spec.name}: {shots} few-shot examples need more than {len(pool)} documents")
     built = []
     for index, doc in enumerate(docs):
         try:
-            built.append(_build_one(spec, doc, index, pool, shots, seed))
+            built.append(_build_one(spec, kind, doc, index, pool, shots, seed))
         except LlamabenchError:
             raise
         except UndefinedError as exc:
@@ -136,91 +146,22 @@ def build_requests(
     return built
 
 
-def _build_one(spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: int, seed: int) -> DocRequests:
+def _build_one(
+    spec: TaskSpec, kind: TaskKind, doc: dict, index: int, pool: list[dict], shots: int, seed: int
+) -> DocRequests:
     doc_id = render(spec.doc_id, doc) if spec.doc_id else str(index)
     prompt = render(spec.prompt, doc)
-    if spec.kind == "loglikelihood_rolling":
-        units = render(spec.units, doc) if spec.units else prompt
-        return DocRequests(doc_id, prompt, [RollingRequest(prompt, spec.stride)], units_text=units)
     if shots:
-        prompt = _fewshot_prefix(spec, doc, index, pool, shots, seed) + prompt
-    if spec.kind == "generate":
-        settings = spec.generation
-        if not prompt:
-            raise LlamabenchError(
-                f"task {spec.name}: document {doc_id} renders an empty prompt, so there is nothing to continue; "
-                "fix or filter the data"
-            )
-        targets = render_list(spec.target, doc)
-        if not targets or not all(target.strip() for target in targets):
-            raise LlamabenchError(
-                f"task {spec.name}: document {doc_id} has {'an empty' if targets else 'no'} gold answer "
-                f"({json.dumps(targets, ensure_ascii=False)[:80]}); every target must be non-empty text, "
-                "so fix or filter the data"
-            )
-        sample_seed = None if settings.greedy else sampling_seed(seed, spec.name, doc_id, index)
-        request = GenerationRequest(prompt, settings.max_new_tokens, settings.until, settings.greedy, sample_seed)
-        return DocRequests(doc_id, prompt, [request], targets=targets)
-    choices = render_list(spec.choices, doc)
-    if len(choices) < 2 or not all(choice.strip() for choice in choices):
-        raise LlamabenchError(
-            f"task {spec.name}: document {doc_id} has choices {json.dumps(choices, ensure_ascii=False)[:80]}; "
-            "a multiple-choice question needs at least two non-empty choices, so fix or filter the data"
-        )
-    label = _resolve_label(spec, render(spec.label, doc), choices, doc_id)
-    requests = [LoglikelihoodRequest(prompt, spec.target_delimiter + choice) for choice in choices]
-    return DocRequests(doc_id, prompt, requests, targets=[choices[label]], choices=choices, label=label)
+        prompt = _fewshot_prefix(spec, kind, doc, index, pool, shots, seed) + prompt
+    return kind.build(spec, doc, doc_id, prompt, index=index, seed=seed)
 
 
-def with_chat_template(docs: list[DocRequests], wrap: Callable[[str], str]) -> list[DocRequests]:
-    """``docs`` with each prompt, few-shot examples included, passed through ``wrap`` (the model's chat template);
-    perplexity documents score their text as it is and stay unchanged."""
-    wrapped = []
-    for doc in docs:
-        if any(isinstance(request, RollingRequest) for request in doc.requests):
-            wrapped.append(doc)
-            continue
-        prompt = wrap(doc.prompt)
-        requests = [
-            replace(r, prompt=prompt) if isinstance(r, GenerationRequest) else replace(r, context=prompt)
-            for r in doc.requests
-        ]
-        wrapped.append(replace(doc, prompt=prompt, requests=requests))
-    return wrapped
-
-
-def _fewshot_prefix(spec: TaskSpec, doc: dict, index: int, pool: list[dict], shots: int, seed: int) -> str:
+def _fewshot_prefix(
+    spec: TaskSpec, kind: TaskKind, doc: dict, index: int, pool: list[dict], shots: int, seed: int
+) -> str:
     rng = random.Random(f"{seed}:{spec.name}:{index}")
     picked = [i for i in rng.sample(range(len(pool)), shots + 1) if pool[i] is not doc][:shots]
     examples = [
-        render(spec.prompt, pool[i]) + spec.target_delimiter + _gold_answer(spec, pool[i], str(i)) for i in picked
+        render(spec.prompt, pool[i]) + spec.target_delimiter + kind.gold_answer(spec, pool[i], str(i)) for i in picked
     ]
     return spec.fewshot_delimiter.join(examples) + spec.fewshot_delimiter
-
-
-def _gold_answer(spec: TaskSpec, doc: dict, doc_id: str) -> str:
-    if spec.kind == "multiple_choice":
-        choices = render_list(spec.choices, doc)
-        return choices[_resolve_label(spec, render(spec.label, doc), choices, doc_id)]
-    return render_list(spec.target, doc)[0]
-
-
-def _resolve_label(spec: TaskSpec, label: str, choices: list[str], doc_id: str) -> int:
-    """The gold choice's index: ``label`` is an index or the gold choice's text, and must not be both for
-    different choices (label "3" with choices ["2", "3", "4", "1"]: index 3 is "1", text "3" is index 1)."""
-    as_index = int(label) if label.strip().isdigit() and int(label) < len(choices) else None
-    as_text = choices.index(label) if label in choices else None
-    if as_index is not None and as_text is not None and as_index != as_text:
-        raise LlamabenchError(
-            f"task {spec.name}: document {doc_id} has label {label!r}, both choice number {as_index} "
-            f"({choices[as_index]!r}) and the text of choice number {as_text}; render the label as an index "
-            "(e.g. '{{ choices.index(answer) }}') so it means one thing"
-        )
-    if as_index is not None:
-        return as_index
-    if as_text is not None:
-        return as_text
-    raise LlamabenchError(
-        f"task {spec.name}: document {doc_id} has label {label!r}, neither a choice index below {len(choices)} "
-        "nor one of its choices; fix the task's 'label' template"
-    )

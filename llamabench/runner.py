@@ -13,17 +13,12 @@ from llamabench.backends.base import Backend
 from llamabench.comparability import data_hash, task_settings
 from llamabench.errors import LlamabenchError, warn
 from llamabench.metrics import get_metric
-from llamabench.requests import (
-    DocRequests,
-    GenerationRequest,
-    build_requests,
-    require_prompt_room,
-    with_chat_template,
-)
+from llamabench.requests import DocRequests, GenerationRequest, build_requests, require_prompt_room
 from llamabench.results import RunResult, result_rows, results_frame
-from llamabench.scoring import score, to_outcomes
+from llamabench.scoring import score
 from llamabench.tasks import registry
 from llamabench.tasks.data import load_documents
+from llamabench.tasks.kinds import run_documents
 from llamabench.tasks.spec import TaskSpec
 from llamabench.tasks.text_task import text_task
 
@@ -103,8 +98,9 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
     for spec, data_dir, allow_outside in sources:
         pool = load_documents(spec.dataset, spec.name, data_dir, allow_outside=allow_outside)
         docs = pool[: config.limit]
-        requests = build_requests(spec, docs, num_fewshot=config.num_fewshot, fewshot_pool=pool, seed=config.seed)
-        requests, skipped = _drop_empty(spec, requests)
+        built = build_requests(spec, docs, num_fewshot=config.num_fewshot, fewshot_pool=pool, seed=config.seed)
+        requests = [doc for doc in built if spec.task_kind.scorable(doc)]
+        skipped = len(built) - len(requests)
         if not requests:
             raise LlamabenchError(
                 f"task {spec.name}: all {len(docs)} documents are empty texts, so there is nothing to score; "
@@ -137,13 +133,17 @@ def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> 
     for task in tasks:
         if backend_info.get("max_length"):
             check_generation_fits(task.spec.name, task.requests, backend_info["max_length"])
+        kind = task.spec.task_kind
         chat = task.spec.chat_template
-        wrapped.append(with_chat_template(task.requests, backend.apply_chat_template) if chat else task.requests)
+        wrapped.append(
+            [kind.with_chat_template(doc, backend.apply_chat_template) for doc in task.requests]
+            if chat
+            else task.requests
+        )
     for task, docs in zip(tasks, wrapped, strict=True):
         spec = task.spec
         tick = time.perf_counter()
-        results = _run_requests(backend, spec, docs)
-        outcomes = to_outcomes(spec, docs, results)
+        outcomes = run_documents(backend, spec, docs)
         values, samples[spec.name] = score(
             spec, docs, outcomes, bootstrap_iters=config.bootstrap_iters, seed=config.seed
         )
@@ -189,20 +189,3 @@ def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> 
         "started": started.isoformat(timespec="seconds"),
     }
     return RunResult(results_frame(rows), samples, manifest)
-
-
-def _drop_empty(spec: TaskSpec, docs: list[DocRequests]) -> tuple[list[DocRequests], int]:
-    """Empty texts have no perplexity: they are skipped and counted rather than scored as zero."""
-    if spec.kind != "loglikelihood_rolling":
-        return docs, 0
-    kept = [doc for doc in docs if doc.prompt.strip()]
-    return kept, len(docs) - len(kept)
-
-
-def _run_requests(backend: Backend, spec: TaskSpec, docs: list[DocRequests]) -> list:
-    requests = [request for doc in docs for request in doc.requests]
-    if spec.kind == "loglikelihood_rolling":
-        return backend.loglikelihood_rolling(requests)
-    if spec.kind == "generate":
-        return backend.generate(requests)
-    return backend.loglikelihood(requests)

@@ -1,4 +1,4 @@
-"""Scores: pair backend results with their documents and compute per-sample and aggregate metrics."""
+"""Scores: per-sample and aggregate metrics from the outcomes of a task's documents."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from llamabench.metrics import get_metric
@@ -25,26 +24,6 @@ class MetricValue:
     n: int
     higher_is_better: bool
     signature: str | None = None
-
-
-def to_outcomes(spec: TaskSpec, docs: Sequence[DocRequests], results: Sequence) -> list[Outcome]:
-    """Attach each document's backend results (flat, in request order) to its targets."""
-    flat = iter(results)
-    outcomes = []
-    for doc in docs:
-        mine = [next(flat) for _ in doc.requests]
-        outcome = Outcome(doc_id=doc.doc_id, targets=doc.targets)
-        if spec.kind == "loglikelihood_rolling":
-            outcome.loglikelihood, outcome.n_tokens = mine[0]
-            outcome.units_text, outcome.word_rule = doc.units_text, spec.word_rule
-        elif spec.kind == "generate":
-            outcome.prediction = mine[0]
-        else:
-            outcome.choice_loglikelihoods = [loglikelihood for loglikelihood, _ in mine]
-            outcome.choices, outcome.label = doc.choices, doc.label
-            outcome.prediction = doc.choices[int(np.argmax(outcome.choice_loglikelihoods))]
-        outcomes.append(outcome)
-    return outcomes
 
 
 def score(

@@ -11,16 +11,11 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from llamabench.errors import LlamabenchError
-from llamabench.requests import (
-    DocRequests,
-    GenerationRequest,
-    LoglikelihoodRequest,
-    RollingRequest,
-    with_chat_template,
-)
+from llamabench.requests import DocRequests, GenerationRequest, LoglikelihoodRequest, RollingRequest
 from llamabench.results import RESULT_COLUMNS, write_run
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.tasks.data import read_wikitext_documents
+from llamabench.tasks.kinds import KINDS
 
 
 def run_tiny(tiny_backend, data_dir, tasks, limit=6, **kwargs):
@@ -121,11 +116,12 @@ def test_chat_template_wraps_choice_contexts_and_leaves_perplexity_text():
     pair = [LoglikelihoodRequest("Q?", " a"), LoglikelihoodRequest("Q?", " b")]
     choice = DocRequests("0", "Q?", pair, choices=["a", "b"])
     rolling = DocRequests("1", "text", [RollingRequest("text")], units_text="text")
-    wrapped = with_chat_template([choice, rolling], lambda prompt: f"[{prompt}]")
-    assert wrapped[0].prompt == "[Q?]"
-    assert wrapped[0].requests == [LoglikelihoodRequest("[Q?]", " a"), LoglikelihoodRequest("[Q?]", " b")]
-    assert wrapped[0].choices == ["a", "b"]
-    assert wrapped[1] == rolling
+    wrap = "[{}]".format
+    wrapped = KINDS["multiple_choice"].with_chat_template(choice, wrap)
+    assert wrapped.prompt == "[Q?]"
+    assert wrapped.requests == [LoglikelihoodRequest("[Q?]", " a"), LoglikelihoodRequest("[Q?]", " b")]
+    assert wrapped.choices == ["a", "b"]
+    assert KINDS["loglikelihood_rolling"].with_chat_template(rolling, wrap) == rolling
 
 
 def test_chat_template_on_a_model_without_one_is_a_clear_error(tiny_backend, data_dir):

@@ -14,14 +14,8 @@ import yaml
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import METRICS, get_metric
 from llamabench.metrics.perplexity import WORD_RULES
+from llamabench.tasks.kinds import KINDS, TaskKind
 from llamabench.tasks.text_readers import TEXT_FORMATS
-
-KINDS = ("loglikelihood_rolling", "generate", "multiple_choice")
-_REQUIRED_BY_KIND = {
-    "loglikelihood_rolling": ("prompt",),
-    "generate": ("prompt", "target"),
-    "multiple_choice": ("prompt", "choices", "label"),
-}
 
 
 @dataclass(frozen=True)
@@ -75,6 +69,11 @@ class TaskSpec:
     word_rule: str = "lm_eval"
 
     @property
+    def task_kind(self) -> TaskKind:
+        """The kind named by ``kind``: how this task's requests are built, run and scored."""
+        return KINDS[self.kind]
+
+    @property
     def config_hash(self) -> str:
         """Hash of everything that changes the numbers (not the name, aliases or description)."""
         config = {k: v for k, v in asdict(self).items() if k not in {"name", "aliases", "description"}}
@@ -109,9 +108,9 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
                 "(starting with a letter or digit)"
             )
     kind = raw["kind"]
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # a YAML list or mapping cannot key the registry
         raise LlamabenchError(f"{origin}: kind '{kind}' is not one of {', '.join(KINDS)}")
-    for key in _REQUIRED_BY_KIND[kind]:
+    for key in KINDS[kind].required_keys:
         if raw.get(key) is None:
             raise LlamabenchError(f"{origin}: kind '{kind}' needs the key '{key}'")
     metrics = raw["metrics"]
@@ -138,9 +137,10 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
     dataset = _parse_dataset(raw["dataset"], origin)
     values = {k: v for k, v in raw.items() if k not in {"dataset", "generation", "metrics", "aliases", "version"}}
     if dataset.local and dataset.local_format in TEXT_FORMATS:
-        if kind != "loglikelihood_rolling":
+        if not KINDS[kind].takes_text_files:
+            fitting = " or ".join(name for name, known in KINDS.items() if known.takes_text_files)
             raise LlamabenchError(
-                f"{origin}: dataset.format '{dataset.format}' is for kind loglikelihood_rolling only; "
+                f"{origin}: dataset.format '{dataset.format}' is for kind {fitting} only; "
                 f"use jsonl or json for a task of kind '{kind}'"
             )
         values.setdefault("doc_id", "{{ doc_id }}")  # the source file (and line or paragraph) of each document
