@@ -1,6 +1,8 @@
 """Continuous batching: rows that finish leave, waiting requests join, and every output equals the request's own
 one-at-a-time greedy decoding (full recomputation each step, no cache, no batch-mates)."""
 
+import os
+
 import pytest
 import torch
 
@@ -114,3 +116,39 @@ def test_out_of_memory_on_one_row_is_a_clear_error(tiny_backend):
     backend.model.forward = short_of_memory
     with pytest.raises(LlamabenchError, match="out of GPU memory generating a single sequence"):
         backend.generate([GenerationRequest("a", 4), GenerationRequest("b", 4)])
+
+
+# Two paragraphs, each asked about three times: 40+ shared bytes (tokens, with the byte tokenizer) per paragraph.
+PARAGRAPHS = ["The tower was finished in 1889 for the fair. ", "Rivers carry water from the hills down to sea. "]
+QUESTIONS = ["Q: When? A:", "Q: What for? A:", "Q: Where is it? A:"]
+
+
+def test_prompts_sharing_a_prefix_reuse_it_and_equal_one_request_at_a_time(tiny_backend):
+    prompts = [p + q for p in PARAGRAPHS for q in QUESTIONS] + ["unrelated prompt"]
+    backend = tiny_backend(batch_size=2)  # 7 requests over 2 slots: shared prefixes found at joins too
+    got = backend.generate([GenerationRequest(p, 12) for p in prompts])
+    assert got == [alone(backend, p, 12) for p in prompts]
+    # Each paragraph's prompts after the first reuse at least the paragraph (one token short of the prompt at
+    # most): 2 paragraphs x 2 later prompts x len(paragraph) bytes.
+    assert backend.engine.stats.reused_prompt_tokens >= sum(2 * len(p.encode()) for p in PARAGRAPHS)
+
+
+def test_prompts_admitted_together_prefill_their_shared_prefix_once(tiny_backend):
+    prompts = [PARAGRAPHS[0] + q for q in QUESTIONS]
+    backend = tiny_backend(batch_size=3)
+    widths = []
+    hook = backend.model.get_input_embeddings().register_forward_hook(
+        lambda _module, args, _out: widths.append(tuple(args[0].shape))
+    )
+    try:
+        got = backend.generate([GenerationRequest(p, 4) for p in prompts])
+    finally:
+        hook.remove()
+    assert got == [alone(backend, p, 4) for p in prompts]
+    # The three prompts share "<paragraph>Q: Wh" (When, What, Where); that prefix runs once, then the three
+    # rests, then three decoding steps (the fourth token ends each request).
+    shared = len(os.path.commonprefix([p.encode() for p in prompts]))
+    assert shared == len((PARAGRAPHS[0] + "Q: Wh").encode())
+    rests = max(len((PARAGRAPHS[0] + q).encode()) - shared for q in QUESTIONS)
+    assert widths[:2] == [(1, shared), (3, rests)]
+    assert widths[2:] == [(3, 1)] * 3

@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from llamabench.backends.batching import release_memory
+from llamabench.backends.prompt_prefixes import NO_MATCH, PrefixMatch, PromptPrefixes, common_prefix_groups
 from llamabench.errors import LlamabenchError
 
 # Called with the indices (into the jobs) of the requests one step finished and their texts.
@@ -38,6 +39,7 @@ class GenerationStats:
 
     row_steps: int = 0
     forwards: int = 0
+    reused_prompt_tokens: int = 0  # prompt tokens whose keys and values came from the prefix store
 
 
 def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
@@ -104,10 +106,17 @@ class ContinuousBatcher:
     def run(self, jobs: Sequence[GenerationJob], slots: int, on_finished: OnFinished) -> None:
         """Generate every job, reporting each as it finishes; on out-of-memory the running rows restart (a row's
         output depends only on its own job, so a restart reproduces it) with half the slots."""
-        waiting = deque(sorted(range(len(jobs)), key=lambda j: -len(jobs[j].prompt)))  # longest first: OOM early
+        # Prompts in token order, so those sharing a prefix run close together and find it in the prefix store
+        # (kept for this call only: the model may change between calls); the longest first, to meet OOM early.
+        waiting = deque(sorted(range(len(jobs)), key=lambda j: jobs[j].prompt))
+        if waiting:
+            longest = max(waiting, key=lambda j: len(jobs[j].prompt))
+            waiting.remove(longest)
+            waiting.appendleft(longest)
+        prefixes = PromptPrefixes()
         while waiting:
             try:
-                _Batch(self, jobs, slots, on_finished).drain(waiting)
+                _Batch(self, jobs, slots, on_finished, prefixes).drain(waiting)
             except torch.OutOfMemoryError as exc:
                 if slots == 1:
                     raise LlamabenchError(
@@ -122,8 +131,16 @@ class _Batch:
     """The running rows and their shared cache; ``drain`` runs until no job waits and no row runs. A row that
     is running when the batch fails goes back to the front of the queue."""
 
-    def __init__(self, engine: ContinuousBatcher, jobs: Sequence[GenerationJob], slots: int, on_finished: OnFinished):
+    def __init__(
+        self,
+        engine: ContinuousBatcher,
+        jobs: Sequence[GenerationJob],
+        slots: int,
+        on_finished: OnFinished,
+        prefixes: PromptPrefixes,
+    ):
         self.engine, self.jobs, self.slots, self.on_finished = engine, jobs, slots, on_finished
+        self.prefixes = prefixes
         self.rows: list[_Row] = []
         self.cache = DynamicCache()
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=engine.device)  # [rows, cache columns]
@@ -147,28 +164,65 @@ class _Batch:
 
     @torch.inference_mode()
     def _admit(self, jobs: list[int]) -> None:
-        """Prefill ``jobs`` (left-padded to their longest prompt), take each one's first token, join the batch."""
+        """Prefill ``jobs``, take each one's first token, and join them to the batch. A prompt sharing a long
+        prefix with a recent prompt reuses that prefix's keys and values; admitted prompts that share one with
+        each other have it prefilled once first (see prompt_prefixes)."""
         prompts = [self.jobs[j].prompt for j in jobs]
-        width = max(len(p) for p in prompts)
+        unmatched = [prompt for prompt in prompts if self.prefixes.match(prompt).stored is None]
+        shared = common_prefix_groups(unmatched, self.prefixes.min_shared)
+        if shared:
+            self._prefill([list(prefix) for prefix in shared], [NO_MATCH] * len(shared))
+        cache, mask, logits = self._prefill(prompts, [self.prefixes.match(prompt) for prompt in prompts])
+        new_rows = [self._new_row(j) for j in jobs]
+        self._join(cache, mask, new_rows)
+        self._take(logits, first_row=len(self.rows) - len(new_rows))
+
+    def _prefill(
+        self, prompts: list[list[int]], matches: list[PrefixMatch]
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """Run each prompt after its matched prefix's cached keys and values; return the rows' cache (each row:
+        its prefix, then its rest, each left-padded), its mask, and each row's next-token logits. Every prompt's
+        whole cache goes into the prefix store."""
+        device = self.engine.device
+        past = max(match.length for match in matches)
+        rests = [prompt[match.length :] for prompt, match in zip(prompts, matches, strict=True)]
+        width = max(len(rest) for rest in rests)
         input_ids = torch.full((len(prompts), width), self.engine.pad_token, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for r, prompt in enumerate(prompts):
-            input_ids[r, width - len(prompt) :] = torch.tensor(prompt)
-            mask[r, width - len(prompt) :] = 1
-        mask = mask.to(self.engine.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.zeros(len(prompts), past + width, dtype=torch.long)
+        for r, (rest, match) in enumerate(zip(rests, matches, strict=True)):
+            input_ids[r, width - len(rest) :] = torch.tensor(rest)
+            mask[r, past - match.length : past] = 1
+            mask[r, past + width - len(rest) :] = 1
+        lengths = torch.tensor([match.length for match in matches])
+        self.engine.stats.reused_prompt_tokens += int(lengths.sum())
+        positions = lengths[:, None] + (mask[:, past:].cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
+        if past:
+            reference = next(match.stored for match in matches if match.stored is not None)
+            for layer in range(len(reference.keys)):
+                keys, values = [], []
+                for match in matches:
+                    source = match.stored or reference
+                    keys.append(_pad_left(source.keys[layer][:, :, : match.length], past, 2))
+                    values.append(_pad_left(source.values[layer][:, :, : match.length], past, 2))
+                cache.update(torch.cat(keys), torch.cat(values), layer)
+        mask = mask.to(device)
+        self.engine.stats.forwards += 1
         logits = self.engine.model(
-            input_ids=input_ids.to(self.engine.device),
+            input_ids=input_ids.to(device),
             attention_mask=mask,
-            position_ids=positions,
+            position_ids=positions.to(device),
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
-        new_rows = [self._new_row(j) for j in jobs]
-        self._join(cache, mask, new_rows)
-        self._take(logits, first_row=len(self.rows) - len(new_rows))
+        for r, prompt in enumerate(prompts):
+            if len(prompt) >= self.prefixes.min_shared:
+                columns = mask[r].nonzero()[:, 0]  # the prompt's own tokens, in order
+                keys = [layer.keys[r : r + 1, :, columns] for layer in cache.layers]
+                values = [layer.values[r : r + 1, :, columns] for layer in cache.layers]
+                self.prefixes.add(prompt, keys, values)
+        return cache, mask, logits
 
     def _new_row(self, job: int) -> _Row:
         seed = self.jobs[job].seed
@@ -192,6 +246,7 @@ class _Batch:
         """One decoding step for every running row."""
         positions = self.mask.sum(-1, keepdim=True)  # each row's own token count: its next position
         self.mask = torch.cat([self.mask, torch.ones_like(positions)], dim=1)
+        self.engine.stats.forwards += 1
         logits = self.engine.model(
             input_ids=self.next_input[:, None],
             attention_mask=self.mask,
@@ -203,9 +258,7 @@ class _Batch:
 
     def _take(self, logits: torch.Tensor, first_row: int) -> None:
         """Choose the next token of rows ``first_row:`` from ``logits``, then retire the rows that finished."""
-        stats = self.engine.stats
-        stats.forwards += 1
-        stats.row_steps += len(logits)
+        self.engine.stats.row_steps += len(logits)
         rows = self.rows[first_row:]
         chosen = logits.argmax(dim=-1)
         sampled = [r for r, row in enumerate(rows) if row.generator is not None]
