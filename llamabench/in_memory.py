@@ -72,11 +72,11 @@ def evaluate_model(
         )
         served = orchestrator.serve(backend, request_cache, refresh=cache == "refresh", layout=layout)
         try:
-            run = orchestrator.evaluate(served, prepared, config, step=step)
+            layout_note = {"in_memory": {"layout": layout, "world_size": world_size()}}
+            run = orchestrator.evaluate(served, prepared, config, step=step, sections=layout_note)
         finally:
             if layout == "sharded":
                 served.release()
-    run.manifest["in_memory"] = {"layout": layout, "world_size": world_size()}
     if config.output_dir is not None:
         orchestrator.record(run, config.output_dir)
     return run

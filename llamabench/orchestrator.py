@@ -92,12 +92,16 @@ def serve(backend: HFBackend, cache: RequestCache | None, *, refresh: bool = Fal
     return served
 
 
-def evaluate(backend: Backend, prepared: PreparedRun, config: RunConfig, *, step: int | None = None) -> RunResult:
-    """Run the prepared tasks on ``backend``; ``step`` (a training step) goes into the manifest."""
-    run = evaluate_run(backend, prepared, config)
-    if step is not None:
-        run.manifest["step"] = int(step)
-    return run
+def evaluate(
+    backend: Backend,
+    prepared: PreparedRun,
+    config: RunConfig,
+    *,
+    step: int | None = None,
+    sections: dict | None = None,
+) -> RunResult:
+    """Run the prepared tasks on ``backend``; ``step`` (a training step) and ``sections`` go into the manifest."""
+    return evaluate_run(backend, prepared, config, step=step, sections=sections)
 
 
 def record(run: RunResult, output_dir: Path) -> Path | None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from llamabench import __version__
 from llamabench.backends.base import Backend
 from llamabench.comparability import data_hash, task_settings
 from llamabench.errors import LlamabenchError, warn
+from llamabench.manifest import build_run
 from llamabench.metrics import get_metric
 from llamabench.requests import DocRequests, GenerationRequest, build_requests, require_prompt_room
 from llamabench.results import RunResult, result_rows, results_frame
@@ -123,8 +123,13 @@ def check_generation_fits(task: str, docs: list[DocRequests], max_length: int) -
 
 
 def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> RunResult:
-    """Run every task's requests through ``backend`` and score them."""
+    """Run every task's requests through ``backend`` and score them: the run."""
     started = datetime.now(timezone.utc)
+    return build_run(backend, config, started, [evaluate_tasks(backend, tasks, config, started)])
+
+
+def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfig, started: datetime) -> RunResult:
+    """Every task's results and samples, and a manifest of their notes only (see ``manifest.build_run``)."""
     rows, samples, task_notes = [], {}, {}
     backend_info = backend.describe()
     # Before any request runs, so that a task that cannot fit, or asks for a chat template the model lacks,
@@ -179,13 +184,4 @@ def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> 
                 metric_versions={name: get_metric(name).version for name in spec.metrics},
             ),
         }
-    manifest = {
-        "run_id": started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
-        "model": backend.model_id,
-        "backend": backend.describe(),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-        "tasks": task_notes,
-        "llamabench_version": __version__,
-        "started": started.isoformat(timespec="seconds"),
-    }
-    return RunResult(results_frame(rows), samples, manifest)
+    return RunResult(results_frame(rows), samples, {"tasks": task_notes})

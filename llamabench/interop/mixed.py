@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llamabench.backends.base import Backend
 from llamabench.errors import LlamabenchError
 from llamabench.interop import LM_EVAL_PREFIX
-from llamabench.results import RunResult, results_frame
-from llamabench.runner import PreparedTask, RunConfig, evaluate, prepare_tasks
+from llamabench.manifest import build_run
+from llamabench.results import RunResult
+from llamabench.runner import PreparedTask, RunConfig, evaluate_tasks, prepare_tasks
 
 if TYPE_CHECKING:
     from llamabench.interop.lm_eval_tasks import LmEvalTasks
@@ -47,19 +49,14 @@ def prepare_run(config: RunConfig, include_paths: Sequence[Path] = ()) -> Prepar
     return prepared
 
 
-def evaluate_run(backend: Backend, prepared: PreparedRun, config: RunConfig) -> RunResult:
+def evaluate_run(
+    backend: Backend, prepared: PreparedRun, config: RunConfig, *, step: int | None = None, sections: dict | None = None
+) -> RunResult:
     """Evaluate the native tasks, then the lm-eval ones, as one run: one results table, manifest and sample set."""
-    run = evaluate(backend, prepared.native, config)
-    if prepared.lm_eval is None:
-        return run
-    from llamabench.interop.lm_eval_tasks import evaluate_lm_eval_tasks
+    started = datetime.now(timezone.utc)
+    parts = [evaluate_tasks(backend, prepared.native, config, started)]
+    if prepared.lm_eval is not None:
+        from llamabench.interop.lm_eval_tasks import evaluate_lm_eval_tasks
 
-    extra = evaluate_lm_eval_tasks(backend, prepared.lm_eval, config)
-    rows = run.results.to_dict("records") + extra.results.to_dict("records")
-    manifest = {
-        **run.manifest,
-        "tasks": {**run.manifest["tasks"], **extra.manifest["tasks"]},
-        "backend": backend.describe(),  # again, to count the lm-eval tasks' batches too
-        "lm_eval": extra.manifest["lm_eval"],
-    }
-    return RunResult(results_frame(rows), {**run.samples, **extra.samples}, manifest)
+        parts.append(evaluate_lm_eval_tasks(backend, prepared.lm_eval, config))
+    return build_run(backend, config, started, parts, step=step, sections=sections)
