@@ -18,7 +18,6 @@ from lm_eval.models.utils import normalize_gen_kwargs
 from lm_eval.utils import simple_parse_args_string
 
 from llamabench.backends.base import Backend
-from llamabench.backends.hf import HFBackend
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, sampling_seed
 
@@ -65,12 +64,17 @@ class LlamabenchLM(LM):
     def create_from_arg_obj(
         cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None
     ) -> LlamabenchLM:
-        """Load an :class:`HFBackend` from lm-eval's model arguments: ``pretrained`` (as ``--model``),
-        ``device``, ``device_map``, ``dtype``, ``batch_size``, ``max_length``, ``kv_cache`` and
+        """Load a checkpoint through llamabench's backend factory from lm-eval's model arguments: ``pretrained``
+        (as ``--model``), ``device``, ``device_map``, ``dtype``, ``batch_size``, ``max_length``, ``kv_cache`` and
         ``trust_remote_code``."""
+        from llamabench.orchestrator import load_checkpoint
+        from llamabench.runner import RunConfig
+
         options = {**arg_dict, **{k: v for k, v in (additional_config or {}).items() if v is not None}}
         batch_size = _batch_size(options.pop("batch_size", "auto"))
-        return cls(HFBackend.load(options.pop("pretrained", None), batch_size=batch_size, **options))
+        trust_remote_code = bool(options.pop("trust_remote_code", False))
+        config = RunConfig(tasks=[], model=options.pop("pretrained", None), batch_size=batch_size, **options)
+        return cls(load_checkpoint(config, trust_remote_code=trust_remote_code))
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> LlamabenchLM:
