@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from llamabench import __version__
-from llamabench.errors import LlamabenchError, first_line
+from llamabench.errors import LlamabenchError, first_line, say
 from llamabench.escaping import terminal
 from llamabench.run_command import add_evaluation_options, run_command
 from llamabench.watch import add_watch_parser, watch_command
@@ -81,19 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     except (LlamabenchError, *_ENVIRONMENT_ERRORS) as exc:
         if args.debug:
             raise
-        print(f"llamabench: error: {terminal(_one_line(exc))}", file=sys.stderr)
+        say(f"llamabench: error: {terminal(_one_line(exc))}")
         return 2
     except KeyboardInterrupt:
-        print("llamabench: interrupted; finished request results are kept in the cache", file=sys.stderr)
+        say("llamabench: interrupted; finished request results are kept in the cache")
         return 130
     except Exception as exc:  # noqa: BLE001  (the last line of defence: one line, the traceback on --debug)
         if args.debug:
             raise
         reason = terminal(f"{type(exc).__name__}: {first_line(exc)}")
-        print(
+        say(
             f"llamabench: error: unexpected {reason}; if the input looks right, this is a llamabench bug: rerun "
-            "with --debug and report the traceback",
-            file=sys.stderr,
+            "with --debug and report the traceback"
         )
         return 2
 
@@ -152,7 +151,7 @@ def _print_notes(notes: list[str]) -> None:
     from llamabench.escaping import terminal
 
     for note in notes:
-        print(f"llamabench: note: {terminal(note)}", file=sys.stderr)
+        say(f"llamabench: note: {terminal(note)}")
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -16,4 +16,11 @@ def warn(message: str) -> None:
     """A one-line warning on stderr: something was skipped or changed and the user should know."""
     from llamabench.escaping import terminal  # names in warnings are untrusted text
 
-    print(f"llamabench: warning: {terminal(message)}", file=sys.stderr)
+    say(f"llamabench: warning: {terminal(message)}")
+
+
+def say(line: str) -> None:
+    """Write one line to stderr in one write: the ranks of a torchrun job share a stderr, and a print() (text,
+    then newline, unbuffered under PYTHONUNBUFFERED) let their lines run together."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llamabench.errors import LlamabenchError, first_line
+from llamabench.errors import LlamabenchError, first_line, say
 from llamabench.escaping import terminal
 from llamabench.run_command import add_evaluation_options, cache_mode, config_from_args
 
@@ -195,4 +194,4 @@ def _plain(value):
 
 
 def _note(message: str) -> None:
-    print(f"llamabench: note: {terminal(message)}", file=sys.stderr, flush=True)
+    say(f"llamabench: note: {terminal(message)}")

@@ -189,3 +189,25 @@ def test_a_very_long_model_name_gives_a_run_folder_that_fits(tmp_path):
     run = RunResult(results_frame([]), {"t": pd.DataFrame({"doc_id": ["1"]})}, {"model": "m" * 300, "run_id": "r"})
     run.manifest["started"] = "2026-01-01"
     assert len(write_run(run, tmp_path).name) < 100
+
+
+def test_an_error_line_is_one_write_so_ranks_sharing_stderr_do_not_interleave(monkeypatch, tmp_path):
+    # Under torchrun every rank prints the same error to one stderr; with PYTHONUNBUFFERED a print() is two
+    # writes (text, then newline), and two ranks' lines came out as "line1line2\n\n".
+    import io
+    import sys
+
+    from llamabench.cli import main
+
+    class Recorder(io.StringIO):
+        writes: list[str] = []
+
+        def write(self, text):
+            self.writes.append(text)
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    assert main(["runs", "--output-dir", str(tmp_path), "--results-dir", str(tmp_path / "other")]) == 2
+    assert len(Recorder.writes) == 1 and Recorder.writes[0].endswith(
+        "name two folders; give --output-dir only (--results-dir is its old name)\n"
+    )
