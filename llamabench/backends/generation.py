@@ -48,6 +48,13 @@ def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
     return text[:cut]
 
 
+def seeded_draws(logits: torch.Tensor, generators: Sequence[torch.Generator]) -> list[int]:
+    """One token per row of ``logits``, drawn at temperature 1 from that row's own generator: a row's sample
+    depends on its request's seed only, never on the batch it shares (both generation paths draw here)."""
+    probs = torch.softmax(logits.float(), dim=-1).cpu()
+    return [int(torch.multinomial(probs[row], 1, generator=generator)) for row, generator in enumerate(generators)]
+
+
 def eos_token_ids(model, tokenizer) -> list[int]:
     """Every token that ends a generation: the model's generation config may list several (Llama-3-Instruct's
     ``<|eot_id|>`` beside ``<|end_of_text|>``), the tokenizer names one."""
@@ -168,11 +175,18 @@ class _Batch:
         prefix with a recent prompt reuses that prefix's keys and values; admitted prompts that share one with
         each other have it prefilled once first (see prompt_prefixes)."""
         prompts = [self.jobs[j].prompt for j in jobs]
-        unmatched = [prompt for prompt in prompts if self.prefixes.match(prompt).stored is None]
+        matches = [self.prefixes.match(prompt) for prompt in prompts]
+        unmatched = [prompt for prompt, match in zip(prompts, matches, strict=True) if match.stored is None]
         shared = common_prefix_groups(unmatched, self.prefixes.min_shared)
         if shared:
             self._prefill([list(prefix) for prefix in shared], [NO_MATCH] * len(shared))
-        cache, mask, logits = self._prefill(prompts, [self.prefixes.match(prompt) for prompt in prompts])
+            # The unmatched look again, now that their shared prefixes are stored; a matched prompt keeps its
+            # match (any match reuses exact keys and values, so only how much is saved could differ).
+            matches = [
+                match if match.stored else self.prefixes.match(prompt)
+                for prompt, match in zip(prompts, matches, strict=True)
+            ]
+        cache, mask, logits = self._prefill(prompts, matches)
         new_rows = [self._new_row(j) for j in jobs]
         self._join(cache, mask, new_rows)
         self._take(logits, first_row=len(self.rows) - len(new_rows))
@@ -263,9 +277,9 @@ class _Batch:
         chosen = logits.argmax(dim=-1)
         sampled = [r for r, row in enumerate(rows) if row.generator is not None]
         if sampled:  # each sampled row draws from its own generator, so its sample ignores its batch-mates
-            probs = torch.softmax(logits[sampled].float(), dim=-1).cpu()
-            for k, r in enumerate(sampled):
-                chosen[r] = int(torch.multinomial(probs[k], 1, generator=rows[r].generator))
+            drawn = seeded_draws(logits[sampled], [rows[r].generator for r in sampled])
+            for r, token in zip(sampled, drawn, strict=True):
+                chosen[r] = token
         self.next_input[first_row:] = chosen
         finished = [first_row + r for r, token in enumerate(chosen.tolist()) if self._extend(rows[r], token)]
         if finished:

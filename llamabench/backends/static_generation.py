@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from llamabench.backends.generation import GenerationJob, GenerationStats, StopCheck, cut_at_stop
+from llamabench.backends.generation import GenerationJob, GenerationStats, StopCheck, cut_at_stop, seeded_draws
 from llamabench.errors import LlamabenchError
 
 
@@ -68,8 +68,7 @@ class SeededSampler(LogitsProcessor):
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(scores.float(), dim=-1).cpu()
-        drawn = [int(torch.multinomial(probs[row], 1, generator=gen)) for row, gen in enumerate(self.generators)]
+        drawn = seeded_draws(scores, self.generators)
         only = torch.full_like(scores, -torch.inf)
         only[torch.arange(len(drawn)), torch.tensor(drawn, device=scores.device)] = 0.0
         return only
