@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from llamabench import __version__
-from llamabench.errors import LlamabenchError, first_line, say
+from llamabench.errors import LlamabenchError, first_line, note, say
 from llamabench.escaping import terminal
 from llamabench.run_command import add_evaluation_options, run_command
 from llamabench.watch import add_watch_parser, watch_command
@@ -143,15 +143,9 @@ def _list_runs(args: argparse.Namespace) -> int:
     store = RunStore.in_dir(_runs_folder(args))
     runs, notes = store.listing()
     print(terminal_table(runs) if len(runs) else f"no runs recorded in {store.path}")
-    _print_notes(notes)
+    for line in notes:
+        note(line)
     return 0
-
-
-def _print_notes(notes: list[str]) -> None:
-    from llamabench.escaping import terminal
-
-    for note in notes:
-        say(f"llamabench: note: {terminal(note)}")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -160,7 +154,8 @@ def _report(args: argparse.Namespace) -> int:
 
     store = RunStore.in_dir(_runs_folder(args))
     runs, notes = store.gather(args.runs)
-    _print_notes(notes)
+    for line in notes:
+        note(line)
     paths = write_report(runs, args.out, parse_labels(args.label, store.resolve))
     print("report written to " + ", ".join(map(str, paths)))
     return 0

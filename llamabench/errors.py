@@ -19,6 +19,13 @@ def warn(message: str) -> None:
     say(f"llamabench: warning: {terminal(message)}")
 
 
+def note(message: str) -> None:
+    """A one-line note on stderr: how a result came about, nothing the user must act on."""
+    from llamabench.escaping import terminal  # names in notes are untrusted text
+
+    say(f"llamabench: note: {terminal(message)}")
+
+
 def say(line: str) -> None:
     """Write one line to stderr in one write: the ranks of a torchrun job share a stderr, and a print() (text,
     then newline, unbuffered under PYTHONUNBUFFERED) let their lines run together."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llamabench.errors import LlamabenchError, first_line, say
+from llamabench.errors import LlamabenchError, first_line, note
 from llamabench.escaping import terminal
 from llamabench.run_command import add_evaluation_options, cache_mode, config_from_args
 
@@ -109,7 +109,7 @@ class Watcher:
             polls += 1
             if once and polls >= 2:
                 if waiting:
-                    _note(f"{waiting} checkpoint(s) still being written were not evaluated")
+                    note(f"{waiting} checkpoint(s) still being written were not evaluated")
                 return int(regressions > 0)
             time.sleep(every)
 
@@ -118,7 +118,7 @@ class Watcher:
         from llamabench.checkpoints import snapshot, step_folders
 
         regressions, waiting = 0, 0
-        recorded = {run.manifest["config"]["model"] for run in self.watched_runs()}
+        recorded = {manifest["config"]["model"] for manifest in self.watched_manifests()}
         for checkpoint in step_folders(self.root):
             if str(checkpoint.path) in recorded:
                 continue
@@ -143,7 +143,7 @@ class Watcher:
             run = orchestrator.evaluate(served, self.prepared, config, step=checkpoint.step)
         except LlamabenchError as exc:
             self.failed[checkpoint.path] = files
-            _note(f"{checkpoint.path.name} not evaluated ({first_line(exc)}); retried when its files change")
+            note(f"{checkpoint.path.name} not evaluated ({first_line(exc)}); retried when its files change")
             return 0
         folder = orchestrator.record(run, self.config.output_dir)
         print(terminal(f"{checkpoint.path.name} (step {checkpoint.step}): results written to {folder}"))
@@ -167,7 +167,7 @@ class Watcher:
                 seed=self.config.seed,
             )
         except LlamabenchError as exc:
-            _note(f"{run.manifest['model']} not checked against {reference.manifest['model']}: {first_line(exc)}")
+            note(f"{run.manifest['model']} not checked against {reference.manifest['model']}: {first_line(exc)}")
             return 0
         print(terminal(f"check: {run.manifest['model']} vs {reference.manifest['model']}"))
         print(format_comparisons(rows, self.alpha, unchecked(reference, run)), flush=True)
@@ -176,22 +176,23 @@ class Watcher:
             print(terminal(f"REGRESSION at step {run.manifest['step']}: {', '.join(regressed)}"), flush=True)
         return len(regressed)
 
-    def watched_runs(self) -> list[RunResult]:
-        """The stored runs of checkpoints under this folder made with this watch's settings, by step."""
-        ids = [
-            manifest["run_id"]
+    def watched_manifests(self) -> list[dict]:
+        """The manifests of the stored runs of checkpoints under this folder made with this watch's settings, by
+        step (read without the runs' tables, which every poll would otherwise load)."""
+        manifests = [
+            manifest
             for manifest in self.store.manifests()
             if manifest.get("step") is not None
             and Path(manifest.get("config", {}).get("model") or "").parent == self.root
             and all(manifest["config"].get(key) == _plain(getattr(self.config, key)) for key in _SAME_EVALUATION)
         ]
-        return sorted((self.store.load(run_id) for run_id in ids), key=lambda run: run.manifest["step"])
+        return sorted(manifests, key=lambda manifest: manifest["step"])
+
+    def watched_runs(self) -> list[RunResult]:
+        """The runs of :meth:`watched_manifests`, tables included, by step."""
+        return [self.store.load(manifest["run_id"]) for manifest in self.watched_manifests()]
 
 
 def _plain(value):
     """A config value as the manifest holds it (JSON: paths as text)."""
     return str(value) if isinstance(value, Path) else value
-
-
-def _note(message: str) -> None:
-    say(f"llamabench: note: {terminal(message)}")
