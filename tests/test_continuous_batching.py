@@ -66,8 +66,8 @@ def test_a_finished_row_stops_computing(tiny_backend):
     assert alone(backend, "Hello, world. ", 8) == "y" * 8  # this model repeats "y" after that prompt
     (text,) = backend.generate([GenerationRequest("Hello, world. ", 100, ("yyy",))])
     assert text == ""
-    # The stop spans three tokens and is caught by the step that completes it: 3 row-steps, not 100.
-    assert backend.engine.stats.row_steps == 3
+    # The stop spans three tokens and is caught by the pass that completes it: 3 passes, not 100.
+    assert backend.engine.stats.forwards == 3
 
 
 def test_stop_split_across_tokens_is_caught_at_the_token_that_completes_it(tiny_backend):
@@ -152,3 +152,66 @@ def test_prompts_admitted_together_prefill_their_shared_prefix_once(tiny_backend
     rests = max(len((PARAGRAPHS[0] + q).encode()) - shared for q in QUESTIONS)
     assert widths[:2] == [(1, shared), (3, rests)]
     assert widths[2:] == [(3, 1)] * 3
+
+
+def test_draft_tokens_confirmed_and_rejected_leave_outputs_unchanged(tiny_backend):
+    # 40 tokens each: the tiny random model falls into repeats that the row's own text predicts, and also
+    # leaves them, so some drafts are confirmed and some cut short (their cache columns masked, then dropped).
+    backend = tiny_backend(batch_size=3)
+    got = backend.generate([GenerationRequest(p, 40) for p in PROMPTS])
+    assert got == [alone(backend, p, 40) for p in PROMPTS]
+    stats = backend.engine.stats
+    assert 0 < stats.accepted < stats.drafted
+
+
+def test_a_repeating_row_takes_fewer_passes_than_tokens(tiny_backend):
+    backend = tiny_backend(batch_size=1)
+    (text,) = backend.generate([GenerationRequest("Hello, world. ", 60)])
+    # This model repeats "y" after that prompt, then "@": each run is predicted by the row's own text.
+    assert text == alone(backend, "Hello, world. ", 60) == "y" * 28 + "@" * 32
+    # One row is all weight reading: drafts of the repeat are checked several at a time.
+    assert backend.engine.stats.forwards < 30
+
+
+def test_prompts_of_very_different_lengths_prefill_in_separate_passes(tiny_backend):
+    prompts = ["A", "The rain in Spain stays mainly in the plain, and the plain in Spain is mainly rain. " * 2]
+    backend = tiny_backend(batch_size=2)
+    widths = []
+    hook = backend.model.get_input_embeddings().register_forward_hook(
+        lambda _module, args, _out: widths.append(tuple(args[0].shape))
+    )
+    try:
+        got = backend.generate([GenerationRequest(p, 4) for p in prompts])
+    finally:
+        hook.remove()
+    assert got == [alone(backend, p, 4) for p in prompts]
+    # One token per byte: one pass padded to the long prompt would compute 2 x 172 tokens, two passes 173.
+    assert widths[:2] == [(1, len(prompts[1].encode())), (1, 1)]
+
+
+def test_sampled_rows_beside_drafting_rows_draw_as_they_would_alone(tiny_backend):
+    # Sampled rows take no drafts (a draw is not the model's one choice to check); in a pass where greedy rows
+    # carry drafts they are padded, and each still draws from its own seed at its own position.
+    sampled = [GenerationRequest(f"Once {i}", 30, (), False, 1000 + i) for i in range(2)]
+    backend = tiny_backend(batch_size=3)
+    got = backend.generate([*sampled, GenerationRequest("Hello, world. ", 30)])
+    assert got[:2] == [tiny_backend(batch_size=1).generate([request])[0] for request in sampled]
+    assert got[2] == alone(backend, "Hello, world. ", 30)
+    assert backend.engine.stats.accepted > 0
+
+
+def test_a_row_drafts_no_more_tokens_than_it_has_left(tiny_backend):
+    backend = tiny_backend(batch_size=1)
+    widths = []
+    hook = backend.model.get_input_embeddings().register_forward_hook(
+        lambda _module, args, _out: widths.append(tuple(args[0].shape))
+    )
+    try:
+        (text,) = backend.generate([GenerationRequest("Hello, world. ", 5)])
+    finally:
+        hook.remove()
+    assert text == "yyyyy"
+    # The prefill gives "y"; "y" never occurred before, so one plain step gives the second; then "y" repeats and
+    # 3 tokens are left: the newest token and 2 drafts (not the 3 an unlimited row of acceptance 1/2 would take:
+    # see test_step_cost) finish the row in one pass.
+    assert widths == [(1, len(b"Hello, world. ")), (1, 1), (1, 3)]

@@ -1,9 +1,12 @@
 """Continuous-batching generation: a finished row frees its slot at once and the next waiting request starts there.
 
-The running rows share one left-padded key/value cache (transformers' ``DynamicCache``): every row's newest
-token sits in the last column, a 2D attention mask hides each row's padding and explicit position ids count each
-row's own tokens, so a row computes what it would alone. Finished rows leave by index selection; waiting requests
-are prefilled together and joined to the running batch, both sides padded on the left to the wider one.
+The running rows share one key/value cache (transformers' ``DynamicCache``), a row per request and a column per
+position a pass computed: a 2D attention mask hides each row's padding and rejected draft tokens, and explicit
+position ids count each row's own tokens, so a row computes what it would alone. A pass gives every row its
+newest token and, for a greedy row, draft tokens copied from its own text (``draft_lookup``): the row keeps the
+tokens the model chose up to the first draft token it got wrong, so drafts change the number of passes, not the
+text. Finished rows leave by index selection; waiting requests are prefilled in groups of similar length
+(``step_cost``) and joined to the running batch, both sides padded on the left to the wider one.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ import torch
 from transformers import DynamicCache
 
 from llamabench.backends.batching import release_memory
+from llamabench.backends.draft_lookup import DRAFT_LIMIT, DraftLookup
 from llamabench.backends.prompt_prefixes import NO_MATCH, PrefixMatch, PromptPrefixes, common_prefix_groups
+from llamabench.backends.step_cost import draft_width, fixed_tokens, prefill_chunks
 from llamabench.errors import LlamabenchError
+
+# Cache columns beyond the widest row's own tokens (holes left by rejected drafts) tolerated before repacking.
+COMPACT_SLACK = 32
 
 # Called with the indices (into the jobs) of the requests one step finished and their texts.
 OnFinished = Callable[[list[int], list[str]], None]
@@ -35,10 +43,12 @@ class GenerationJob:
 
 @dataclass
 class GenerationStats:
-    """Work done: ``row_steps`` counts every row of every forward pass that produced a next token."""
+    """Work done: ``row_steps`` counts every row of every forward pass that produced next tokens."""
 
-    row_steps: int = 0
+    row_steps: int = 0  # with drafts: every position of every row (a row's draft tokens and its padding)
     forwards: int = 0
+    drafted: int = 0  # draft tokens checked
+    accepted: int = 0  # draft tokens the model confirmed
     reused_prompt_tokens: int = 0  # prompt tokens whose keys and values came from the prefix store
 
 
@@ -96,6 +106,7 @@ class _Row:
     job: int
     stop: StopCheck
     generator: torch.Generator | None
+    drafts: DraftLookup | None  # greedy rows only: a sampled token is not the model's one choice to check
     tokens: list[int] = field(default_factory=list)
 
 
@@ -108,6 +119,7 @@ class ContinuousBatcher:
         self.eos_tokens = frozenset(eos_tokens)
         self.pad_token = pad_token
         self.device = device
+        self.fixed = fixed_tokens(device)
         self.stats = GenerationStats()
 
     def run(self, jobs: Sequence[GenerationJob], slots: int, on_finished: OnFinished) -> None:
@@ -158,7 +170,9 @@ class _Batch:
         try:
             while waiting or self.rows:
                 free = self.slots - len(self.rows)
-                if waiting and free:
+                # Freed slots are filled a quarter of the batch at a time, not one by one: each admission is a
+                # pass of its own, whose fixed cost (see step_cost) a group shares.
+                if waiting and free and (free >= max(1, self.slots // 4) or free >= len(waiting) or not self.rows):
                     admitting = [waiting.popleft() for _ in range(min(free, len(waiting)))]
                     self._admit(admitting)
                     admitting = []
@@ -173,23 +187,27 @@ class _Batch:
     def _admit(self, jobs: list[int]) -> None:
         """Prefill ``jobs``, take each one's first token, and join them to the batch. A prompt sharing a long
         prefix with a recent prompt reuses that prefix's keys and values; admitted prompts that share one with
-        each other have it prefilled once first (see prompt_prefixes)."""
+        each other have it prefilled once first (see prompt_prefixes). Prompts of very different lengths run in
+        separate passes rather than padded to the longest (see step_cost)."""
         prompts = [self.jobs[j].prompt for j in jobs]
         matches = [self.prefixes.match(prompt) for prompt in prompts]
         unmatched = [prompt for prompt, match in zip(prompts, matches, strict=True) if match.stored is None]
         shared = common_prefix_groups(unmatched, self.prefixes.min_shared)
         if shared:
-            self._prefill([list(prefix) for prefix in shared], [NO_MATCH] * len(shared))
+            for chunk in prefill_chunks([len(prefix) for prefix in shared], self.engine.fixed):
+                self._prefill([list(shared[i]) for i in chunk], [NO_MATCH] * len(chunk))
             # The unmatched look again, now that their shared prefixes are stored; a matched prompt keeps its
             # match (any match reuses exact keys and values, so only how much is saved could differ).
             matches = [
                 match if match.stored else self.prefixes.match(prompt)
                 for prompt, match in zip(prompts, matches, strict=True)
             ]
-        cache, mask, logits = self._prefill(prompts, matches)
-        new_rows = [self._new_row(j) for j in jobs]
-        self._join(cache, mask, new_rows)
-        self._take(logits, first_row=len(self.rows) - len(new_rows))
+        rests = [len(prompt) - match.length for prompt, match in zip(prompts, matches, strict=True)]
+        for chunk in prefill_chunks(rests, self.engine.fixed):
+            cache, mask, logits = self._prefill([prompts[i] for i in chunk], [matches[i] for i in chunk])
+            new_rows = [self._new_row(jobs[i]) for i in chunk]
+            self._join(cache, mask, new_rows)
+            self._take(logits, first_row=len(self.rows) - len(new_rows))
 
     def _prefill(
         self, prompts: list[list[int]], matches: list[PrefixMatch]
@@ -229,7 +247,7 @@ class _Batch:
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
-        ).logits[:, -1]
+        ).logits
         for r, prompt in enumerate(prompts):
             if len(prompt) >= self.prefixes.min_shared:
                 columns = mask[r].nonzero()[:, 0]  # the prompt's own tokens, in order
@@ -241,7 +259,8 @@ class _Batch:
     def _new_row(self, job: int) -> _Row:
         seed = self.jobs[job].seed
         generator = None if seed is None else torch.Generator().manual_seed(seed)
-        return _Row(job, StopCheck(self.engine.tokenizer, self.jobs[job].until), generator)
+        drafts = DraftLookup(self.jobs[job].prompt) if seed is None else None
+        return _Row(job, StopCheck(self.engine.tokenizer, self.jobs[job].until), generator, drafts)
 
     def _join(self, cache: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> None:
         if not self.rows:
@@ -257,31 +276,62 @@ class _Batch:
 
     @torch.inference_mode()
     def _step(self) -> None:
-        """One decoding step for every running row."""
-        positions = self.mask.sum(-1, keepdim=True)  # each row's own token count: its next position
-        self.mask = torch.cat([self.mask, torch.ones_like(positions)], dim=1)
+        """One decoding pass for every running row: its newest token, then its draft tokens, if any (see
+        draft_lookup; a row with fewer than the widest is padded, its padding masked)."""
+        # A row never needs more draft tokens than the tokens it has left, less the one the pass gives anyway.
+        offered = [
+            row.drafts.draft(min(DRAFT_LIMIT, self.jobs[row.job].max_new - len(row.tokens) - 1)) if row.drafts else []
+            for row in self.rows
+        ]
+        acceptance = [row.drafts.acceptance if row.drafts else 0.0 for row in self.rows]
+        width = draft_width([len(draft) for draft in offered], acceptance, self.engine.fixed)
+        drafts = [draft[:width] for draft in offered]
+        inputs = torch.full((len(self.rows), 1 + width), self.engine.pad_token, dtype=torch.long)
+        new_columns = torch.zeros_like(inputs)
+        for r, draft in enumerate(drafts):
+            inputs[r, 1 : 1 + len(draft)] = torch.tensor(draft, dtype=torch.long)
+            new_columns[r, : 1 + len(draft)] = 1
+        device = self.engine.device
+        inputs[:, 0] = self.next_input.cpu()
+        positions = self.mask.sum(-1, keepdim=True) + torch.arange(1 + width, device=device)
+        self.mask = torch.cat([self.mask, new_columns.to(device)], dim=1)
         self.engine.stats.forwards += 1
         logits = self.engine.model(
-            input_ids=self.next_input[:, None],
+            input_ids=inputs.to(device),
             attention_mask=self.mask,
             position_ids=positions,
             past_key_values=self.cache,
             use_cache=True,
-        ).logits[:, -1]
-        self._take(logits, first_row=0)
+        ).logits
+        self._take(logits, first_row=0, drafts=drafts)
+        if self.mask.shape[1] > COMPACT_SLACK + self.mask.sum(-1).max():
+            self._select(list(range(len(self.rows))))
 
-    def _take(self, logits: torch.Tensor, first_row: int) -> None:
-        """Choose the next token of rows ``first_row:`` from ``logits``, then retire the rows that finished."""
-        self.engine.stats.row_steps += len(logits)
+    def _take(self, logits: torch.Tensor, first_row: int, drafts: list[list[int]] | None = None) -> None:
+        """Extend rows ``first_row:`` from ``logits`` ``[rows, positions, vocabulary]``, each row by its chosen
+        token at every position its ``drafts`` got right and at the first they got wrong; then retire the rows
+        that finished. A draft token's columns in the cache are kept if the model confirmed it, else masked."""
+        self.engine.stats.row_steps += logits.shape[0] * logits.shape[1]
         rows = self.rows[first_row:]
+        drafts = drafts or [[] for _ in rows]
         chosen = logits.argmax(dim=-1)
         sampled = [r for r, row in enumerate(rows) if row.generator is not None]
         if sampled:  # each sampled row draws from its own generator, so its sample ignores its batch-mates
-            drawn = seeded_draws(logits[sampled], [rows[r].generator for r in sampled])
+            drawn = seeded_draws(logits[sampled, 0], [rows[r].generator for r in sampled])
             for r, token in zip(sampled, drawn, strict=True):
-                chosen[r] = token
-        self.next_input[first_row:] = chosen
-        finished = [first_row + r for r, token in enumerate(chosen.tolist()) if self._extend(rows[r], token)]
+                chosen[r, 0] = token
+        finished = []
+        for r, (row, draft, choices) in enumerate(zip(rows, drafts, chosen.tolist(), strict=True)):
+            confirmed = next((i for i, token in enumerate(draft) if token != choices[i]), len(draft))
+            self.engine.stats.drafted += len(draft)
+            self.engine.stats.accepted += confirmed
+            if row.drafts is not None:
+                row.drafts.record(len(draft), confirmed)
+            if any(self._extend(row, token) for token in choices[: confirmed + 1]):
+                finished.append(first_row + r)
+                continue
+            self.next_input[first_row + r] = choices[confirmed]
+            self.mask[first_row + r, self.mask.shape[1] - logits.shape[1] + 1 + confirmed :] = 0
         if finished:
             self._retire(finished)
 
@@ -290,6 +340,8 @@ class _Batch:
         if token in self.engine.eos_tokens:
             return True
         row.tokens.append(token)
+        if row.drafts is not None:
+            row.drafts.extend([token])
         return len(row.tokens) == self.jobs[row.job].max_new or row.stop.hit(row.tokens)
 
     def _retire(self, finished: list[int]) -> None:
@@ -300,20 +352,34 @@ class _Batch:
             for r, j in zip(finished, jobs, strict=True)
         ]
         gone = set(finished)
-        keep = [r for r in range(len(self.rows)) if r not in gone]
+        self._select([r for r in range(len(self.rows)) if r not in gone])
+        self.on_finished(jobs, texts)
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep rows ``keep`` of the batch and drop the columns none of them uses. Where holes (rejected drafts,
+        padding) would still exceed ``COMPACT_SLACK`` columns, each row's columns are repacked to the right in
+        order instead: a stable sort of the row's 0/1 mask puts its masked columns first, its own after them."""
         self.rows = [self.rows[r] for r in keep]
-        if self.rows:
-            index = torch.tensor(keep, device=self.mask.device)
-            # Columns that are padding in every remaining row are dropped with the finished rows.
-            start = int(self.mask[index].any(dim=0).int().argmax())
+        if not self.rows:
+            self.next_input = self.next_input[:0]
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        mask = self.mask[index]
+        width = int(mask.sum(-1).max())
+        start = int(mask.any(dim=0).int().argmax())
+        if mask.shape[1] - start <= width + COMPACT_SLACK:  # a slice: half the copying of a gather
             for layer in self.cache.layers:
                 layer.keys = layer.keys[index, :, start:]
                 layer.values = layer.values[index, :, start:]
-            self.mask = self.mask[index, start:]
-            self.next_input = self.next_input[index]
+            self.mask = mask[:, start:]
         else:
-            self.next_input = self.next_input[:0]
-        self.on_finished(jobs, texts)
+            columns = torch.sort(mask, dim=1, stable=True).indices[:, -width:]
+            for layer in self.cache.layers:
+                gather = columns[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+                layer.keys = layer.keys.index_select(0, index).gather(2, gather)
+                layer.values = layer.values.index_select(0, index).gather(2, gather)
+            self.mask = mask.gather(1, columns)
+        self.next_input = self.next_input[index]
 
 
 def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
