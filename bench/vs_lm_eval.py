@@ -150,7 +150,7 @@ def run_llamabench(backend: HFBackend, folder: Path, task: str) -> dict:
         tasks=[task], data_dir=folder, tasks_dirs=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0
     )
     stats = backend.engine.stats
-    before = (stats.row_steps, stats.forwards)
+    before = (stats.row_steps, stats.forwards, stats.drafted, stats.accepted)
     start = time.perf_counter()  # like lm-eval's timing, this includes loading and rendering the documents
     run = evaluate(backend, prepare_tasks(config), config)
     seconds = time.perf_counter() - start
@@ -159,6 +159,8 @@ def run_llamabench(backend: HFBackend, folder: Path, task: str) -> dict:
         "run": run,
         "row_steps": stats.row_steps - before[0],
         "forwards": stats.forwards - before[1],
+        "drafted": stats.drafted - before[2],
+        "accepted": stats.accepted - before[3],
     }
 
 
@@ -262,6 +264,10 @@ def report_generation(job: GenerationJob, peer: dict, ours: dict, backend: HFBac
     ratio = (n_tokens[1] / seconds[1]) / (n_tokens[0] / seconds[0])
     same = sum(a == b for a, b in zip(theirs, mine, strict=True))
     print(f"speed-up (kept tok/s): {ratio:.2f}x; identical generations: {same}/{len(mine)}")
+    print(
+        f"llamabench draft tokens: {ours['drafted']} checked, {ours['accepted']} confirmed "
+        "(row-steps count every position a pass computed: drafts and their padding too)"
+    )
     for doc, (prompt, a, b) in enumerate(zip(prompts, mine, theirs, strict=True)):
         if a != b:
             step, gap = divergence_gap(backend, prompt, a, b)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llamabench.backends.batching import BatchPolicy
-from llamabench.backends.generation import cut_at_stop
+from llamabench.backends.stops import cut_at_stop
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest
 

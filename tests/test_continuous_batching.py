@@ -5,8 +5,12 @@ import os
 
 import pytest
 import torch
+from conftest import byte_tokenizer
+from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
 
-from llamabench.backends.generation import StopCheck, cut_at_stop
+from llamabench.backends import generation
+from llamabench.backends.hf import HFBackend
+from llamabench.backends.stops import StopCheck, cut_at_stop
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest
 
@@ -215,3 +219,74 @@ def test_a_row_drafts_no_more_tokens_than_it_has_left(tiny_backend):
     # 3 tokens are left: the newest token and 2 drafts (not the 3 an unlimited row of acceptance 1/2 would take:
     # see test_step_cost) finish the row in one pass.
     assert widths == [(1, len(b"Hello, world. ")), (1, 1), (1, 3)]
+
+
+# --- faults and other architectures (found by review) ------------------------------------------------------------
+
+
+def test_out_of_memory_in_a_later_prefill_pass_reruns_no_reported_request(tiny_backend):
+    # The long prompt prefills in a pass of its own and finishes there (one new token); the pass for "A" fails.
+    requests = [GenerationRequest("A", 4), GenerationRequest(PROMPTS[2] * 5, 1)]
+    expected = [alone(tiny_backend(), r.prompt, r.max_new_tokens) for r in requests]
+    backend = tiny_backend(batch_size=2)
+    forward, calls = backend.model.forward, []
+
+    def short_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("simulated")
+        return forward(*args, **kwargs)
+
+    backend.model.forward = short_of_memory_once
+    reported: list[int] = []
+    got = backend.generate(requests, on_done=lambda done, texts: reported.extend(done))
+    assert got == expected
+    assert sorted(reported) == [0, 1]
+
+
+def test_out_of_memory_while_dropping_finished_rows_loses_none(tiny_backend, monkeypatch):
+    requests = [GenerationRequest(p, n) for p, n in zip(PROMPTS[:3], [3, 10, 10], strict=True)]
+    expected = [alone(tiny_backend(), r.prompt, r.max_new_tokens) for r in requests]
+    backend = tiny_backend(batch_size=3)
+    select, calls = generation._Batch._select, []
+
+    def short_of_memory_once(batch, keep):
+        calls.append(1)
+        if len(calls) == 1:  # the rows are chosen, then the copy of their cache fails
+            batch.rows = [batch.rows[r] for r in keep]
+            raise torch.OutOfMemoryError("simulated")
+        return select(batch, keep)
+
+    monkeypatch.setattr(generation._Batch, "_select", short_of_memory_once)
+    reported: list[int] = []
+    got = backend.generate(requests, on_done=lambda done, texts: reported.extend(done))
+    assert got == expected
+    assert sorted(reported) == [0, 1, 2]
+
+
+def test_padding_beside_drafts_stays_within_learned_positions():
+    # GPT-2 learns 32 positions; an 8-token request whose 24-token prompt fills the rest shares passes with a row
+    # that drafts. Padding given positions past its row's last would index past the position table.
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=258, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=256, eos_token_id=257
+    )
+    backend = HFBackend(GPT2LMHeadModel(config).eval(), byte_tokenizer(), model_id="g", progress=False, batch_size=2)
+    full = "".join(chr(33 + (i * 37) % 94) for i in range(24))
+    requests = [GenerationRequest(full, 8), GenerationRequest("ab" * 6, 20)]
+    assert backend.generate(requests) == [alone(backend, r.prompt, r.max_new_tokens) for r in requests]
+    assert backend.engine.stats.drafted > 0
+
+
+def test_a_sliding_window_model_keeps_rows_contiguous_and_generates_as_alone():
+    # Mistral's window counts cache columns: an empty column among a row's own (a rejected draft, the gap after
+    # a reused prefix) would shrink it. So no drafts and no prefix reuse there.
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=258, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, sliding_window=8, bos_token_id=256, eos_token_id=257,
+    )  # fmt: skip
+    backend = HFBackend(MistralForCausalLM(config).eval(), byte_tokenizer(), model_id="m", progress=False, batch_size=2)
+    prompts = [*PROMPTS, *(p + q for p in PARAGRAPHS for q in QUESTIONS)]
+    assert backend.generate([GenerationRequest(p, 40) for p in prompts]) == [alone(backend, p, 40) for p in prompts]
+    assert backend.engine.stats.drafted == backend.engine.stats.reused_prompt_tokens == 0

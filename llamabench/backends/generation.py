@@ -20,8 +20,16 @@ from transformers import DynamicCache
 
 from llamabench.backends.batching import release_memory
 from llamabench.backends.draft_lookup import DRAFT_LIMIT, DraftLookup
-from llamabench.backends.prompt_prefixes import NO_MATCH, PrefixMatch, PromptPrefixes, common_prefix_groups
+from llamabench.backends.prompt_prefixes import (
+    MIN_SHARED,
+    NEVER,
+    NO_MATCH,
+    PrefixMatch,
+    PromptPrefixes,
+    common_prefix_groups,
+)
 from llamabench.backends.step_cost import draft_width, fixed_tokens, prefill_chunks
+from llamabench.backends.stops import StopCheck, cut_at_stop
 from llamabench.errors import LlamabenchError
 
 # Cache columns beyond the widest row's own tokens (holes left by rejected drafts) tolerated before repacking.
@@ -45,17 +53,13 @@ class GenerationJob:
 class GenerationStats:
     """Work done: ``row_steps`` counts every row of every forward pass that produced next tokens."""
 
-    row_steps: int = 0  # with drafts: every position of every row (a row's draft tokens and its padding)
+    # A prefill pass counts one per row (it gives each row one next token); a decoding pass counts every position
+    # of every row, its draft tokens and their padding included.
+    row_steps: int = 0
     forwards: int = 0
     drafted: int = 0  # draft tokens checked
     accepted: int = 0  # draft tokens the model confirmed
     reused_prompt_tokens: int = 0  # prompt tokens whose keys and values came from the prefix store
-
-
-def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
-    """``text`` up to (not including) the earliest stop sequence."""
-    cut = min((text.find(stop) for stop in until if stop and stop in text), default=len(text))
-    return text[:cut]
 
 
 def seeded_draws(logits: torch.Tensor, generators: Sequence[torch.Generator]) -> list[int]:
@@ -65,38 +69,16 @@ def seeded_draws(logits: torch.Tensor, generators: Sequence[torch.Generator]) ->
     return [int(torch.multinomial(probs[row], 1, generator=generator)) for row, generator in enumerate(generators)]
 
 
-def eos_token_ids(model, tokenizer) -> list[int]:
-    """Every token that ends a generation: the model's generation config may list several (Llama-3-Instruct's
-    ``<|eot_id|>`` beside ``<|end_of_text|>``), the tokenizer names one."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = configured if isinstance(configured, list | tuple) else [configured]
-    ids = [*ids, tokenizer.eos_token_id]
-    return sorted({int(token) for token in ids if token is not None})
-
-
-class StopCheck:
-    """Whether a row's generated text contains a stop sequence, decoding only the last few tokens per step.
-
-    A stop completed by the newest token lies within its last ``len(stop.encode())`` tokens (every token adds at
-    least one byte); two more cover a first token whose leading space or partial character decodes differently
-    alone. A hit in that window is confirmed on the whole text, so the answer equals a whole-text check whenever
-    it says stop; a stop the window misses (special tokens among the tail) only costs extra steps, since the
-    returned text is cut at the first stop anyway.
-    """
-
-    def __init__(self, tokenizer, until: tuple[str, ...]):
-        self.tokenizer = tokenizer
-        self.until = tuple(stop for stop in until if stop)
-        self.window = max((len(stop.encode()) for stop in self.until), default=0) + 2
-
-    def hit(self, tokens: list[int]) -> bool:
-        if not self.until:
-            return False
-        tail = self.tokenizer.decode(tokens[-self.window :], skip_special_tokens=True)
-        if not any(stop in tail for stop in self.until):
-            return False
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        return any(stop in text for stop in self.until)
+def attends_by_column(model) -> bool:
+    """Whether some attention layer keeps to a window of cache columns (Mistral, Gemma 2 and 3, Qwen with
+    sliding windows) rather than of positions. An empty column among a row's own (a rejected draft, the gap
+    after a reused prefix) would shrink that row's window, so for such a model rows keep their columns
+    contiguous: no drafts, no prefix reuse."""
+    config = model.config.get_text_config()
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list | tuple):
+        return "sliding_attention" in layer_types
+    return getattr(config, "sliding_window", None) is not None
 
 
 @dataclass
@@ -120,6 +102,7 @@ class ContinuousBatcher:
         self.pad_token = pad_token
         self.device = device
         self.fixed = fixed_tokens(device)
+        self.windowed = attends_by_column(model)
         self.stats = GenerationStats()
 
     def run(self, jobs: Sequence[GenerationJob], slots: int, on_finished: OnFinished) -> None:
@@ -132,7 +115,7 @@ class ContinuousBatcher:
             longest = max(waiting, key=lambda j: len(jobs[j].prompt))
             waiting.remove(longest)
             waiting.appendleft(longest)
-        prefixes = PromptPrefixes()
+        prefixes = PromptPrefixes(min_shared=NEVER if self.windowed else MIN_SHARED)
         while waiting:
             try:
                 _Batch(self, jobs, slots, on_finished, prefixes).drain(waiting)
@@ -147,8 +130,9 @@ class ContinuousBatcher:
 
 
 class _Batch:
-    """The running rows and their shared cache; ``drain`` runs until no job waits and no row runs. A row that
-    is running when the batch fails goes back to the front of the queue."""
+    """The running rows and their shared cache; ``drain`` runs until no job waits and no row runs. When the
+    batch fails, every job it took and has not reported (running, or admitted in a pass that failed) goes back
+    to the front of the queue."""
 
     def __init__(
         self,
@@ -161,6 +145,7 @@ class _Batch:
         self.engine, self.jobs, self.slots, self.on_finished = engine, jobs, slots, on_finished
         self.prefixes = prefixes
         self.rows: list[_Row] = []
+        self.reported: set[int] = set()
         self.cache = DynamicCache()
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=engine.device)  # [rows, cache columns]
         self.next_input = torch.zeros(0, dtype=torch.long, device=engine.device)  # each row's newest token
@@ -179,8 +164,8 @@ class _Batch:
                 else:
                     self._step()
         except torch.OutOfMemoryError:
-            running = [row.job for row in self.rows]
-            waiting.extendleft(reversed(running + [job for job in admitting if job not in running]))
+            taken = dict.fromkeys([row.job for row in self.rows] + admitting)  # in order, once each
+            waiting.extendleft(reversed([job for job in taken if job not in self.reported]))
             raise
 
     @torch.inference_mode()
@@ -259,7 +244,7 @@ class _Batch:
     def _new_row(self, job: int) -> _Row:
         seed = self.jobs[job].seed
         generator = None if seed is None else torch.Generator().manual_seed(seed)
-        drafts = DraftLookup(self.jobs[job].prompt) if seed is None else None
+        drafts = DraftLookup(self.jobs[job].prompt) if seed is None and not self.engine.windowed else None
         return _Row(job, StopCheck(self.engine.tokenizer, self.jobs[job].until), generator, drafts)
 
     def _join(self, cache: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> None:
@@ -294,6 +279,9 @@ class _Batch:
         device = self.engine.device
         inputs[:, 0] = self.next_input.cpu()
         positions = self.mask.sum(-1, keepdim=True) + torch.arange(1 + width, device=device)
+        # A row's padding repeats its last real position: one past the model's range would fail (learned
+        # positions) or change the pass's rotary frequencies (dynamic RoPE scaling takes the largest).
+        positions = torch.minimum(positions, positions[:, :1] + new_columns.sum(1, keepdim=True).to(device) - 1)
         self.mask = torch.cat([self.mask, new_columns.to(device)], dim=1)
         self.engine.stats.forwards += 1
         logits = self.engine.model(
@@ -351,9 +339,11 @@ class _Batch:
             cut_at_stop(decode(self.rows[r].tokens, skip_special_tokens=True), self.jobs[j].until)
             for r, j in zip(finished, jobs, strict=True)
         ]
+        # Reported before the cache is copied: if the copy runs out of memory, these rows are done, not lost.
+        self.on_finished(jobs, texts)
+        self.reported.update(jobs)
         gone = set(finished)
         self._select([r for r in range(len(self.rows)) if r not in gone])
-        self.on_finished(jobs, texts)
 
     def _select(self, keep: list[int]) -> None:
         """Keep rows ``keep`` of the batch and drop the columns none of them uses. Where holes (rejected drafts,

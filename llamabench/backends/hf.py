@@ -16,7 +16,7 @@ from llamabench import __version__
 from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.batching import BatchPolicy, peak_memory
 from llamabench.backends.budget import BudgetInputs, budget_inputs, token_budget
-from llamabench.backends.generation import ContinuousBatcher, GenerationJob, eos_token_ids
+from llamabench.backends.generation import ContinuousBatcher, GenerationJob
 from llamabench.backends.loading import KV_CACHES, check_device_map, load_model_and_tokenizer
 from llamabench.backends.model_source import fingerprint, resolve_model
 from llamabench.backends.score_rows import (
@@ -29,6 +29,7 @@ from llamabench.backends.score_rows import (
     shared_prefix_rows,
 )
 from llamabench.backends.static_generation import generate_static_batch
+from llamabench.backends.stops import eos_token_ids
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, require_prompt_room
 

@@ -18,6 +18,7 @@ import torch
 # (WMT's "Translate the following German text into English." is 10 tokens) is worth reusing; shorter ones are
 # too common by chance to be worth looking for.
 MIN_SHARED = 8
+NEVER = 2**62  # as ``min_shared``: no prefix is ever shared
 
 
 @dataclass(frozen=True)

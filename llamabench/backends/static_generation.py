@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from llamabench.backends.generation import GenerationJob, GenerationStats, StopCheck, cut_at_stop, seeded_draws
+from llamabench.backends.generation import GenerationJob, GenerationStats, seeded_draws
+from llamabench.backends.stops import StopCheck, cut_at_stop
 from llamabench.errors import LlamabenchError
 
 
