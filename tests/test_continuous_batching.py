@@ -38,6 +38,18 @@ def alone(backend, prompt: str, max_new: int, until: tuple[str, ...] = ()) -> st
     return cut_at_stop(backend.tokenizer.decode(new, skip_special_tokens=True), until)
 
 
+def generate_recording_widths(backend, requests: list[GenerationRequest]) -> tuple[list[str], list[tuple[int, int]]]:
+    """The backend's outputs, and the (rows, positions) shape of every forward pass it ran for them."""
+    widths: list[tuple[int, int]] = []
+    hook = backend.model.get_input_embeddings().register_forward_hook(
+        lambda _module, args, _out: widths.append(tuple(args[0].shape))
+    )
+    try:
+        return backend.generate(requests), widths
+    finally:
+        hook.remove()
+
+
 def ascii_pair(text: str, start: int) -> str:
     """The first two ASCII characters in a row of ``text`` from ``start`` on: a stop sequence that
     certainly occurs there and spans two byte tokens."""
@@ -140,14 +152,7 @@ def test_prompts_sharing_a_prefix_reuse_it_and_equal_one_request_at_a_time(tiny_
 def test_prompts_admitted_together_prefill_their_shared_prefix_once(tiny_backend):
     prompts = [PARAGRAPHS[0] + q for q in QUESTIONS]
     backend = tiny_backend(batch_size=3)
-    widths = []
-    hook = backend.model.get_input_embeddings().register_forward_hook(
-        lambda _module, args, _out: widths.append(tuple(args[0].shape))
-    )
-    try:
-        got = backend.generate([GenerationRequest(p, 4) for p in prompts])
-    finally:
-        hook.remove()
+    got, widths = generate_recording_widths(backend, [GenerationRequest(p, 4) for p in prompts])
     assert got == [alone(backend, p, 4) for p in prompts]
     # The three prompts share "<paragraph>Q: Wh" (When, What, Where); that prefix runs once, then the three
     # rests, then three decoding steps (the fourth token ends each request).
@@ -180,14 +185,7 @@ def test_a_repeating_row_takes_fewer_passes_than_tokens(tiny_backend):
 def test_prompts_of_very_different_lengths_prefill_in_separate_passes(tiny_backend):
     prompts = ["A", "The rain in Spain stays mainly in the plain, and the plain in Spain is mainly rain. " * 2]
     backend = tiny_backend(batch_size=2)
-    widths = []
-    hook = backend.model.get_input_embeddings().register_forward_hook(
-        lambda _module, args, _out: widths.append(tuple(args[0].shape))
-    )
-    try:
-        got = backend.generate([GenerationRequest(p, 4) for p in prompts])
-    finally:
-        hook.remove()
+    got, widths = generate_recording_widths(backend, [GenerationRequest(p, 4) for p in prompts])
     assert got == [alone(backend, p, 4) for p in prompts]
     # One token per byte: one pass padded to the long prompt would compute 2 x 172 tokens, two passes 173.
     assert widths[:2] == [(1, len(prompts[1].encode())), (1, 1)]
@@ -206,14 +204,7 @@ def test_sampled_rows_beside_drafting_rows_draw_as_they_would_alone(tiny_backend
 
 def test_a_row_drafts_no_more_tokens_than_it_has_left(tiny_backend):
     backend = tiny_backend(batch_size=1)
-    widths = []
-    hook = backend.model.get_input_embeddings().register_forward_hook(
-        lambda _module, args, _out: widths.append(tuple(args[0].shape))
-    )
-    try:
-        (text,) = backend.generate([GenerationRequest("Hello, world. ", 5)])
-    finally:
-        hook.remove()
+    (text,), widths = generate_recording_widths(backend, [GenerationRequest("Hello, world. ", 5)])
     assert text == "yyyyy"
     # The prefill gives "y"; "y" never occurred before, so one plain step gives the second; then "y" repeats and
     # 3 tokens are left: the newest token and 2 drafts (not the 3 an unlimited row of acceptance 1/2 would take:
