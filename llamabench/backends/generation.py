@@ -292,7 +292,7 @@ class _Batch:
             use_cache=True,
         ).logits
         self._take(logits, first_row=0, drafts=drafts)
-        if self.mask.shape[1] > COMPACT_SLACK + self.mask.sum(-1).max():
+        if self.rows and self.mask.shape[1] > COMPACT_SLACK + self.mask.sum(-1).max():
             self._select(list(range(len(self.rows))))
 
     def _take(self, logits: torch.Tensor, first_row: int, drafts: list[list[int]] | None = None) -> None:
