@@ -50,6 +50,25 @@ def generate_recording_widths(backend, requests: list[GenerationRequest]) -> tup
         hook.remove()
 
 
+def short_of_memory_at_pass(backend, n: int) -> None:
+    """Make the backend model's ``n``-th forward pass (counted from 1) fail for lack of memory, once."""
+    forward, calls = backend.model.forward, []
+
+    def forward_or_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise torch.OutOfMemoryError("simulated")
+        return forward(*args, **kwargs)
+
+    backend.model.forward = forward_or_fail
+
+
+def generate_reporting(backend, requests: list[GenerationRequest]) -> tuple[list[str], list[int]]:
+    """The backend's outputs, and the request indices its ``on_done`` reported, in order, repeats kept."""
+    reported: list[int] = []
+    return backend.generate(requests, on_done=lambda done, _texts: reported.extend(done)), reported
+
+
 def ascii_pair(text: str, start: int) -> str:
     """The first two ASCII characters in a row of ``text`` from ``start`` on: a stop sequence that
     certainly occurs there and spans two byte tokens."""
@@ -108,17 +127,8 @@ def test_out_of_memory_restarts_the_running_rows_with_fewer_slots(tiny_backend):
     requests = [GenerationRequest(p, 10) for p in PROMPTS]
     expected = [alone(tiny_backend(), r.prompt, r.max_new_tokens) for r in requests]
     backend = tiny_backend(batch_size=4)
-    forward, calls = backend.model.forward, []
-
-    def short_of_memory_once(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:  # mid-run: some requests finished, others running, others waiting
-            raise torch.OutOfMemoryError("simulated")
-        return forward(*args, **kwargs)
-
-    backend.model.forward = short_of_memory_once
-    reported: list[int] = []
-    got = backend.generate(requests, on_done=lambda done, texts: reported.extend(done))
+    short_of_memory_at_pass(backend, 5)  # mid-run: some requests finished, others running, others waiting
+    got, reported = generate_reporting(backend, requests)
     assert got == expected
     assert sorted(reported) == list(range(len(requests)))  # each request reported once
 
@@ -220,17 +230,8 @@ def test_out_of_memory_in_a_later_prefill_pass_reruns_no_reported_request(tiny_b
     requests = [GenerationRequest("A", 4), GenerationRequest(PROMPTS[2] * 5, 1)]
     expected = [alone(tiny_backend(), r.prompt, r.max_new_tokens) for r in requests]
     backend = tiny_backend(batch_size=2)
-    forward, calls = backend.model.forward, []
-
-    def short_of_memory_once(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise torch.OutOfMemoryError("simulated")
-        return forward(*args, **kwargs)
-
-    backend.model.forward = short_of_memory_once
-    reported: list[int] = []
-    got = backend.generate(requests, on_done=lambda done, texts: reported.extend(done))
+    short_of_memory_at_pass(backend, 2)
+    got, reported = generate_reporting(backend, requests)
     assert got == expected
     assert sorted(reported) == [0, 1]
 
@@ -249,8 +250,7 @@ def test_out_of_memory_while_dropping_finished_rows_loses_none(tiny_backend, mon
         return select(batch, keep)
 
     monkeypatch.setattr(generation._Batch, "_select", short_of_memory_once)
-    reported: list[int] = []
-    got = backend.generate(requests, on_done=lambda done, texts: reported.extend(done))
+    got, reported = generate_reporting(backend, requests)
     assert got == expected
     assert sorted(reported) == [0, 1, 2]
 
