@@ -43,8 +43,8 @@ class DraftLookup:
             end = self._latest.get(tuple(self.tokens[-n:]))
             if end is not None:
                 guess: list[int] = []
+                past = len(self.tokens)
                 for position in range(end + 1, end + 1 + limit):
-                    past = len(self.tokens)
                     guess.append(self.tokens[position] if position < past else guess[position - past])
                 return guess
         return []

@@ -212,7 +212,7 @@ class _Batch:
             mask[r, past + width - len(rest) :] = 1
         lengths = torch.tensor([match.length for match in matches])
         self.engine.stats.reused_prompt_tokens += int(lengths.sum())
-        positions = lengths[:, None] + (mask[:, past:].cumsum(-1) - 1).clamp(min=0)
+        positions = _positions(lengths, mask[:, past:])
         cache = DynamicCache()
         if past:
             reference = next(match.stored for match in matches if match.stored is not None)
@@ -271,21 +271,18 @@ class _Batch:
         acceptance = [row.drafts.acceptance if row.drafts else 0.0 for row in self.rows]
         width = draft_width([len(draft) for draft in offered], acceptance, self.engine.fixed)
         drafts = [draft[:width] for draft in offered]
-        inputs = torch.full((len(self.rows), 1 + width), self.engine.pad_token, dtype=torch.long)
-        new_columns = torch.zeros_like(inputs)
+        tails = torch.full((len(self.rows), width), self.engine.pad_token, dtype=torch.long)
+        new_columns = torch.zeros(len(self.rows), 1 + width, dtype=torch.long)
         for r, draft in enumerate(drafts):
-            inputs[r, 1 : 1 + len(draft)] = torch.tensor(draft, dtype=torch.long)
+            tails[r, : len(draft)] = torch.tensor(draft, dtype=torch.long)
             new_columns[r, : 1 + len(draft)] = 1
         device = self.engine.device
-        inputs[:, 0] = self.next_input.cpu()
-        positions = self.mask.sum(-1, keepdim=True) + torch.arange(1 + width, device=device)
-        # A row's padding repeats its last real position: one past the model's range would fail (learned
-        # positions) or change the pass's rotary frequencies (dynamic RoPE scaling takes the largest).
-        positions = torch.minimum(positions, positions[:, :1] + new_columns.sum(1, keepdim=True).to(device) - 1)
-        self.mask = torch.cat([self.mask, new_columns.to(device)], dim=1)
+        new_columns = new_columns.to(device)
+        positions = _positions(self.mask.sum(-1), new_columns)
+        self.mask = torch.cat([self.mask, new_columns], dim=1)
         self.engine.stats.forwards += 1
         logits = self.engine.model(
-            input_ids=inputs.to(device),
+            input_ids=torch.cat([self.next_input[:, None], tails.to(device)], dim=1),
             attention_mask=self.mask,
             position_ids=positions,
             past_key_values=self.cache,
@@ -370,6 +367,14 @@ class _Batch:
                 layer.values = layer.values.index_select(0, index).gather(2, gather)
             self.mask = mask.gather(1, columns)
         self.next_input = self.next_input[index]
+
+
+def _positions(before: torch.Tensor, new_columns: torch.Tensor) -> torch.Tensor:
+    """Position ids of a pass's input columns: each row's own tokens count on from ``before`` (its tokens already
+    in the cache), and a padding column repeats the position beside it (left padding the row's first, right
+    padding its last). So no position falls past a row's own: one past the model's range would fail (learned
+    positions) or change the pass's rotary frequencies (dynamic RoPE scaling takes the largest)."""
+    return before[:, None] + (new_columns.cumsum(-1) - 1).clamp(min=0)
 
 
 def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 # Copying a token's keys and values costs far less than computing them, so even a short shared instruction
-# (WMT's "Translate the following German text into English." is 10 tokens) is worth reusing; shorter ones are
+# (WMT's "Translate the following German text into English." is 9 tokens) is worth reusing; shorter ones are
 # too common by chance to be worth looking for.
 MIN_SHARED = 8
 NEVER = 2**62  # as ``min_shared``: no prefix is ever shared
