@@ -178,7 +178,7 @@ def _check(args: argparse.Namespace) -> int:
     print(format_comparisons(rows, args.alpha, left_out))
     if args.junit:
         write_junit(rows, args.junit, f"llamabench check: {names[0]} vs {names[1]}", left_out)
-    return int(any(row.regression for row in rows))
+    return int(any(row.failed for row in rows))
 
 
 if __name__ == "__main__":

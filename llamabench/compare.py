@@ -9,6 +9,10 @@ metric's own paired test (``Metric.paired_p_value``): the share of resampled del
 right-or-wrong metrics (``BinaryMetric``) the exact McNemar test. The interval shown is the bootstrap's
 [alpha, 1 − alpha] percentile range (90 % for alpha 0.05), whose upper end is below 0 when the bootstrap p
 is below alpha. A row is a regression when its drop exceeds the allowed drop and p < alpha.
+
+A row whose figures or per-document statistics hold a NaN or an infinity (a diverged checkpoint, an overflowed
+perplexity) has no number to compare: it fails as ``NOT A NUMBER``, whatever its p-value, in the table, the exit
+status and JUnit alike.
 """
 
 from __future__ import annotations
@@ -62,10 +66,16 @@ class Comparison:
     test: str
     allowed_drop: float
     regression: bool
+    non_finite: bool = False  # a figure or statistic of either run is NaN or infinite: nothing was compared
+
+    @property
+    def failed(self) -> bool:
+        """Whether this row fails the check: a regression, or numbers that are not numbers."""
+        return self.regression or self.non_finite
 
     @property
     def verdict(self) -> str:
-        return "REGRESSION" if self.regression else "ok"
+        return "NOT A NUMBER" if self.non_finite else "REGRESSION" if self.regression else "ok"
 
 
 def parse_max_drops(specs: list[str]) -> dict[str, MaxDrop]:
@@ -149,6 +159,7 @@ def compare_runs(
             p_value = metric.paired_p_value(base_stats, cand_stats, deltas)
             delta = sign * (cand_value - base_value)
             allowed = max_drops[metric_name].allowed(base_value) if metric_name in max_drops else 0.0
+            non_finite = not all(np.isfinite(x).all() for x in (base_stats, cand_stats, [base_value, cand_value]))
             rows.append(
                 Comparison(
                     task=task,
@@ -163,6 +174,7 @@ def compare_runs(
                     test=metric.paired_test,
                     allowed_drop=allowed,
                     regression=-delta > allowed and p_value < alpha,
+                    non_finite=non_finite,
                 )
             )
     unknown = set(max_drops) - {row.metric for row in rows}
@@ -214,8 +226,8 @@ def format_comparisons(rows: list[Comparison], alpha: float, left_out: list[Unch
         {
             "task": [r.task for r in rows],
             "metric": [r.metric for r in rows],
-            "baseline": [format_number(r.baseline) for r in rows],
-            "candidate": [format_number(r.candidate) for r in rows],
+            "baseline": [_figure(r.baseline) for r in rows],
+            "candidate": [_figure(r.candidate) for r in rows],
             "delta (+ = better)": [_signed(r.delta) for r in rows],
             f"{ci_level}% CI": [f"[{_signed(r.ci_low)}, {_signed(r.ci_high)}]" for r in rows],
             "p (worse)": [f"{r.p_value:.4f}" for r in rows],
@@ -224,9 +236,13 @@ def format_comparisons(rows: list[Comparison], alpha: float, left_out: list[Unch
             "verdict": [r.verdict for r in rows],
         }
     )
-    regressions = [f"{r.task}/{r.metric}" for r in rows if r.regression]
-    if regressions:
-        verdict = f"FAIL: {len(regressions)} regression(s) at alpha {alpha}: {terminal(', '.join(regressions))}"
+    regressions = [f"{r.task}/{r.metric}" for r in rows if r.regression and not r.non_finite]
+    not_numbers = [f"{r.task}/{r.metric}" for r in rows if r.non_finite]
+    if regressions or not_numbers:
+        failures = [f"{len(regressions)} regression(s) at alpha {alpha}: {', '.join(regressions)}"] * bool(regressions)
+        if not_numbers:
+            failures.append(f"{len(not_numbers)} not a number (NaN or infinite): {', '.join(not_numbers)}")
+        verdict = f"FAIL: {terminal('; '.join(failures))}"
     else:
         verdict = f"PASS: no regression in {len(rows)} task-metric comparisons at alpha {alpha}"
     if left_out:
@@ -234,15 +250,20 @@ def format_comparisons(rows: list[Comparison], alpha: float, left_out: list[Unch
     return f"{terminal_table(table)}\n\n{verdict}"
 
 
+def _figure(value: float) -> str:
+    """A figure as ``format_number`` shows it, but a NaN as ``nan`` (format_number shows a missing value, –)."""
+    return format_number(value) if not math.isnan(value) else "nan"
+
+
 def _signed(value: float) -> str:
-    text = format_number(value + 0.0)  # + 0.0 turns -0.0 into 0.0
-    return text if text[0] in "-–" else "+" + text
+    text = _figure(value + 0.0)  # + 0.0 turns -0.0 into 0.0
+    return text if text[0] in "-–" or text == "nan" else "+" + text
 
 
 def write_junit(rows: list[Comparison], path: Path | str, suite: str, left_out: list[Unchecked]) -> None:
     """Write JUnit XML: a testcase per task × metric (class ``llamabench.<task>``), a failure per regression,
     and a skipped testcase per task or metric ``left_out``."""
-    failures = sum(r.regression for r in rows)
+    failures = sum(r.failed for r in rows)
     attrs = {
         "name": xml_text(suite),
         "tests": str(len(rows) + len(left_out)),
@@ -264,9 +285,11 @@ def write_junit(rows: list[Comparison], path: Path | str, suite: str, left_out: 
             f"(CI {r.ci_low:+.6g} to {r.ci_high:+.6g}), p {r.p_value:.4g} ({r.test}), "
             f"allowed drop {r.allowed_drop:.6g}, n {r.n}"
         )
-        if r.regression:
-            message = xml_text(f"{r.task}/{r.metric} regressed: {details}")
-            ET.SubElement(case, "failure", {"message": message, "type": "regression"}).text = message
+        if r.failed:
+            what = "is not a number (NaN or infinite)" if r.non_finite else "regressed"
+            message = xml_text(f"{r.task}/{r.metric} {what}: {details}")
+            kind = "non-finite" if r.non_finite else "regression"
+            ET.SubElement(case, "failure", {"message": message, "type": kind}).text = message
         else:
             ET.SubElement(case, "system-out").text = details
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from llamabench import __version__
 from llamabench.backends.base import Backend
+from llamabench.backends.finite import NonFiniteError
 from llamabench.comparability import data_hash, task_settings
 from llamabench.errors import LlamabenchError, warn
 from llamabench.manifest import build_run
@@ -148,9 +149,12 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
     for task, docs in zip(tasks, wrapped, strict=True):
         spec = task.spec
         tick = time.perf_counter()
-        outcomes = run_documents(backend, spec, docs)
+        try:
+            outcomes = run_documents(backend, spec, docs)
+        except NonFiniteError as exc:  # the backend cannot tell which task it runs: say so here
+            raise NonFiniteError(f"model {backend.model_id}, task {spec.name}: {exc}") from exc
         values, samples[spec.name] = score(
-            spec, docs, outcomes, bootstrap_iters=config.bootstrap_iters, seed=config.seed
+            spec, docs, outcomes, bootstrap_iters=config.bootstrap_iters, seed=config.seed, model=backend.model_id
         )
         fewshot = spec.num_fewshot if config.num_fewshot is None else config.num_fewshot
         rows += result_rows(

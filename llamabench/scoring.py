@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
+from llamabench.backends.finite import DIVERGED
+from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome
 from llamabench.requests import DocRequests
@@ -33,12 +36,16 @@ def score(
     *,
     bootstrap_iters: int = 1000,
     seed: int = 0,
+    model: str | None = None,
 ) -> tuple[list[MetricValue], pd.DataFrame]:
     """Aggregate figures with standard errors, and the per-sample table.
 
     The per-sample table has each metric's per-document value and a ``stats`` column holding, as JSON,
     each metric's sufficient statistics for that document (``Metric.aggregate`` of any subset of rows).
+    Outcomes holding a NaN or infinite log-likelihood (from a backend that does not check its own numbers)
+    are refused with one line naming ``model``, the task and the first such document: nothing is scored.
     """
+    require_finite_outcomes(spec.name, outcomes, model)
     samples = pd.DataFrame(
         {
             "doc_id": [o.doc_id for o in outcomes],
@@ -77,3 +84,18 @@ def _loglikelihood(outcome: Outcome) -> float | str | None:
     if outcome.choice_loglikelihoods is not None:
         return json.dumps([round(v, 6) for v in outcome.choice_loglikelihoods])
     return outcome.loglikelihood
+
+
+def require_finite_outcomes(task: str, outcomes: Sequence[Outcome], model: str | None = None) -> None:
+    """Raise a one-line LlamabenchError when any outcome holds a NaN or infinite log-likelihood."""
+    broken = [outcome.doc_id for outcome in outcomes if not _finite(outcome)]
+    if broken:
+        raise LlamabenchError(
+            f"model {model or '(unnamed)'}, task {task}: the model produced non-finite log-probabilities for "
+            f"{len(broken)} document(s) (first: doc_id {broken[0]!r}); {DIVERGED}"
+        )
+
+
+def _finite(outcome: Outcome) -> bool:
+    numbers = [*(outcome.choice_loglikelihoods or []), outcome.loglikelihood]
+    return all(math.isfinite(number) for number in numbers if number is not None)

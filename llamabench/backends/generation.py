@@ -20,6 +20,7 @@ from transformers import DynamicCache
 
 from llamabench.backends.batching import release_memory
 from llamabench.backends.draft_lookup import DRAFT_LIMIT, DraftLookup
+from llamabench.backends.finite import require_finite
 from llamabench.backends.prompt_prefixes import (
     MIN_SHARED,
     NEVER,
@@ -299,6 +300,7 @@ class _Batch:
         self.engine.stats.row_steps += logits.shape[0] * logits.shape[1]
         rows = self.rows[first_row:]
         drafts = drafts or [[] for _ in rows]
+        require_finite(logits[:, 0], "logits while generating")  # position 0 is a real token in every row
         chosen = logits.argmax(dim=-1)
         sampled = [r for r, row in enumerate(rows) if row.generator is not None]
         if sampled:  # each sampled row draws from its own generator, so its sample ignores its batch-mates

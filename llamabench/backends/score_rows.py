@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from llamabench.backends.finite import require_finite
+
 # Rows of hidden states projected to vocabulary logits at once: bounds the [rows, vocab] fp32 buffer.
 LOGIT_ROWS = 2048
 
@@ -186,6 +188,8 @@ def score_batch(model, rows: list[ScoreRow], pad_token: int) -> list[list[tuple[
         logprobs.append(torch.log_softmax(logits, dim=-1).gather(1, chunk_targets[:, None])[:, 0])
         greedy.append(logits.argmax(dim=-1) == chunk_targets)
     token_logprobs = torch.cat(logprobs).double().cpu()
+    # Before anything is summed or compared: a NaN sum would still sort, and argmax over NaN logits names a token.
+    require_finite(token_logprobs, "log-probabilities")
     token_greedy = torch.cat(greedy).cpu()
     out: list[list[tuple[float, bool]]] = [[] for _ in rows]
     offset = 0

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from llamabench.backends.finite import FiniteLogits
 from llamabench.backends.generation import GenerationJob, GenerationStats, seeded_draws
 from llamabench.backends.stops import StopCheck, cut_at_stop
 from llamabench.errors import LlamabenchError
@@ -30,7 +31,8 @@ def generate_static_batch(
     stopping = StoppingCriteriaList([_StopSequences(tokenizer, until, width)]) if until else None
     # Sampling draws each row's tokens from that row's own generator, so a sample depends on its request's
     # seed only, not on the batch it lands in; transformers then keeps the drawn token by greedy selection.
-    sampler = None if greedy else LogitsProcessorList([SeededSampler([job.seed for job in jobs])])
+    # FiniteLogits first: it sees the model's own scores, before a sampler leaves one token possible.
+    sampler = LogitsProcessorList([FiniteLogits(), *([] if greedy else [SeededSampler([job.seed for job in jobs])])])
     device = model.get_input_embeddings().weight.device
     output = model.generate(
         input_ids=input_ids.to(device),

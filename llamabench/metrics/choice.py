@@ -1,6 +1,11 @@
-"""Multiple-choice accuracy from per-choice loglikelihoods, as lm-eval scores it (0–1 scale)."""
+"""Multiple-choice accuracy from per-choice loglikelihoods, as lm-eval scores it (0–1 scale).
+
+A document with a non-finite choice log-likelihood scores NaN, never right or wrong (see ``backends/finite.py``).
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -23,7 +28,11 @@ class Accuracy(BinaryMetric):
     def score(self, outcome: Outcome) -> float:
         if not outcome.choice_loglikelihoods or outcome.label is None:
             raise LlamabenchError(f"{self.name}: document '{outcome.doc_id}' needs choice_loglikelihoods and a label")
-        return float(int(np.argmax(self.choice_scores(outcome))) == outcome.label)
+        scores = self.choice_scores(outcome)
+        if not np.isfinite(scores).all():
+            # argmax over a NaN names that choice: no answer was chosen, so there is no score either.
+            return math.nan
+        return float(int(np.argmax(scores)) == outcome.label)
 
 
 class NormalisedAccuracy(Accuracy):

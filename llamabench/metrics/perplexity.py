@@ -91,6 +91,8 @@ class Perplexity(LoglikelihoodMetric, ABC):
     def score_from(self, totals: np.ndarray) -> float:
         loglikelihood, units = totals
         exponent = float(-loglikelihood / units)
+        if math.isnan(exponent):  # a NaN compares false with everything: without this it would print as inf
+            return math.nan
         return math.exp(exponent) if exponent < _MAX_EXPONENT else math.inf  # a hopeless model, not a crash
 
 
