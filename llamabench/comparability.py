@@ -13,7 +13,13 @@ Every run records, per task, in ``manifest["tasks"][task]["settings"]``:
 ``trust_remote_code``     whether the model ran its own code
 ``data_hash``             a hash of the task's documents as loaded (every field, every document)
 ``metric_versions``       each metric's version (bumped when its definition changes a number)
+``no_effect``             the settings above that cannot change a number of this task in this run
 ========================  =================================================================================
+
+A setting in both runs' ``no_effect`` is not compared: only differences that can change a number refuse a check.
+``limit`` has no effect when it is unset or at least the task's document count (it is then no limit); ``seed``
+when the task draws no few-shot examples, samples no generation and reports no bootstrap standard error (a
+corpus metric's, with ``--bootstrap-iters`` >= 2). Runs that recorded no ``no_effect`` compare every setting.
 
 Two runs are comparable on a task when all of these are equal and every document they share was given the
 same prompt (the per-sample ``prompt_hash``, which also catches a different chat template or few-shot draw).
@@ -34,6 +40,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from llamabench.errors import LlamabenchError
+from llamabench.requests import DocRequests, GenerationRequest
 
 SETTINGS = (
     "task_hash",
@@ -65,8 +72,19 @@ def task_settings(
     chat_template: bool,
     data: str | None,
     metric_versions: dict[str, str],
+    available: int | None = None,
+    seed_used: bool = True,
 ) -> dict:
-    """The settings of one task in one run (see the module docstring); ``backend_info`` is ``Backend.describe()``."""
+    """The settings of one task in one run (see the module docstring); ``backend_info`` is ``Backend.describe()``.
+
+    ``available`` is the task's document count before ``--limit`` (None: unknown), ``seed_used`` whether the seed
+    can change a number of the task (:func:`seed_changes_numbers`); together they make ``no_effect``.
+    """
+    no_effect = []
+    if limit is None or (available is not None and limit >= available):
+        no_effect.append("limit")
+    if not seed_used:
+        no_effect.append("seed")
     return {
         "task_hash": task_hash,
         "num_fewshot": num_fewshot,
@@ -78,7 +96,20 @@ def task_settings(
         "trust_remote_code": backend_info.get("trust_remote_code", False),
         "data_hash": data,
         "metric_versions": metric_versions,
+        "no_effect": no_effect,
     }
+
+
+def seed_changes_numbers(
+    docs: Sequence[DocRequests], num_fewshot: int, metrics: Sequence[str], bootstrap_iters: int
+) -> bool:
+    """Whether ``--seed`` can change a number of a task: it draws few-shot examples, seeds sampled generations,
+    and seeds the bootstrap of metrics whose standard error is bootstrapped (from two documents and two draws)."""
+    from llamabench.metrics import get_metric  # here: reading settings (report, check) needs no metric code
+
+    sampled = any(isinstance(r, GenerationRequest) and not r.greedy for doc in docs for r in doc.requests)
+    bootstrapped = bootstrap_iters >= 2 and len(docs) >= 2 and any(get_metric(m).seeded_standard_error for m in metrics)
+    return num_fewshot > 0 or sampled or bootstrapped
 
 
 def recorded_settings(manifest: dict, task: str) -> dict | None:
@@ -90,8 +121,11 @@ def differences(first: dict | None, second: dict | None) -> list[str]:
     """The settings that differ, as ``"name first vs second"``; unknown settings (an old run) differ."""
     if first is None or second is None:
         return ["settings not recorded (a run from before llamabench 0.2: re-run it)"]
+    inert = set(first.get("no_effect", ())) & set(second.get("no_effect", ()))
     return [
-        f"{name} {first.get(name)} vs {second.get(name)}" for name in SETTINGS if first.get(name) != second.get(name)
+        f"{name} {first.get(name)} vs {second.get(name)}"
+        for name in SETTINGS
+        if name not in inert and first.get(name) != second.get(name)
     ]
 
 

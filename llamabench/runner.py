@@ -10,7 +10,7 @@ from pathlib import Path
 from llamabench import __version__
 from llamabench.backends.base import Backend
 from llamabench.backends.finite import NonFiniteError
-from llamabench.comparability import data_hash, task_settings
+from llamabench.comparability import data_hash, seed_changes_numbers, task_settings
 from llamabench.errors import LlamabenchError, warn
 from llamabench.manifest import build_run
 from llamabench.metrics import get_metric
@@ -83,6 +83,7 @@ class PreparedTask:
     requests: list[DocRequests]
     skipped_empty: int = 0
     data_hash: str | None = None
+    available: int | None = None  # documents before --limit: a limit at or above it is no limit
 
 
 def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
@@ -111,7 +112,7 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
             warn(f"task {spec.name}: {skipped} empty document(s) skipped (no perplexity); counted in the manifest")
         if config.max_length is not None:
             check_generation_fits(spec.name, requests, config.max_length)
-        prepared.append(PreparedTask(spec, docs, requests, skipped, data_hash(pool)))
+        prepared.append(PreparedTask(spec, docs, requests, skipped, data_hash(pool), len(pool)))
     return prepared
 
 
@@ -186,6 +187,8 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
                 chat_template=spec.chat_template,
                 data=task.data_hash,
                 metric_versions={name: get_metric(name).version for name in spec.metrics},
+                available=task.available,
+                seed_used=seed_changes_numbers(docs, fewshot, spec.metrics, config.bootstrap_iters),
             ),
         }
     return RunResult(results_frame(rows), samples, {"tasks": task_notes})

@@ -80,6 +80,8 @@ class Metric(ABC):
     version: ClassVar[str] = "1"
     # Counted in the model's tokens: comparable only between runs that share a tokenizer.
     tokenizer_dependent: ClassVar[bool] = False
+    # Whether ``standard_error`` draws seeded resamples, so that the run's --seed changes it.
+    seeded_standard_error: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -148,6 +150,8 @@ class BinaryMetric(MeanMetric, ABC):
 
 class CorpusMetric(Metric, ABC):
     """A figure computed from statistics summed over documents."""
+
+    seeded_standard_error = True
 
     @abstractmethod
     def score_from(self, totals: np.ndarray) -> float:
