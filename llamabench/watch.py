@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llamabench.errors import LlamabenchError, first_line, note
+from llamabench.errors import LlamabenchError, first_line, note, warn
 from llamabench.escaping import terminal
 from llamabench.run_command import add_evaluation_options, cache_mode, config_from_args
 
@@ -100,7 +100,8 @@ class Watcher:
     failed: dict[Path, tuple | None] = field(default_factory=dict)
 
     def loop(self, every: float, once: bool) -> int:
-        """Poll until interrupted (or, with ``once``, twice); 1 when ``once`` found a regression, else 0."""
+        """Poll until interrupted (or, with ``once``, twice); 1 when ``once`` found a regression or a check that
+        could not run (refused, or numbers that are not numbers), else 0."""
         regressions, polls = 0, 0
         print(f"watching {self.root} every {every:g} s; runs go to {self.config.output_dir}", flush=True)
         while True:
@@ -155,6 +156,8 @@ class Watcher:
         return 0 if reference is None else self.check(reference, run)
 
     def check(self, reference: RunResult, run: RunResult) -> int:
+        """Check ``run`` against ``reference``; returns its failed rows, or 1 when the check is refused: a refused
+        check is one warning line every time and counts as failed, so regression checking never stops silently."""
         from llamabench.compare import compare_runs, format_comparisons, unchecked
 
         try:
@@ -167,11 +170,14 @@ class Watcher:
                 seed=self.config.seed,
             )
         except LlamabenchError as exc:
-            note(f"{run.manifest['model']} not checked against {reference.manifest['model']}: {first_line(exc)}")
-            return 0
+            warn(
+                f"check refused: {run.manifest['model']} is not checked for regressions against "
+                f"{reference.manifest['model']}: {first_line(exc)}"
+            )
+            return 1
         print(terminal(f"check: {run.manifest['model']} vs {reference.manifest['model']}"))
         print(format_comparisons(rows, self.alpha, unchecked(reference, run)), flush=True)
-        regressed = [f"{row.task}/{row.metric}" for row in rows if row.regression]
+        regressed = [f"{row.task}/{row.metric}" for row in rows if row.failed]
         if regressed:
             print(terminal(f"REGRESSION at step {run.manifest['step']}: {', '.join(regressed)}"), flush=True)
         return len(regressed)
