@@ -24,6 +24,7 @@ from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model
 from llamabench.backends.hf import HFBackend
 from llamabench.backends.model_source import ModelSource, fingerprint
 from llamabench.cli import main
+from llamabench.errors import LlamabenchError
 from llamabench.results import read_run
 
 TEXTS = ["The cat sat on the mat.", "Then the dog barked at the moon."]
@@ -389,3 +390,23 @@ def test_a_folder_named_with_escape_sequences_prints_none(ws, capsys, cache):
     out, err = capsys.readouterr()
     assert "\x1b" not in out + err and "\x07" not in out + err
     assert "evil\\x1b[2J" in err  # the bar still names the model, visibly
+
+
+def test_a_gguf_changed_while_it_is_converted_leaves_no_dense_copy_under_its_old_fingerprint(tmp_path, monkeypatch):
+    from llamabench.backends import gguf
+    from llamabench.backends.model_source import pin
+
+    monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "m.gguf").write_bytes(b"GGUF version one")
+    source = ModelSource("m", str(tmp_path), "m.gguf")
+    pinned = pin(source)
+
+    def tokenizer_read_while_a_trainer_saves(*args, **kwargs):
+        (tmp_path / "m.gguf").write_bytes(b"GGUF version two")
+        return byte_tokenizer()
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer_read_while_a_trainer_saves)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *args, **kwargs: tiny_llama())
+    with pytest.raises(LlamabenchError, match="changed while it was being converted"):
+        gguf.dense_copy(source, pinned.fingerprint, verify=lambda: pinned.check("converted"))
+    assert not gguf.dense_copy_dir(pinned.fingerprint).exists()
