@@ -410,3 +410,19 @@ def test_a_gguf_changed_while_it_is_converted_leaves_no_dense_copy_under_its_old
     with pytest.raises(LlamabenchError, match="changed while it was being converted"):
         gguf.dense_copy(source, pinned.fingerprint, verify=lambda: pinned.check("converted"))
     assert not gguf.dense_copy_dir(pinned.fingerprint).exists()
+
+
+def test_a_checkpoint_deleted_during_the_load_is_the_same_one_line(ws, monkeypatch, capsys):
+    ckpt = ws / "ckpt"
+    shutil.copytree(ws / "a", ckpt)
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def deleted_meanwhile(*args, **kwargs):
+        model = real(*args, **kwargs)
+        shutil.rmtree(ckpt)
+        return model
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", deleted_meanwhile)
+    assert run(ws, ckpt) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("llamabench: error: checkpoint ") and "changed while it was being loaded" in line

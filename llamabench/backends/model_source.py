@@ -118,7 +118,10 @@ class PinnedFiles:
 
     def check(self, reading: str) -> None:
         """Raise unless the checkpoint's files are those pinned; ``reading`` says what was being done with them."""
-        again = pin(self.source)
+        try:
+            again = pin(self.source)
+        except OSError:  # a file or the folder was removed meanwhile
+            again = None
         if again is None or (again.files, again.states, again.fingerprint) != (
             self.files,
             self.states,
