@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamabench.backends.model_source import resolve_model
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, note
 from llamabench.report import checkpoint_step
 
 _GLOB_CHARS = set("*?[")
@@ -18,14 +18,16 @@ _WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "*.gguf")
 
 
 def expand_models(values: list[str]) -> list[str | None]:
-    """``--model`` values in order, each glob replaced by its matches (by training step, then name). Those after the
-    first are resolved now, so a typo in the last fails before the first loads (the first is resolved as it loads,
-    after the device and dtype are checked). No value: the default model."""
+    """``--model`` values in order, each glob replaced by its matches (by training step, then name); a value that
+    names an existing path is taken as it is, even with ``[`` or ``*`` in it. Those after the first are resolved
+    now, so a typo in the last fails before the first loads (the first is resolved as it loads, after the device
+    and dtype are checked). One checkpoint named several ways (``ckpt``, ``./ckpt/``, its absolute path, a
+    symlink to it) is evaluated once, under the first name. No value: the default model."""
     if not values:
         return [None]
     models: list[str] = []
     for value in values:
-        if _GLOB_CHARS & set(value):
+        if _GLOB_CHARS & set(value) and not os.path.lexists(os.path.expanduser(value)):
             matches = glob.glob(os.path.expanduser(value))
             if not matches:
                 raise LlamabenchError(f"--model {value} matches no file or folder; check the pattern")
@@ -34,7 +36,27 @@ def expand_models(values: list[str]) -> list[str | None]:
             models.append(value)
     for model in models[1:]:
         resolve_model(model)
-    return list(dict.fromkeys(models))
+    return _once_each(models)
+
+
+def _once_each(models: list[str]) -> list[str]:
+    """``models`` without the later names of a checkpoint named before (same resolved folder and file), with one
+    note naming them."""
+    kept: dict[object, str] = {}
+    dropped: list[str] = []
+    for model in models:
+        try:
+            source = resolve_model(model)
+            identity: object = (source.location, source.gguf_file)
+        except LlamabenchError:  # the first value is refused where it loads, after the device checks
+            identity = model
+        if identity in kept:
+            dropped.append(model)
+        else:
+            kept[identity] = model
+    if dropped:
+        note(f"--model {', '.join(dropped)}: the same checkpoint as an earlier --model, evaluated once")
+    return list(kept.values())
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,10 @@ def prepare(config: RunConfig, include_paths: Sequence[Path] = ()) -> PreparedRu
 
 
 def open_cache(mode: str) -> RequestCache | None:
-    """The request cache (``use`` or ``refresh``), or None for ``off``."""
+    """The request cache (``use`` or ``refresh``, which rebuilds a corrupt one), or None for ``off``."""
     if mode not in CACHE_MODES:
         raise LlamabenchError(f"cache mode {mode!r} is not one of {', '.join(CACHE_MODES)}")
-    return None if mode == "off" else RequestCache(cache_root() / CACHE_DB)
+    return None if mode == "off" else RequestCache(cache_root() / CACHE_DB, rebuild=mode == "refresh")
 
 
 def load_checkpoint(config: RunConfig, *, trust_remote_code: bool = False) -> HFBackend:

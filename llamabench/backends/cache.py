@@ -11,39 +11,90 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
+from numbers import Real
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from llamabench.backends.base import Backend, BackendWrapper, OnDone
-from llamabench.errors import LlamabenchError, warn
+from llamabench.errors import LlamabenchError, first_line, note, warn
+from llamabench.escaping import terminal
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
+
+# Where a corrupt cache is moved by --refresh (with its -wal and -shm files, which would otherwise be replayed
+# into the new one): kept, not deleted, so the damage can be looked at.
+CORRUPT_SUFFIX = ".corrupt"
 
 
 class RequestCache:
-    """A key → JSON value table in one SQLite file, safe to share between processes."""
+    """A key → JSON value table in one SQLite file, safe to share between processes.
 
-    def __init__(self, path: Path):
+    The file is checked when opened, before any model loads: a corrupt one fails in one line naming it and the
+    fix, or with ``rebuild`` (``--refresh``) is moved aside and started anew."""
+
+    def __init__(self, path: Path, *, rebuild: bool = False):
         self.path = Path(path)
         try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not rebuild:
+                raise self._corrupt(exc) from exc
+            self._move_aside()
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        except (OSError, sqlite3.Error) as exc:
+            db = sqlite3.connect(self.path, timeout=60)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except sqlite3.OperationalError as exc:  # locked, read-only or unreachable: not the file's content
             raise LlamabenchError(f"request cache {self.path} cannot be opened ({exc}); use --no-cache") from exc
+        except OSError as exc:
+            raise LlamabenchError(f"request cache {self.path} cannot be opened ({exc}); use --no-cache") from exc
+        columns = [row[1] for row in db.execute("PRAGMA table_info(results)")]
+        if columns[:2] != ["key", "value"]:
+            raise sqlite3.DatabaseError(f"its results table has columns {columns}, not key and value")
+        # quick_check reads every page once (about a second per GB): damage shows now, not after the model loads.
+        problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems))
+        return db
+
+    def _corrupt(self, exc: BaseException) -> LlamabenchError:
+        return LlamabenchError(
+            f"request cache {self.path} is corrupt ({first_line(exc, limit=200)}); rebuild it with --refresh "
+            "(it moves the file aside and recomputes), or run without it with --no-cache"
+        )
+
+    def _move_aside(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            file = Path(f"{self.path}{suffix}")
+            if file.exists():
+                os.replace(file, Path(f"{self.path}{CORRUPT_SUFFIX}{suffix}"))
+        note(f"request cache {self.path} was corrupt: moved to {self.path}{CORRUPT_SUFFIX}, starting a new one")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, object]:
+        """The stored values of ``keys`` that are there; a value that is not JSON is left out (computed again)."""
         found: dict[str, object] = {}
         unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 500):
-            part = unique[start : start + 500]
-            marks = ",".join("?" * len(part))
-            rows = self._db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", part)
-            found.update((key, json.loads(value)) for key, value in rows)
+        try:
+            for start in range(0, len(unique), 500):
+                part = unique[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for key, value in self._db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", part):
+                    try:
+                        found[key] = json.loads(value)
+                    except (TypeError, ValueError):
+                        continue
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:  # damaged after it was opened
+            raise self._corrupt(exc) from exc
         return found
 
     def put_many(self, items: dict[str, object]) -> bool:
@@ -57,6 +108,8 @@ class RequestCache:
         except (OSError, sqlite3.OperationalError) as exc:
             warn(f"request cache {self.path} cannot store results ({exc}); this run continues without caching")
             return False
+        except sqlite3.DatabaseError as exc:  # damaged after it was opened
+            raise self._corrupt(exc) from exc
         return True
 
     def __len__(self) -> int:
@@ -110,7 +163,8 @@ class CachedBackend(BackendWrapper):
         self, kind: str, requests: Sequence[Request], compute: Callable[..., list], on_done: OnDone | None
     ) -> list:
         keys = [self._key(kind, request) for request in requests]
-        found = {} if self.refresh else self.cache.get_many(keys)
+        stored = {} if self.refresh else self.cache.get_many(keys)
+        found = {key: value for key, value in stored.items() if _well_formed(kind, value)}  # the rest: recomputed
         missing = {key: request for key, request in zip(keys, requests, strict=True) if key not in found}
         self.hits += sum(key in found for key in keys)
         pending = list(missing)  # the repeated request is computed once
@@ -133,7 +187,20 @@ class CachedBackend(BackendWrapper):
             report(list(finished))
 
         report([key for key in dict.fromkeys(keys) if key in found])
-        with tqdm(total=len(pending), desc=f"{self.model_id}: {kind}", unit="req", disable=not pending) as bar:
+        desc = terminal(f"{self.model_id}: {kind}")  # a folder name may hold terminal escapes
+        with tqdm(total=len(pending), desc=desc, unit="req", disable=not pending) as bar:
             if pending:
                 compute([missing[key] for key in pending], on_done=store)
         return [found[key] for key in keys]
+
+
+def _well_formed(kind: str, value: object) -> bool:
+    """Whether a stored value has the shape ``kind``'s results have: a damaged or foreign row is recomputed,
+    never served as a number."""
+    if kind == "generate":
+        return isinstance(value, str)
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], Real)):
+        return False
+    if isinstance(value[0], bool):
+        return False
+    return isinstance(value[1], bool) if kind == "loglikelihood" else type(value[1]) is int

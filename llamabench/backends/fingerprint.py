@@ -8,7 +8,8 @@ What is hashed:
   licences, and the training state a ``Trainer`` saves beside the weights (``optimizer.pt``,
   ``scheduler.pt``, ``rng_state*.pth``, ``scaler.pt``, ``trainer_state.json``, ``training_args.bin``);
   plus what transformers reads below the top level: every weight file a shard index (``*.index.json``)
-  names, wherever it lies, and the sub-folders ``additional_chat_templates/`` and ``custom_generate/``.
+  names, wherever it lies (outside the folder too: transformers joins the name to the folder and reads it), and
+  the sub-folders ``additional_chat_templates/`` and ``custom_generate/``. A symlink counts by its target's bytes.
   Other sub-folders (a Trainer's ``checkpoint-*``, logs) are not read, as transformers does not read them.
 
 The fingerprint is blake3 over each file's name (relative to the folder) and blake3 digest, so the same
@@ -19,7 +20,14 @@ keyed by the file's resolved path, size, modification and change times and inode
 hashed once. Rewriting a file in place changes its change time (which users cannot set), so the memo
 never serves a stale digest for a rewritten file. On file systems with coarse timestamps a file rewritten
 within the same tick would keep them all, so (as git does for "racy" index entries) a file changed less
-than :data:`SETTLE_SECONDS` ago is hashed but not memoised.
+than :data:`SETTLE_SECONDS` ago is hashed but not memoised, and a file whose stat changed while it was being
+hashed is not memoised either (its digest may mix two versions).
+
+Bytes that change under an unchanged memo key: restoring size and modification time with ``os.utime`` moves the
+change time; rewriting the same inode in place moves it too; a file replaced by rename has another inode (a reused
+inode number still has a new change time). What is not covered: a change time set back by changing the system
+clock, and a network file system whose server clock runs behind this machine's by more than
+:data:`SETTLE_SECONDS` while its change times are coarse (a file rewritten twice within one tick).
 
 Example::
 
@@ -61,7 +69,8 @@ def model_files(folder: Path) -> list[Path]:
     for sub in _READ_SUBFOLDERS:
         files |= {p for p in (folder / sub).rglob("*") if p.is_file()} if (folder / sub).is_dir() else set()
     for index in [p for p in files if p.name.endswith(".index.json")]:
-        files |= {folder / name for name in _indexed_files(index) if not Path(name).is_absolute()}
+        # transformers joins each name to the folder, so "../x" and "/abs/x" are read too: they count.
+        files |= {Path(os.path.normpath(folder / name)) for name in _indexed_files(index)}
     files = {file for file in files if file.is_file()}
     return sorted(files)
 
@@ -72,7 +81,24 @@ def _indexed_files(index: Path) -> set[str]:
         weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}
     except (OSError, ValueError, AttributeError):
         return set()
-    return {name for name in weight_map.values() if isinstance(name, str) and ".." not in Path(name).parts}
+    return {name for name in weight_map.values() if isinstance(name, str) and name}
+
+
+def file_states(files: Iterable[Path]) -> tuple:
+    """What each file is on disk now: its path, and its target's size, modification and change times, inode and
+    device. Any write, ``os.utime`` or replacement of a file changes its entry (the change time moves), so equal
+    states taken before and after reading the files mean the reads saw one version of them."""
+    states = []
+    for file in files:
+        try:
+            states.append(_state(file, os.stat(file)))
+        except OSError:
+            states.append((str(file), None))  # gone: differs from any state it had
+    return tuple(states)
+
+
+def _state(file: Path, info: os.stat_result) -> tuple:
+    return (str(file), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
 
 
 class DigestMemo:
@@ -100,7 +126,7 @@ class DigestMemo:
         """blake3 hex digest of ``file``'s bytes, from the memo when the file is unchanged since it was hashed."""
         real = Path(os.path.realpath(file))
         info = real.stat()
-        key = (str(real), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+        key = _key(real, info)
         found = self._lookup(key)
         if found is not None:
             return found
@@ -108,7 +134,8 @@ class DigestMemo:
         if info.st_size:
             hasher.update_mmap(str(real))
         digest = hasher.hexdigest()
-        if time.time() - max(info.st_mtime, info.st_ctime) >= SETTLE_SECONDS:
+        settled = time.time() - max(info.st_mtime, info.st_ctime) >= SETTLE_SECONDS
+        if settled and file_states([real]) == (_state(real, info),):  # unchanged while it was hashed
             self._store(key, digest)
         return digest
 
@@ -134,11 +161,17 @@ class DigestMemo:
             self._db = None  # a full or read-only disk: keep hashing, stop memoising
 
 
+def _key(real: Path, info: os.stat_result | None = None) -> tuple:
+    """The memo key of a resolved file: path, size, modification and change times, inode."""
+    info = info or real.stat()
+    return (str(real), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+
+
 def fingerprint_files(root: Path, files: Iterable[Path], memo: DigestMemo | None = None) -> str:
-    """blake3 over each file's name relative to ``root`` and its content digest."""
+    """blake3 over each file's name relative to ``root`` (``../x`` for one outside it) and its content digest."""
     memo = memo or DigestMemo(None)
     combined = blake3.blake3()
     for file in files:
-        name = Path(file).relative_to(root).as_posix()
+        name = Path(os.path.relpath(file, root)).as_posix()
         combined.update(f"{name}\0{memo.digest(Path(file))}\n".encode())
     return combined.hexdigest()[:FINGERPRINT_HEX]

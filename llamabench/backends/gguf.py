@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from llamabench.backends.cache_dir import cache_root
@@ -13,12 +14,13 @@ from llamabench.backends.stale import remove_stale_temporaries
 from llamabench.errors import LlamabenchError
 
 
-def dense_copy(source: ModelSource, gguf_fingerprint: str) -> Path:
-    """The dense folder of the GGUF ``source`` (whose bytes hash to ``gguf_fingerprint``), written if missing."""
+def dense_copy(source: ModelSource, gguf_fingerprint: str, verify: Callable[[], None] = lambda: None) -> Path:
+    """The dense folder of the GGUF ``source`` (whose bytes hash to ``gguf_fingerprint``), written if missing;
+    ``verify`` raises when the GGUF changed since it was hashed, before a copy is stored under that name."""
     dense_dir = dense_copy_dir(gguf_fingerprint)
     remove_stale_temporaries(dense_dir.parent)
     if not (dense_dir / "config.json").is_file():
-        write_dense_copy(source, dense_dir)
+        write_dense_copy(source, dense_dir, verify)
     return dense_dir
 
 
@@ -29,8 +31,9 @@ def dense_copy_dir(gguf_fingerprint: str) -> Path:
     return cache_root() / "dense" / f"{gguf_fingerprint}-transformers{transformers.__version__}"
 
 
-def write_dense_copy(source: ModelSource, dense_dir: Path) -> None:
-    """Dequantise a GGUF checkpoint once and save it as a dense directory (atomic rename).
+def write_dense_copy(source: ModelSource, dense_dir: Path, verify: Callable[[], None] = lambda: None) -> None:
+    """Dequantise a GGUF checkpoint once and save it as a dense directory (atomic rename), if ``verify`` (called
+    once the GGUF is read) does not raise.
 
     The GGUF is read from a folder holding nothing else: transformers would also read a ``tokenizer.json`` or
     ``generation_config.json`` lying beside it, which the GGUF's fingerprint does not cover."""
@@ -51,6 +54,7 @@ def write_dense_copy(source: ModelSource, dense_dir: Path) -> None:
             f"GGUF file {Path(source.location) / source.gguf_file} could not be read ({type(exc).__name__}); "
             "the file may be truncated or corrupt: download it again"
         ) from exc
+    verify()  # the copy is named by the bytes hashed before the read: they must be the bytes read
     # transformers refuses to save a model it believes is quantised; the weights are already dense here.
     model.hf_quantizer = None
     model.config.quantization_config = None

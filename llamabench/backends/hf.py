@@ -18,7 +18,7 @@ from llamabench.backends.batching import BatchPolicy, peak_memory
 from llamabench.backends.budget import BudgetInputs, budget_inputs, token_budget
 from llamabench.backends.generation import ContinuousBatcher, GenerationJob
 from llamabench.backends.loading import KV_CACHES, check_device_map, load_model_and_tokenizer
-from llamabench.backends.model_source import fingerprint, resolve_model
+from llamabench.backends.model_source import fingerprint, pin, resolve_model
 from llamabench.backends.score_rows import (
     LOGIT_ROWS,
     ScoreItem,
@@ -31,6 +31,7 @@ from llamabench.backends.score_rows import (
 from llamabench.backends.static_generation import generate_static_batch
 from llamabench.backends.stops import eos_token_ids
 from llamabench.errors import LlamabenchError
+from llamabench.escaping import terminal
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, require_prompt_room
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -113,16 +114,16 @@ class HFBackend(Backend):
         if dtype not in DTYPES:
             raise LlamabenchError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
         source = resolve_model(model)
-        content = fingerprint(source) if source.is_local else None
+        pinned = pin(source) if source.is_local else None  # checked again once the files are read
         loaded, tokenizer = load_model_and_tokenizer(
             source,
             dtype=DTYPES[dtype],
             device=device,
             trust_remote_code=trust_remote_code,
             device_map=device_map,
-            source_fingerprint=content,
+            pinned=pinned,
         )
-        content = content or fingerprint(source)  # a hub model's files are local only once loaded
+        content = pinned.fingerprint if pinned else fingerprint(source)  # a hub model's files are local once loaded
         return cls(
             loaded,
             tokenizer,
@@ -160,6 +161,9 @@ class HFBackend(Backend):
         return "|".join(
             [
                 self.fingerprint,
+                # The tokenizer as loaded, whichever files it came from, and the token every text is scored after.
+                f"tokenizer={self.tokenizer_hash}",
+                f"prefix={self.prefix_token}",
                 str(self.model.dtype),
                 str(self.max_length),
                 self.device.type,
@@ -229,7 +233,10 @@ class HFBackend(Backend):
             rows = [plain_row(index, item) for index, item in enumerate(items)]
         results: list[tuple[float, bool] | None] = [None] * len(items)
         with tqdm(
-            total=len(items), desc=f"{self.model_id}: {what}", disable=not self.progress or not items, unit="seq"
+            total=len(items),
+            desc=terminal(f"{self.model_id}: {what}"),
+            disable=not self.progress or not items,
+            unit="seq",
         ) as bar:
             for batch in self.policy.plan([len(row.tokens) for row in rows]):
                 scored = self.policy.run([rows[b] for b in batch], self._score_batch)
@@ -252,7 +259,7 @@ class HFBackend(Backend):
         results: list[str | None] = [None] * len(requests)
         with tqdm(
             total=len(requests),
-            desc=f"{self.model_id}: generation",
+            desc=terminal(f"{self.model_id}: generation"),
             disable=not self.progress or not requests,
             unit="seq",
         ) as bar:

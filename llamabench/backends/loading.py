@@ -3,8 +3,10 @@ over the visible GPUs by accelerate; GGUF files go through their dense copy (see
 
 from __future__ import annotations
 
+import torch
+
 from llamabench.backends.gguf import dense_copy
-from llamabench.backends.model_source import ModelSource, fingerprint
+from llamabench.backends.model_source import ModelSource, PinnedFiles, pin
 from llamabench.errors import LlamabenchError, first_line
 
 # accelerate's placements of one model over every visible GPU (``from_pretrained(device_map=...)``).
@@ -34,16 +36,18 @@ def load_model_and_tokenizer(
     device: str,
     trust_remote_code: bool = False,
     device_map: str | None = None,
-    source_fingerprint: str | None = None,
+    pinned: PinnedFiles | None = None,
 ):
     """Load model (eval mode) and tokenizer; GGUF files go through a dense on-disk cache named by the GGUF's
-    ``source_fingerprint`` (computed when not given). The model goes on ``device``, or with ``device_map`` (one
-    of :data:`DEVICE_MAPS`) accelerate spreads it over the visible GPUs."""
+    fingerprint. The model goes on ``device``, or with ``device_map`` (one of :data:`DEVICE_MAPS`) accelerate
+    spreads it over the visible GPUs. With ``pinned`` (the source's files as hashed), files that changed while
+    they were read are refused (:meth:`PinnedFiles.check`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location, gguf_kwargs = source.location, {}
     if source.gguf_file:
-        location = str(dense_copy(source, source_fingerprint or fingerprint(source)))
+        pinned = pinned or pin(source)
+        location = str(dense_copy(source, pinned.fingerprint, verify=lambda: pinned.check("converted")))
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code, **gguf_kwargs)
         model = AutoModelForCausalLM.from_pretrained(
@@ -55,4 +59,17 @@ def load_model_and_tokenizer(
             f"model {source.name} could not be loaded from {location}: {reason}; "
             "check the path is a complete checkpoint (offline users: hub ids need a local copy)"
         ) from exc
+    _detach_from_files(model)
+    if pinned is not None and not source.gguf_file:  # a GGUF was checked as its dense copy was written
+        pinned.check("loaded")
     return (model if device_map else model.to(device)).eval(), tokenizer
+
+
+def _detach_from_files(model: torch.nn.Module) -> None:
+    """Copy into memory the weights transformers left mapped from their files (safetensors on the CPU in the
+    dtype saved): a trainer rewriting a file in place would otherwise change the weights in mid-evaluation,
+    after every check of the files. Weights on a GPU are copies already."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type == "cpu":
+                tensor.data = tensor.data.clone()

@@ -5,11 +5,13 @@ files."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from llamabench.backends.cache_dir import CACHE_DB, cache_root
-from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.backends.fingerprint import DigestMemo, file_states, fingerprint_files, model_files
 from llamabench.errors import LlamabenchError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -58,7 +60,7 @@ def resolve_model(model: str | None) -> ModelSource:
         if not (path / "config.json").is_file():
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
-                return ModelSource(path.name, str(path.resolve()), ggufs[0].name)
+                return ModelSource(_name(path), str(path.resolve()), ggufs[0].name)
             if ggufs:
                 names = ", ".join(g.name for g in ggufs[:5])
                 raise LlamabenchError(
@@ -67,24 +69,85 @@ def resolve_model(model: str | None) -> ModelSource:
             raise LlamabenchError(
                 f"model directory {path} has no config.json; pass a Hugging Face model directory or a .gguf file"
             )
-        return ModelSource(path.name, str(path.resolve()))
-    looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
-    if looks_like_hub_id:
+        return ModelSource(_name(path), str(path.resolve()))
+    if _could_be_hub_id(model):
         return ModelSource(model, model)
     raise LlamabenchError(
         f"model path {model} does not exist; pass a model directory, a .gguf file or '{DEFAULT_MODEL}'"
     )
 
 
+# A hub repository id: owner/name, letters, digits, '-', '_' and '.', neither part starting with '.' or '-'.
+_HUB_ID = re.compile(r"[A-Za-z0-9_][\w.-]{0,95}/[A-Za-z0-9_][\w.-]{0,95}")
+
+
+def _could_be_hub_id(model: str) -> bool:
+    """Whether ``model``, which names no local file or folder, may be a hub id rather than a path that is gone:
+    not when it is spelled as a path (absolute, ``./``, ``~``, a trailing or second separator, ``.gguf``,
+    ``--`` or ``..``) or when its first part is a local folder (``runs/checkpoint-500`` after a deletion)."""
+    if not _HUB_ID.fullmatch(model) or "--" in model or ".." in model or model.endswith(".gguf"):
+        return False
+    return not Path(model.split("/")[0]).exists()
+
+
+def _name(path: Path) -> str:
+    """A folder's own name however it is spelled (``.``, ``./ckpt/``, ``ckpt/..``), without resolving symlinks:
+    ``--model latest`` is named ``latest``."""
+    return os.path.basename(os.path.normpath(os.path.abspath(path))) or str(path)
+
+
 def fingerprint(source: ModelSource, memo: DigestMemo | None = None) -> str | None:
     """Content hash of every file of the checkpoint that changes its numbers (see ``backends/fingerprint.py``);
     None for a hub id whose files are not in the local hub cache (nothing to hash, so nothing to trust)."""
+    pinned = pin(source, memo)
+    return None if pinned is None else pinned.fingerprint
+
+
+@dataclass(frozen=True)
+class PinnedFiles:
+    """A checkpoint's files with their states on disk, taken before they were hashed, and their fingerprint.
+
+    A trainer may save into the folder llamabench is reading. :meth:`check` after the model is read says whether
+    every file is still the one that was hashed: then what was read is what the fingerprint names."""
+
+    source: ModelSource
+    root: Path
+    files: tuple[Path, ...]
+    states: tuple
+    fingerprint: str
+
+    def check(self, reading: str) -> None:
+        """Raise unless the checkpoint's files are those pinned; ``reading`` says what was being done with them."""
+        try:
+            again = pin(self.source)
+        except OSError:  # a file or the folder was removed meanwhile
+            again = None
+        if again is None or (again.files, again.states, again.fingerprint) != (
+            self.files,
+            self.states,
+            self.fingerprint,
+        ):
+            where = self.root / self.source.gguf_file if self.source.gguf_file else self.root
+            raise LlamabenchError(
+                f"checkpoint {where} changed while it was being {reading} (is a trainer saving into it?); what was "
+                "read may mix two versions, so nothing was evaluated or stored: rerun once it is written"
+            )
+
+
+def pin(source: ModelSource, memo: DigestMemo | None = None) -> PinnedFiles | None:
+    """The checkpoint's files, their states and fingerprint (see :class:`PinnedFiles`); None for a hub id whose
+    files are not downloaded. The states are taken first, so a file changed while it is hashed fails a check."""
     memo = memo or DigestMemo(cache_root() / CACHE_DB)
     if source.gguf_file:
         root = Path(source.location)
-        return fingerprint_files(root, [root / source.gguf_file], memo)
-    root = Path(source.location) if source.is_local else _hub_snapshot(source.location)
-    return None if root is None else fingerprint_files(root, model_files(root), memo)
+        files = [root / source.gguf_file]
+    else:
+        root = Path(source.location) if source.is_local else _hub_snapshot(source.location)
+        if root is None:
+            return None
+        files = model_files(root)
+    states = file_states(files)
+    return PinnedFiles(source, root, tuple(files), states, fingerprint_files(root, files, memo))
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:
