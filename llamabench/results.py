@@ -107,8 +107,10 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
 
     The files go to a temporary folder (``.<name>.tmp-<pid>``, hidden from ``runs/*/``) that is renamed into
     place once complete, so a run folder under its final name always holds every file; a kill leaves at most
-    the temporary folder, which ``llamabench runs`` and ``report`` skip with a note.
+    the temporary folder, which the next run, ``runs`` or ``report`` over the folder removes
+    (:func:`remove_killed_run_folders`).
     """
+    remove_killed_run_folders(Path(output_dir))
     folder = Path(output_dir) / f"{safe_name(run.manifest['model'])[:80]}-{run.manifest['run_id']}"
     run.manifest["sample_files"] = sample_file_stems(list(run.samples))
     temporary = folder.with_name(f".{folder.name}{TEMPORARY_MARK}{os.getpid()}")
@@ -128,6 +130,21 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
         fix = "pick a shorter --output-dir" if exc.errno == errno.ENAMETOOLONG else "pick a writable --output-dir"
         raise LlamabenchError(f"cannot write results to {folder} ({exc.strerror}); {fix}") from exc
     return folder
+
+
+def remove_killed_run_folders(output_dir: Path) -> list[Path]:
+    """Delete the temporary run folders (``.<name>.tmp-<pid>``) under ``output_dir`` whose writer is gone (see
+    :func:`~llamabench.backends.stale.writer_gone`: a live writer's folder, another process's or this one's, is
+    kept); returns them, sorted."""
+    from llamabench.backends.stale import writer_gone
+
+    removed = []
+    for folder in sorted(Path(output_dir).glob(f".*{TEMPORARY_MARK}*")) if Path(output_dir).is_dir() else []:
+        pid = folder.name.rpartition(TEMPORARY_MARK)[2]
+        if pid.isdigit() and folder.is_dir() and writer_gone(int(pid), folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def run_folder_problem(folder: Path) -> str | None:
