@@ -7,6 +7,11 @@ code on ``PYTHONPATH``), then ``llamabench report`` runs in a child process whos
 ``getrusage``.
 
     PYTHONPATH=. python bench/report_scale.py --runs 200 --docs 500 --prompt-chars 2000
+
+Measured on the 2-core build machine (defaults: 200 runs x 2 tasks x 500 documents, 2 MB of prompts per run):
+before (d6e45e8) the store took 4.14 MB per run and `report` 8.7 s at 784 MB peak RSS; after, 0.34 MB per run
+and 3.7 s at 304 MB (255 MB of it is the interpreter with pandas and torch: a 2-run report peaks at 255 MB).
+At 400 runs, after: 5.1 s, 360 MB (the summaries and the HTML grow with the runs, the sample tables do not).
 """
 
 from __future__ import annotations

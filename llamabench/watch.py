@@ -199,11 +199,11 @@ class Watcher:
     def changed(self, checkpoint: Checkpoint) -> int:
         """Note a checkpoint whose files were deleted or changed while it was loaded or evaluated."""
         if not checkpoint.path.is_dir():
-            return self.forget(checkpoint, "was deleted while it was being evaluated; skipped")
+            return self.forget(checkpoint, "was deleted while it was being loaded or evaluated; skipped")
         self.seen[checkpoint.path] = None  # evaluated again once two polls see the same files
         note(
             terminal(
-                f"{checkpoint.path.name} changed while it was being evaluated; not recorded, evaluated again "
+                f"{checkpoint.path.name} changed while it was being loaded or evaluated; not recorded, evaluated again "
                 "once its files stop changing"
             )
         )

@@ -122,6 +122,9 @@ def killed_before_store(tmp_path):
     killed.mkdir()
     (tmp_path / ".ipynb_checkpoints").mkdir()  # someone else's hidden folder: ignored
     (killed / "results.csv").write_text("half")
+    ten_minutes_ago = time.time() - 600  # the kill was a while ago: nothing is writing to it
+    for path in (killed / "results.csv", killed):
+        os.utime(path, (ten_minutes_ago, ten_minutes_ago))
     broken = tmp_path / "broken-run"
     broken.mkdir()
     (broken / "manifest.json").write_text(json.dumps({"model": "m", "started": "2025-01-03"}))

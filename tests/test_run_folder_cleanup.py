@@ -1,6 +1,7 @@
 """Temporary run folders (``.<name>.tmp-<pid>``) of killed runs are removed by the next run, `runs` or `report`
 over their results folder; a live writer's folder (another process's, or this one's) is never touched, and a pid
-reused by a process that started after the folder was written does not keep it alive."""
+reused by a process that started after the folder was written does not keep it alive. A folder written to in
+the last two minutes is kept whatever its pid (a writer on another machine sharing the folder)."""
 
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from test_store_report_check import make_run
 
+import llamabench.results
 from llamabench.cli import main
 from llamabench.results import write_run
 
@@ -57,9 +59,10 @@ def folders(results: Path, live_child) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("how", ["run", "runs", "report"])
-def test_killed_runs_folders_go_and_live_writers_folders_stay(how, tmp_path, live_child, capsys):
+def test_killed_runs_folders_go_and_live_writers_folders_stay(how, tmp_path, live_child, capsys, monkeypatch):
     results = tmp_path / "runs"
     made = folders(results, live_child)
+    monkeypatch.setattr(llamabench.results, "RUN_WRITE_QUIET_S", 0.0)  # the folders were all written just now
     if how == "run":  # what `llamabench run` and `watch` do after each evaluation
         write_run(make_run("ckpt-step9", {"squad": {"f1": [[10.0], [30.0]]}}), results)
     else:
@@ -71,3 +74,15 @@ def test_killed_runs_folders_go_and_live_writers_folders_stay(how, tmp_path, liv
         err = capsys.readouterr().err
         for name in ("killed", "reused", "zombie"):
             assert f"removed {made[name]}" in err, err
+
+
+def test_a_folder_written_to_moments_ago_is_kept_whatever_its_pid(tmp_path):
+    results = tmp_path / "runs"
+    elsewhere = temporary(results, "ckpt-step1-a", killed_child())  # as a writer on another machine looks here
+    write_run(make_run("ckpt-step9", {"squad": {"f1": [[10.0], [30.0]]}}), results)
+    assert elsewhere.exists()
+    three_minutes_ago = time.time() - 180
+    for path in [*elsewhere.iterdir(), elsewhere]:
+        os.utime(path, (three_minutes_ago, three_minutes_ago))
+    write_run(make_run("ckpt-step10", {"squad": {"f1": [[10.0], [30.0]]}}), results)
+    assert not elsewhere.exists()
