@@ -180,6 +180,8 @@ class RunStore:
         if folder_id is not None:
             return folder_id
         ref = str(ref)
+        if self._stored(ref):  # an exact run_id: one lookup, not a listing of every run
+            return ref
         ids = self.list().run_id
         matches = ids[ids.str.startswith(ref)].tolist()
         if ref in matches:

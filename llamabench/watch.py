@@ -276,9 +276,15 @@ def _checkpoint_errors() -> tuple[type[BaseException], ...]:
     """What loading a checkpoint that training is writing, rewriting or deleting raises: transformers, safetensors
     and torch each have their own types for a missing, truncated or half-written file (an AttributeError or
     TypeError is a bug, never the files')."""
+    import pickle
+    import struct
+    import zipfile
+
     from safetensors import SafetensorError
 
-    return (LlamabenchError, OSError, ValueError, RuntimeError, EOFError, KeyError, UnicodeError, SafetensorError)
+    # Truncated files: safetensors headers, torch's zip and pickle formats (.bin), GGUF's packed structs.
+    truncated = (SafetensorError, zipfile.BadZipFile, pickle.UnpicklingError, struct.error, EOFError)
+    return (LlamabenchError, OSError, ValueError, RuntimeError, KeyError, UnicodeError, *truncated)
 
 
 def _plain(value):
