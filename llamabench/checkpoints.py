@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from llamabench.report import checkpoint_step
 _GLOB_CHARS = set("*?[")
 # Files whose presence means a checkpoint folder holds its weights (a shard index names the rest).
 _WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "*.gguf")
+# A name part that marks a folder still being written under a temporary name and renamed when complete
+# (``tmp-checkpoint-500`` from the Trainer, ``checkpoint-500.tmp``, ``step500.partial``): never a checkpoint.
+_TEMPORARY_NAME = re.compile(r"(?:^|[._-])(?:tmp|temp|partial|incomplete)(?:$|[._-]|\d)", re.IGNORECASE)
 
 
 def expand_models(values: list[str]) -> list[str | None]:
@@ -68,10 +72,17 @@ class Checkpoint:
 
 
 def step_folders(root: Path) -> list[Checkpoint]:
-    """The sub-folders of ``root`` whose names carry a training step (``checkpoint-1000``, ``step2000``), by step."""
+    """The sub-folders of ``root`` whose names carry a training step (``checkpoint-1000``, ``step2000``), by step;
+    hidden folders and temporary names (a save in progress) left out. A root deleted under the listing: none."""
     found = []
-    for path in root.iterdir() if root.is_dir() else []:
-        step = checkpoint_step(path.name) if path.is_dir() and not path.name.startswith(".") else None
+    try:
+        paths = list(root.iterdir())
+    except OSError:
+        return []
+    for path in paths:
+        if path.name.startswith(".") or _TEMPORARY_NAME.search(path.name) or not path.is_dir():
+            continue
+        step = checkpoint_step(path.name)
         if step is not None:
             found.append(Checkpoint(path, step))
     return sorted(found, key=lambda c: (c.step, c.path.name))
@@ -80,7 +91,10 @@ def step_folders(root: Path) -> list[Checkpoint]:
 def snapshot(folder: Path) -> tuple | None:
     """What the folder's files are now (names, sizes, modification times), or None while it has no weights yet.
     A checkpoint is complete once it has weights and its snapshot is the same at two polls."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    try:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+    except OSError:  # the folder, or a sub-folder, deleted or renamed under the listing
+        return None
     if not any(p.match(pattern) for p in files for pattern in _WEIGHTS) or _missing_shards(folder):
         return None
     try:

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import torch
 
 from llamabench import orchestrator
+from llamabench.backends.cache import RequestCache
 from llamabench.backends.hf import HFBackend
 from llamabench.backends.model_fingerprint import fingerprint_model
 from llamabench.backends.sharded import RankFailure, every_rank, world_size
 from llamabench.errors import LlamabenchError
-from llamabench.results import RunResult
+from llamabench.interop.mixed import PreparedRun
+from llamabench.results import RunResult, ensure_writable
 from llamabench.runner import RunConfig
 
 # RunConfig fields that say how to load a checkpoint from files; an in-memory model is already loaded.
@@ -41,18 +44,13 @@ def evaluate_model(
     """Evaluate ``model`` (a transformers causal LM, possibly DDP-wrapped or FSDP2-sharded) with ``tokenizer`` on
     ``tasks``. ``fields`` are :class:`~llamabench.runner.RunConfig`'s (``limit``, ``batch_size``, ``data_dir``,
     ``output_dir``, ...); with ``output_dir`` the run is written and recorded in that folder's run store (by rank
-    0). ``step`` is recorded in the manifest and is the report's x axis. Call it on every rank of the group."""
-    given = [name for name in _LOADING_FIELDS if fields.get(name) is not None]
-    if given:
-        raise LlamabenchError(
-            f"evaluate_model: {', '.join(given)} apply to checkpoints loaded from files; the model is evaluated "
-            "where and as it is (move or cast it first, or use evaluate_checkpoint)"
-        )
+    0). ``step`` is recorded in the manifest and is the report's x axis. Call it on every rank of the group.
+    Every setting is checked (:func:`check_settings`) before the model runs."""
     inner, layout = unwrap(model)
     name = model_id or _default_name(inner, step)
-    config = RunConfig(tasks=list(tasks), model=name, **fields)
-    prepared = orchestrator.prepare(config, include_paths)
-    request_cache = orchestrator.open_cache(cache)
+    config, prepared, request_cache = check_settings(
+        tasks, name=name, cache=cache, include_paths=include_paths, **fields
+    )
     with evaluation_mode(inner):
         fingerprint = fingerprint_model(inner, tokenizer, sharded=layout == "sharded")
         if layout == "replicated" and len(set(every_rank(fingerprint))) > 1:
@@ -80,6 +78,39 @@ def evaluate_model(
     if config.output_dir is not None:
         orchestrator.record(run, config.output_dir)
     return run
+
+
+def check_settings(
+    tasks: Sequence[str],
+    *,
+    name: str = "in-memory",
+    cache: str = "use",
+    include_paths: Sequence[Path] = (),
+    **fields,
+) -> tuple[RunConfig, PreparedRun, RequestCache | None]:
+    """Every check of :func:`evaluate_model`'s settings that needs no model: fields known and in range, the
+    output folder writable, the request cache opened, every task resolved, parsed and its data loaded. Raises
+    :class:`LlamabenchError` (one line) on the first problem; returns the config, the prepared tasks and the
+    cache."""
+    given = [field for field in _LOADING_FIELDS if fields.get(field) is not None]
+    if given:
+        raise LlamabenchError(
+            f"evaluate_model: {', '.join(given)} apply to checkpoints loaded from files; the model is evaluated "
+            "where and as it is (move or cast it first, or use evaluate_checkpoint)"
+        )
+    known = {field.name for field in dataclass_fields(RunConfig)} - {"tasks", "model"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise LlamabenchError(
+            f"evaluate_model: unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}, "
+            "step, model_id, cache and include_paths"
+        )
+    config = RunConfig(tasks=list(tasks), model=name, **fields)
+    config.validate()
+    if config.output_dir is not None:
+        ensure_writable(config.output_dir)
+    request_cache = orchestrator.open_cache(cache)
+    return config, orchestrator.prepare(config, include_paths), request_cache
 
 
 def unwrap(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -107,8 +108,10 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
 
     The files go to a temporary folder (``.<name>.tmp-<pid>``, hidden from ``runs/*/``) that is renamed into
     place once complete, so a run folder under its final name always holds every file; a kill leaves at most
-    the temporary folder, which ``llamabench runs`` and ``report`` skip with a note.
+    the temporary folder, which the next run, ``runs`` or ``report`` over the folder removes
+    (:func:`remove_killed_run_folders`).
     """
+    remove_killed_run_folders(Path(output_dir))
     folder = Path(output_dir) / f"{safe_name(run.manifest['model'])[:80]}-{run.manifest['run_id']}"
     run.manifest["sample_files"] = sample_file_stems(list(run.samples))
     temporary = folder.with_name(f".{folder.name}{TEMPORARY_MARK}{os.getpid()}")
@@ -130,10 +133,42 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
     return folder
 
 
+# A temporary run folder written to within this many seconds is kept whatever its pid says: on a results folder
+# shared between machines (NFS), a run writing on another machine has a pid that does not exist here.
+RUN_WRITE_QUIET_S = 120.0
+
+
+def remove_killed_run_folders(output_dir: Path) -> list[Path]:
+    """Delete the temporary run folders (``.<name>.tmp-<pid>``) under ``output_dir`` whose writer is gone (see
+    :func:`~llamabench.backends.stale.writer_gone`: a live writer's folder, another process's or this one's, is
+    kept) and that nothing wrote to for RUN_WRITE_QUIET_S; returns them, sorted."""
+    from llamabench.backends.stale import writer_gone
+
+    removed = []
+    for folder in sorted(Path(output_dir).glob(f".*{TEMPORARY_MARK}*")) if Path(output_dir).is_dir() else []:
+        pid = folder.name.rpartition(TEMPORARY_MARK)[2]
+        if not pid.isdigit() or not folder.is_dir() or _written_within(folder, RUN_WRITE_QUIET_S):
+            continue
+        if writer_gone(int(pid), folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _written_within(folder: Path, seconds: float) -> bool:
+    """Whether the folder or a file in it was modified in the last ``seconds`` (a vanished one counts as
+    written: someone is moving it)."""
+    try:
+        newest = max([folder.stat().st_mtime] + [path.stat().st_mtime for path in folder.iterdir()])
+    except OSError:
+        return True
+    return time.time() - newest < seconds
+
+
 def run_folder_problem(folder: Path) -> str | None:
     """Why ``folder`` is not a complete run folder (a few words), or None when it is one; reads only the manifest."""
     if folder.name.startswith(".") and TEMPORARY_MARK in folder.name:
-        return "a temporary folder of a run that stopped before it finished writing"
+        return "a temporary folder of a run still writing it (removed once its writer is gone)"
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:

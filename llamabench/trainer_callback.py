@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from transformers import TrainerCallback
 
-from llamabench.in_memory import evaluate_model
+from llamabench.errors import LlamabenchError
+from llamabench.in_memory import check_settings, evaluate_model
 from llamabench.results import RunResult
 
 
@@ -22,11 +23,19 @@ class LlamabenchCallback(TrainerCallback):
     """Evaluates ``trainer``'s model on ``tasks`` every ``every`` optimizer steps and when training ends.
 
     ``fields`` are :func:`~llamabench.in_memory.evaluate_model`'s (``limit``, ``batch_size``, ``data_dir``,
-    ``output_dir`` to record each run with its step, ...). ``runs`` keeps each evaluation's result by step."""
+    ``output_dir`` to record each run with its step, ...). ``runs`` keeps each evaluation's result by step.
+
+    Everything that can be checked without the model is checked here, before training starts: the tasks are
+    resolved, parsed and their data loaded, the settings range-checked, the output folder and the cache opened;
+    a problem is a one-line :class:`~llamabench.errors.LlamabenchError` now, not at the first evaluation hours
+    into training."""
 
     def __init__(self, trainer, tasks: Sequence[str], *, every: int, **fields):
-        if every < 1:
-            raise ValueError(f"every={every} must be a positive number of steps")
+        if not isinstance(every, int) or every < 1:
+            raise LlamabenchError(f"LlamabenchCallback: every={every!r} must be a positive whole number of steps")
+        if "step" in fields:
+            raise LlamabenchError("LlamabenchCallback: step is the trainer's; leave it out of the settings")
+        check_settings(tasks, **{key: value for key, value in fields.items() if key != "model_id"})
         self.trainer = trainer
         self.tasks = list(tasks)
         self.every = every

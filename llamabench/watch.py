@@ -2,10 +2,20 @@
 
 A sub-folder whose name carries a step (``checkpoint-1000``, ``step2000``) is evaluated once it holds weights and
 its files (names, sizes, modification times) are the same at two polls ``--every`` seconds apart. Each run is
-recorded with its step in the run store of ``--output-dir``; then the report under ``--out`` is rewritten with
-every run of this watch, and the run is checked against ``--baseline`` or else the previous checkpoint. A
-checkpoint already in the store with the same evaluation settings is skipped, so a restarted watch goes on where
-it stopped; one that fails to load is reported once and retried only when its files change.
+recorded with its step in the run store of ``--output-dir`` and checked against ``--baseline`` or else the
+previous checkpoint; after each poll that recorded a run (and when the watch stops) the report under ``--out`` is
+rewritten with every run of this watch. A checkpoint already in the store with the same evaluation settings is
+skipped, so a restarted watch goes on where it stopped.
+
+Training writes, rewrites and deletes checkpoints while the watch reads them. A folder with a temporary name
+(``tmp-checkpoint-500``) is not a checkpoint yet. One that fails to load (a corrupt or truncated file) is noted
+once and retried only when its files change; one deleted or changed while it is being loaded or evaluated is
+noted once and not recorded (its numbers might mix two versions of its files): a changed one is evaluated again
+once its files stop changing, a deleted one is skipped. The watch goes on with the other checkpoints.
+
+Report cost: the watch keeps what the report shows of each run (aggregates and the first sample rows, see
+:class:`~llamabench.report.leaderboard.RunSummary`) in memory, adding each new run's as it is recorded, so a
+checkpoint costs one run's reading however many came before; the check reads only its reference run.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ if TYPE_CHECKING:  # the rest loads torch and transformers: imported when a watc
     from llamabench.checkpoints import Checkpoint
     from llamabench.compare import MaxDrop
     from llamabench.interop.mixed import PreparedRun
+    from llamabench.report.leaderboard import RunSummary
     from llamabench.results import RunResult
     from llamabench.runner import RunConfig
     from llamabench.store import RunStore
@@ -98,21 +109,28 @@ class Watcher:
     trust_remote_code: bool = False
     seen: dict[Path, tuple | None] = field(default_factory=dict)
     failed: dict[Path, tuple | None] = field(default_factory=dict)
+    # What the report shows of each run of this watch, by run_id (None until the first report is due).
+    summaries: dict[str, RunSummary] | None = None
+    report_due: bool = False
 
     def loop(self, every: float, once: bool) -> int:
         """Poll until interrupted (or, with ``once``, twice); 1 when ``once`` found a regression or a check that
         could not run (refused, or numbers that are not numbers), else 0."""
         regressions, polls = 0, 0
         print(f"watching {self.root} every {every:g} s; runs go to {self.config.output_dir}", flush=True)
-        while True:
-            found, waiting = self.poll()
-            regressions += found
-            polls += 1
-            if once and polls >= 2:
-                if waiting:
-                    note(f"{waiting} checkpoint(s) still being written were not evaluated")
-                return int(regressions > 0)
-            time.sleep(every)
+        try:
+            while True:
+                found, waiting = self.poll()
+                self.write_report()
+                regressions += found
+                polls += 1
+                if once and polls >= 2:
+                    if waiting:
+                        note(f"{waiting} checkpoint(s) still being written were not evaluated")
+                    return int(regressions > 0)
+                time.sleep(every)
+        finally:  # interrupted mid-poll (Ctrl-C): the runs recorded so far are in the report
+            self.write_report()
 
     def poll(self) -> tuple[int, int]:
         """Evaluate every checkpoint that is complete and not yet recorded; returns (regressions, still waiting)."""
@@ -120,40 +138,105 @@ class Watcher:
 
         regressions, waiting = 0, 0
         recorded = {manifest["config"]["model"] for manifest in self.watched_manifests()}
-        for checkpoint in step_folders(self.root):
+        listed = step_folders(self.root)
+        for gone in set(self.seen) - {checkpoint.path for checkpoint in listed}:  # deleted (or renamed) since
+            self.seen.pop(gone)
+            self.failed.pop(gone, None)
+        for checkpoint in listed:
             if str(checkpoint.path) in recorded:
                 continue
             now, before = snapshot(checkpoint.path), self.seen.get(checkpoint.path)
             self.seen[checkpoint.path] = now
-            if now is None or now != before:
+            if now is None and not checkpoint.path.is_dir():
+                self.forget(checkpoint, "was deleted before it was evaluated; skipped")
+            elif now is None or now != before:
                 waiting += 1
             elif checkpoint.path not in self.failed or self.failed[checkpoint.path] != now:
                 regressions += self.evaluate(checkpoint, now)
         return regressions, waiting
 
     def evaluate(self, checkpoint: Checkpoint, files: tuple) -> int:
-        """Evaluate, record, report and check one checkpoint; returns its number of regressed metrics."""
+        """Evaluate, record and check one checkpoint whose files were ``files``; returns its number of regressed
+        metrics. A checkpoint whose files change or vanish meanwhile is noted and not recorded."""
         from llamabench import orchestrator
-        from llamabench.report import write_report
+        from llamabench.report.leaderboard import summarize
         from llamabench.results import format_table
 
         config = replace(self.config, model=str(checkpoint.path))
+        backend = None
         try:
             backend = orchestrator.load_checkpoint(config, trust_remote_code=self.trust_remote_code)
             served = orchestrator.serve(backend, self.cache, refresh=self.refresh)
             run = orchestrator.evaluate(served, self.prepared, config, step=checkpoint.step)
-        except LlamabenchError as exc:
-            self.failed[checkpoint.path] = files
-            note(f"{checkpoint.path.name} not evaluated ({first_line(exc)}); retried when its files change")
-            return 0
+        except _checkpoint_errors() as exc:
+            if backend is not None and not isinstance(exc, LlamabenchError) and self.unchanged(checkpoint, files):
+                raise  # the model loaded and its files are as they were: a failure of llamabench, not of them
+            return self.not_evaluated(checkpoint, files, exc)
+        if not self.unchanged(checkpoint, files):
+            return self.changed(checkpoint)
         folder = orchestrator.record(run, self.config.output_dir)
         print(terminal(f"{checkpoint.path.name} (step {checkpoint.step}): results written to {folder}"))
         print(format_table(run.results), flush=True)
-        runs = self.watched_runs()
-        write_report(([self.baseline] if self.baseline else []) + runs, self.report_dir)
-        earlier = [r for r in runs if r.manifest["step"] < checkpoint.step]
-        reference = self.baseline or (max(earlier, key=lambda r: r.manifest["step"]) if earlier else None)
+        self.report_runs()[run.manifest["run_id"]] = summarize(run)
+        self.report_due = True
+        reference = self.baseline or self.previous(checkpoint.step)
         return 0 if reference is None else self.check(reference, run)
+
+    def not_evaluated(self, checkpoint: Checkpoint, files: tuple, exc: Exception) -> int:
+        """Note a checkpoint that failed to load or evaluate: retried when its files change (at once if they
+        already did: the failure may have come from the change)."""
+        if not self.unchanged(checkpoint, files):
+            return self.changed(checkpoint)
+        self.failed[checkpoint.path] = files
+        why = first_line(exc) if isinstance(exc, LlamabenchError) else f"{type(exc).__name__}: {first_line(exc)}"
+        note(terminal(f"{checkpoint.path.name} not evaluated ({why}); retried when its files change"))
+        return 0
+
+    def unchanged(self, checkpoint: Checkpoint, files: tuple) -> bool:
+        from llamabench.checkpoints import snapshot
+
+        return snapshot(checkpoint.path) == files
+
+    def changed(self, checkpoint: Checkpoint) -> int:
+        """Note a checkpoint whose files were deleted or changed while it was loaded or evaluated."""
+        if not checkpoint.path.is_dir():
+            return self.forget(checkpoint, "was deleted while it was being loaded or evaluated; skipped")
+        self.seen[checkpoint.path] = None  # evaluated again once two polls see the same files
+        note(
+            terminal(
+                f"{checkpoint.path.name} changed while it was being loaded or evaluated; not recorded, evaluated again "
+                "once its files stop changing"
+            )
+        )
+        return 0
+
+    def forget(self, checkpoint: Checkpoint, why: str) -> int:
+        self.seen.pop(checkpoint.path, None)
+        self.failed.pop(checkpoint.path, None)
+        note(terminal(f"{checkpoint.path.name} {why}"))
+        return 0
+
+    def previous(self, step: int) -> RunResult | None:
+        """The stored run of this watch's latest checkpoint before ``step`` (the only full run a check reads)."""
+        earlier = [manifest for manifest in self.watched_manifests() if manifest["step"] < step]
+        return self.store.load(earlier[-1]["run_id"]) if earlier else None
+
+    def report_runs(self) -> dict[str, RunSummary]:
+        """What the report shows of each run of this watch; read from the store once, one run at a time."""
+        if self.summaries is None:
+            self.summaries = {m["run_id"]: self.store.summary(m["run_id"]) for m in self.watched_manifests()}
+        return self.summaries
+
+    def write_report(self) -> None:
+        """Rewrite the report if a run was recorded since it was last written."""
+        from llamabench.report import write_report
+        from llamabench.report.leaderboard import summarize
+
+        if not self.report_due:
+            return
+        runs = sorted(self.report_runs().values(), key=lambda run: run.manifest["step"])
+        write_report(([summarize(self.baseline)] if self.baseline else []) + runs, self.report_dir)
+        self.report_due = False
 
     def check(self, reference: RunResult, run: RunResult) -> int:
         """Check ``run`` against ``reference``; returns its failed rows, or 1 when the check is refused: a refused
@@ -194,9 +277,20 @@ class Watcher:
         ]
         return sorted(manifests, key=lambda manifest: manifest["step"])
 
-    def watched_runs(self) -> list[RunResult]:
-        """The runs of :meth:`watched_manifests`, tables included, by step."""
-        return [self.store.load(manifest["run_id"]) for manifest in self.watched_manifests()]
+
+def _checkpoint_errors() -> tuple[type[BaseException], ...]:
+    """What loading a checkpoint that training is writing, rewriting or deleting raises: transformers, safetensors
+    and torch each have their own types for a missing, truncated or half-written file (an AttributeError or
+    TypeError is a bug, never the files')."""
+    import pickle
+    import struct
+    import zipfile
+
+    from safetensors import SafetensorError
+
+    # Truncated files: safetensors headers, torch's zip and pickle formats (.bin), GGUF's packed structs.
+    truncated = (SafetensorError, zipfile.BadZipFile, pickle.UnpicklingError, struct.error, EOFError)
+    return (LlamabenchError, OSError, ValueError, RuntimeError, KeyError, UnicodeError, *truncated)
 
 
 def _plain(value):

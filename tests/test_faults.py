@@ -118,9 +118,13 @@ def killed_before_store(tmp_path):
     stored, unstored = stats_run("ckpt-step100", "2025-01-01T00:00:00+00:00"), stats_run("ckpt-step200", "2025-01-02")
     RunStore.in_dir(tmp_path).add(stored, write_run(stored, tmp_path))
     folder = write_run(unstored, tmp_path)  # ... and the process died before RunStore.add
-    (tmp_path / ".ckpt-step300-x.tmp-4242").mkdir()
+    killed = tmp_path / f".ckpt-step300-x.tmp-{dead_pid()}"  # its writer is gone: removed by the next listing
+    killed.mkdir()
     (tmp_path / ".ipynb_checkpoints").mkdir()  # someone else's hidden folder: ignored
-    (tmp_path / ".ckpt-step300-x.tmp-4242" / "results.csv").write_text("half")
+    (killed / "results.csv").write_text("half")
+    ten_minutes_ago = time.time() - 600  # the kill was a while ago: nothing is writing to it
+    for path in (killed / "results.csv", killed):
+        os.utime(path, (ten_minutes_ago, ten_minutes_ago))
     broken = tmp_path / "broken-run"
     broken.mkdir()
     (broken / "manifest.json").write_text(json.dumps({"model": "m", "started": "2025-01-03"}))
@@ -129,6 +133,7 @@ def killed_before_store(tmp_path):
 
 def test_runs_lists_a_complete_folder_the_store_lacks(killed_before_store, capsys):
     results_dir, stored, unstored, folder = killed_before_store
+    killed = list(results_dir.glob(".*.tmp-*"))
     assert main(["runs", "--results-dir", str(results_dir)]) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
@@ -137,10 +142,10 @@ def test_runs_lists_a_complete_folder_the_store_lacks(killed_before_store, capsy
     assert captured.err.splitlines() == [
         f"llamabench: note: {folder} is not in the run store {results_dir / 'llamabench.sqlite'} "
         "(its run stopped before recording it, or it was copied here); read from its files",
-        f"llamabench: note: skipped {results_dir / '.ckpt-step300-x.tmp-4242'}: a temporary folder of a run "
-        "that stopped before it finished writing",
+        f"llamabench: note: removed {next(iter(killed))}: a temporary folder of a run killed while writing it",
         f"llamabench: note: skipped {results_dir / 'broken-run'}: its manifest.json lacks run_id",
     ]
+    assert not any(path.exists() for path in killed)
 
 
 def test_report_includes_a_complete_folder_the_store_lacks(killed_before_store, capsys):

@@ -6,18 +6,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from llamabench import escaping
 from llamabench.errors import LlamabenchError
 from llamabench.report.html import to_html
-from llamabench.report.leaderboard import Leaderboard, build_leaderboard, checkpoint_step, parse_labels
+from llamabench.report.leaderboard import (
+    Leaderboard,
+    RunSummary,
+    build_leaderboard,
+    checkpoint_step,
+    parse_labels,
+    summarize,
+)
 from llamabench.report.markdown import to_markdown
 from llamabench.results import RunResult
 
 
-def write_report(runs: list[RunResult], out_dir: Path | str, labels: dict[str, str] | None = None) -> list[Path]:
-    """Write leaderboard.csv, leaderboard.md and leaderboard.html under ``out_dir``; returns their paths."""
+def write_report(
+    runs: Sequence[RunResult | RunSummary], out_dir: Path | str, labels: dict[str, str] | None = None
+) -> list[Path]:
+    """Write leaderboard.csv, leaderboard.md and leaderboard.html under ``out_dir``; returns their paths. ``runs``
+    may be summaries (:meth:`RunStore.gather` gives them): the report shows no more of a run than they hold."""
     if not runs:
         raise LlamabenchError("no runs to report; evaluate a model with `llamabench run` first")
     board = build_leaderboard(runs, labels)
@@ -35,9 +46,11 @@ def write_report(runs: list[RunResult], out_dir: Path | str, labels: dict[str, s
 
 __all__ = [
     "Leaderboard",
+    "RunSummary",
     "build_leaderboard",
     "checkpoint_step",
     "parse_labels",
+    "summarize",
     "to_html",
     "to_markdown",
     "write_report",

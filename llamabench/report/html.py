@@ -15,12 +15,10 @@ from string import Template
 import numpy as np
 
 from llamabench import __version__, escaping
-from llamabench.report.leaderboard import Leaderboard
+from llamabench.report.leaderboard import MAX_SAMPLE_ROWS, Leaderboard
 from llamabench.results import format_number
 
 _esc = escaping.html_text
-MAX_SAMPLE_ROWS = 50
-PROMPT_TAIL_CHARS = 300
 _ASSETS = files("llamabench.report") / "assets"
 
 
@@ -144,20 +142,23 @@ def _samples(board: Leaderboard) -> str:
             frame = run.samples.get(task)
             if frame is None:
                 continue
-            shown = frame.head(MAX_SAMPLE_ROWS)
+            shown = frame.head(MAX_SAMPLE_ROWS)  # a summary's head, cut to its prompts' ends already
             head = "".join(
                 f"<th>{_esc(name)}</th>" for name in ["doc_id", "prompt (end)", "prediction", "target", *metrics]
             )
             rows = []
             for row in shown.to_dict("records"):
-                prompt = str(row.get("prompt") or "")
-                prompt = ("…" + prompt[-PROMPT_TAIL_CHARS:]) if len(prompt) > PROMPT_TAIL_CHARS else prompt
-                cells = [row["doc_id"], prompt, row.get("prediction") or "", _targets(row.get("target"))]
+                cells = [
+                    row["doc_id"],
+                    row.get("prompt") or "",
+                    row.get("prediction") or "",
+                    _targets(row.get("target")),
+                ]
                 cells += [format_number(row[m]) if m in row else "" for m in metrics]
                 rows.append("<tr>" + "".join(f"<td>{_esc(cell)}</td>" for cell in cells) + "</tr>")
             parts.append(
                 f"<details><summary>{_esc(label)} <code>{_esc(run_id)}</code>: first {len(shown)} of "
-                f'{len(frame)} documents</summary><div class="scroll"><table class="samples">'
+                f'{run.sample_counts[task]} documents</summary><div class="scroll"><table class="samples">'
                 f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div></details>"
             )
     return "".join(parts)

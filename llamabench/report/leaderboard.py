@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,11 @@ from llamabench.errors import LlamabenchError
 from llamabench.metrics import METRICS
 from llamabench.results import RunResult, format_number
 
+# The report shows each run's first documents per task; only these rows of a run are ever held for it.
+MAX_SAMPLE_ROWS = 50
+# The sample columns the report shows (besides the task's metric columns), and how much of a prompt: its end.
+SAMPLE_COLUMNS = ("doc_id", "prompt", "prediction", "target")
+PROMPT_TAIL_CHARS = 300
 _STEP = re.compile(r"(?:step|checkpoint|ckpt|iter)[-_]?(\d+)", re.IGNORECASE)
 
 
@@ -25,6 +30,44 @@ def checkpoint_step(name: str) -> int | None:
         return int(name)
     found = _STEP.findall(name)
     return int(found[-1]) if found else None
+
+
+@dataclass
+class RunSummary:
+    """What a report shows of a run: the aggregate table, the manifest and each task's first documents (with the
+    number of documents). Small whatever the run's size, so a report over hundreds of runs holds one run's full
+    tables at a time at most. Not a run: its samples are a head, so it never feeds a statistical check."""
+
+    results: pd.DataFrame
+    manifest: dict
+    samples: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sample_counts: dict[str, int] = field(default_factory=dict)
+
+
+def summarize(run: RunResult | RunSummary, rows: int = MAX_SAMPLE_ROWS) -> RunSummary:
+    """The summary of ``run`` (a summary is returned as it is)."""
+    if isinstance(run, RunSummary):
+        return run
+    return RunSummary(
+        run.results,
+        run.manifest,
+        {task: sample_head(frame.head(rows), run.results, task) for task, frame in run.samples.items()},
+        {task: len(frame) for task, frame in run.samples.items()},
+    )
+
+
+def sample_head(frame: pd.DataFrame, results: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The columns of a task's first sample rows that the report shows, prompts cut to their end."""
+    metrics = set(results.metric[results.task == task])
+    head = frame[[c for c in frame.columns if c in SAMPLE_COLUMNS or c in metrics]].copy()
+    if "prompt" in head:
+        head["prompt"] = [_prompt_tail(prompt) for prompt in head["prompt"]]
+    return head
+
+
+def _prompt_tail(prompt: object) -> str:
+    text = str(prompt or "")
+    return ("…" + text[-PROMPT_TAIL_CHARS:]) if len(text) > PROMPT_TAIL_CHARS else text
 
 
 @dataclass(frozen=True)
@@ -54,7 +97,7 @@ class Column:
 class Leaderboard:
     """Runs (rows, in checkpoint order) × task/metric columns, with each run's position on the x axis."""
 
-    runs: list[RunResult]
+    runs: list[RunSummary]
     labels: list[str]
     x: list[int]
     x_title: str
@@ -139,10 +182,12 @@ def parse_labels(specs: list[str], resolve: Callable[[str], str]) -> dict[str, s
     return labels
 
 
-def build_leaderboard(runs: list[RunResult], labels: dict[str, str] | None = None) -> Leaderboard:
-    """Order runs by training step (from their label or model name) when every run has one, else by start time."""
+def build_leaderboard(runs: Sequence[RunResult | RunSummary], labels: dict[str, str] | None = None) -> Leaderboard:
+    """Order runs by training step (from their label or model name) when every run has one, else by start time.
+    The board keeps each run's :class:`RunSummary`, not its full sample tables."""
     labels = labels or {}
-    runs = sorted({run.manifest["run_id"]: run for run in runs}.values(), key=lambda run: run.manifest["started"])
+    by_id = {run.manifest["run_id"]: summarize(run) for run in runs}
+    runs = sorted(by_id.values(), key=lambda run: run.manifest["started"])
     unknown = set(labels) - {run.manifest["run_id"] for run in runs}
     if unknown:
         raise LlamabenchError(f"--label names run(s) not in the report: {', '.join(sorted(unknown))}")
@@ -181,7 +226,7 @@ def _counts_tokens(column: Column) -> bool:
     return metric is not None and metric.tokenizer_dependent
 
 
-def _step(run: RunResult, label: str | None) -> int | None:
+def _step(run: RunSummary, label: str | None) -> int | None:
     if label is None and run.manifest.get("step") is not None:  # recorded by watch and in-memory evaluation
         return int(run.manifest["step"])
     names = [label, run.manifest.get("model"), run.manifest.get("config", {}).get("model")]
