@@ -121,7 +121,7 @@ def test_a_checkpoint_deleted_at_any_moment_is_one_note_and_the_watch_goes_on(
 
         monkeypatch.setattr(checkpoints, "snapshot", snapshot)
     elif moment == "fingerprinted":
-        monkeypatch.setattr(hf, "fingerprint", hooked(hf.fingerprint, before=lambda s: delete_victim_once(s.location)))
+        monkeypatch.setattr(hf, "pin", hooked(hf.pin, before=lambda s: delete_victim_once(s.location)))
     elif moment == "loaded":
         real_load = hf.load_model_and_tokenizer
         monkeypatch.setattr(
