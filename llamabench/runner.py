@@ -138,6 +138,8 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
     for task in tasks:
         if backend_info.get("max_length"):
             check_generation_fits(task.spec.name, task.requests, backend_info["max_length"])
+        if any(isinstance(r, GenerationRequest) for doc in task.requests for r in doc.requests):
+            backend.require_generation(task.spec.name)
         kind = task.spec.task_kind
         chat = task.spec.chat_template
         wrapped.append(

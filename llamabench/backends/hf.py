@@ -16,6 +16,7 @@ from llamabench import __version__
 from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.batching import BatchPolicy, peak_memory
 from llamabench.backends.budget import BudgetInputs, budget_inputs, token_budget
+from llamabench.backends.checkpoint_generation import CheckpointGeneration
 from llamabench.backends.generation import ContinuousBatcher, GenerationJob
 from llamabench.backends.loading import KV_CACHES, check_device_map, load_model_and_tokenizer
 from llamabench.backends.model_source import fingerprint, resolve_model
@@ -82,8 +83,14 @@ class HFBackend(Backend):
             self.policy = BatchPolicy(token_budget=token_budget(self.budget))
         else:
             self.policy = BatchPolicy(token_budget=0, max_items=int(batch_size))
+        self.generation_settings = CheckpointGeneration(getattr(model, "generation_config", None), model_id)
         self.engine = ContinuousBatcher(
-            model, tokenizer, eos_tokens=self.eos_tokens, pad_token=self.pad_token, device=self.device
+            model,
+            tokenizer,
+            eos_tokens=self.eos_tokens,
+            pad_token=self.pad_token,
+            device=self.device,
+            settings=self.generation_settings,
         )
 
     @classmethod
@@ -142,6 +149,7 @@ class HFBackend(Backend):
             "max_length": self.max_length,
             "kv_cache": self.kv_cache,
             "trust_remote_code": self.trust_remote_code,
+            "generation_settings": self.generation_settings.record(),
             "tokenizer": self.tokenizer_hash,
             "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
             "peak_memory": peak_memory(self.device),
@@ -166,6 +174,7 @@ class HFBackend(Backend):
                 self.kv_cache,
                 str(getattr(self.model.config, "_attn_implementation", None)),
                 f"eos={self.eos_tokens}",
+                f"generation={json.dumps(self.generation_settings.record(), sort_keys=True)}",
                 f"remote_code={self.trust_remote_code}",
                 f"torch={torch.__version__}",
                 f"transformers={transformers.__version__}",
@@ -247,7 +256,12 @@ class HFBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------------
 
+    def require_generation(self, task: str | None = None) -> None:
+        self.generation_settings.require(task)
+
     def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
+        if requests:
+            self.require_generation()
         jobs = [self._generation_job(request) for request in requests]
         results: list[str | None] = [None] * len(requests)
         with tqdm(
@@ -304,6 +318,7 @@ class HFBackend(Backend):
             eos_tokens=self.eos_tokens,
             pad_token=self.pad_token,
             stats=self.engine.stats,
+            settings=self.generation_settings,
         )
 
 
