@@ -111,3 +111,32 @@ def test_without_refused_settings_the_run_goes_through(capsys, workspace):
     argv = ["run", "--tasks-dir", str(workspace / "tasks"), "--data-dir", str(workspace / "data")]
     argv += ["--output-dir", str(workspace / "out"), "--model", str(workspace / "model"), "--no-cache"]
     assert main([*argv, "--tasks", "tiny_qa", "--device", "cpu"]) == 0
+
+
+def test_generation_settings_make_generation_runs_incomparable_and_leave_scoring_comparable(workspace, notes_file):
+    """The same weights with and without a repetition penalty in generation_config.json: ``check`` must refuse
+    to compare the generation task, and may compare the perplexity task."""
+    from llamabench.comparability import differences
+    from llamabench.orchestrator import evaluate_checkpoint
+
+    def settings() -> dict:
+        run = evaluate_checkpoint(
+            str(workspace / "model"),
+            ["tiny_qa"],
+            texts=[str(notes_file)],
+            tasks_dirs=[workspace / "tasks"],
+            data_dir=workspace / "data",
+            cache="off",
+            device="cpu",
+        )
+        return {task: notes["settings"] for task, notes in run.manifest["tasks"].items()}
+
+    plain = settings()
+    path = workspace / "model" / "generation_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "repetition_penalty": 1.3}))
+    penalised = settings()
+    assert differences(plain["tiny_qa"], penalised["tiny_qa"]) == [
+        "generation_settings None vs {'repetition_penalty': 1.3}"
+    ]
+    (scoring,) = set(plain) - {"tiny_qa"}  # the --text task
+    assert differences(plain[scoring], penalised[scoring]) == []
