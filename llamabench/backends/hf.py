@@ -288,6 +288,8 @@ class HFBackend(Backend):
 
     def _generation_job(self, request: GenerationRequest) -> GenerationJob:
         require_prompt_room(request.max_new_tokens, self.max_length)
+        for what, text in [("prompt", request.prompt), *(("stop sequence", stop) for stop in request.until)]:
+            _require_text(text, what)
         prompt = self._encode(request.prompt)[-(self.max_length - request.max_new_tokens) :]
         seed = None if request.greedy else request.seed
         return GenerationJob(prompt, request.max_new_tokens, request.until, seed)
@@ -320,6 +322,18 @@ class HFBackend(Backend):
             stats=self.engine.stats,
             settings=self.generation_settings,
         )
+
+
+def _require_text(text: str, what: str) -> None:
+    """Refuse a lone surrogate (from JSON escapes such as ``\\ud800``): no tokenizer encodes it, and the error
+    would otherwise come from deep inside one, or late, when the text is written, as if the disk had failed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LlamabenchError(
+            f"a generation {what} holds a lone surrogate (U+{ord(text[exc.start]):04X}, character {exc.start}), "
+            "which is not text; fix the data or task it came from"
+        ) from None
 
 
 def default_dtype(device: str) -> str:
