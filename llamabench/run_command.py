@@ -142,9 +142,9 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         ensure_writable(config.output_dir)
         prepared = orchestrator.prepare(config, args.include_path)  # once, for every model
+        cache = orchestrator.open_cache(cache_mode(args))
         for model in models:  # every checkpoint's small files, before any weights load
             check_before_loading(model, prepared.native, config.max_length)
-        cache = orchestrator.open_cache(cache_mode(args))
         run_ids = []
         for model in models:
             model_config = replace(config, model=model)

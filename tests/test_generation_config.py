@@ -74,6 +74,7 @@ HONOURED = {
     "forced_eos_token_id": {"forced_eos_token_id": EOS},
     "forced_bos_token_id": {"forced_bos_token_id": 70},
     "sequence_bias": {"sequence_bias": {(COMMON,): -9.0, tuple(BIGRAM): 6.0}},
+    "sequence_bias_as_json_holds_it": {"sequence_bias": [[[COMMON], -9.0], [BIGRAM, 6.0]]},
     "exponential_decay": {"eos_token_id": [EOS, SECOND], "exponential_decay_length_penalty": (2, 3.0)},
     "combined": {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3, "suppress_tokens": [SECOND]},
 }
@@ -83,6 +84,18 @@ NEUTRAL = {
     "sampling_defaults": {"do_sample": True, "temperature": 0.3, "top_k": 2, "top_p": 0.4},
     "pad_token_id": {"pad_token_id": 0},
     "no_op_values": {"repetition_penalty": 1.0, "num_beams": 1, "no_repeat_ngram_size": 0},
+    # what older transformers wrote to generation_config.json: every field, at its default
+    "every_field_at_its_old_default": {
+        **{"max_length": 20, "min_length": 0, "early_stopping": False, "do_sample": False, "num_beams": 1},
+        **{"num_beam_groups": 1, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "typical_p": 1.0},
+        **{"epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0, "repetition_penalty": 1.0},
+        **{"encoder_repetition_penalty": 1.0, "length_penalty": 1.0, "no_repeat_ngram_size": 0},
+        **{"renormalize_logits": False, "remove_invalid_values": False, "token_healing": False},
+        **{"num_return_sequences": 1, "output_scores": False, "return_dict_in_generate": False},
+        **{"encoder_no_repeat_ngram_size": 0, "is_assistant": False, "num_assistant_tokens": 20},
+        **{"num_assistant_tokens_schedule": "constant", "assistant_confidence_threshold": 0.4},
+        **{"assistant_lookbehind": 10, "target_lookbehind": 10, "use_cache": True, "return_legacy_cache": True},
+    },
 }
 # Settings that make ``generate`` something other than one greedy or sampled sequence per request.
 REFUSED = {

@@ -76,11 +76,20 @@ IGNORED = frozenset(
         *("encoder_repetition_penalty", "encoder_no_repeat_ngram_size"),
         # beam-search options: inert while num_beams is 1 (refused otherwise)
         *("early_stopping", "length_penalty", "diversity_penalty"),
+        # assisted decoding: inert unless generate is given an assistant model, which neither path does
+        *("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold"),
+        *("assistant_lookbehind", "target_lookbehind", "is_assistant", "continuous_batching_config"),
     }
 )
 
 # Refused fields' values that leave generate one greedy sequence per request.
-_NEUTRAL = {"num_beams": 1, "num_beam_groups": 1, "num_return_sequences": 1, "guidance_scale": 1.0}
+_NEUTRAL = {
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "num_return_sequences": 1,
+    "guidance_scale": 1.0,
+    "token_healing": False,
+}
 
 # What the static path passes to ``generate`` so it applies none of the honoured fields itself.
 OFF = dict.fromkeys(HONOURED)

@@ -30,7 +30,10 @@ _POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
 def check_before_loading(model: str | None, tasks: Sequence[PreparedTask], max_length: int | None) -> None:
     """Refuse, with one line naming the task, the model and the fix, what ``tasks`` ask of ``model`` that it
     cannot give; ``max_length`` is ``--max-length`` (None: the model's own context)."""
-    source = resolve_model(model)
+    try:
+        source = resolve_model(model)
+    except LlamabenchError:
+        return  # loading names the bad --model, after the flags it checks first (--device, --dtype)
     if source.gguf_file or not source.is_local:
         return
     folder = Path(source.location)
@@ -50,7 +53,11 @@ def check_before_loading(model: str | None, tasks: Sequence[PreparedTask], max_l
                 "chat_template: false in the task or evaluate a chat model"
             )
         if longest and (folder / "generation_config.json").is_file():
-            CheckpointGeneration(GenerationConfig.from_pretrained(folder), source.name).require(name)
+            try:
+                config = GenerationConfig.from_pretrained(folder)
+            except (OSError, ValueError):
+                continue  # a broken file: loading reports it
+            CheckpointGeneration(config, source.name).require(name)
 
 
 def has_chat_template(folder: Path) -> bool:
