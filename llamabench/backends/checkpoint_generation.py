@@ -171,6 +171,13 @@ class CheckpointGeneration:
         return processors
 
 
+def logits_device(model) -> torch.device:
+    """Where the model's logits come out (under a device map the head may sit on another GPU than the inputs),
+    so the processors' tensors are built there."""
+    head = model.get_output_embeddings()
+    return (head if head is not None else model.get_input_embeddings()).weight.device
+
+
 def process_row(processors: LogitsProcessorList, tokens: Sequence[int], logits: torch.Tensor) -> torch.Tensor:
     """``logits`` (one row's next-token logits) as ``generate`` hands them to token selection: in float32,
     through ``processors`` given the row's own ``tokens``."""

@@ -19,7 +19,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList
 
 from llamabench.backends.batching import release_memory
-from llamabench.backends.checkpoint_generation import CheckpointGeneration, process_row
+from llamabench.backends.checkpoint_generation import CheckpointGeneration, logits_device, process_row
 from llamabench.backends.draft_lookup import DRAFT_LIMIT, DraftLookup
 from llamabench.backends.prompt_prefixes import (
     MIN_SHARED,
@@ -110,6 +110,7 @@ class ContinuousBatcher:
     ):
         self.model = model
         self.settings = settings
+        self.logits_device = logits_device(model)
         self.tokenizer = tokenizer
         self.eos_tokens = frozenset(eos_tokens)
         self.pad_token = pad_token
@@ -259,7 +260,8 @@ class _Batch:
         generator = None if spec.seed is None else torch.Generator().manual_seed(spec.seed)
         processors = None
         if engine.settings is not None:
-            processors = engine.settings.processors(len(spec.prompt), spec.max_new, engine.eos_tokens, engine.device)
+            length, eos = len(spec.prompt), engine.eos_tokens
+            processors = engine.settings.processors(length, spec.max_new, eos, engine.logits_device)
         plain = spec.seed is None and processors is None
         drafts = DraftLookup(spec.prompt) if plain and not engine.windowed else None
         return _Row(job, StopCheck(engine.tokenizer, spec.until), generator, drafts, processors)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from llamabench.backends.checkpoint_generation import OFF, CheckpointGeneration, RowProcessors
+from llamabench.backends.checkpoint_generation import OFF, CheckpointGeneration, RowProcessors, logits_device
 from llamabench.backends.generation import GenerationJob, GenerationStats, seeded_draws
 from llamabench.backends.stops import StopCheck, cut_at_stop
 from llamabench.errors import LlamabenchError
@@ -41,7 +41,7 @@ def generate_static_batch(
     # Sampling draws each row's tokens from that row's own generator, so a sample depends on its request's
     # seed only, not on the batch it lands in; transformers then keeps the drawn token by greedy selection.
     device = model.get_input_embeddings().weight.device
-    rows = [settings.processors(len(job.prompt), job.max_new, eos_tokens, device) for job in jobs]
+    rows = [settings.processors(len(job.prompt), job.max_new, eos_tokens, logits_device(model)) for job in jobs]
     processors = LogitsProcessorList([RowProcessors(rows, [len(p) for p in prompts], width)] if any(rows) else [])
     if not greedy:  # after the settings' processors, as generate puts a caller's after its own
         processors.append(SeededSampler([job.seed for job in jobs]))
