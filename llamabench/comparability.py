@@ -11,6 +11,7 @@ Every run records, per task, in ``manifest["tasks"][task]["settings"]``:
 ``dtype``                 the model's dtype as it ran
 ``chat_template``         whether prompts were wrapped in the model's chat template
 ``trust_remote_code``     whether the model ran its own code
+``generation_settings``   generation tasks: the checkpoint's generation-config fields that change outputs
 ``data_hash``             a hash of the task's documents as loaded (every field, every document)
 ``metric_versions``       each metric's version (bumped when its definition changes a number)
 ``no_effect``             the settings above that cannot change a number of this task in this run
@@ -51,6 +52,7 @@ SETTINGS = (
     "dtype",
     "chat_template",
     "trust_remote_code",
+    "generation_settings",
     "data_hash",
     "metric_versions",
 )
@@ -94,6 +96,7 @@ def task_settings(
         "dtype": backend_info.get("dtype"),
         "chat_template": chat_template,
         "trust_remote_code": backend_info.get("trust_remote_code", False),
+        "generation_settings": backend_info.get("generation_settings"),
         "data_hash": data,
         "metric_versions": metric_versions,
         "no_effect": no_effect,

@@ -132,6 +132,7 @@ def cache_mode(args: argparse.Namespace) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     from llamabench import orchestrator
+    from llamabench.backends.preflight import check_before_loading
     from llamabench.backends.sharded import leave_ranks
     from llamabench.checkpoints import expand_models
     from llamabench.results import ensure_writable, format_table
@@ -142,6 +143,8 @@ def run_command(args: argparse.Namespace) -> int:
         ensure_writable(config.output_dir)
         prepared = orchestrator.prepare(config, args.include_path)  # once, for every model
         cache = orchestrator.open_cache(cache_mode(args))
+        for model in models:  # every checkpoint's small files, before any weights load
+            check_before_loading(model, prepared.native, config.max_length)
         run_ids = []
         for model in models:
             model_config = replace(config, model=model)

@@ -124,6 +124,10 @@ def check_generation_fits(task: str, docs: list[DocRequests], max_length: int) -
     require_prompt_room(longest, max_length, task)
 
 
+def _generates(task: PreparedTask) -> bool:
+    return any(isinstance(r, GenerationRequest) for doc in task.requests for r in doc.requests)
+
+
 def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> RunResult:
     """Run every task's requests through ``backend`` and score them: the run."""
     started = datetime.now(timezone.utc)
@@ -140,6 +144,8 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
     for task in tasks:
         if backend_info.get("max_length"):
             check_generation_fits(task.spec.name, task.requests, backend_info["max_length"])
+        if _generates(task):
+            backend.require_generation(task.spec.name)
         kind = task.spec.task_kind
         chat = task.spec.chat_template
         wrapped.append(
@@ -183,7 +189,8 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
                 num_fewshot=fewshot,
                 limit=config.limit,
                 seed=config.seed,
-                backend_info=backend_info,
+                # The checkpoint's generation settings change generated text only, not scores.
+                backend_info=backend_info if _generates(task) else {**backend_info, "generation_settings": None},
                 chat_template=spec.chat_template,
                 data=task.data_hash,
                 metric_versions={name: get_metric(name).version for name in spec.metrics},

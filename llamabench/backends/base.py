@@ -37,6 +37,10 @@ class Backend(ABC):
     def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
         """Per request: the generated continuation, cut before the first stop sequence."""
 
+    def require_generation(self, task: str | None = None) -> None:  # noqa: B027 (optional: a default that passes)
+        """Refuse, before any request of a run is computed, generation this backend cannot run as transformers'
+        ``generate`` would (one line naming ``task``); a backend that can always generate does nothing."""
+
     def apply_chat_template(self, text: str) -> str:
         """Wrap ``text`` as one user turn in the model's chat template."""
         raise LlamabenchError(f"model {self.model_id} has no chat template; set chat_template: false in the task")
@@ -60,6 +64,9 @@ class BackendWrapper(Backend, ABC):
 
     def apply_chat_template(self, text: str) -> str:
         return self.inner.apply_chat_template(text)
+
+    def require_generation(self, task: str | None = None) -> None:
+        self.inner.require_generation(task)
 
     def cache_identity(self) -> str:
         return self.inner.cache_identity()

@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, LogitsProcessorList
 
 from llamabench.backends.batching import release_memory
+from llamabench.backends.checkpoint_generation import CheckpointGeneration, logits_device, process_row
 from llamabench.backends.draft_lookup import DRAFT_LIMIT, DraftLookup
 from llamabench.backends.finite import require_finite
 from llamabench.backends.prompt_prefixes import (
@@ -89,15 +90,28 @@ class _Row:
     job: int
     stop: StopCheck
     generator: torch.Generator | None
-    drafts: DraftLookup | None  # greedy rows only: a sampled token is not the model's one choice to check
+    # Greedy rows without processors only: a sampled or processed token is not the logits' one choice to check.
+    drafts: DraftLookup | None
+    processors: LogitsProcessorList | None  # the checkpoint's generation settings for this request alone
     tokens: list[int] = field(default_factory=list)
 
 
 class ContinuousBatcher:
     """Runs generation jobs through at most ``slots`` concurrent rows of one model."""
 
-    def __init__(self, model, tokenizer, *, eos_tokens: Sequence[int], pad_token: int, device: torch.device):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        eos_tokens: Sequence[int],
+        pad_token: int,
+        device: torch.device,
+        settings: CheckpointGeneration | None = None,
+    ):
         self.model = model
+        self.settings = settings
+        self.logits_device = logits_device(model)
         self.tokenizer = tokenizer
         self.eos_tokens = frozenset(eos_tokens)
         self.pad_token = pad_token
@@ -243,10 +257,15 @@ class _Batch:
         return cache, mask, logits
 
     def _new_row(self, job: int) -> _Row:
-        seed = self.jobs[job].seed
-        generator = None if seed is None else torch.Generator().manual_seed(seed)
-        drafts = DraftLookup(self.jobs[job].prompt) if seed is None and not self.engine.windowed else None
-        return _Row(job, StopCheck(self.engine.tokenizer, self.jobs[job].until), generator, drafts)
+        engine, spec = self.engine, self.jobs[job]
+        generator = None if spec.seed is None else torch.Generator().manual_seed(spec.seed)
+        processors = None
+        if engine.settings is not None:
+            length, eos = len(spec.prompt), engine.eos_tokens
+            processors = engine.settings.processors(length, spec.max_new, eos, engine.logits_device)
+        plain = spec.seed is None and processors is None
+        drafts = DraftLookup(spec.prompt) if plain and not engine.windowed else None
+        return _Row(job, StopCheck(engine.tokenizer, spec.until), generator, drafts, processors)
 
     def _join(self, cache: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> None:
         if not self.rows:
@@ -302,9 +321,19 @@ class _Batch:
         drafts = drafts or [[] for _ in rows]
         require_finite(logits[:, 0], "logits while generating")  # position 0 is a real token in every row
         chosen = logits.argmax(dim=-1)
+        # A row with processors (it has no drafts) chooses from its first position's logits as generate does:
+        # processed, given its own prompt and tokens.
+        scores = {
+            r: process_row(row.processors, self.jobs[row.job].prompt + row.tokens, logits[r, 0])
+            for r, row in enumerate(rows)
+            if row.processors is not None
+        }
+        for r, processed in scores.items():
+            chosen[r, 0] = processed.argmax()
         sampled = [r for r, row in enumerate(rows) if row.generator is not None]
         if sampled:  # each sampled row draws from its own generator, so its sample ignores its batch-mates
-            drawn = seeded_draws(logits[sampled, 0], [rows[r].generator for r in sampled])
+            row_scores = torch.stack([scores.get(r, logits[r, 0].float()) for r in sampled])
+            drawn = seeded_draws(row_scores, [rows[r].generator for r in sampled])
             for r, token in zip(sampled, drawn, strict=True):
                 chosen[r, 0] = token
         finished = []

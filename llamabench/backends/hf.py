@@ -16,6 +16,7 @@ from llamabench import __version__
 from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.batching import BatchPolicy, peak_memory
 from llamabench.backends.budget import BudgetInputs, budget_inputs, token_budget
+from llamabench.backends.checkpoint_generation import CheckpointGeneration
 from llamabench.backends.generation import ContinuousBatcher, GenerationJob
 from llamabench.backends.loading import KV_CACHES, check_device_map, load_model_and_tokenizer
 from llamabench.backends.model_source import fingerprint, pin, resolve_model
@@ -83,8 +84,14 @@ class HFBackend(Backend):
             self.policy = BatchPolicy(token_budget=token_budget(self.budget))
         else:
             self.policy = BatchPolicy(token_budget=0, max_items=int(batch_size))
+        self.generation_settings = CheckpointGeneration(getattr(model, "generation_config", None), model_id)
         self.engine = ContinuousBatcher(
-            model, tokenizer, eos_tokens=self.eos_tokens, pad_token=self.pad_token, device=self.device
+            model,
+            tokenizer,
+            eos_tokens=self.eos_tokens,
+            pad_token=self.pad_token,
+            device=self.device,
+            settings=self.generation_settings,
         )
 
     @classmethod
@@ -143,6 +150,7 @@ class HFBackend(Backend):
             "max_length": self.max_length,
             "kv_cache": self.kv_cache,
             "trust_remote_code": self.trust_remote_code,
+            "generation_settings": self.generation_settings.record(),
             "tokenizer": self.tokenizer_hash,
             "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
             "peak_memory": peak_memory(self.device),
@@ -170,6 +178,7 @@ class HFBackend(Backend):
                 self.kv_cache,
                 str(getattr(self.model.config, "_attn_implementation", None)),
                 f"eos={self.eos_tokens}",
+                f"generation={json.dumps(self.generation_settings.record(), sort_keys=True)}",
                 f"remote_code={self.trust_remote_code}",
                 f"torch={torch.__version__}",
                 f"transformers={transformers.__version__}",
@@ -254,7 +263,12 @@ class HFBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------------
 
+    def require_generation(self, task: str | None = None) -> None:
+        self.generation_settings.require(task)
+
     def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
+        if requests:
+            self.require_generation()
         jobs = [self._generation_job(request) for request in requests]
         results: list[str | None] = [None] * len(requests)
         with tqdm(
@@ -281,6 +295,8 @@ class HFBackend(Backend):
 
     def _generation_job(self, request: GenerationRequest) -> GenerationJob:
         require_prompt_room(request.max_new_tokens, self.max_length)
+        for what, text in [("prompt", request.prompt), *(("stop sequence", stop) for stop in request.until)]:
+            _require_text(text, what)
         prompt = self._encode(request.prompt)[-(self.max_length - request.max_new_tokens) :]
         seed = None if request.greedy else request.seed
         return GenerationJob(prompt, request.max_new_tokens, request.until, seed)
@@ -311,7 +327,20 @@ class HFBackend(Backend):
             eos_tokens=self.eos_tokens,
             pad_token=self.pad_token,
             stats=self.engine.stats,
+            settings=self.generation_settings,
         )
+
+
+def _require_text(text: str, what: str) -> None:
+    """Refuse a lone surrogate (from JSON escapes such as ``\\ud800``): no tokenizer encodes it, and the error
+    would otherwise come from deep inside one, or late, when the text is written, as if the disk had failed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LlamabenchError(
+            f"a generation {what} holds a lone surrogate (U+{ord(text[exc.start]):04X}, character {exc.start}), "
+            "which is not text; fix the data or task it came from"
+        ) from None
 
 
 def default_dtype(device: str) -> str:

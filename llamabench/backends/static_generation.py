@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from llamabench.backends.checkpoint_generation import OFF, CheckpointGeneration, RowProcessors, logits_device
 from llamabench.backends.finite import FiniteLogits
 from llamabench.backends.generation import GenerationJob, GenerationStats, seeded_draws
 from llamabench.backends.stops import StopCheck, cut_at_stop
@@ -17,9 +18,18 @@ from llamabench.errors import LlamabenchError
 
 @torch.inference_mode()
 def generate_static_batch(
-    model, tokenizer, jobs: Sequence[GenerationJob], *, eos_tokens: list[int], pad_token: int, stats: GenerationStats
+    model,
+    tokenizer,
+    jobs: Sequence[GenerationJob],
+    *,
+    eos_tokens: list[int],
+    pad_token: int,
+    stats: GenerationStats,
+    settings: CheckpointGeneration,
 ) -> list[str]:
-    """Generate ``jobs``, which share ``max_new``, ``until`` and greediness, as one left-padded batch."""
+    """Generate ``jobs``, which share ``max_new``, ``until`` and greediness, as one left-padded batch. The
+    checkpoint's honoured generation settings run per row (see checkpoint_generation), not inside ``generate``,
+    where some would count the padding."""
     prompts = [job.prompt for job in jobs]
     max_new, until, greedy = jobs[0].max_new, jobs[0].until, jobs[0].seed is None
     width = max(len(p) for p in prompts)
@@ -31,9 +41,14 @@ def generate_static_batch(
     stopping = StoppingCriteriaList([_StopSequences(tokenizer, until, width)]) if until else None
     # Sampling draws each row's tokens from that row's own generator, so a sample depends on its request's
     # seed only, not on the batch it lands in; transformers then keeps the drawn token by greedy selection.
-    # FiniteLogits first: it sees the model's own scores, before a sampler leaves one token possible.
-    sampler = LogitsProcessorList([FiniteLogits(), *([] if greedy else [SeededSampler([job.seed for job in jobs])])])
     device = model.get_input_embeddings().weight.device
+    rows = [settings.processors(len(job.prompt), job.max_new, eos_tokens, logits_device(model)) for job in jobs]
+    # FiniteLogits first: it sees the model's own scores, before a processor or a sampler changes them.
+    processors = LogitsProcessorList([FiniteLogits()])
+    if any(rows):
+        processors.append(RowProcessors(rows, [len(p) for p in prompts], width))
+    if not greedy:  # after the settings' processors, as generate puts a caller's after its own
+        processors.append(SeededSampler([job.seed for job in jobs]))
     output = model.generate(
         input_ids=input_ids.to(device),
         attention_mask=mask.to(device),
@@ -45,8 +60,9 @@ def generate_static_batch(
         pad_token_id=pad_token,
         cache_implementation="static",
         eos_token_id=eos_tokens,
-        logits_processor=sampler,
+        logits_processor=processors or None,
         stopping_criteria=stopping,
+        **OFF,
     )
     generated = output[:, width:].tolist()
     stats.forwards += len(generated[0])
