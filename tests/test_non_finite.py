@@ -135,3 +135,20 @@ def test_run_on_a_diverged_checkpoint_is_one_line_naming_model_and_task(tmp_path
     assert line.startswith("llamabench: error: model ") and "ckpt" in line and "task text:" in line
     assert "non-finite log-probabilities" in line and "diverged" in line
     assert not list((tmp_path / "runs").glob("*/results.csv"))  # no score was recorded
+
+
+def test_a_drafted_position_that_is_not_a_number_chooses_no_token(tiny_backend):
+    # "Hello, world. " makes this tiny model repeat "y", so its row drafts; here every position after the first
+    # of a pass is NaN, so a confirmed draft would hand the next position's argmax over NaNs on as a token.
+    backend = tiny_backend(batch_size=1)
+    forward = backend.model.forward
+
+    def nan_after_first_position(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        if output.logits.shape[1] > 1 and kwargs.get("past_key_values") is not None:
+            output.logits[:, 1:] = math.nan
+        return output
+
+    backend.model.forward = nan_after_first_position
+    with pytest.raises(LlamabenchError, match="non-finite"):
+        backend.generate([GenerationRequest("Hello, world. ", 60)])

@@ -319,7 +319,9 @@ class _Batch:
         self.engine.stats.row_steps += logits.shape[0] * logits.shape[1]
         rows = self.rows[first_row:]
         drafts = drafts or [[] for _ in rows]
-        require_finite(logits[:, 0], "logits while generating")  # position 0 is a real token in every row
+        # Which positions hold finite logits, read once: a row uses its position 0 and, past it, one position for
+        # each draft token it confirms; padding beside shorter drafts is never used, so it is not checked.
+        finite = logits.isfinite().all(dim=-1).tolist()
         chosen = logits.argmax(dim=-1)
         # A row with processors (it has no drafts) chooses from its first position's logits as generate does:
         # processed, given its own prompt and tokens.
@@ -339,6 +341,8 @@ class _Batch:
         finished = []
         for r, (row, draft, choices) in enumerate(zip(rows, drafts, chosen.tolist(), strict=True)):
             confirmed = next((i for i, token in enumerate(draft) if token != choices[i]), len(draft))
+            if not all(finite[r][: confirmed + 1]):
+                require_finite(logits[r, : confirmed + 1], "logits while generating")
             self.engine.stats.drafted += len(draft)
             self.engine.stats.accepted += confirmed
             if row.drafts is not None:
