@@ -216,9 +216,11 @@ class HFBackend(Backend):
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def _context_continuation_item(self, context: str, continuation: str) -> ScoreItem:
-        # As lm-eval: trailing spaces move to the continuation; the continuation's tokens are those the
-        # joint encoding adds after the context's, so merges across the boundary are scored as the model sees them.
-        stripped = context.rstrip(" ")
+        # As lm-eval: trailing whitespace (any, as str.rstrip: newlines and tabs too, not only spaces) moves to
+        # the continuation, whose log-likelihood then counts it, which changes acc_norm; the continuation's tokens
+        # are those the joint encoding adds after the context's, so merges across the boundary are scored as the
+        # model sees them.
+        stripped = context.rstrip()
         continuation = context[len(stripped) :] + continuation
         if not continuation:
             raise LlamabenchError("a loglikelihood request has an empty continuation; every choice needs text")
