@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError, nodes
@@ -88,8 +91,62 @@ def _printable(value):
     return value
 
 
+class TooMuchTextError(TemplateError):
+    """Rendering went past its budget of characters (see :func:`text_budget`)."""
+
+
+# Characters templates may still produce; a one-item list so that rendering can spend it. Without a budget set,
+# one expression may still not build more than ``_UNBUDGETED_ROOM`` characters (``"x" * 10 ** 12``).
+_BUDGET: ContextVar[list[int] | None] = ContextVar("template_text_budget", default=None)
+_UNBUDGETED_ROOM = 1 << 26
+
+
+@contextmanager
+def text_budget(chars: int) -> Iterator[None]:
+    """Within the block, everything :func:`render` and :func:`render_list` produce (and what :func:`spend`
+    records) may total at most ``chars`` characters; past it they raise :class:`TooMuchTextError`, as soon as
+    the text is produced, not after it has filled the memory."""
+    token = _BUDGET.set([chars])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def spend(chars: int) -> None:
+    """Count ``chars`` characters against the current budget (none set: nothing to count)."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget[0] -= chars
+        if budget[0] < 0:
+            raise TooMuchTextError("the rendered text passes its budget")
+
+
+def _room() -> int:
+    budget = _BUDGET.get()
+    return _UNBUDGETED_ROOM if budget is None else budget[0]
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with ``*`` refusing to build text or a list longer than the budget has room for (``text *
+    10 ** 9`` would fill the memory in one step, before any streaming check could see it) and ``**`` refusing
+    numbers of unbounded size."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator: str, left, right):
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, str | list | tuple) and isinstance(count, int):
+                    if len(sequence) * count > _room():
+                        raise TooMuchTextError(f"'*' repeats {len(sequence)} items {count} times")
+        if operator == "**" and isinstance(right, int) and isinstance(left, int) and abs(right) > 4096:
+            raise TooMuchTextError(f"'**' with an exponent of {right}")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_printable)
+    env = _BoundedSandbox(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_printable)
     env.filters["wikitext_detokenize"] = wikitext_detokenize
     return env
 
@@ -128,7 +185,13 @@ def _single_expression(source: str):
 def render(source: str, doc: dict) -> str:
     """Render ``source`` against one document; a missing field raises :class:`UndefinedError`, a null one
     :class:`NullValueError`."""
-    return compile_template(source).render(**_nulls_marked(doc))
+    template = compile_template(source)
+    pieces = []
+    # Streamed and counted piece by piece: a loop that multiplies text stops at its budget, not at the memory's.
+    for piece in template.generate(**_nulls_marked(doc)):
+        spend(len(piece))
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 def render_list(sources: str | list[str], doc: dict) -> list[str]:
@@ -151,9 +214,9 @@ def render_list(sources: str | list[str], doc: dict) -> list[str]:
     value = expression(**_nulls_marked(doc))
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
-    if isinstance(value, list | tuple):
-        return [_list_item(item) for item in value]
-    return [str(_printable(value))]  # what rendering the template prints, without evaluating it a second time
+    items = [_list_item(item) for item in value] if isinstance(value, list | tuple) else [str(_printable(value))]
+    spend(sum(map(len, items)))
+    return items  # what rendering the template prints, without evaluating it a second time
 
 
 def _list_item(item) -> str:
@@ -166,4 +229,13 @@ def _list_item(item) -> str:
     raise TypeError(f"a list item is a {type(item).__name__} ({item!r}), not text")
 
 
-__all__ = ["NullValueError", "UndefinedError", "render", "render_list", "wikitext_detokenize"]
+__all__ = [
+    "NullValueError",
+    "TooMuchTextError",
+    "UndefinedError",
+    "render",
+    "render_list",
+    "spend",
+    "text_budget",
+    "wikitext_detokenize",
+]
