@@ -187,7 +187,7 @@ TASK_SCHEMA: dict[str, Any] = {
     "dataset": {
         "local": TEXT,
         "format": TEXT,
-        "separator": TEXT,
+        "separator": _Type(lambda v: _text(v) and bool(v), "a non-empty string"),
         "hub": {"path": TEXT, "name": TEXT, "split": TEXT},
     },
     "prompt": TEXT,
@@ -217,7 +217,7 @@ def check_schema(raw: dict, schema: dict[str, Any], origin: str, prefix: str = "
     for key, value in raw.items():
         path, expected = prefix + str(key), schema[key]
         if value is None:
-            raise LlamabenchError(f"{origin}: '{path}' has no value (null); give it one or remove the key")
+            raise LlamabenchError(f"{origin}: {path} has no value (null); give it one or remove the key")
         if isinstance(expected, dict):
             if not isinstance(value, dict):
                 raise _wrong_type(origin, path, "a mapping of keys to values", value)
@@ -228,7 +228,7 @@ def check_schema(raw: dict, schema: dict[str, Any], origin: str, prefix: str = "
         for text in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
             if isinstance(text, str) and (bad := _SURROGATE.search(text)):
                 raise LlamabenchError(
-                    f"{origin}: '{path}' holds a lone surrogate (U+{ord(bad.group()):04X}), which is not text; "
+                    f"{origin}: {path} holds a lone surrogate (U+{ord(bad.group()):04X}), which is not text; "
                     "remove the \\u escape"
                 )
 
@@ -236,7 +236,7 @@ def check_schema(raw: dict, schema: dict[str, Any], origin: str, prefix: str = "
 def _wrong_type(origin: str, path: str, expected: str, value: Any) -> LlamabenchError:
     shown = repr(value)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    return LlamabenchError(f"{origin}: '{path}' must be {expected}, not {type(value).__name__} {shown}")
+    return LlamabenchError(f"{origin}: {path} must be {expected}, not {type(value).__name__} {shown}")
 
 
 def _whole(value: Any, minimum: int) -> bool:
