@@ -186,6 +186,15 @@ def test_a_template_that_multiplies_text_is_refused_naming_the_task_and_document
     for prompt in [
         "{{ text * 100000000 }}",
         "{% for i in range(100000) %}{% for j in range(100000) %}{{ text }}{% endfor %}{% endfor %}",
+        # Found by attacking the bound: one step that builds the text before any streaming check sees it.
+        "{{ text.center(10 ** 10) }}",
+        "{{ '%*s' % (10 ** 10, text) }}",
+        "{{ '{:>10000000000}'.format(text) }}",
+        "{{ text | center(10 ** 10) }}",
+        "{{ text | indent(10 ** 10) }}",
+        "{{ '%*s' | format(10 ** 10, text) }}",
+        "{{ text.replace('a', text * 1000).replace('a', text * 1000).replace('a', text * 1000) }}",
+        "{{ text | replace('', text) | replace('', text) | replace('', text) }}",
     ]:
         spec = parse_task({**BASE, "prompt": prompt}, "t.yaml")
         with pytest.raises(LlamabenchError) as info:

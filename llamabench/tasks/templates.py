@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterator
@@ -127,27 +128,94 @@ def _room() -> int:
     return _UNBUDGETED_ROOM if budget is None else budget[0]
 
 
-class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with ``*`` refusing to build text or a list longer than the budget has room for (``text *
-    10 ** 9`` would fill the memory in one step, before any streaming check could see it) and ``**`` refusing
-    numbers of unbounded size."""
+def _check_room(chars: int, what: str) -> None:
+    if chars > _room():
+        raise TooMuchTextError(f"{what} would build {chars} characters")
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _ints(values) -> list[int]:
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+
+def _replaced_size(text, old, new) -> int:
+    """At most how long ``text.replace(old, new)`` is (an empty ``old`` inserts ``new`` between all characters)."""
+    if not (isinstance(text, str) and isinstance(old, str) and isinstance(new, str)):
+        return 0
+    count = len(text) + 1 if not old else text.count(old)
+    return len(text) + count * len(new)
+
+
+# str methods that build text whose length a width argument sets.
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, refusing a single step that would build more text than the budget has room for, before it
+    fills the memory (streaming catches only what is printed, after each step): ``text * 10 ** 9``, ``"%*s" %
+    (10 ** 9, "")``, ``text.center(10 ** 9)``, chained ``replace``; and ``**`` of unbounded size."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context, operator: str, left, right):
         if operator == "*":
             for sequence, count in ((left, right), (right, left)):
                 if isinstance(sequence, str | list | tuple) and isinstance(count, int):
-                    if len(sequence) * count > _room():
-                        raise TooMuchTextError(f"'*' repeats {len(sequence)} items {count} times")
+                    _check_room(len(sequence) * count, "'*'")
         if operator == "**" and isinstance(right, int) and isinstance(left, int) and abs(right) > 4096:
             raise TooMuchTextError(f"'**' with an exponent of {right}")
+        if operator == "%" and isinstance(left, str):
+            for width in _ints(right if isinstance(right, tuple) else [right]):
+                _check_room(width, "'%' formatting")
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805  (Jinja's own signature)
+        # The sandbox hands out str.format wrapped; the wrapper keeps the method as __wrapped__.
+        method = getattr(__obj, "__wrapped__", __obj)
+        owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
+        if isinstance(owner, str):
+            if name in _WIDTH_METHODS:
+                for width in _ints([*args, *kwargs.values()]):
+                    _check_room(width, f"str.{name}")
+            if name == "replace" and len(args) >= 2:
+                _check_room(_replaced_size(owner, args[0], args[1]), "str.replace")
+            if name in ("format", "format_map"):  # a width in the format string: "{:>1000000000}"
+                _check_room(max(map(int, re.findall(r"\d+", owner)), default=0), f"str.{name}")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _bounded_filter(name: str, size):
+    """Jinja's filter ``name``, refusing first when ``size(*args)`` says its result would not fit the budget."""
+    original = _FILTERS[name]
+    passes_context = getattr(original, "jinja_pass_arg", None) is not None  # e.g. replace takes the eval context
+
+    @functools.wraps(original)  # keeps the mark that makes Jinja pass that context
+    def bounded(*args, **kwargs):
+        _check_room(size(*args[passes_context:], **kwargs), f"the {name} filter")
+        return original(*args, **kwargs)
+
+    return bounded
+
+
+def _indented_size(text="", width=4, *args, **kwargs) -> int:
+    width = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+    return len(str(text)) + (str(text).count("\n") + 1) * width
+
+
+from jinja2.filters import FILTERS as _FILTERS  # noqa: E402  (beside its only use)
+
+_SIZED_FILTERS = {
+    "replace": lambda text="", old="", new="", *args, **kwargs: _replaced_size(str(text), old, new),
+    "center": lambda text="", width=80, *args, **kwargs: width if isinstance(width, int) else 0,
+    "indent": _indented_size,
+    "format": lambda text="", *args, **kwargs: max(_ints([*args, *kwargs.values()]), default=0),
+}
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
     env = _BoundedSandbox(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_printable)
     env.filters["wikitext_detokenize"] = wikitext_detokenize
+    for name, size in _SIZED_FILTERS.items():
+        env.filters[name] = _bounded_filter(name, size)
     return env
 
 
