@@ -222,3 +222,21 @@ def test_ordinary_long_documents_and_few_shot_prompts_still_render():
     assert len(built.prompt) == 3_000_006
     docs = [{"text": f"question {i} " * 50} for i in range(30)]
     assert len(build_requests(spec, docs, num_fewshot=25)) == 30
+
+
+def test_a_key_written_twice_is_refused_but_a_merge_may_override(tmp_path):
+    file = tmp_path / "t.yaml"
+    file.write_text(GOOD.format(name="t") + "prompt: '{{ other }}'\n")
+    with pytest.raises(LlamabenchError, match=r"key 'prompt' given twice \(line 6\)"):
+        load_task_file(file)
+    file.write_text("base: &b {max_new_tokens: 5, greedy: true}\n")  # a merge, then one key of it overridden
+    raw = "name: t\nkind: generate\ndataset: {local: d.jsonl}\nprompt: x\ntarget: y\nmetrics: [exact_match]\n"
+    file.write_text(raw + "generation: {<<: {max_new_tokens: 5, greedy: true}, max_new_tokens: 7}\n")
+    assert load_task_file(file).generation.max_new_tokens == 7
+
+
+def test_keys_that_are_not_text_are_named_as_unknown(tmp_path):
+    file = tmp_path / "t.yaml"
+    file.write_text(GOOD.format(name="t") + "1: x\n~: y\n")
+    with pytest.raises(LlamabenchError, match="unknown key"):
+        load_task_file(file)

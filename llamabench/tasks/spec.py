@@ -264,9 +264,24 @@ class _TooLarge(Exception):
     """Raised by :class:`_BoundedLoader` when aliases expand a document past one of the bounds (the message)."""
 
 
+class _DuplicateKey(Exception):
+    """Raised by :class:`_BoundedLoader` for a mapping that gives one key twice (the message: key and line)."""
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """The safe loader, refusing a document whose values, with every alias expanded, exceed ``MAX_TASK_NODES``
-    values or ``MAX_TASK_CHARS`` characters of text."""
+    values or ``MAX_TASK_CHARS`` characters of text, and a mapping that gives one key twice (PyYAML would keep the
+    last silently: two `prompt:` lines would score with whichever came second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            # Keys a merge (<<: *base) brings in may be overridden: only a key written twice is ambiguous.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise _DuplicateKey(f"key '{key_node.value}' given twice (line {key_node.start_mark.line + 1})")
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
 
     def get_single_node(self) -> yaml.Node | None:
         node = super().get_single_node()
@@ -309,6 +324,8 @@ def load_task_file(path: Path) -> TaskSpec:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)  # a SafeLoader: runs no code
     except RecursionError:  # the YAML composer recurses once per nesting level
         raise LlamabenchError(f"task file {path} nests its values too deeply to read; flatten them") from None
+    except _DuplicateKey as exc:
+        raise LlamabenchError(f"task file {path}: {exc}; keep one") from None
     except _TooLarge as exc:
         raise LlamabenchError(
             f"task file {path}: its YAML aliases expand to {exc}; write the values out instead of repeating "
@@ -385,7 +402,7 @@ def _parse_generation(raw: dict, origin: str) -> GenerationSettings:
 
 
 def _reject_unknown(raw: dict, known: set[str], origin: str) -> None:
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(str(key) for key in set(raw) - known)  # YAML keys may be numbers, null or lists
     if unknown:
         raise LlamabenchError(
             f"{origin}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(sorted(known))}"
