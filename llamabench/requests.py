@@ -204,9 +204,9 @@ def fewshot_indices(task: str, doc: dict, index: int, pool: list[dict], shots: i
     The generator is seeded per document (``seed``, task, index), so a document's examples do not depend on the
     documents before it or on ``--limit``."""
     rng = random.Random(f"{seed}:{task}:{index}")
-    picked = [i for i in rng.sample(range(len(pool)), shots + 1) if pool[i] != doc][:shots]
+    picked = [i for i in rng.sample(range(len(pool)), shots + 1) if not _same(pool[i], doc)][:shots]
     if len(picked) < shots:
-        others = [i for i in range(len(pool)) if pool[i] != doc]
+        others = [i for i in range(len(pool)) if not _same(pool[i], doc)]
         if len(others) < shots:
             raise LlamabenchError(
                 f"task {task}: document {index} has {len(others)} other documents to draw {shots} few-shot "
@@ -214,6 +214,11 @@ def fewshot_indices(task: str, doc: dict, index: int, pool: list[dict], shots: i
             )
         picked = rng.sample(others, shots)
     return picked
+
+
+def _same(example: dict, doc: dict) -> bool:
+    """The same document: the object itself or an equal one (lm-eval's test is equality alone)."""
+    return example is doc or example == doc
 
 
 def _fewshot_prefix(spec: TaskSpec, kind: TaskKind, pool: list[dict], picked: list[int]) -> str:

@@ -240,3 +240,13 @@ def test_keys_that_are_not_text_are_named_as_unknown(tmp_path):
     file.write_text(GOOD.format(name="t") + "1: x\n~: y\n")
     with pytest.raises(LlamabenchError, match="unknown key"):
         load_task_file(file)
+
+
+def test_a_template_rendering_a_lone_surrogate_is_refused_before_the_model_loads():
+    """Found by attacking the data check: a Jinja string literal's escape makes the surrogate, not the data."""
+    from llamabench.requests import build_requests
+    from llamabench.tasks.spec import parse_task
+
+    spec = parse_task({**BASE, "prompt": '{{ text }}{{ "\\ud800" }}'}, "t.yaml")
+    with pytest.raises(LlamabenchError, match="task t: a template fails on document 0.*lone surrogate"):
+        build_requests(spec, [{"text": "a"}])

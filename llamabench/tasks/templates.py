@@ -92,6 +92,13 @@ def _printable(value):
     return value
 
 
+class NotTextError(TemplateError):
+    """A template rendered a lone surrogate: no character, so no tokenizer or file could take the prompt."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class TooMuchTextError(TemplateError):
     """Rendering went past its budget of characters (see :func:`text_budget`)."""
 
@@ -258,6 +265,8 @@ def render(source: str, doc: dict) -> str:
     # Streamed and counted piece by piece: a loop that multiplies text stops at its budget, not at the memory's.
     for piece in template.generate(**_nulls_marked(doc)):
         spend(len(piece))
+        if _SURROGATE.search(piece):  # e.g. a "\\ud800" escape in a template's string literal
+            raise NotTextError("a template renders a lone surrogate (an unpaired \\ud800-\\udfff), which is not text")
         pieces.append(piece)
     return "".join(pieces)
 
