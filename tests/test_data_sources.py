@@ -231,3 +231,15 @@ def test_data_files_are_still_read_in_sorted_order(tmp_path):
         (tmp_path / name).write_text(name + "\n")
     assert [doc["doc_id"] for doc in load(tmp_path, ".", "lines")] == ["a.txt:1", "b.txt:1", "c/d.txt:1"]
     assert json.dumps([doc["text"] for doc in load(tmp_path, "*.txt", "lines")]) == '["a.txt", "b.txt"]'
+
+
+@pytest.mark.parametrize("reader", ["json", "csv", "text", "parquet"])
+def test_a_hub_path_naming_a_datasets_file_reader_is_refused(tmp_path, monkeypatch, reader):
+    """`load_dataset("json", split="test")` with no data files reads the working directory's `test.jsonl`."""
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "test.jsonl").write_text('{"text": "secret from the working directory"}\n')
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    with pytest.raises(LlamabenchError) as info:
+        load_documents(DatasetSource(hub_path=reader), "my_task", tmp_path / "data")
+    assert f"dataset.hub.path {reader}" in str(info.value) and "--data-dir" in str(info.value)

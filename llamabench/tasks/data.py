@@ -201,18 +201,37 @@ def _check_inside(path: Path, data_dir: Path, label: str, task_name: str, allow_
 
 
 def _check_hub_path(hub_path: str, task_name: str, data_dir: Path | None, allow_outside: bool) -> None:
-    """``datasets.load_dataset`` reads a ``path`` that exists on the disk (relative to the working directory) as a
-    local dataset: such a path is data like ``dataset.local`` and must stay inside ``--data-dir``."""
-    local = Path(hub_path)
-    if allow_outside or not local.exists():
+    """``datasets.load_dataset`` reads some ``path`` values from the disk, not the hub: a path that exists
+    (relative to the working directory), and the name of one of its file readers (``json``, ``csv``, ``text``,
+    ``parquet``...), which with no data files given reads the matching files of the working directory. Such a
+    source is data like ``dataset.local`` and must stay inside ``--data-dir``."""
+    if allow_outside:
         return
     label = f"dataset.hub.path {hub_path}"
+    if hub_path in _file_readers():
+        raise LlamabenchError(
+            f"task {task_name}: {label} is a datasets file reader, which would read files from the working "
+            "directory; give local data as dataset.local under --data-dir (format: json or jsonl), or pass "
+            "--allow-data-outside to read it anyway"
+        )
+    local = Path(hub_path)
+    if not local.exists():
+        return
     if data_dir is None:
         raise LlamabenchError(
             f"task {task_name}: {label} names a local folder or file, not a hub dataset; put local data under "
             "--data-dir and name it with dataset.local, or pass --allow-data-outside to read it anyway"
         )
     _check_inside(local.resolve(), Path(data_dir).resolve(), label, task_name, allow_outside)
+
+
+def _file_readers() -> frozenset[str]:
+    """The ``datasets`` builders that read local files (``json``, ``csv``, ``text``, ...); none without it."""
+    try:
+        from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+    except ImportError:  # no datasets (or another layout): the load below reports what is missing
+        return frozenset({"arrow", "csv", "json", "pandas", "parquet", "text", "webdataset", "xml"})
+    return frozenset(_PACKAGED_DATASETS_MODULES)
 
 
 def _load_hub(source, task_name: str) -> list[dict]:
