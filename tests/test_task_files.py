@@ -250,3 +250,11 @@ def test_a_template_rendering_a_lone_surrogate_is_refused_before_the_model_loads
     spec = parse_task({**BASE, "prompt": '{{ text }}{{ "\\ud800" }}'}, "t.yaml")
     with pytest.raises(LlamabenchError, match="task t: a template fails on document 0.*lone surrogate"):
         build_requests(spec, [{"text": "a"}])
+
+
+def test_task_file_suffixes_in_any_case_are_read_and_a_missing_tasks_folder_gives_none(tmp_path):
+    from llamabench.tasks import registry
+
+    (tmp_path / "upper.YML").write_text(GOOD.format(name="upper"))
+    (tmp_path / "notes.txt").write_text("not a task")
+    assert sorted(registry.discover([tmp_path, tmp_path / "missing"])) == ["upper"]

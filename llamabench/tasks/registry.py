@@ -60,8 +60,10 @@ class Catalogue:
 
 
 def task_files(folder: Path) -> list[Path]:
-    """The task files of ``folder``, in name order."""
-    return sorted(path for path in Path(folder).iterdir() if path.suffix in TASK_FILE_SUFFIXES and path.is_file())
+    """The task files of ``folder``, in name order (none when it is not a folder: a stale LLAMABENCH_TASKS entry)."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in TASK_FILE_SUFFIXES and p.is_file())
 
 
 def scan(dirs: Sequence[Path]) -> Catalogue:
