@@ -152,6 +152,10 @@ def _replaced_size(text, old, new) -> int:
     return len(text) + count * len(new)
 
 
+# Widths written in a format string: "%1000000000s" and "{:>1000000000}" (not other numbers in the text).
+_PERCENT_WIDTH = re.compile(r"%[-+ #0]*(\d+)")
+_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}\d]*(\d+)[^{}]*\}")
+
 # str methods that build text whose length a width argument sets.
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 
@@ -171,8 +175,10 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         if operator == "**" and isinstance(right, int) and isinstance(left, int) and abs(right) > 4096:
             raise TooMuchTextError(f"'**' with an exponent of {right}")
         if operator == "%" and isinstance(left, str):
-            for width in _ints(right if isinstance(right, tuple) else [right]):
-                _check_room(width, "'%' formatting")
+            widths = [int(width) for width in _PERCENT_WIDTH.findall(left)]
+            if "*" in left:  # widths taken from the arguments
+                widths += _ints(right if isinstance(right, tuple) else [right])
+            _check_room(max(widths, default=0), "'%' formatting")
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805  (Jinja's own signature)
@@ -185,8 +191,8 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                     _check_room(width, f"str.{name}")
             if name == "replace" and len(args) >= 2:
                 _check_room(_replaced_size(owner, args[0], args[1]), "str.replace")
-            if name in ("format", "format_map"):  # a width in the format string: "{:>1000000000}"
-                _check_room(max(map(int, re.findall(r"\d+", owner)), default=0), f"str.{name}")
+            if name in ("format", "format_map"):  # a width in a replacement field: "{:>1000000000}"
+                _check_room(max(map(int, _FORMAT_WIDTH.findall(owner)), default=0), f"str.{name}")
         return super().call(__context, __obj, *args, **kwargs)
 
 
