@@ -223,7 +223,8 @@ def test_ordinary_long_documents_and_few_shot_prompts_still_render():
     docs = [{"text": f"question {i} " * 50} for i in range(30)]
     assert len(build_requests(spec, docs, num_fewshot=25)) == 30
     # Large numbers in the data or the text are not widths.
-    spec = parse_task({**BASE, "prompt": "{{ '%d in 2024000000' % n }} {{ '{} of 3000000000 {:>3}'.format(n, text) }}"}, "t")
+    prompt = "{{ '%d in 2024000000' % n }} {{ '{} of 3000000000 {:>3}'.format(n, text) }}"
+    spec = parse_task({**BASE, "prompt": prompt}, "t")
     (built,) = build_requests(spec, [{"text": "ab", "n": 5_000_000_000}])
     assert built.prompt == "5000000000 in 2024000000 5000000000 of 3000000000  ab"
 
