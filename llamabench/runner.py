@@ -90,15 +90,18 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
     """Resolve tasks and load their documents; done before the model loads so data errors come first."""
     config.validate()
     specs = registry.resolve(config.tasks, registry.task_dirs(config.tasks_dirs))
-    sources = [(spec, config.data_dir, config.allow_data_outside) for spec in specs]
+    sources = [(spec, config.data_dir, config.allow_data_outside, "dataset.local") for spec in specs]
     # --text paths are the user's own, given on the command line: read relative to the working directory, anywhere.
-    sources += [(text_task(path, config.text_format, config.text_word_rule), Path.cwd(), True) for path in config.texts]
-    names = [spec.name for spec, _, _ in sources]
+    sources += [
+        (text_task(path, config.text_format, config.text_word_rule), Path.cwd(), True, "--text")
+        for path in config.texts
+    ]
+    names = [spec.name for spec, *_ in sources]
     if len(set(names)) < len(names):
         raise LlamabenchError(f"two tasks of this run share a name ({', '.join(names)}); give each --text once")
     prepared = []
-    for spec, data_dir, allow_outside in sources:
-        pool = load_documents(spec.dataset, spec.name, data_dir, allow_outside=allow_outside)
+    for spec, data_dir, allow_outside, named_by in sources:
+        pool = load_documents(spec.dataset, spec.name, data_dir, allow_outside=allow_outside, named_by=named_by)
         docs = pool[: config.limit]
         built = build_requests(spec, docs, num_fewshot=config.num_fewshot, fewshot_pool=pool, seed=config.seed)
         requests = [doc for doc in built if spec.task_kind.scorable(doc)]

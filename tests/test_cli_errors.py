@@ -68,7 +68,7 @@ def test_directory_that_is_not_a_model(capsys, workspace):
 
 def test_malformed_yaml(capsys, workspace):
     (workspace / "tasks" / "broken.yaml").write_text("name: broken\nkind: [generate\n")
-    err = run_cli(capsys, workspace, "--tasks", "tiny_qa")
+    err = run_cli(capsys, workspace, "--tasks", "broken")  # asking for another task only warns (test_task_files.py)
     assert "broken.yaml is not valid YAML at line" in err
 
 
@@ -109,7 +109,7 @@ def test_empty_data_file(capsys, workspace):
 def test_task_yaml_cannot_run_code(capsys, workspace, tmp_path):
     marker = tmp_path / "pwned"
     (workspace / "tasks" / "evil.yaml").write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\n')
-    assert "evil.yaml is not valid YAML" in run_cli(capsys, workspace, "--tasks", "tiny_qa")
+    assert "evil.yaml is not valid YAML" in run_cli(capsys, workspace, "--tasks", "evil")
     assert not marker.exists()
 
 

@@ -128,9 +128,9 @@ def test_terminal_tables_show_escapes_not_control_sequences(tmp_path, capsys):
 def test_a_task_named_with_control_characters_is_refused_in_escaped_words(tmp_path, capsys):
     task = 'name: "evil\\e[2J"\nkind: loglikelihood_rolling\ndataset: {local: x.jsonl}\nprompt: "{{ text }}"\n'
     (tmp_path / "evil.yaml").write_text(task + "metrics: [word_perplexity]\n")
-    assert main(["tasks", "--tasks-dir", str(tmp_path)]) == 2
+    assert main(["tasks", "--tasks-dir", str(tmp_path)]) == 0  # the file is skipped with a warning, escaped
     err = capsys.readouterr().err
-    assert "\x1b" not in err and "name 'evil\\x1b[2J' must be text of 1 to 100" in err
+    assert "\x1b" not in err and "name must be text of 1 to 100" in err and "'evil\\x1b[2J'" in err
 
 
 def test_documented_examples_hold():

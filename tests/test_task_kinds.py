@@ -154,7 +154,7 @@ def test_a_backend_returning_the_wrong_number_of_results_is_an_error(change, ret
 def test_task_validation_lists_the_registered_kinds():
     assert list(KINDS) == ["loglikelihood_rolling", "generate", "multiple_choice"]
     raw = yaml.safe_load("name: t\nkind: [generate]\ndataset: {local: t.jsonl}\nprompt: x\nmetrics: [f1]")
-    with pytest.raises(LlamabenchError, match="is not one of loglikelihood_rolling, generate, multiple_choice"):
+    with pytest.raises(LlamabenchError, match="kind must be one of loglikelihood_rolling, generate, multiple_choice"):
         parse_task(raw, "test.yaml")
     with pytest.raises(LlamabenchError, match="kind 'multiple_choice' needs the key 'choices'"):
         parse_task({**raw, "kind": "multiple_choice", "metrics": ["acc"]}, "test.yaml")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,37 +87,28 @@ class TaskSpec:
         return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-_TOP_KEYS = {f.name for f in fields(TaskSpec)}
 # Task names become file names and table keys: no separators, no prefixes such as ``lm_eval:``.
 _TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
-_DATASET_KEYS = {"local", "format", "hub", "separator"}
-_HUB_KEYS = {"path", "name", "split"}
-_GENERATION_KEYS = {f.name for f in fields(GenerationSettings)}
 
 
 def parse_task(raw: Any, origin: str) -> TaskSpec:
     """Validate a YAML mapping and build the :class:`TaskSpec`; errors name ``origin`` and the bad key."""
     if not isinstance(raw, dict):
         raise LlamabenchError(f"{origin}: a task file must be a YAML mapping of keys to values")
-    _reject_unknown(raw, _TOP_KEYS, origin)
+    check_schema(raw, TASK_SCHEMA, origin)
     for key in ("name", "kind", "dataset", "prompt", "metrics"):
         if key not in raw:
             raise LlamabenchError(f"{origin}: missing required key '{key}'")
-    for key, value in [("name", raw["name"])] + [("aliases", alias) for alias in _as_list(raw.get("aliases"))]:
-        if not isinstance(value, str) or not _TASK_NAME.match(value):
-            raise LlamabenchError(
-                f"{origin}: {key} {value!r} must be text of 1 to 100 letters, digits and . _ + - "
-                "(starting with a letter or digit)"
-            )
     kind = raw["kind"]
-    if not isinstance(kind, str) or kind not in KINDS:  # a YAML list or mapping cannot key the registry
-        raise LlamabenchError(f"{origin}: kind '{kind}' is not one of {', '.join(KINDS)}")
     for key in KINDS[kind].required_keys:
         if raw.get(key) is None:
             raise LlamabenchError(f"{origin}: kind '{kind}' needs the key '{key}'")
     metrics = raw["metrics"]
-    if isinstance(metrics, str) or not metrics:
+    if not metrics:
         raise LlamabenchError(f"{origin}: 'metrics' must be a non-empty list of metric names")
+    twice = sorted({metric for metric in metrics if metrics.count(metric) > 1})
+    if twice:  # a metric listed twice would be two rows of one number, weighing double in any summary
+        raise LlamabenchError(f"{origin}: metric(s) {', '.join(twice)} listed twice in 'metrics'; list each once")
     for metric in metrics:
         try:
             kinds = get_metric(metric).kinds
@@ -127,11 +120,6 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
                 f"{origin}: metric '{metric}' scores {' or '.join(kinds)} tasks, not kind '{kind}'; "
                 f"metrics for '{kind}': {', '.join(fitting)}"
             )
-    _check_types(raw, origin)
-    if not _whole(raw.get("num_fewshot", 0), 0):
-        raise LlamabenchError(f"{origin}: 'num_fewshot' must be a whole number >= 0")
-    if raw.get("stride") is not None and not _whole(raw["stride"], 1):
-        raise LlamabenchError(f"{origin}: 'stride' must be a positive whole number of tokens")
     if raw.get("word_rule", TaskSpec.word_rule) not in WORD_RULES:
         raise LlamabenchError(f"{origin}: 'word_rule' must be one of {', '.join(WORD_RULES)}")
     dataset = _parse_dataset(raw["dataset"], origin)
@@ -154,33 +142,106 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
     )
 
 
-# The type each text-or-flag key must have: YAML would happily give a task `greedy: "false"` (a true string)
-# or `prompt: 12`, which must not be read as something else.
-_TEXT_KEYS = ("prompt", "units", "doc_id", "label", "description", "fewshot_delimiter", "target_delimiter")
-_LIST_KEYS = ("target", "choices")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _check_types(raw: dict, origin: str) -> None:
-    for key in _TEXT_KEYS:
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise LlamabenchError(f"{origin}: '{key}' must be text (a template), not {type(raw[key]).__name__}")
-    for key in _LIST_KEYS:
-        value = raw.get(key)
-        if value is not None and not (isinstance(value, str) or _texts(value)):
-            raise LlamabenchError(f"{origin}: '{key}' must be a template or a list of templates")
-    if not isinstance(raw.get("chat_template", False), bool):
-        raise LlamabenchError(f"{origin}: 'chat_template' must be true or false")
-    if isinstance(raw.get("version"), bool) or not isinstance(raw.get("version", "1"), str | int):
-        raise LlamabenchError(f"{origin}: 'version' must be text or a number")
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _texts(value: Any) -> bool:
+    """A non-empty list of text."""
+    return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
+
+
+@dataclass(frozen=True)
+class _Type:
+    """What one key's value must be: ``check`` says whether it is, ``expected`` says it in words."""
+
+    check: Callable[[Any], bool]
+    expected: str
+
+
+TEXT = _Type(_text, "text")
+_NAME_RULE = "text of 1 to 100 letters, digits and . _ + - (starting with a letter or digit)"
+NAME = _Type(lambda v: _text(v) and bool(_TASK_NAME.match(v)), _NAME_RULE)
+NAMES = _Type(lambda v: NAME.check(v) or (isinstance(v, list) and all(map(NAME.check, v))), f"{_NAME_RULE}, or a list")
+TEXTS = _Type(lambda v: _text(v) or _texts(v), "text or a non-empty list of text")
+TEMPLATES = _Type(TEXTS.check, "a template (text) or a non-empty list of templates")
+STOPS = _Type(lambda v: _text(v) or v == [] or _texts(v), "text or a list of text ([] for none)")
+FLAG = _Type(lambda v: isinstance(v, bool), "true or false")
+TEXT_OR_NUMBER = _Type(lambda v: isinstance(v, str | int | float) and not isinstance(v, bool), "text or a number")
+
+
+def _whole_from(minimum: int) -> _Type:
+    return _Type(lambda v: _whole(v, minimum), f"a whole number >= {minimum}")
+
+
+# Every key a task file may hold and the type of its value; a nested dict is a mapping of its own keys. A key
+# with no value (null) is refused: `until:` left empty might mean "no stop strings" or "the default". Every
+# key is checked here, before any other rule reads a value, so a wrong type is one line naming the key
+# instead of a crash deep inside.
+TASK_SCHEMA: dict[str, Any] = {
+    "name": NAME,
+    "kind": _Type(lambda v: _text(v) and v in KINDS, f"one of {', '.join(KINDS)}"),
+    "dataset": {
+        "local": TEXT,
+        "format": TEXT,
+        "separator": _Type(lambda v: _text(v) and bool(v), "a non-empty string"),
+        "hub": {"path": TEXT, "name": TEXT, "split": TEXT},
+    },
+    "prompt": TEXT,
+    "metrics": _Type(_texts, "a list of metric names (text, at least one)"),
+    "version": TEXT_OR_NUMBER,
+    "description": TEXT,
+    "aliases": NAMES,
+    "doc_id": TEXT,
+    "units": TEXT,
+    "target": TEMPLATES,
+    "choices": TEMPLATES,
+    "label": TEXT,
+    "generation": {"max_new_tokens": _whole_from(1), "until": STOPS, "greedy": FLAG},
+    "num_fewshot": _whole_from(0),
+    "fewshot_delimiter": TEXT,
+    "target_delimiter": TEXT,
+    "stride": _whole_from(1),
+    "chat_template": FLAG,
+    "word_rule": TEXT,
+}
+
+
+def check_schema(raw: dict, schema: dict[str, Any], origin: str, prefix: str = "") -> None:
+    """Refuse unknown keys and values of the wrong type anywhere under ``raw``, naming the key as a dotted path
+    (``dataset.hub.path``), what it holds and what it must hold; text must be valid Unicode (no lone surrogate)."""
+    _reject_unknown(raw, set(schema), f"{origin}: {prefix.rstrip('.')}" if prefix else origin)
+    for key, value in raw.items():
+        path, expected = prefix + str(key), schema[key]
+        if value is None:
+            raise LlamabenchError(f"{origin}: {path} has no value (null); give it one or remove the key")
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise _wrong_type(origin, path, "a mapping of keys to values", value)
+            check_schema(value, expected, origin, path + ".")
+            continue
+        if not expected.check(value):
+            raise _wrong_type(origin, path, expected.expected, value)
+        for text in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+            if isinstance(text, str) and (bad := _SURROGATE.search(text)):
+                raise LlamabenchError(
+                    f"{origin}: {path} holds a lone surrogate (U+{ord(bad.group()):04X}), which is not text; "
+                    "remove the \\u escape"
+                )
+
+
+def _wrong_type(origin: str, path: str, expected: str, value: Any) -> LlamabenchError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return LlamabenchError(f"{origin}: {path} must be {expected}, not {type(value).__name__} {shown}")
 
 
 def _whole(value: Any, minimum: int) -> bool:
     """A whole number (not a boolean, which YAML also reads as one) of at least ``minimum``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _texts(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
 
 
 def _as_list(value: Any) -> list:
@@ -190,38 +251,64 @@ def _as_list(value: Any) -> list:
 
 
 # A task file is a page of settings: these bounds refuse a huge file or a "billion laughs" document (anchors
-# aliasing anchors, a kilobyte that expands to billions of values) before it costs minutes of hashing.
+# aliasing anchors, a kilobyte that expands to billions of values) before it costs minutes of hashing. Counting
+# values is not enough: a few thousand aliases of one long string stay under the value bound yet expand to
+# gigabytes of targets, so the text the values hold, every alias expanded, is bounded as well, by what the file
+# itself may hold.
 MAX_TASK_FILE_BYTES = 1 << 20
 MAX_TASK_NODES = 100_000
+MAX_TASK_CHARS = MAX_TASK_FILE_BYTES
 
 
-class _TooManyNodes(Exception):
-    """Raised by :class:`_BoundedLoader` when aliases expand a document past ``MAX_TASK_NODES`` values."""
+class _TooLarge(Exception):
+    """Raised by :class:`_BoundedLoader` when aliases expand a document past one of the bounds (the message)."""
+
+
+class _DuplicateKey(Exception):
+    """Raised by :class:`_BoundedLoader` for a mapping that gives one key twice (the message: key and line)."""
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """The safe loader, refusing a document whose values, with every alias expanded, exceed ``MAX_TASK_NODES``."""
+    """The safe loader, refusing a document whose values, with every alias expanded, exceed ``MAX_TASK_NODES``
+    values or ``MAX_TASK_CHARS`` characters of text, and a mapping that gives one key twice (PyYAML would keep the
+    last silently: two `prompt:` lines would score with whichever came second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            # Keys a merge (<<: *base) brings in may be overridden: only a key written twice is ambiguous.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise _DuplicateKey(f"key '{key_node.value}' given twice (line {key_node.start_mark.line + 1})")
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
 
     def get_single_node(self) -> yaml.Node | None:
         node = super().get_single_node()
-        if node is not None and _expanded_size(node, {}) > MAX_TASK_NODES:
-            raise _TooManyNodes
+        if node is not None:
+            nodes, chars = _expanded_size(node, {})
+            if nodes > MAX_TASK_NODES:
+                raise _TooLarge(f"more than {MAX_TASK_NODES} values")
+            if chars > MAX_TASK_CHARS:
+                raise _TooLarge(f"more than {MAX_TASK_CHARS} characters of text")
         return node
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
-    """Values under ``node`` counting each alias as a full copy; ``sizes`` memoises shared (anchored) nodes, so
-    this costs time linear in the file, not in the expansion."""
+def _expanded_size(node: yaml.Node, sizes: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """Values and characters of text under ``node``, counting each alias as a full copy; ``sizes`` memoises
+    shared (anchored) nodes, so this costs time linear in the file, not in the expansion."""
     if id(node) not in sizes:
         children = node.value if isinstance(node, yaml.SequenceNode) else []
         if isinstance(node, yaml.MappingNode):
             children = [child for pair in node.value for child in pair]
         total = 1
+        chars = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
         for child in children:
-            total += _expanded_size(child, sizes)
-            if total > MAX_TASK_NODES:
-                break  # past the bound: the exact size does not matter
-        sizes[id(node)] = total
+            child_nodes, child_chars = _expanded_size(child, sizes)
+            total, chars = total + child_nodes, chars + child_chars
+            if total > MAX_TASK_NODES or chars > MAX_TASK_CHARS:
+                break  # past a bound: the exact size does not matter
+        sizes[id(node)] = (total, chars)
     return sizes[id(node)]
 
 
@@ -237,10 +324,12 @@ def load_task_file(path: Path) -> TaskSpec:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)  # a SafeLoader: runs no code
     except RecursionError:  # the YAML composer recurses once per nesting level
         raise LlamabenchError(f"task file {path} nests its values too deeply to read; flatten them") from None
-    except _TooManyNodes:
+    except _DuplicateKey as exc:
+        raise LlamabenchError(f"task file {path}: {exc}; keep one") from None
+    except _TooLarge as exc:
         raise LlamabenchError(
-            f"task file {path}: its YAML aliases expand to more than {MAX_TASK_NODES} values; "
-            "write the values out instead of repeating anchors (*alias)"
+            f"task file {path}: its YAML aliases expand to {exc}; write the values out instead of repeating "
+            "anchors (*alias)"
         ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -251,16 +340,28 @@ def load_task_file(path: Path) -> TaskSpec:
     return parse_task(raw, str(path))
 
 
-def _parse_dataset(raw: Any, origin: str) -> DatasetSource:
+def names_in_task_file(path: Path) -> set[str]:
+    """The ``name`` and ``aliases`` a task file gives, as far as they can be read at all; nothing when they cannot
+    (used to tell which tasks an unreadable file might define). Never raises."""
+    try:
+        if path.stat().st_size > MAX_TASK_FILE_BYTES:
+            return set()
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)
+    except Exception:  # noqa: BLE001  (a file that cannot be read at all defines no name we can know)
+        return set()
     if not isinstance(raw, dict):
-        raise LlamabenchError(f"{origin}: 'dataset' must be a mapping with 'local' and/or 'hub'")
-    _reject_unknown(raw, _DATASET_KEYS, f"{origin}: dataset")
-    hub = raw.get("hub") or {}
-    _reject_unknown(hub, _HUB_KEYS, f"{origin}: dataset.hub")
+        return set()
+    names = [raw.get("name"), *_as_list(raw.get("aliases"))]
+    return {name for name in names if isinstance(name, str)}
+
+
+def _parse_dataset(raw: dict, origin: str) -> DatasetSource:
+    """The ``dataset`` mapping, its types already checked by :func:`check_schema`."""
+    hub = raw.get("hub", {})
     if not raw.get("local") and not hub.get("path"):
         raise LlamabenchError(f"{origin}: 'dataset' needs a 'local' file or a 'hub' path")
     source = DatasetSource(
-        local=raw.get("local"),
+        local=normal_path(raw.get("local")),
         format=raw.get("format"),
         hub_path=hub.get("path"),
         hub_name=hub.get("name"),
@@ -273,7 +374,7 @@ def _parse_dataset(raw: Any, origin: str) -> DatasetSource:
     if source.local and source.local_format not in formats:
         raise LlamabenchError(f"{origin}: dataset format '{source.format}' is not one of {', '.join(formats)}")
     separator = source.separator
-    if separator is not None and (source.format != "paragraphs" or not isinstance(separator, str) or not separator):
+    if separator is not None and (source.format != "paragraphs" or not separator):
         raise LlamabenchError(
             f"{origin}: dataset.separator must be a non-empty string, with format: paragraphs "
             "(omit it to split paragraphs at blank lines)"
@@ -281,18 +382,18 @@ def _parse_dataset(raw: Any, origin: str) -> DatasetSource:
     return source
 
 
-def _parse_generation(raw: Any, origin: str) -> GenerationSettings:
-    if not isinstance(raw, dict):
-        raise LlamabenchError(f"{origin}: 'generation' must be a mapping")
-    _reject_unknown(raw, _GENERATION_KEYS, f"{origin}: generation")
+def normal_path(path: str | None) -> str | None:
+    """``path`` spelled one way: ``books``, ``books/``, ``./books`` and ``books//`` name one folder, so they give
+    one task hash (the path is part of it). Lexical only: whether and where the path exists is read later."""
+    return os.path.normpath(path) if path else path
+
+
+def _parse_generation(raw: dict, origin: str) -> GenerationSettings:
+    """The ``generation`` mapping, its types already checked by :func:`check_schema`."""
     until = raw.get("until", list(GenerationSettings.until))
     until = [until] if isinstance(until, str) else until
-    if not isinstance(until, list) or not all(isinstance(stop, str) and stop for stop in until):
+    if not all(until):
         raise LlamabenchError(f"{origin}: generation.until must be a list of non-empty stop strings (or [] for none)")
-    if not _whole(raw.get("max_new_tokens", GenerationSettings.max_new_tokens), 1):
-        raise LlamabenchError(f"{origin}: generation.max_new_tokens must be a positive whole number")
-    if not isinstance(raw.get("greedy", True), bool):
-        raise LlamabenchError(f"{origin}: generation.greedy must be true or false")
     return GenerationSettings(
         max_new_tokens=raw.get("max_new_tokens", GenerationSettings.max_new_tokens),
         until=tuple(until),
@@ -301,7 +402,7 @@ def _parse_generation(raw: Any, origin: str) -> GenerationSettings:
 
 
 def _reject_unknown(raw: dict, known: set[str], origin: str) -> None:
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(str(key) for key in set(raw) - known)  # YAML keys may be numbers, null or lists
     if unknown:
         raise LlamabenchError(
             f"{origin}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(sorted(known))}"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError, nodes
@@ -88,9 +92,143 @@ def _printable(value):
     return value
 
 
+class NotTextError(TemplateError):
+    """A template rendered a lone surrogate: no character, so no tokenizer or file could take the prompt."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class TooMuchTextError(TemplateError):
+    """Rendering went past its budget of characters (see :func:`text_budget`)."""
+
+
+# Characters templates may still produce; a one-item list so that rendering can spend it. Without a budget set,
+# one expression may still not build more than ``_UNBUDGETED_ROOM`` characters (``"x" * 10 ** 12``).
+_BUDGET: ContextVar[list[int] | None] = ContextVar("template_text_budget", default=None)
+_UNBUDGETED_ROOM = 1 << 26
+
+
+@contextmanager
+def text_budget(chars: int) -> Iterator[None]:
+    """Within the block, everything :func:`render` and :func:`render_list` produce (and what :func:`spend`
+    records) may total at most ``chars`` characters; past it they raise :class:`TooMuchTextError`, as soon as
+    the text is produced, not after it has filled the memory."""
+    token = _BUDGET.set([chars])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def spend(chars: int) -> None:
+    """Count ``chars`` characters against the current budget (none set: nothing to count)."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget[0] -= chars
+        if budget[0] < 0:
+            raise TooMuchTextError("the rendered text passes its budget")
+
+
+def _room() -> int:
+    budget = _BUDGET.get()
+    return _UNBUDGETED_ROOM if budget is None else budget[0]
+
+
+def _check_room(chars: int, what: str) -> None:
+    if chars > _room():
+        raise TooMuchTextError(f"{what} would build {chars} characters")
+
+
+def _ints(values) -> list[int]:
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+
+def _replaced_size(text, old, new) -> int:
+    """At most how long ``text.replace(old, new)`` is (an empty ``old`` inserts ``new`` between all characters)."""
+    if not (isinstance(text, str) and isinstance(old, str) and isinstance(new, str)):
+        return 0
+    count = len(text) + 1 if not old else text.count(old)
+    return len(text) + count * len(new)
+
+
+# Widths written in a format string: "%1000000000s" and "{:>1000000000}" (not other numbers in the text).
+_PERCENT_WIDTH = re.compile(r"%[-+ #0]*(\d+)")
+_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}\d]*(\d+)[^{}]*\}")
+
+# str methods that build text whose length a width argument sets.
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, refusing a single step that would build more text than the budget has room for, before it
+    fills the memory (streaming catches only what is printed, after each step): ``text * 10 ** 9``, ``"%*s" %
+    (10 ** 9, "")``, ``text.center(10 ** 9)``, chained ``replace``; and ``**`` of unbounded size."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context, operator: str, left, right):
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, str | list | tuple) and isinstance(count, int):
+                    _check_room(len(sequence) * count, "'*'")
+        if operator == "**" and isinstance(right, int) and isinstance(left, int) and abs(right) > 4096:
+            raise TooMuchTextError(f"'**' with an exponent of {right}")
+        if operator == "%" and isinstance(left, str):
+            widths = [int(width) for width in _PERCENT_WIDTH.findall(left)]
+            if "*" in left:  # widths taken from the arguments
+                widths += _ints(right if isinstance(right, tuple) else [right])
+            _check_room(max(widths, default=0), "'%' formatting")
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805  (Jinja's own signature)
+        # The sandbox hands out str.format wrapped; the wrapper keeps the method as __wrapped__.
+        method = getattr(__obj, "__wrapped__", __obj)
+        owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
+        if isinstance(owner, str):
+            if name in _WIDTH_METHODS:
+                for width in _ints([*args, *kwargs.values()]):
+                    _check_room(width, f"str.{name}")
+            if name == "replace" and len(args) >= 2:
+                _check_room(_replaced_size(owner, args[0], args[1]), "str.replace")
+            if name in ("format", "format_map"):  # a width in a replacement field: "{:>1000000000}"
+                _check_room(max(map(int, _FORMAT_WIDTH.findall(owner)), default=0), f"str.{name}")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _bounded_filter(name: str, size):
+    """Jinja's filter ``name``, refusing first when ``size(*args)`` says its result would not fit the budget."""
+    original = _FILTERS[name]
+    passes_context = getattr(original, "jinja_pass_arg", None) is not None  # e.g. replace takes the eval context
+
+    @functools.wraps(original)  # keeps the mark that makes Jinja pass that context
+    def bounded(*args, **kwargs):
+        _check_room(size(*args[passes_context:], **kwargs), f"the {name} filter")
+        return original(*args, **kwargs)
+
+    return bounded
+
+
+def _indented_size(text="", width=4, *args, **kwargs) -> int:
+    width = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+    return len(str(text)) + (str(text).count("\n") + 1) * width
+
+
+from jinja2.filters import FILTERS as _FILTERS  # noqa: E402  (beside its only use)
+
+_SIZED_FILTERS = {
+    "replace": lambda text="", old="", new="", *args, **kwargs: _replaced_size(str(text), old, new),
+    "center": lambda text="", width=80, *args, **kwargs: width if isinstance(width, int) else 0,
+    "indent": _indented_size,
+    "format": lambda text="", *args, **kwargs: max(_ints([*args, *kwargs.values()]), default=0),
+}
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_printable)
+    env = _BoundedSandbox(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_printable)
     env.filters["wikitext_detokenize"] = wikitext_detokenize
+    for name, size in _SIZED_FILTERS.items():
+        env.filters[name] = _bounded_filter(name, size)
     return env
 
 
@@ -128,7 +266,15 @@ def _single_expression(source: str):
 def render(source: str, doc: dict) -> str:
     """Render ``source`` against one document; a missing field raises :class:`UndefinedError`, a null one
     :class:`NullValueError`."""
-    return compile_template(source).render(**_nulls_marked(doc))
+    template = compile_template(source)
+    pieces = []
+    # Streamed and counted piece by piece: a loop that multiplies text stops at its budget, not at the memory's.
+    for piece in template.generate(**_nulls_marked(doc)):
+        spend(len(piece))
+        if _SURROGATE.search(piece):  # e.g. a "\\ud800" escape in a template's string literal
+            raise NotTextError("a template renders a lone surrogate (an unpaired \\ud800-\\udfff), which is not text")
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 def render_list(sources: str | list[str], doc: dict) -> list[str]:
@@ -151,9 +297,9 @@ def render_list(sources: str | list[str], doc: dict) -> list[str]:
     value = expression(**_nulls_marked(doc))
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
-    if isinstance(value, list | tuple):
-        return [_list_item(item) for item in value]
-    return [str(_printable(value))]  # what rendering the template prints, without evaluating it a second time
+    items = [_list_item(item) for item in value] if isinstance(value, list | tuple) else [str(_printable(value))]
+    spend(sum(map(len, items)))
+    return items  # what rendering the template prints, without evaluating it a second time
 
 
 def _list_item(item) -> str:
@@ -166,4 +312,13 @@ def _list_item(item) -> str:
     raise TypeError(f"a list item is a {type(item).__name__} ({item!r}), not text")
 
 
-__all__ = ["NullValueError", "UndefinedError", "render", "render_list", "wikitext_detokenize"]
+__all__ = [
+    "NullValueError",
+    "TooMuchTextError",
+    "UndefinedError",
+    "render",
+    "render_list",
+    "spend",
+    "text_budget",
+    "wikitext_detokenize",
+]

@@ -6,7 +6,8 @@ task reads from (the data dir; the working directory for ``--text``), or absolut
 ``doc_id`` is ``path`` for ``text`` and ``path:N`` otherwise: N is the 1-based line number for ``lines`` and the
 paragraph's 1-based position in its file for ``paragraphs``.
 
-Files are decoded as UTF-8 (a leading BOM is dropped) with universal newlines, so "\\r\\n" and a lone "\\r" read
+Files are decoded as UTF-8 with universal newlines; a byte-order mark at the start of the file or of any line (left
+where files were joined with ``cat``) is dropped, never part of a document, so "\\r\\n" and a lone "\\r" read
 as "\\n" in every format; they are read in chunks, never whole, except a ``text`` file, which is one document.
 Whitespace-only documents are dropped, so an empty file gives none.
 """
@@ -22,6 +23,13 @@ from llamabench.errors import LlamabenchError
 TEXT_FORMATS = ("text", "lines", "paragraphs")
 TEXT_FIELD = "text"
 _CHUNK_CHARS = 1 << 20
+BOM = "\ufeff"
+
+
+def drop_boms(text: str) -> str:
+    """``text`` without a byte-order mark at its start or at the start of a line: there it only ever marks where
+    a file began (files joined with ``cat``), and a scored document must not hold it."""
+    return text.removeprefix(BOM).replace("\n" + BOM, "\n")
 
 
 def read_text_files(
@@ -70,12 +78,12 @@ def _pieces(path: Path, separator: str) -> Iterator[str]:
     rest = ""
     for chunk in _chunks(path):
         *complete, rest = (rest + chunk).split(separator)
-        yield from complete
-    yield rest
+        yield from map(drop_boms, complete)
+    yield drop_boms(rest)
 
 
 def _whole_file(path: Path, separator: str | None) -> Iterator[tuple[int, str]]:
-    text = "".join(_chunks(path))
+    text = drop_boms("".join(_chunks(path)))
     if text.strip():
         yield 1, text
 
