@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
-from llamabench.backends.gguf import dense_copy_dir
-from llamabench.backends.hf import HFBackend
-from llamabench.backends.model_fingerprint import fingerprint_model
-from llamabench.backends.model_source import fingerprint, resolve_model
+from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.loading.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.backends.loading.gguf import dense_copy_dir
+from llamabench.backends.loading.model_fingerprint import fingerprint_model
+from llamabench.backends.loading.model_source import fingerprint, resolve_model
 
 
 def timed(action) -> tuple[object, float]:

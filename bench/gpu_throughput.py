@@ -32,8 +32,8 @@ import torch
 import transformers
 from common import default_data_dir, instances
 
-from llamabench.backends.hf import HFBackend
-from llamabench.backends.loading import KV_CACHES
+from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.loading.load import KV_CACHES
 from llamabench.requests import GenerationRequest, RollingRequest
 from llamabench.tasks.data import read_jsonl, read_wikitext_documents
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from common import default_data_dir, instances
 
-from llamabench.backends.hf import HFBackend
+from llamabench.backends.hf.backend import HFBackend
 from llamabench.requests import LoglikelihoodRequest
 
 N_CHOICES = 4

@@ -19,7 +19,7 @@ import torch
 from common import default_data_dir, instances
 from torch.profiler import ProfilerActivity, profile
 
-from llamabench.backends.hf import HFBackend
+from llamabench.backends.hf.backend import HFBackend
 from llamabench.requests import RollingRequest
 from llamabench.tasks.data import read_wikitext_documents
 

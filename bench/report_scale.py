@@ -30,7 +30,7 @@ import pandas as pd
 
 def synthetic_run(index: int, docs: int, prompt_chars: int):
     """One run of a checkpoint at step ``index``: two tasks, one exact-match metric each."""
-    from llamabench.results import RunResult, results_frame
+    from llamabench.records.results import RunResult, results_frame
 
     started = f"2025-01-01T{index // 3600:02d}:{index // 60 % 60:02d}:{index % 60:02d}+00:00"
     samples, rows = {}, []
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=500)
     parser.add_argument("--prompt-chars", type=int, default=2000)
     args = parser.parse_args()
-    from llamabench.store import RunStore
+    from llamabench.records.store import RunStore
 
     with tempfile.TemporaryDirectory() as scratch:
         runs_dir = Path(scratch) / "runs"

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from llamabench.backends.gguf import dense_copy_dir
-from llamabench.backends.hf import HFBackend
-from llamabench.backends.loading import KV_CACHES, load_model_and_tokenizer
-from llamabench.backends.model_source import fingerprint, resolve_model
+from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.loading.gguf import dense_copy_dir
+from llamabench.backends.loading.load import KV_CACHES, load_model_and_tokenizer
+from llamabench.backends.loading.model_source import fingerprint, resolve_model
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.tasks.data import read_jsonl, read_wikitext_documents
 

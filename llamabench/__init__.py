@@ -2,12 +2,12 @@
 
 ``llamabench.evaluate_checkpoint(model, tasks, ...)`` evaluates files as ``llamabench run`` does, and
 ``llamabench.evaluate_model(model, tokenizer, tasks, ...)`` a model in memory (plain, DDP or FSDP2); both return a
-:class:`~llamabench.results.RunResult`. They are imported on first use, so ``import llamabench`` stays light.
+:class:`~llamabench.records.results.RunResult`. They are imported on first use, so ``import llamabench`` stays light.
 """
 
 __version__ = "0.2.0"
 
-_LAZY = {"evaluate_checkpoint": "llamabench.orchestrator", "evaluate_model": "llamabench.in_memory"}
+_LAZY = {"evaluate_checkpoint": "llamabench.pipeline", "evaluate_model": "llamabench.training.in_memory"}
 
 
 def __getattr__(name: str):

@@ -1,5 +1,5 @@
 import sys
 
-from llamabench.cli import main
+from llamabench.cli.app import main
 
 sys.exit(main())

@@ -10,14 +10,15 @@ from pathlib import Path
 from llamabench import __version__
 from llamabench.backends.base import Backend
 from llamabench.backends.finite import NonFiniteError
-from llamabench.comparability import data_hash, seed_changes_numbers, task_settings
 from llamabench.errors import LlamabenchError, warn
-from llamabench.manifest import build_run
 from llamabench.metrics import get_metric
-from llamabench.requests import DocRequests, GenerationRequest, build_requests, require_prompt_room
-from llamabench.results import RunResult, result_rows, results_frame
+from llamabench.records.comparability import data_hash, seed_changes_numbers, task_settings
+from llamabench.records.manifest import build_run
+from llamabench.records.results import RunResult, result_rows, results_frame
+from llamabench.requests import DocRequests, GenerationRequest, require_prompt_room
 from llamabench.scoring import score
 from llamabench.tasks import registry
+from llamabench.tasks.build import build_requests
 from llamabench.tasks.data import load_documents
 from llamabench.tasks.kinds import run_documents
 from llamabench.tasks.spec import TaskSpec

@@ -24,7 +24,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M, the embedded default model, in fp32 on CPU."""
-    from llamabench.backends.hf import HFBackend
+    from llamabench.backends.hf.backend import HFBackend
 
     return HFBackend.load(None, device="cpu", dtype="float32")
 
@@ -95,7 +95,7 @@ def lm_eval_instances(kind: str, arguments: list[tuple]) -> list:
 @pytest.fixture
 def tiny_backend():
     """Factory for an HFBackend over a tiny random model: tiny_backend(batch_size=..., max_length=...)."""
-    from llamabench.backends.hf import HFBackend
+    from llamabench.backends.hf.backend import HFBackend
 
     def make(seed: int = 0, **kwargs):
         return HFBackend(tiny_llama(seed), byte_tokenizer(), model_id=f"tiny-{seed}", progress=False, **kwargs)

@@ -7,7 +7,7 @@ test_distributed.py checks that every rank stops with the same one line instead 
 import os
 import sys
 
-from llamabench.backends.hf import HFBackend
+from llamabench.backends.hf.backend import HFBackend
 from llamabench.cli import main
 
 

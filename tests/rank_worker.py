@@ -15,7 +15,7 @@ import torch.distributed as dist
 from conftest import byte_tokenizer, tiny_llama
 
 import llamabench
-from llamabench.backends.sharded import agree
+from llamabench.distributed import agree
 from llamabench.errors import LlamabenchError
 
 SEED = 3

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from llamabench.cli import main
-from llamabench.results import RunResult, results_frame, safe_name, write_run
+from llamabench.cli.app import main
+from llamabench.records.results import RunResult, results_frame, safe_name, write_run
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 
 PPL_TASK = """\

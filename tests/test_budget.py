@@ -1,6 +1,6 @@
 """The memory-aware token budget of --batch-size auto, checked against hand computation."""
 
-from llamabench.backends.budget import BudgetInputs, token_budget
+from llamabench.backends.hf.budget import BudgetInputs, token_budget
 
 # A made-up model: 2 layers, hidden 100, MLP 250, fp32, vocabulary 1000, 100 MB of weights, 1 GB free.
 CONFIG = BudgetInputs(
@@ -35,7 +35,7 @@ def test_auto_batch_size_records_the_budget_and_its_inputs(tiny_backend):
 
 
 def test_available_ram_reads_meminfo(tmp_path, monkeypatch):
-    from llamabench.backends import budget
+    from llamabench.backends.hf import budget
 
     (tmp_path / "meminfo").write_text("MemTotal:       16000000 kB\nMemAvailable:    2000000 kB\n")
     monkeypatch.setattr(budget, "MEMINFO", tmp_path / "meminfo")

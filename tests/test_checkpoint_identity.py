@@ -20,12 +20,12 @@ import torch
 import transformers
 from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
-from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
-from llamabench.backends.hf import HFBackend
-from llamabench.backends.model_source import ModelSource, fingerprint
+from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.loading.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.backends.loading.model_source import ModelSource, fingerprint
 from llamabench.cli import main
 from llamabench.errors import LlamabenchError
-from llamabench.results import read_run
+from llamabench.records.results import read_run
 
 TEXTS = ["The cat sat on the mat.", "Then the dog barked at the moon."]
 PPL_TASK = """\
@@ -149,7 +149,7 @@ def test_loaded_weights_do_not_follow_the_file_rewritten_in_place_after_the_load
 
 @pytest.mark.parametrize("how", ["in-place-same-mtime", "rename-same-mtime"])
 def test_the_digest_memo_never_serves_a_file_changed_under_its_old_size_and_time(tmp_path, monkeypatch, how):
-    monkeypatch.setattr("llamabench.backends.fingerprint.SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr("llamabench.backends.loading.fingerprint.SETTLE_SECONDS", 0.0)
     save_tiny_model(tmp_path / "a", seed=0)
     save_tiny_model(tmp_path / "b", seed=1)
     model = tmp_path / "a"
@@ -393,8 +393,8 @@ def test_a_folder_named_with_escape_sequences_prints_none(ws, capsys, cache):
 
 
 def test_a_gguf_changed_while_it_is_converted_leaves_no_dense_copy_under_its_old_fingerprint(tmp_path, monkeypatch):
-    from llamabench.backends import gguf
-    from llamabench.backends.model_source import pin
+    from llamabench.backends.loading import gguf
+    from llamabench.backends.loading.model_source import pin
 
     monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
     (tmp_path / "m.gguf").write_bytes(b"GGUF version one")

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 from conftest import save_tiny_model
 
-from llamabench.backends.cache import CachedBackend, RequestCache
+from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
 from llamabench.cli import main
 from llamabench.requests import RollingRequest
 
@@ -130,8 +130,8 @@ def test_an_unsupported_gguf_architecture_is_not_called_corrupt(tmp_path):
     import gguf
     import numpy as np
 
-    from llamabench.backends.gguf import write_dense_copy
-    from llamabench.backends.model_source import ModelSource
+    from llamabench.backends.loading.gguf import write_dense_copy
+    from llamabench.backends.loading.model_source import ModelSource
     from llamabench.errors import LlamabenchError
 
     writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), arch="notallama")
@@ -146,7 +146,7 @@ def test_an_unsupported_gguf_architecture_is_not_called_corrupt(tmp_path):
 
 
 def test_a_folder_with_two_gguf_files_says_so(tmp_path):
-    from llamabench.backends.model_source import resolve_model
+    from llamabench.backends.loading.model_source import resolve_model
     from llamabench.errors import LlamabenchError
 
     for name in ("a.gguf", "b.gguf"):
@@ -184,7 +184,7 @@ def test_a_missing_chat_template_fails_before_any_task_runs(workspace, tiny_back
 def test_a_very_long_model_name_gives_a_run_folder_that_fits(tmp_path):
     import pandas as pd
 
-    from llamabench.results import RunResult, results_frame, write_run
+    from llamabench.records.results import RunResult, results_frame, write_run
 
     run = RunResult(results_frame([]), {"t": pd.DataFrame({"doc_id": ["1"]})}, {"model": "m" * 300, "run_id": "r"})
     run.manifest["started"] = "2026-01-01"
@@ -197,7 +197,7 @@ def test_an_error_line_is_one_write_so_ranks_sharing_stderr_do_not_interleave(mo
     import io
     import sys
 
-    from llamabench.cli import main
+    from llamabench.cli.app import main
 
     class Recorder(io.StringIO):
         writes: list[str] = []

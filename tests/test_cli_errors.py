@@ -2,7 +2,7 @@
 
 import pytest
 
-from llamabench.cli import main
+from llamabench.cli.app import main
 
 GOOD_TASK = """\
 name: tiny_qa
@@ -114,7 +114,7 @@ def test_task_yaml_cannot_run_code(capsys, workspace, tmp_path):
 
 
 def test_runs_folder_has_one_name_and_the_old_one_is_an_alias(tmp_path, capsys):
-    from llamabench.cli import main
+    from llamabench.cli.app import main
 
     assert main(["runs", "--output-dir", str(tmp_path)]) == 0
     assert main(["runs", "--results-dir", str(tmp_path)]) == 0

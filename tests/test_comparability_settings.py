@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import save_tiny_model
 
-from llamabench.cli import main
+from llamabench.cli.app import main
 
 
 @pytest.fixture(scope="module")

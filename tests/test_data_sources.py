@@ -14,7 +14,7 @@ from llamabench.tasks.spec import DatasetSource
 
 
 def cli_error(capsys, *args) -> str:
-    from llamabench.cli import main
+    from llamabench.cli.app import main
 
     capsys.readouterr()
     assert main(list(args)) == 2
@@ -194,7 +194,7 @@ def test_cli_lone_surrogate_fails_before_the_model_loads(capsys, tmp_path):
 
 
 def test_two_documents_with_one_doc_id_are_refused_naming_the_task_and_the_id():
-    from llamabench.requests import build_requests
+    from llamabench.tasks.build import build_requests
     from llamabench.tasks.spec import parse_task
 
     spec = parse_task(

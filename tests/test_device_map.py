@@ -9,9 +9,9 @@ import torch.distributed as dist
 import yaml
 from conftest import save_tiny_model
 
-from llamabench.backends import hf
-from llamabench.backends.hf import HFBackend
-from llamabench.cli import main
+from llamabench.backends.hf import backend as hf
+from llamabench.backends.hf.backend import HFBackend
+from llamabench.cli.app import main
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 

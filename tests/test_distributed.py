@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llamabench.cli import main
+from llamabench.cli.app import main
 
 TESTS = Path(__file__).parent
 

@@ -1,7 +1,7 @@
 """Prompt-lookup drafts: the tokens that followed the latest earlier occurrence of the row's longest matching
 suffix (3, 2 or 1 tokens), worked by hand."""
 
-from llamabench.backends.draft_lookup import DraftLookup
+from llamabench.backends.hf.draft_lookup import DraftLookup
 
 
 def test_a_repeating_phrase_drafts_its_continuation_running_on_into_its_own_guesses():

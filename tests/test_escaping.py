@@ -8,11 +8,11 @@ import pytest
 from test_store_report_check import make_run
 
 from llamabench import escaping
+from llamabench.analysis.check import Unchecked, compare_runs, format_comparisons, write_junit
+from llamabench.analysis.report import write_report
 from llamabench.cli import main
-from llamabench.compare import Unchecked, compare_runs, format_comparisons, write_junit
-from llamabench.report import write_report
-from llamabench.results import format_table, write_run
-from llamabench.store import RunStore
+from llamabench.records.results import format_table, write_run
+from llamabench.records.store import RunStore
 
 CLEAR_SCREEN = "\x1b[2J"
 HOSTILE_MODEL = "=HYPERLINK(1)|`x`<img src=x>[a](b)\n# h\x1b[2J"

@@ -9,7 +9,7 @@ from test_cli_errors import GOOD_TASK
 
 import llamabench
 from llamabench.errors import LlamabenchError
-from llamabench.trainer_callback import LlamabenchCallback
+from llamabench.training.trainer_callback import LlamabenchCallback
 
 
 @pytest.fixture

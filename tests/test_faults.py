@@ -12,11 +12,11 @@ import pytest
 from test_cli_errors import GOOD_TASK, run_cli, workspace  # noqa: F401 (the fixture)
 from test_store_report_check import make_run
 
-from llamabench.backends.stale import remove_stale_temporaries
+from llamabench.backends.loading.stale import remove_stale_temporaries
 from llamabench.cli import main
 from llamabench.errors import LlamabenchError
-from llamabench.results import write_run
-from llamabench.store import RunStore
+from llamabench.records.results import write_run
+from llamabench.records.store import RunStore
 from llamabench.tasks.spec import MAX_TASK_FILE_BYTES, MAX_TASK_NODES, load_task_file
 
 

@@ -10,7 +10,7 @@ import random
 import pytest
 from lm_eval.api.samplers import ContextSampler
 
-from llamabench.requests import build_requests
+from llamabench.tasks.build import build_requests
 from llamabench.tasks.spec import parse_task
 
 SPEC = parse_task(

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from llamabench.backends.hf import HFBackend
-from llamabench.backends.static_generation import SeededSampler
+from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.hf.static_generation import SeededSampler
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest
 from tests.conftest import byte_tokenizer, tiny_llama

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llamabench.cli import main
+from llamabench.cli.app import main
 from tests.conftest import save_tiny_model
 
 TASK = """\
@@ -43,7 +43,7 @@ def run_cli(capsys, workspace, *args) -> str:
 @pytest.fixture
 def no_loading(monkeypatch):
     """Loading weights fails the test: the refusal must come first."""
-    import llamabench.backends.hf as hf
+    import llamabench.backends.hf.backend as hf
 
     def load(*args, **kwargs):
         raise AssertionError("the weights were loaded before the run was refused")
@@ -58,7 +58,7 @@ def test_missing_chat_template_is_refused_before_the_weights_load(capsys, worksp
 
 
 def test_a_chat_template_file_is_found(workspace):
-    from llamabench.backends.preflight import has_chat_template
+    from llamabench.backends.loading.preflight import has_chat_template
 
     assert not has_chat_template(workspace / "model")
     (workspace / "model" / "chat_template.jinja").write_text("{{ messages[0].content }}")
@@ -84,9 +84,9 @@ def test_refused_generation_setting_is_refused_before_the_weights_load(capsys, w
 
 def test_a_refused_setting_stops_a_loaded_model_before_any_task_runs(workspace, notes_file, monkeypatch):
     """A scoring task listed first computes nothing when a later generation task is refused."""
-    from llamabench.backends.hf import HFBackend
+    from llamabench.backends.hf.backend import HFBackend
     from llamabench.errors import LlamabenchError
-    from llamabench.orchestrator import evaluate_checkpoint
+    from llamabench.pipeline import evaluate_checkpoint
 
     path = workspace / "model" / "generation_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "penalty_alpha": 0.5, "top_k": 4}))
@@ -116,8 +116,8 @@ def test_without_refused_settings_the_run_goes_through(capsys, workspace):
 def test_generation_settings_make_generation_runs_incomparable_and_leave_scoring_comparable(workspace, notes_file):
     """The same weights with and without a repetition penalty in generation_config.json: ``check`` must refuse
     to compare the generation task, and may compare the perplexity task."""
-    from llamabench.comparability import differences
-    from llamabench.orchestrator import evaluate_checkpoint
+    from llamabench.pipeline import evaluate_checkpoint
+    from llamabench.records.comparability import differences
 
     def settings() -> dict:
         run = evaluate_checkpoint(

@@ -3,7 +3,7 @@ model computes anything (never a tokenizer TypeError, nor a 'check the disk' enc
 
 import pytest
 
-from llamabench.cli import _one_line
+from llamabench.cli.app import _one_line
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest
 

@@ -7,10 +7,10 @@ import torch
 from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
 import llamabench
-from llamabench.backends.model_fingerprint import fingerprint_model
+from llamabench.backends.loading.model_fingerprint import fingerprint_model
 from llamabench.cli import main
 from llamabench.errors import LlamabenchError
-from llamabench.store import RunStore
+from llamabench.records.store import RunStore
 
 
 def cli_run(model_dir, data_dir, out, notes_file, *flags) -> pd.DataFrame:

@@ -19,11 +19,11 @@ from conftest import (
     tiny_llama,
 )
 
-from llamabench.backends.hf import HFBackend
+from llamabench.backends.hf.backend import HFBackend
 from llamabench.cli import main
 from llamabench.errors import LlamabenchError
+from llamabench.records.results import RESULT_COLUMNS
 from llamabench.requests import GenerationRequest
-from llamabench.results import RESULT_COLUMNS
 from llamabench.runner import RunConfig
 
 MAX_LENGTH = 64  # short enough that the longer texts are scored in several rolling windows
@@ -131,7 +131,7 @@ def run_lm_eval(lm, workspace) -> dict:
 
 @pytest.fixture(scope="module")
 def ours(workspace) -> dict:
-    from llamabench.interop.lm_eval_model import LlamabenchLM
+    from llamabench.interop.lm_eval.model import LlamabenchLM
 
     return run_lm_eval(LlamabenchLM(backend()), workspace)
 
@@ -224,7 +224,7 @@ def process_results(doc, results):
 def test_exact_match_from_a_tasks_own_code_keeps_its_value_under_a_raw_name(workspace, tmp_path):
     """lm-eval's own exact_match goes on 0-100 (above); a task's own process_results may use any scale, so its rows
     are named <metric>_raw rather than rescaled or mixed into exact_match."""
-    from llamabench.interop.lm_eval_tasks import evaluate_lm_eval_tasks, load_lm_eval_tasks
+    from llamabench.interop.lm_eval.tasks import evaluate_lm_eval_tasks, load_lm_eval_tasks
 
     (tmp_path / "utils.py").write_text(CUSTOM_SCORER)
     task = yaml.safe_load((workspace / "lm_eval" / "tiny_gen.yaml").read_text())
@@ -240,7 +240,7 @@ def test_exact_match_from_a_tasks_own_code_keeps_its_value_under_a_raw_name(work
 
 
 def test_generation_request_maps_gen_kwargs():
-    from llamabench.interop.lm_eval_model import generation_request
+    from llamabench.interop.lm_eval.model import generation_request
 
     greedy = {"until": "\n\n", "max_gen_toks": 5, "do_sample": False, "temperature": 0.0, "top_p": 0.9}
     assert generation_request("Q:", greedy) == GenerationRequest("Q:", 5, ("\n\n",), greedy=True)
@@ -256,7 +256,7 @@ def test_generation_request_maps_gen_kwargs():
 def test_model_is_registered_and_loads_from_model_args(workspace, tmp_path):
     from lm_eval.api.registry import get_model
 
-    from llamabench.interop.lm_eval_model import LlamabenchLM
+    from llamabench.interop.lm_eval.model import LlamabenchLM
 
     save_tiny_model(tmp_path)
     assert get_model("llamabench") is LlamabenchLM
@@ -284,7 +284,7 @@ def test_missing_lm_eval_is_one_line_error(monkeypatch):
     from llamabench.interop.mixed import prepare_run
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)
-    for module in ("llamabench.interop.lm_eval_tasks", "llamabench.interop.lm_eval_model"):
+    for module in ("llamabench.interop.lm_eval.tasks", "llamabench.interop.lm_eval.model"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(LlamabenchError, match=r"pip install 'llamabench\[lm-eval\]'"):
         prepare_run(RunConfig(tasks=["lm_eval:tiny_roll"]))

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import LM_EVAL_ROLLING_TASK, PERPLEXITIES
 
-from llamabench.backends.hf import HFBackend
+from llamabench.backends.hf.backend import HFBackend
 from llamabench.interop.mixed import evaluate_run, prepare_run
 from llamabench.runner import RunConfig
 

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from conftest import lm_eval_instances, save_tiny_model
 
-from llamabench.cli import main
+from llamabench.cli.app import main
 
 # (question, trailing whitespace of the second variant's prompt, choices). Choices of many words against one long
 # word, and accented or emoji choices whose UTF-8 bytes (tokens here) outnumber their characters.

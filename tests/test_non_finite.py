@@ -12,14 +12,14 @@ import torch
 from conftest import byte_tokenizer, tiny_llama
 from test_store_report_check import make_run
 
-from llamabench.backends.hf import HFBackend
+from llamabench.analysis.check import compare_runs, format_comparisons, write_junit
+from llamabench.backends.hf.backend import HFBackend
 from llamabench.cli import main
-from llamabench.compare import compare_runs, format_comparisons, write_junit
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome
+from llamabench.records.store import RunStore
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
-from llamabench.store import RunStore
 
 DIVERGED = {"nan": math.nan, "inf": math.inf}
 

@@ -11,8 +11,8 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from llamabench.errors import LlamabenchError
+from llamabench.records.results import RESULT_COLUMNS, write_run
 from llamabench.requests import DocRequests, GenerationRequest, LoglikelihoodRequest, RollingRequest
-from llamabench.results import RESULT_COLUMNS, write_run
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.tasks.data import read_wikitext_documents
 from llamabench.tasks.kinds import KINDS

@@ -2,7 +2,7 @@
 
 import torch
 
-from llamabench.backends.prompt_prefixes import PromptPrefixes, common_prefix_groups, shared_prefix_length
+from llamabench.backends.hf.prompt_prefixes import PromptPrefixes, common_prefix_groups, shared_prefix_length
 
 
 def kv(n: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

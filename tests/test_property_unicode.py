@@ -7,7 +7,7 @@ from conftest import byte_tokenizer, tiny_llama
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from llamabench.backends.hf import HFBackend
+from llamabench.backends.hf.backend import HFBackend
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome
 from llamabench.requests import RollingRequest

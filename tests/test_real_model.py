@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import lm_eval_instances
 
-from llamabench.backends.hf import HFBackend
-from llamabench.backends.model_source import resolve_model
+from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.loading.model_source import resolve_model
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 

@@ -12,7 +12,7 @@ import zlib
 import pytest
 from test_store_report_check import em_rows, make_run
 
-from llamabench.report import write_report
+from llamabench.analysis.report import write_report
 
 PAYLOADS = [
     "<script>window.pwned=1</script>",

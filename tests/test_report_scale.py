@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from test_store_report_check import make_run
 
-import llamabench.store as store_module
-from llamabench.cli import main
-from llamabench.results import write_run
-from llamabench.store import RunStore
+import llamabench.records.store as store_module
+from llamabench.cli.app import main
+from llamabench.records.results import write_run
+from llamabench.records.store import RunStore
 
 PASSAGE_CHARS = 3000
 MAX_SAMPLE_ROWS = 50  # the report shows each task's first 50 documents per run

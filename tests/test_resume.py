@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llamabench.backends.cache import CachedBackend, RequestCache
-from llamabench.backends.cache_dir import cache_root
+from llamabench.backends.loading.cache_dir import cache_root
+from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 
@@ -209,7 +209,7 @@ def test_killed_real_run_resumes_without_recomputing(tmp_path, data_dir):
 def test_sharded_over_cached_reports_batches_at_the_callers_indices(tiny_backend, tmp_path):
     import torch.distributed as dist
 
-    from llamabench.backends.sharded import ShardedBackend
+    from llamabench.backends.wrappers.sharded import ShardedBackend
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:

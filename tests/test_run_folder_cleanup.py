@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from test_store_report_check import make_run
 
-import llamabench.results
-from llamabench.cli import main
-from llamabench.results import write_run
+import llamabench.records.results
+from llamabench.cli.app import main
+from llamabench.records.results import write_run
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def folders(results: Path, live_child) -> dict[str, Path]:
 def test_killed_runs_folders_go_and_live_writers_folders_stay(how, tmp_path, live_child, capsys, monkeypatch):
     results = tmp_path / "runs"
     made = folders(results, live_child)
-    monkeypatch.setattr(llamabench.results, "RUN_WRITE_QUIET_S", 0.0)  # the folders were all written just now
+    monkeypatch.setattr(llamabench.records.results, "RUN_WRITE_QUIET_S", 0.0)  # the folders were all written just now
     if how == "run":  # what `llamabench run` and `watch` do after each evaluation
         write_run(make_run("ckpt-step9", {"squad": {"f1": [[10.0], [30.0]]}}), results)
     else:

@@ -3,7 +3,7 @@ hand computation and against every possible grouping."""
 
 import random
 
-from llamabench.backends.step_cost import draft_width, prefill_chunks
+from llamabench.backends.hf.step_cost import draft_width, prefill_chunks
 
 
 def cost(chunks: list[list[int]], lengths: list[int], fixed: int) -> int:

@@ -10,17 +10,17 @@ import pytest
 import torch
 from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
-from llamabench.backends.hf import HFBackend
+from llamabench.analysis.check import compare_runs, parse_max_drops
+from llamabench.analysis.report import build_leaderboard, checkpoint_step, to_markdown, write_report
+from llamabench.backends.hf.backend import HFBackend
 from llamabench.cli import main
-from llamabench.compare import compare_runs, parse_max_drops
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
 from llamabench.metrics.uncertainty import mcnemar_p
-from llamabench.report import build_leaderboard, checkpoint_step, to_markdown, write_report
-from llamabench.results import RunResult, read_run, result_rows, results_frame, write_run
+from llamabench.records.results import RunResult, read_run, result_rows, results_frame, write_run
+from llamabench.records.store import RunStore
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.scoring import MetricValue
-from llamabench.store import RunStore
 
 
 def make_run(model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_hash="hash", texts=None, settings=None):

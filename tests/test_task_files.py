@@ -17,7 +17,7 @@ GOOD = (
 
 def cli_error(capsys, *args) -> str:
     """Run the CLI, expect exit 2 and one `llamabench: error:` line; return it."""
-    from llamabench.cli import main
+    from llamabench.cli.app import main
 
     capsys.readouterr()
     assert main(list(args)) == 2
@@ -135,7 +135,7 @@ def test_yml_task_files_are_read_like_yaml_ones(capsys, workspace):
 def test_a_broken_task_file_does_not_block_other_tasks_but_warns(capsys, workspace):
     (workspace / "tasks" / "good.yaml").write_text(GOOD.format(name="good"))
     (workspace / "tasks" / "broken.yaml").write_text("name: broken\nkind: [unclosed\n")
-    from llamabench.cli import main
+    from llamabench.cli.app import main
 
     capsys.readouterr()
     assert main(run_args(workspace, "good")) == 2
@@ -155,7 +155,7 @@ def test_a_broken_file_whose_name_key_still_reads_blocks_only_that_name(capsys, 
     (workspace / "tasks" / "good.yaml").write_text(GOOD.format(name="good"))
     (workspace / "tasks" / "x.yaml").write_text(GOOD.format(name="other").replace("word_perplexity", "bleu_typo"))
     assert "x.yaml" in cli_error(capsys, *run_args(workspace, "other"))
-    from llamabench.cli import main
+    from llamabench.cli.app import main
 
     assert main(run_args(workspace, "good")) == 2
     warning, error = capsys.readouterr().err.strip().splitlines()
@@ -180,7 +180,7 @@ def test_aliases_of_long_strings_within_the_node_and_byte_limits_are_refused(tmp
 
 
 def test_a_template_that_multiplies_text_is_refused_naming_the_task_and_document():
-    from llamabench.requests import build_requests
+    from llamabench.tasks.build import build_requests
     from llamabench.tasks.spec import parse_task
 
     for prompt in [
@@ -203,7 +203,7 @@ def test_a_template_that_multiplies_text_is_refused_naming_the_task_and_document
 
 
 def test_a_few_shot_delimiter_that_multiplies_text_is_refused():
-    from llamabench.requests import build_requests
+    from llamabench.tasks.build import build_requests
     from llamabench.tasks.spec import parse_task
 
     spec = parse_task({**BASE, "fewshot_delimiter": "d" * 500_000, "num_fewshot": 50}, "t.yaml")
@@ -214,7 +214,7 @@ def test_a_few_shot_delimiter_that_multiplies_text_is_refused():
 
 def test_ordinary_long_documents_and_few_shot_prompts_still_render():
     """The bound scales with the data: a 3 MB document and a 25-shot prompt are fine."""
-    from llamabench.requests import build_requests
+    from llamabench.tasks.build import build_requests
     from llamabench.tasks.spec import parse_task
 
     spec = parse_task({**BASE, "prompt": "Q: {{ text }}\nA:"}, "t.yaml")
@@ -249,7 +249,7 @@ def test_keys_that_are_not_text_are_named_as_unknown(tmp_path):
 
 def test_a_template_rendering_a_lone_surrogate_is_refused_before_the_model_loads():
     """Found by attacking the data check: a Jinja string literal's escape makes the surrogate, not the data."""
-    from llamabench.requests import build_requests
+    from llamabench.tasks.build import build_requests
     from llamabench.tasks.spec import parse_task
 
     spec = parse_task({**BASE, "prompt": '{{ text }}{{ "\\ud800" }}'}, "t.yaml")

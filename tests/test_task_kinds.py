@@ -8,7 +8,8 @@ import yaml
 from llamabench.backends.base import Backend
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, build_requests
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+from llamabench.tasks.build import build_requests
 from llamabench.tasks.kinds import KINDS, run_documents
 from llamabench.tasks.spec import parse_task
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from llamabench.errors import LlamabenchError
-from llamabench.results import safe_name
+from llamabench.records.results import safe_name
 from llamabench.tasks.data import load_documents, read_jsonl, read_wikitext_documents
 
 WIKITEXT = (
@@ -306,7 +306,7 @@ def cli_workspace(tmp_path, monkeypatch):
 def run_cli(workspace, *args):
     import pandas as pd
 
-    from llamabench.cli import main
+    from llamabench.cli.app import main
 
     out = workspace / "out"
     argv = ["run", "--model", str(workspace / "tiny"), "--device", "cpu", "--no-cache", "--output-dir", str(out)]
@@ -350,7 +350,7 @@ def test_cli_text_whitespace_word_rule_is_in_the_signature_and_the_count(cli_wor
 
 
 def cli_error(capsys, *args) -> str:
-    from llamabench.cli import main
+    from llamabench.cli.app import main
 
     capsys.readouterr()  # drop what fixtures printed
     assert main(["run", *args]) == 2
@@ -401,7 +401,7 @@ SMOL_PARAGRAPHS = [
 
 def test_smollm2_text_paragraphs_equal_a_jsonl_task_over_the_same_documents(smollm2, tmp_path):
     """One real-model check: --text (paragraphs, CRLF file) scores exactly what a hand-written JSONL task does."""
-    from llamabench.backends.hf import HFBackend
+    from llamabench.backends.hf.backend import HFBackend
     from llamabench.runner import RunConfig, evaluate, prepare_tasks
 
     (tmp_path / "held_out.txt").write_bytes("\n\n".join(SMOL_PARAGRAPHS).replace("\n", "\r\n").encode())

@@ -6,8 +6,8 @@ import torch
 from conftest import byte_tokenizer, tiny_llama
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from llamabench.cli import main
-from llamabench.trainer_callback import LlamabenchCallback
+from llamabench.cli.app import main
+from llamabench.training.trainer_callback import LlamabenchCallback
 
 
 class Batches(torch.utils.data.Dataset):

@@ -5,7 +5,7 @@
 import pytest
 import torch
 
-from llamabench.backends.hf import HFBackend
+from llamabench.backends.hf.backend import HFBackend
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest
 from tests.conftest import byte_tokenizer, lm_eval_instances, tiny_llama
 

@@ -15,15 +15,16 @@ from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 from safetensors.torch import load_file, save_file
 from test_bad_input import PPL_TASK
 
-from llamabench.backends.fingerprint import DigestMemo, fingerprint_files, model_files
-from llamabench.backends.hf import HFBackend
-from llamabench.backends.model_source import ModelSource, fingerprint
+from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.loading.fingerprint import DigestMemo, fingerprint_files, model_files
+from llamabench.backends.loading.model_source import ModelSource, fingerprint
 from llamabench.cli import main
 from llamabench.errors import LlamabenchError
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, build_requests, sampling_seed
-from llamabench.results import RunResult, read_run, results_frame, sample_file_stems, write_run
+from llamabench.records.results import RunResult, read_run, results_frame, sample_file_stems, write_run
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, sampling_seed
 from llamabench.runner import RunConfig, prepare_tasks
 from llamabench.tasks import registry
+from llamabench.tasks.build import build_requests
 from llamabench.tasks.spec import parse_task
 from llamabench.tasks.templates import render_list
 
@@ -135,7 +136,7 @@ def test_same_bytes_in_another_folder_give_the_same_fingerprint(tmp_path):
 
 def test_memo_serves_unchanged_files_and_never_a_rewritten_one(tmp_path, monkeypatch):
     model = save_tiny_model(tmp_path / "m")
-    monkeypatch.setattr("llamabench.backends.fingerprint.SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr("llamabench.backends.loading.fingerprint.SETTLE_SECONDS", 0.0)
     files = model_files(model)
     hashed: list[str] = []  # the files whose bytes were read: a memo miss stores a new digest
     real_store = DigestMemo._store
@@ -314,7 +315,7 @@ def test_sampled_requests_need_a_seed_and_get_one_per_document():
 def test_lm_eval_repeats_are_distinct_seeded_samples(tiny_backend):
     from lm_eval.api.instance import Instance
 
-    from llamabench.interop.lm_eval_model import LlamabenchLM
+    from llamabench.interop.lm_eval.model import LlamabenchLM
 
     args = ("Once upon", {"until": ["\n\n"], "max_gen_toks": 10, "do_sample": True})
     request = Instance(request_type="generate_until", doc={}, arguments=args, idx=0, metadata=("t", 0, 3))
@@ -421,7 +422,7 @@ def test_a_gguf_is_converted_alone_not_with_files_lying_beside_it(tmp_path, monk
     """transformers reads a tokenizer.json beside a .gguf, which the GGUF's fingerprint does not cover."""
     import transformers as tf
 
-    from llamabench.backends.gguf import write_dense_copy
+    from llamabench.backends.loading.gguf import write_dense_copy
 
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     (tmp_path / "tokenizer.json").write_text("{}")
@@ -547,7 +548,7 @@ def test_an_empty_generation_prompt_is_refused():
 
 
 def test_a_changed_metric_definition_makes_runs_incomparable():
-    from llamabench.comparability import differences
+    from llamabench.records.comparability import differences
 
     base = {"task_hash": "h", "metric_versions": {"f1": "1"}}
     assert differences(base, {**base, "metric_versions": {"f1": "2"}}) == ["metric_versions {'f1': '1'} vs {'f1': '2'}"]
@@ -564,8 +565,8 @@ def test_scoring_builds_no_key_value_cache(tiny_backend):
 def test_token_perplexity_is_not_compared_across_tokenizers(tmp_path, capsys):
     from test_store_report_check import make_run
 
-    from llamabench.report import build_leaderboard
-    from llamabench.store import RunStore
+    from llamabench.analysis.report import build_leaderboard
+    from llamabench.records.store import RunStore
 
     stats = {"corpus": {"word_perplexity": [[-50.0, 10], [-40.0, 8]], "token_perplexity": [[-50.0, 20], [-40.0, 16]]}}
     base = make_run("llama2", stats)

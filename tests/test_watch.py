@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 from conftest import byte_tokenizer, tiny_llama
 
-from llamabench.backends.model_source import fingerprint, resolve_model
-from llamabench.checkpoints import snapshot
-from llamabench.cli import main
-from llamabench.store import RunStore
+from llamabench.backends.loading.model_source import fingerprint, resolve_model
+from llamabench.cli.app import main
+from llamabench.records.store import RunStore
+from llamabench.training.checkpoints import snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 # lm_head scaled: 1 is the random model (near-uniform predictions), 25 makes confident random guesses (far worse).

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from test_watch import watch_argv, write_checkpoint
 
-import llamabench.backends.hf as hf
-import llamabench.checkpoints as checkpoints
-from llamabench import orchestrator
-from llamabench.backends.model_source import fingerprint, resolve_model
-from llamabench.cli import main
-from llamabench.store import RunStore
+import llamabench.backends.hf.backend as hf
+import llamabench.training.checkpoints as checkpoints
+from llamabench import pipeline as orchestrator
+from llamabench.backends.loading.model_source import fingerprint, resolve_model
+from llamabench.cli.app import main
+from llamabench.records.store import RunStore
 
 # Improving checkpoints (a smaller lm_head scale is a better random model here), so no check regresses and
 # `--once` exits 0; distinct weights, so a run recorded under the wrong checkpoint shows.

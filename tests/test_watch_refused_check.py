@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import save_tiny_model
 
-from llamabench.cli import main
+from llamabench.cli.app import main
 
 
 def test_every_refused_check_is_one_line_and_fails_the_watch(tmp_path, notes_file, capsys):

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 from llamabench.backends.base import Backend
 from llamabench.errors import LlamabenchError
 from llamabench.interop import LM_EVAL_PREFIX
-from llamabench.manifest import build_run
-from llamabench.results import RunResult
+from llamabench.records.manifest import build_run
+from llamabench.records.results import RunResult
 from llamabench.runner import PreparedTask, RunConfig, evaluate_tasks, prepare_tasks
 
 if TYPE_CHECKING:
-    from llamabench.interop.lm_eval_tasks import LmEvalTasks
+    from llamabench.interop.lm_eval.tasks import LmEvalTasks
 
 
 @dataclass
@@ -36,7 +36,7 @@ def prepare_run(config: RunConfig, include_paths: Sequence[Path] = ()) -> Prepar
     prepared = PreparedRun(prepare_tasks(replace(config, tasks=native)), None)
     if lm_eval_names:
         try:
-            from llamabench.interop.lm_eval_tasks import load_lm_eval_tasks
+            from llamabench.interop.lm_eval.tasks import load_lm_eval_tasks
         except ModuleNotFoundError as exc:
             if not (exc.name or "").startswith("lm_eval"):
                 raise
@@ -56,7 +56,7 @@ def evaluate_run(
     started = datetime.now(timezone.utc)
     parts = [evaluate_tasks(backend, prepared.native, config, started)]
     if prepared.lm_eval is not None:
-        from llamabench.interop.lm_eval_tasks import evaluate_lm_eval_tasks
+        from llamabench.interop.lm_eval.tasks import evaluate_lm_eval_tasks
 
         parts.append(evaluate_lm_eval_tasks(backend, prepared.lm_eval, config))
     return build_run(backend, config, started, parts, step=step, sections=sections)

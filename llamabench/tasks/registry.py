@@ -15,9 +15,9 @@ TASK_FILE_SUFFIXES = (".yaml", ".yml")
 
 
 def builtin_tasks_dir() -> Path:
-    """The repository's ``tasks/`` folder (installed as ``llamabench/builtin_tasks`` in a wheel)."""
+    """The repository's ``builtin_tasks/`` folder (installed as ``llamabench/builtin_tasks`` in a wheel)."""
     here = Path(__file__).resolve().parents[1]
-    for candidate in (here.parent / "tasks", here / "builtin_tasks"):
+    for candidate in (here.parent / "builtin_tasks", here / "builtin_tasks"):
         if candidate.is_dir():
             return candidate
     raise LlamabenchError("built-in tasks folder not found; reinstall llamabench")

@@ -6,7 +6,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from llamabench.results import safe_name
+from llamabench.records.results import safe_name
 from llamabench.tasks.spec import TaskSpec, normal_path, parse_task
 from llamabench.tasks.text_readers import TEXT_FIELD
 

@@ -1,0 +1,234 @@
+"""The leaderboard model: runs (rows, in checkpoint order) × task/metric columns, with values, standard errors,
+which runs are comparable and which value is best. The renderers (``markdown.py``, ``html.py``) only lay it out."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from llamabench.errors import LlamabenchError
+from llamabench.metrics import METRICS
+from llamabench.records.comparability import differences, recorded_settings, same_tokenizer
+from llamabench.records.results import RunResult, format_number
+
+# The report shows each run's first documents per task; only these rows of a run are ever held for it.
+MAX_SAMPLE_ROWS = 50
+# The sample columns the report shows (besides the task's metric columns), and how much of a prompt: its end.
+SAMPLE_COLUMNS = ("doc_id", "prompt", "prediction", "target")
+PROMPT_TAIL_CHARS = 300
+_STEP = re.compile(r"(?:step|checkpoint|ckpt|iter)[-_]?(\d+)", re.IGNORECASE)
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The training step in a name such as ``step1000``, ``checkpoint-1000`` or ``ckpt_1000``, or a bare number."""
+    if name.strip().isdigit():
+        return int(name)
+    found = _STEP.findall(name)
+    return int(found[-1]) if found else None
+
+
+@dataclass
+class RunSummary:
+    """What a report shows of a run: the aggregate table, the manifest and each task's first documents (with the
+    number of documents). Small whatever the run's size, so a report over hundreds of runs holds one run's full
+    tables at a time at most. Not a run: its samples are a head, so it never feeds a statistical check."""
+
+    results: pd.DataFrame
+    manifest: dict
+    samples: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sample_counts: dict[str, int] = field(default_factory=dict)
+
+
+def summarize(run: RunResult | RunSummary, rows: int = MAX_SAMPLE_ROWS) -> RunSummary:
+    """The summary of ``run`` (a summary is returned as it is)."""
+    if isinstance(run, RunSummary):
+        return run
+    return RunSummary(
+        run.results,
+        run.manifest,
+        {task: sample_head(frame.head(rows), run.results, task) for task, frame in run.samples.items()},
+        {task: len(frame) for task, frame in run.samples.items()},
+    )
+
+
+def sample_head(frame: pd.DataFrame, results: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The columns of a task's first sample rows that the report shows, prompts cut to their end."""
+    metrics = set(results.metric[results.task == task])
+    head = frame[[c for c in frame.columns if c in SAMPLE_COLUMNS or c in metrics]].copy()
+    if "prompt" in head:
+        head["prompt"] = [_prompt_tail(prompt) for prompt in head["prompt"]]
+    return head
+
+
+def _prompt_tail(prompt: object) -> str:
+    text = str(prompt or "")
+    return ("…" + text[-PROMPT_TAIL_CHARS:]) if len(text) > PROMPT_TAIL_CHARS else text
+
+
+@dataclass(frozen=True)
+class Column:
+    """One task × metric column of the leaderboard (``higher_is_better`` None: direction unknown, no best)."""
+
+    task: str
+    metric: str
+    higher_is_better: bool | None
+    comparable: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.metric}"
+
+    @property
+    def arrow(self) -> str:
+        return {True: " ↑", False: " ↓", None: ""}[self.higher_is_better]
+
+    @property
+    def marks(self) -> str:
+        """The direction arrow, and ≠ when the runs in this column ran the task with different settings."""
+        return self.arrow + ("" if self.comparable else " ≠")
+
+
+@dataclass
+class Leaderboard:
+    """Runs (rows, in checkpoint order) × task/metric columns, with each run's position on the x axis."""
+
+    runs: list[RunSummary]
+    labels: list[str]
+    x: list[int]
+    x_title: str
+    columns: list[Column]
+    values: np.ndarray
+    stderrs: np.ndarray
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [run.manifest["run_id"] for run in self.runs]
+
+    def incomparable_tasks(self) -> dict[str, list[str]]:
+        """Tasks whose settings (task definition, few-shot count, context, dtype, data, ...) differ from the first
+        run that has them, with the differences: their columns do not compare like with like."""
+        found: dict[str, list[str]] = {}
+        for task in dict.fromkeys(column.task for column in self.columns):
+            settings = [recorded_settings(run.manifest, task) for run in self.runs if task in set(run.results.task)]
+            differing = {text for other in settings[1:] for text in differences(settings[0], other)}
+            if differing:
+                found[task] = sorted(differing)
+        return found
+
+    def note(self, highlight: str, escape: Callable[[str], str]) -> str:
+        """One line on how runs are ordered and read, plus a warning naming tasks whose runs are not comparable
+        (``escape``d for the output format: task names are untrusted text; the rest is ours)."""
+        text = (
+            f"{len(self.runs)} runs, ordered by {self.x_title}; best value per column {highlight} "
+            "(↑ higher is better, ↓ lower is better); ± is the standard error."
+        )
+        incomparable = self.incomparable_tasks()
+        if incomparable:
+            listed = "; ".join(f"{task} ({', '.join(diffs)})" for task, diffs in incomparable.items())
+            text += f" Warning: columns marked ≠ compare runs with different settings: {escape(listed)}."
+        return text
+
+    def best_rows(self, column: int) -> set[int]:
+        """Rows holding the column's best value (several on a tie), by its higher_is_better; none in a column
+        whose runs are not comparable (marked ≠), where "best" would rank unlike with unlike."""
+        values = self.values[:, column]
+        meta = self.columns[column]
+        if np.isnan(values).all() or meta.higher_is_better is None or not meta.comparable:
+            return set()
+        best = np.nanmax(values) if self.columns[column].higher_is_better else np.nanmin(values)
+        return set(np.flatnonzero(values == best).tolist())
+
+    def columns_by_task(self) -> dict[str, list[int]]:
+        """Each task's column indices, in column order."""
+        tasks: dict[str, list[int]] = {}
+        for i, column in enumerate(self.columns):
+            tasks.setdefault(column.task, []).append(i)
+        return tasks
+
+    def cell(self, row: int, column: int) -> tuple[str, str]:
+        """A cell's value and its "± stderr" (empty without one), formatted."""
+        stderr = self.stderrs[row, column]
+        return format_number(self.values[row, column]), "" if math.isnan(stderr) else f"± {format_number(stderr)}"
+
+    def to_frame(self) -> pd.DataFrame:
+        """The wide table: run_id, model, label, x, then each column's value and stderr."""
+        frame = pd.DataFrame(
+            {
+                "run_id": self.run_ids,
+                "model": [run.manifest.get("model") for run in self.runs],
+                "label": self.labels,
+                self.x_title: self.x,
+            }
+        )
+        for i, column in enumerate(self.columns):
+            frame[column.key] = self.values[:, i]
+            frame[f"{column.key} stderr"] = self.stderrs[:, i]
+        return frame
+
+
+def parse_labels(specs: list[str], resolve: Callable[[str], str]) -> dict[str, str]:
+    """``--label RUN=LABEL`` values as {run_id: label}; ``resolve`` maps RUN (id, prefix, folder) to a run_id."""
+    labels = {}
+    for spec in specs:
+        ref, _, label = spec.partition("=")
+        if not ref or not label:
+            raise LlamabenchError(f"--label '{spec}' must be RUN=LABEL")
+        labels[resolve(ref)] = label
+    return labels
+
+
+def build_leaderboard(runs: Sequence[RunResult | RunSummary], labels: dict[str, str] | None = None) -> Leaderboard:
+    """Order runs by training step (from their label or model name) when every run has one, else by start time.
+    The board keeps each run's :class:`RunSummary`, not its full sample tables."""
+    labels = labels or {}
+    by_id = {run.manifest["run_id"]: summarize(run) for run in runs}
+    runs = sorted(by_id.values(), key=lambda run: run.manifest["started"])
+    unknown = set(labels) - {run.manifest["run_id"] for run in runs}
+    if unknown:
+        raise LlamabenchError(f"--label names run(s) not in the report: {', '.join(sorted(unknown))}")
+    steps = [_step(run, labels.get(run.manifest["run_id"])) for run in runs]
+    if None in steps:
+        x, x_title = list(range(1, len(runs) + 1)), "run order"
+    else:
+        order = sorted(range(len(runs)), key=lambda i: steps[i])
+        runs, x, x_title = [runs[i] for i in order], [steps[i] for i in order], "step"
+    columns: dict[tuple[str, str], Column] = {}
+    for run in runs:
+        for row in run.results.itertuples():
+            direction = None if pd.isna(row.higher_is_better) else bool(row.higher_is_better)
+            columns.setdefault((row.task, row.metric), Column(row.task, row.metric, direction))
+    values = np.full((len(runs), len(columns)), np.nan)
+    stderrs = np.full_like(values, np.nan)
+    index = {key: i for i, key in enumerate(columns)}
+    for r, run in enumerate(runs):
+        for row in run.results.itertuples():
+            values[r, index[row.task, row.metric]] = row.value
+            stderrs[r, index[row.task, row.metric]] = row.stderr
+    names = [labels.get(run.manifest["run_id"], run.manifest.get("model", "?")) for run in runs]
+    board = Leaderboard(runs, names, x, x_title, list(columns.values()), values, stderrs)
+    incomparable = board.incomparable_tasks()
+    one_tokenizer = all(same_tokenizer(runs[0].manifest, run.manifest) for run in runs[1:])
+    board.columns = [
+        replace(column, comparable=column.task not in incomparable and (one_tokenizer or not _counts_tokens(column)))
+        for column in board.columns
+    ]
+    return board
+
+
+def _counts_tokens(column: Column) -> bool:
+    """Whether the column's metric is counted in the model's tokens (lm-eval's metrics are not llamabench's)."""
+    metric = METRICS.get(column.metric)
+    return metric is not None and metric.tokenizer_dependent
+
+
+def _step(run: RunSummary, label: str | None) -> int | None:
+    if label is None and run.manifest.get("step") is not None:  # recorded by watch and in-memory evaluation
+        return int(run.manifest["step"])
+    names = [label, run.manifest.get("model"), run.manifest.get("config", {}).get("model")]
+    steps = [checkpoint_step(name) for name in names if name]
+    return next((step for step in steps if step is not None), None)

@@ -1,0 +1,428 @@
+"""The transformers backend: batched scoring and generation for causal LMs on CPU or GPU."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import tokenizers
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+from llamabench import __version__
+from llamabench.backends.base import Backend, OnDone
+from llamabench.backends.hf.batching import BatchPolicy, peak_memory
+from llamabench.backends.hf.budget import BudgetInputs, budget_inputs, token_budget
+from llamabench.backends.hf.checkpoint_generation import CheckpointGeneration
+from llamabench.backends.hf.generation import ContinuousBatcher, GenerationJob
+from llamabench.backends.hf.score_rows import (
+    LOGIT_ROWS,
+    ScoreItem,
+    ScoreRow,
+    plain_row,
+    rolling_windows,
+    score_batch,
+    shared_prefix_rows,
+)
+from llamabench.backends.hf.static_generation import generate_static_batch
+from llamabench.backends.hf.stops import eos_token_ids
+from llamabench.backends.loading.load import KV_CACHES, check_device_map, load_model_and_tokenizer
+from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
+from llamabench.errors import LlamabenchError
+from llamabench.escaping import terminal
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, require_prompt_room
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFBackend(Backend):
+    """Any transformers causal LM; GPU-batched by a token budget, fp32 on CPU by default."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        model_id: str,
+        model_fingerprint: str = "unknown",
+        batch_size: int | str = "auto",
+        max_length: int | None = None,
+        progress: bool = True,
+        kv_cache: str = "dynamic",
+        trust_remote_code: bool = False,
+    ):
+        if kv_cache not in KV_CACHES:
+            raise LlamabenchError(f"--kv-cache {kv_cache} is not one of {', '.join(KV_CACHES)}")
+        self.model = model
+        self.kv_cache = kv_cache
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.fingerprint = model_fingerprint
+        self.device = model.get_input_embeddings().weight.device  # where inputs go, also under a device map
+        self.max_length = max_length or _model_max_length(model, tokenizer)
+        if self.max_length < 2:
+            raise LlamabenchError(f"--max-length {self.max_length} must be at least 2 tokens")
+        trained = _trained_positions(model)
+        if trained is not None and self.max_length > trained:
+            raise LlamabenchError(
+                f"--max-length {self.max_length} exceeds the {trained} positions model {model_id} was trained for "
+                "(its max_position_embeddings); scores past them are extrapolation, so lower --max-length"
+            )
+        self.eos_tokens = eos_token_ids(model, tokenizer)
+        self.trust_remote_code = trust_remote_code
+        self.tokenizer_hash = tokenizer_hash(tokenizer)
+        _refuse_logit_postprocessing(model, model_id)
+        self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.progress = progress
+        self.budget: BudgetInputs | None = None  # what --batch-size auto's budget was computed from
+        if batch_size == "auto":
+            self.budget = budget_inputs(model, self.device, LOGIT_ROWS)
+            self.policy = BatchPolicy(token_budget=token_budget(self.budget))
+        else:
+            self.policy = BatchPolicy(token_budget=0, max_items=int(batch_size))
+        self.generation_settings = CheckpointGeneration(getattr(model, "generation_config", None), model_id)
+        self.engine = ContinuousBatcher(
+            model,
+            tokenizer,
+            eos_tokens=self.eos_tokens,
+            pad_token=self.pad_token,
+            device=self.device,
+            settings=self.generation_settings,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int | str = "auto",
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
+        device_map: str | None = None,
+        kv_cache: str = "dynamic",
+    ) -> HFBackend:
+        """Load ``model`` (alias, directory, .gguf or hub id) on ``device`` in ``dtype``; ``device_map`` (``auto``,
+        ``balanced``, ``sequential``) spreads it over the visible GPUs instead (on a machine without one: the CPU)."""
+        check_device_map(device_map, device)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise LlamabenchError(f"--device {device} is not a device; use cpu, cuda, cuda:1, ...") from None
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise LlamabenchError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu")
+        dtype = dtype or default_dtype(device)
+        if dtype not in DTYPES:
+            raise LlamabenchError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
+        source = resolve_model(model)
+        pinned = pin(source) if source.is_local else None  # checked again once the files are read
+        loaded, tokenizer = load_model_and_tokenizer(
+            source,
+            dtype=DTYPES[dtype],
+            device=device,
+            trust_remote_code=trust_remote_code,
+            device_map=device_map,
+            pinned=pinned,
+        )
+        content = pinned.fingerprint if pinned else fingerprint(source)  # a hub model's files are local once loaded
+        return cls(
+            loaded,
+            tokenizer,
+            model_id=source.name,
+            model_fingerprint=content or Backend.fingerprint,
+            batch_size=batch_size,
+            max_length=max_length,
+            kv_cache=kv_cache,
+            trust_remote_code=trust_remote_code,
+        )
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "device": str(self.device),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "max_length": self.max_length,
+            "kv_cache": self.kv_cache,
+            "trust_remote_code": self.trust_remote_code,
+            "generation_settings": self.generation_settings.record(),
+            "tokenizer": self.tokenizer_hash,
+            "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
+            "peak_memory": peak_memory(self.device),
+            **self._budget_record(),
+        }
+
+    def _budget_record(self) -> dict:
+        if self.budget is None:
+            return {}
+        return {"token_budget": {"tokens": token_budget(self.budget), "inputs": asdict(self.budget)}}
+
+    def cache_identity(self) -> str:
+        # Everything that can change a stored number: the weights' bytes, how they run, and the code that runs
+        # them (an upgrade of torch, transformers, tokenizers or llamabench recomputes rather than trusting
+        # results from other kernels, tokenisation or windowing).
+        return "|".join(
+            [
+                self.fingerprint,
+                # The tokenizer as loaded, whichever files it came from, and the token every text is scored after.
+                f"tokenizer={self.tokenizer_hash}",
+                f"prefix={self.prefix_token}",
+                str(self.model.dtype),
+                str(self.max_length),
+                self.device.type,
+                self.kv_cache,
+                str(getattr(self.model.config, "_attn_implementation", None)),
+                f"eos={self.eos_tokens}",
+                f"generation={json.dumps(self.generation_settings.record(), sort_keys=True)}",
+                f"remote_code={self.trust_remote_code}",
+                f"torch={torch.__version__}",
+                f"transformers={transformers.__version__}",
+                f"tokenizers={tokenizers.__version__}",
+                f"llamabench={__version__}",
+            ]
+        )
+
+    def apply_chat_template(self, text: str) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            return super().apply_chat_template(text)
+        messages = [{"role": "user", "content": text}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, bool]]:
+        items = [self._context_continuation_item(r.context, r.continuation) for r in requests]
+        return self._score(items, "loglikelihood", on_done, share_prefixes=True)
+
+    def loglikelihood_rolling(
+        self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
+    ) -> list[tuple[float, int]]:
+        windows_per_request = [
+            rolling_windows(self._encode(r.text), self.prefix_token, self.max_length, r.stride) for r in requests
+        ]
+        totals = _RollingTotals(windows_per_request, on_done)
+        flat = [window for windows in windows_per_request for window in windows]
+        self._score(flat, "perplexity windows", totals.add)
+        return [totals.result(request) for request in range(len(requests))]
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _context_continuation_item(self, context: str, continuation: str) -> ScoreItem:
+        # As lm-eval: trailing whitespace (any, as str.rstrip: newlines and tabs too, not only spaces) moves to
+        # the continuation, whose log-likelihood then counts it, which changes acc_norm; the continuation's tokens
+        # are those the joint encoding adds after the context's, so merges across the boundary are scored as the
+        # model sees them.
+        stripped = context.rstrip()
+        continuation = context[len(stripped) :] + continuation
+        if not continuation:
+            raise LlamabenchError("a loglikelihood request has an empty continuation; every choice needs text")
+        if stripped:
+            context_tokens = self._encode(stripped)
+            whole = self._encode(stripped + continuation)
+            continuation_tokens = whole[len(context_tokens) :]
+        else:
+            context_tokens, continuation_tokens = [self.prefix_token], self._encode(continuation)
+        tokens = (context_tokens + continuation_tokens)[-(self.max_length + 1) :]
+        return ScoreItem(tokens, min(len(continuation_tokens), len(tokens) - 1))
+
+    def _score(
+        self, items: list[ScoreItem], what: str, on_done: OnDone | None, share_prefixes: bool = False
+    ) -> list[tuple[float, bool]]:
+        """(log-likelihood, is-greedy) of each item; with ``share_prefixes``, items sharing the tokens before their
+        targets run those tokens once (see score_rows)."""
+        if share_prefixes:
+            rows = shared_prefix_rows(items, max_tokens=self.max_length)
+        else:
+            rows = [plain_row(index, item) for index, item in enumerate(items)]
+        results: list[tuple[float, bool] | None] = [None] * len(items)
+        with tqdm(
+            total=len(items),
+            desc=terminal(f"{self.model_id}: {what}"),
+            disable=not self.progress or not items,
+            unit="seq",
+        ) as bar:
+            for batch in self.policy.plan([len(row.tokens) for row in rows]):
+                scored = self.policy.run([rows[b] for b in batch], self._score_batch)
+                done = [index for b in batch for index in rows[b].items]
+                flat = [result for row_results in scored for result in row_results]
+                for index, result in zip(done, flat, strict=True):
+                    results[index] = result
+                if on_done is not None:
+                    on_done(done, flat)
+                bar.update(len(done))
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, rows: list[ScoreRow]) -> list[list[tuple[float, bool]]]:
+        return score_batch(self.model, rows, self.pad_token)
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def require_generation(self, task: str | None = None) -> None:
+        self.generation_settings.require(task)
+
+    def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
+        if requests:
+            self.require_generation()
+        jobs = [self._generation_job(request) for request in requests]
+        results: list[str | None] = [None] * len(requests)
+        with tqdm(
+            total=len(requests),
+            desc=terminal(f"{self.model_id}: generation"),
+            disable=not self.progress or not requests,
+            unit="seq",
+        ) as bar:
+
+            def finished(indices: list[int], texts: list[str]) -> None:
+                for index, text in zip(indices, texts, strict=True):
+                    results[index] = text
+                if on_done is not None:
+                    on_done(indices, texts)
+                bar.update(len(indices))
+
+            if self.kv_cache == "static":
+                self._generate_static(jobs, finished)
+            elif jobs:
+                slots = self._generation_slots(jobs)
+                self.policy.sizes_used[slots] += 1
+                self.engine.run(jobs, slots, finished)
+        return results  # type: ignore[return-value]
+
+    def _generation_job(self, request: GenerationRequest) -> GenerationJob:
+        require_prompt_room(request.max_new_tokens, self.max_length)
+        for what, text in [("prompt", request.prompt), *(("stop sequence", stop) for stop in request.until)]:
+            _require_text(text, what)
+        prompt = self._encode(request.prompt)[-(self.max_length - request.max_new_tokens) :]
+        seed = None if request.greedy else request.seed
+        return GenerationJob(prompt, request.max_new_tokens, request.until, seed)
+
+    def _generation_slots(self, jobs: list[GenerationJob]) -> int:
+        """Concurrent rows: ``--batch-size N``, else as many of the longest request as the token budget holds."""
+        if self.policy.max_items is not None:
+            return min(self.policy.max_items, len(jobs))
+        longest = max(len(job.prompt) + job.max_new for job in jobs)
+        return max(1, min(len(jobs), self.policy.token_budget // longest))
+
+    def _generate_static(self, jobs: list[GenerationJob], finished) -> None:
+        """Batches of requests that share limits and greediness, each run by transformers' ``generate``."""
+        groups: dict[tuple, list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault((job.max_new, job.until, job.seed is None), []).append(index)
+        for indices in groups.values():
+            lengths = [len(jobs[i].prompt) + jobs[i].max_new for i in indices]
+            for batch in self.policy.plan(lengths):
+                texts = self.policy.run([jobs[indices[b]] for b in batch], self._generate_batch)
+                finished([indices[b] for b in batch], texts)
+
+    def _generate_batch(self, jobs: list[GenerationJob]) -> list[str]:
+        return generate_static_batch(
+            self.model,
+            self.tokenizer,
+            jobs,
+            eos_tokens=self.eos_tokens,
+            pad_token=self.pad_token,
+            stats=self.engine.stats,
+            settings=self.generation_settings,
+        )
+
+
+def _require_text(text: str, what: str) -> None:
+    """Refuse a lone surrogate (from JSON escapes such as ``\\ud800``): no tokenizer encodes it, and the error
+    would otherwise come from deep inside one, or late, when the text is written, as if the disk had failed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LlamabenchError(
+            f"a generation {what} holds a lone surrogate (U+{ord(text[exc.start]):04X}, character {exc.start}), "
+            "which is not text; fix the data or task it came from"
+        ) from None
+
+
+def default_dtype(device: str) -> str:
+    """bfloat16 on a GPU that computes it natively (Ampere on), float16 on an older one, where bf16 would only
+    be emulated (slowly); float32 on a CPU, whose bf16 matmuls are no faster and lose precision."""
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
+
+
+class _RollingTotals:
+    """Collects perplexity window scores as batches finish; a request is done, and reported, with its last window.
+    Each total sums its windows in text order, so it does not depend on how the windows were batched."""
+
+    def __init__(self, windows_per_request: list[list[ScoreItem]], on_done: OnDone | None):
+        self.windows: list[range] = []  # each request's span of the flat window list
+        start = 0
+        for windows in windows_per_request:
+            self.windows.append(range(start, start + len(windows)))
+            start += len(windows)
+        self.owner = [request for request, span in enumerate(self.windows) for _ in span]
+        self.n_scored = [sum(w.n_target for w in windows) for windows in windows_per_request]
+        self.scores: list[float] = [0.0] * start
+        self.left = [len(span) for span in self.windows]
+        self.on_done = on_done
+        self._report([request for request, n in enumerate(self.left) if n == 0])  # empty texts wait for nothing
+
+    def add(self, windows: list[int], scores: list[tuple[float, bool]]) -> None:
+        done = []
+        for window, (logprob, _) in zip(windows, scores, strict=True):
+            self.scores[window] = logprob
+            request = self.owner[window]
+            self.left[request] -= 1
+            if self.left[request] == 0:
+                done.append(request)
+        self._report(done)
+
+    def result(self, request: int) -> tuple[float, int]:
+        return sum(self.scores[w] for w in self.windows[request]), self.n_scored[request]
+
+    def _report(self, requests: list[int]) -> None:
+        if self.on_done is not None and requests:
+            self.on_done(requests, [self.result(r) for r in requests])
+
+
+# Config attributes through which a model's ``forward`` reshapes its logits (Granite divides them, Cohere
+# multiplies them, Gemma 2 soft-caps them), with each one's no-op value. Scoring runs the base model and the
+# head directly, so such a model would score other numbers than it generates with.
+_LOGIT_POSTPROCESSING = {"logits_scaling": 1.0, "logit_scale": 1.0, "final_logit_softcapping": None}
+
+
+def _refuse_logit_postprocessing(model, model_id: str) -> None:
+    for attr, neutral in _LOGIT_POSTPROCESSING.items():
+        value = getattr(model.config, attr, None)
+        if value is not None and value != neutral:
+            raise LlamabenchError(
+                f"model {model_id} post-processes its logits ({attr}={value}), which llamabench's scoring does not "
+                "apply; it evaluates LLaMA-family models, whose logits are the head's output"
+            )
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """A hash of everything that maps text to token ids (vocabulary, merges, normaliser, added tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spelled = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(spelled.encode()).hexdigest()[:16]
+
+
+def _trained_positions(model) -> int | None:
+    """The positions the model's config says it handles (rope scaling included), if it says."""
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(model.config, attr, None)
+        if value:
+            return int(value)
+    return None
+
+
+def _model_max_length(model, tokenizer) -> int:
+    trained = _trained_positions(model)
+    if trained is not None:
+        return trained
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 10**9 else 2048

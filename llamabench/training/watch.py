@@ -1,0 +1,298 @@
+"""``llamabench watch DIR``: evaluate each checkpoint a training run writes under DIR, once, when it is complete.
+
+A sub-folder whose name carries a step (``checkpoint-1000``, ``step2000``) is evaluated once it holds weights and
+its files (names, sizes, modification times) are the same at two polls ``--every`` seconds apart. Each run is
+recorded with its step in the run store of ``--output-dir`` and checked against ``--baseline`` or else the
+previous checkpoint; after each poll that recorded a run (and when the watch stops) the report under ``--out`` is
+rewritten with every run of this watch. A checkpoint already in the store with the same evaluation settings is
+skipped, so a restarted watch goes on where it stopped.
+
+Training writes, rewrites and deletes checkpoints while the watch reads them. A folder with a temporary name
+(``tmp-checkpoint-500``) is not a checkpoint yet. One that fails to load (a corrupt or truncated file) is noted
+once and retried only when its files change; one deleted or changed while it is being loaded or evaluated is
+noted once and not recorded (its numbers might mix two versions of its files): a changed one is evaluated again
+once its files stop changing, a deleted one is skipped. The watch goes on with the other checkpoints.
+
+Report cost: the watch keeps what the report shows of each run (aggregates and the first sample rows, see
+:class:`~llamabench.analysis.report.leaderboard.RunSummary`) in memory, adding each new run's as it is recorded, so a
+checkpoint costs one run's reading however many came before; the check reads only its reference run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llamabench.cli.run import add_evaluation_options, cache_mode, config_from_args
+from llamabench.errors import LlamabenchError, first_line, note, warn
+from llamabench.escaping import terminal
+
+if TYPE_CHECKING:  # the rest loads torch and transformers: imported when a watch starts, not for `--help`
+    from llamabench.analysis.check import MaxDrop
+    from llamabench.analysis.report.leaderboard import RunSummary
+    from llamabench.backends.wrappers.cache import RequestCache
+    from llamabench.interop.mixed import PreparedRun
+    from llamabench.records.results import RunResult
+    from llamabench.records.store import RunStore
+    from llamabench.runner import RunConfig
+    from llamabench.training.checkpoints import Checkpoint
+
+# The settings under which an earlier run of a checkpoint counts as this watch's evaluation of it.
+_SAME_EVALUATION = ("tasks", "texts", "limit", "num_fewshot", "seed", "max_length", "dtype", "batch_size")
+
+
+def add_watch_parser(commands) -> None:
+    watch = commands.add_parser("watch", help="evaluate each checkpoint written under a folder as training goes")
+    watch.add_argument("dir", type=Path, metavar="DIR", help="the training output folder (checkpoint-N, stepN, ...)")
+    add_evaluation_options(watch)
+    watch.add_argument("--baseline", default=None, metavar="RUN", help="check every checkpoint against this run")
+    watch.add_argument("--every", type=float, default=60.0, help="seconds between polls (default 60)")
+    watch.add_argument("--once", action="store_true", help="evaluate what is complete now (two polls), then exit")
+    watch.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default: reports/)")
+    watch.add_argument(
+        "--max-drop", action="append", default=[], metavar="METRIC=VALUE|PCT%", help="allowed drop (default 0)"
+    )
+    watch.add_argument("--alpha", type=float, default=0.05, help="significance level of the regression check")
+
+
+def watch_command(args: argparse.Namespace) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise LlamabenchError("watch runs in one process; start it without torchrun")
+    if not args.every > 0:
+        raise LlamabenchError(f"--every {args.every} must be a positive number of seconds")
+    if not args.dir.is_dir():
+        raise LlamabenchError(f"watch folder {args.dir} does not exist; create it or pass the training output folder")
+    from llamabench import pipeline as orchestrator
+    from llamabench.analysis.check import parse_max_drops
+    from llamabench.records.results import ensure_writable
+    from llamabench.records.store import RunStore
+
+    config = config_from_args(args, None)
+    max_drops = parse_max_drops(args.max_drop)
+    ensure_writable(config.output_dir)
+    store = RunStore.in_dir(config.output_dir)
+    baseline = store.load(args.baseline) if args.baseline else None
+    watcher = Watcher(
+        root=args.dir.resolve(),
+        config=config,
+        prepared=orchestrator.prepare(config, args.include_path),
+        cache=orchestrator.open_cache(cache_mode(args)),
+        store=store,
+        report_dir=args.out,
+        baseline=baseline,
+        max_drops=max_drops,
+        alpha=args.alpha,
+        refresh=args.refresh,
+        trust_remote_code=args.trust_remote_code,
+    )
+    return watcher.loop(args.every, args.once)
+
+
+@dataclass
+class Watcher:
+    """The state of one watch: what it evaluates, where runs go, and what it has seen of each checkpoint."""
+
+    root: Path
+    config: RunConfig
+    prepared: PreparedRun
+    cache: RequestCache | None
+    store: RunStore
+    report_dir: Path
+    baseline: RunResult | None
+    max_drops: dict[str, MaxDrop]
+    alpha: float
+    refresh: bool = False
+    trust_remote_code: bool = False
+    seen: dict[Path, tuple | None] = field(default_factory=dict)
+    failed: dict[Path, tuple | None] = field(default_factory=dict)
+    # What the report shows of each run of this watch, by run_id (None until the first report is due).
+    summaries: dict[str, RunSummary] | None = None
+    report_due: bool = False
+
+    def loop(self, every: float, once: bool) -> int:
+        """Poll until interrupted (or, with ``once``, twice); 1 when ``once`` found a regression or a check that
+        could not run (refused, or numbers that are not numbers), else 0."""
+        regressions, polls = 0, 0
+        print(f"watching {self.root} every {every:g} s; runs go to {self.config.output_dir}", flush=True)
+        try:
+            while True:
+                found, waiting = self.poll()
+                self.write_report()
+                regressions += found
+                polls += 1
+                if once and polls >= 2:
+                    if waiting:
+                        note(f"{waiting} checkpoint(s) still being written were not evaluated")
+                    return int(regressions > 0)
+                time.sleep(every)
+        finally:  # interrupted mid-poll (Ctrl-C): the runs recorded so far are in the report
+            self.write_report()
+
+    def poll(self) -> tuple[int, int]:
+        """Evaluate every checkpoint that is complete and not yet recorded; returns (regressions, still waiting)."""
+        from llamabench.training.checkpoints import snapshot, step_folders
+
+        regressions, waiting = 0, 0
+        recorded = {manifest["config"]["model"] for manifest in self.watched_manifests()}
+        listed = step_folders(self.root)
+        for gone in set(self.seen) - {checkpoint.path for checkpoint in listed}:  # deleted (or renamed) since
+            self.seen.pop(gone)
+            self.failed.pop(gone, None)
+        for checkpoint in listed:
+            if str(checkpoint.path) in recorded:
+                continue
+            now, before = snapshot(checkpoint.path), self.seen.get(checkpoint.path)
+            self.seen[checkpoint.path] = now
+            if now is None and not checkpoint.path.is_dir():
+                self.forget(checkpoint, "was deleted before it was evaluated; skipped")
+            elif now is None or now != before:
+                waiting += 1
+            elif checkpoint.path not in self.failed or self.failed[checkpoint.path] != now:
+                regressions += self.evaluate(checkpoint, now)
+        return regressions, waiting
+
+    def evaluate(self, checkpoint: Checkpoint, files: tuple) -> int:
+        """Evaluate, record and check one checkpoint whose files were ``files``; returns its number of regressed
+        metrics. A checkpoint whose files change or vanish meanwhile is noted and not recorded."""
+        from llamabench import pipeline as orchestrator
+        from llamabench.analysis.report.leaderboard import summarize
+        from llamabench.records.results import format_table
+
+        config = replace(self.config, model=str(checkpoint.path))
+        backend = None
+        try:
+            backend = orchestrator.load_checkpoint(config, trust_remote_code=self.trust_remote_code)
+            served = orchestrator.serve(backend, self.cache, refresh=self.refresh)
+            run = orchestrator.evaluate(served, self.prepared, config, step=checkpoint.step)
+        except _checkpoint_errors() as exc:
+            if backend is not None and not isinstance(exc, LlamabenchError) and self.unchanged(checkpoint, files):
+                raise  # the model loaded and its files are as they were: a failure of llamabench, not of them
+            return self.not_evaluated(checkpoint, files, exc)
+        if not self.unchanged(checkpoint, files):
+            return self.changed(checkpoint)
+        folder = orchestrator.record(run, self.config.output_dir)
+        print(terminal(f"{checkpoint.path.name} (step {checkpoint.step}): results written to {folder}"))
+        print(format_table(run.results), flush=True)
+        self.report_runs()[run.manifest["run_id"]] = summarize(run)
+        self.report_due = True
+        reference = self.baseline or self.previous(checkpoint.step)
+        return 0 if reference is None else self.check(reference, run)
+
+    def not_evaluated(self, checkpoint: Checkpoint, files: tuple, exc: Exception) -> int:
+        """Note a checkpoint that failed to load or evaluate: retried when its files change (at once if they
+        already did: the failure may have come from the change)."""
+        if not self.unchanged(checkpoint, files):
+            return self.changed(checkpoint)
+        self.failed[checkpoint.path] = files
+        why = first_line(exc) if isinstance(exc, LlamabenchError) else f"{type(exc).__name__}: {first_line(exc)}"
+        note(terminal(f"{checkpoint.path.name} not evaluated ({why}); retried when its files change"))
+        return 0
+
+    def unchanged(self, checkpoint: Checkpoint, files: tuple) -> bool:
+        from llamabench.training.checkpoints import snapshot
+
+        return snapshot(checkpoint.path) == files
+
+    def changed(self, checkpoint: Checkpoint) -> int:
+        """Note a checkpoint whose files were deleted or changed while it was loaded or evaluated."""
+        if not checkpoint.path.is_dir():
+            return self.forget(checkpoint, "was deleted while it was being loaded or evaluated; skipped")
+        self.seen[checkpoint.path] = None  # evaluated again once two polls see the same files
+        note(
+            terminal(
+                f"{checkpoint.path.name} changed while it was being loaded or evaluated; not recorded, evaluated again "
+                "once its files stop changing"
+            )
+        )
+        return 0
+
+    def forget(self, checkpoint: Checkpoint, why: str) -> int:
+        self.seen.pop(checkpoint.path, None)
+        self.failed.pop(checkpoint.path, None)
+        note(terminal(f"{checkpoint.path.name} {why}"))
+        return 0
+
+    def previous(self, step: int) -> RunResult | None:
+        """The stored run of this watch's latest checkpoint before ``step`` (the only full run a check reads)."""
+        earlier = [manifest for manifest in self.watched_manifests() if manifest["step"] < step]
+        return self.store.load(earlier[-1]["run_id"]) if earlier else None
+
+    def report_runs(self) -> dict[str, RunSummary]:
+        """What the report shows of each run of this watch; read from the store once, one run at a time."""
+        if self.summaries is None:
+            self.summaries = {m["run_id"]: self.store.summary(m["run_id"]) for m in self.watched_manifests()}
+        return self.summaries
+
+    def write_report(self) -> None:
+        """Rewrite the report if a run was recorded since it was last written."""
+        from llamabench.analysis.report import write_report
+        from llamabench.analysis.report.leaderboard import summarize
+
+        if not self.report_due:
+            return
+        runs = sorted(self.report_runs().values(), key=lambda run: run.manifest["step"])
+        write_report(([summarize(self.baseline)] if self.baseline else []) + runs, self.report_dir)
+        self.report_due = False
+
+    def check(self, reference: RunResult, run: RunResult) -> int:
+        """Check ``run`` against ``reference``; returns its failed rows, or 1 when the check is refused: a refused
+        check is one warning line every time and counts as failed, so regression checking never stops silently."""
+        from llamabench.analysis.check import compare_runs, format_comparisons, unchecked
+
+        try:
+            rows = compare_runs(
+                reference,
+                run,
+                max_drops=self.max_drops,
+                alpha=self.alpha,
+                iters=self.config.bootstrap_iters,
+                seed=self.config.seed,
+            )
+        except LlamabenchError as exc:
+            warn(
+                f"check refused: {run.manifest['model']} is not checked for regressions against "
+                f"{reference.manifest['model']}: {first_line(exc)}"
+            )
+            return 1
+        print(terminal(f"check: {run.manifest['model']} vs {reference.manifest['model']}"))
+        print(format_comparisons(rows, self.alpha, unchecked(reference, run)), flush=True)
+        regressed = [f"{row.task}/{row.metric}" for row in rows if row.failed]
+        if regressed:
+            print(terminal(f"REGRESSION at step {run.manifest['step']}: {', '.join(regressed)}"), flush=True)
+        return len(regressed)
+
+    def watched_manifests(self) -> list[dict]:
+        """The manifests of the stored runs of checkpoints under this folder made with this watch's settings, by
+        step (read without the runs' tables, which every poll would otherwise load)."""
+        manifests = [
+            manifest
+            for manifest in self.store.manifests()
+            if manifest.get("step") is not None
+            and Path(manifest.get("config", {}).get("model") or "").parent == self.root
+            and all(manifest["config"].get(key) == _plain(getattr(self.config, key)) for key in _SAME_EVALUATION)
+        ]
+        return sorted(manifests, key=lambda manifest: manifest["step"])
+
+
+def _checkpoint_errors() -> tuple[type[BaseException], ...]:
+    """What loading a checkpoint that training is writing, rewriting or deleting raises: transformers, safetensors
+    and torch each have their own types for a missing, truncated or half-written file (an AttributeError or
+    TypeError is a bug, never the files')."""
+    import pickle
+    import struct
+    import zipfile
+
+    from safetensors import SafetensorError
+
+    # Truncated files: safetensors headers, torch's zip and pickle formats (.bin), GGUF's packed structs.
+    truncated = (SafetensorError, zipfile.BadZipFile, pickle.UnpicklingError, struct.error, EOFError)
+    return (LlamabenchError, OSError, ValueError, RuntimeError, KeyError, UnicodeError, *truncated)
+
+
+def _plain(value):
+    """A config value as the manifest holds it (JSON: paths as text)."""
+    return str(value) if isinstance(value, Path) else value
