@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch.distributed as dist
 
 from llamabench.backends.base import Backend, BackendWrapper, OnDone
-from llamabench.distributed import every_rank, shared_results
+from llamabench.distributed import every_rank, failure_line, shared_results
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
 
 
