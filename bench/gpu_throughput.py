@@ -33,7 +33,7 @@ import transformers
 from common import default_data_dir, instances
 
 from llamabench.backends.hf.backend import HFBackend
-from llamabench.backends.loading.load import KV_CACHES
+from llamabench.config import KV_CACHES
 from llamabench.requests import GenerationRequest, RollingRequest
 from llamabench.tasks.data import read_jsonl, read_wikitext_documents
 

@@ -27,9 +27,10 @@ import torch
 
 from llamabench.backends.hf.backend import HFBackend
 from llamabench.backends.loading.gguf import dense_copy_dir
-from llamabench.backends.loading.load import KV_CACHES, load_model_and_tokenizer
+from llamabench.backends.loading.load import load_model_and_tokenizer
 from llamabench.backends.loading.model_source import fingerprint, resolve_model
-from llamabench.runner import RunConfig, evaluate, prepare_tasks
+from llamabench.config import KV_CACHES, RunConfig
+from llamabench.pipeline import Evaluation
 from llamabench.tasks.data import read_jsonl, read_wikitext_documents
 
 QA_PROMPT = "{{ context }}\n\nQ: {{ question }}\nA (a short span copied from the text above):"
@@ -148,12 +149,12 @@ def run_lm_eval(folder: Path, pretrained: str, args: argparse.Namespace, task: s
 
 def run_llamabench(backend: HFBackend, folder: Path, task: str) -> dict:
     config = RunConfig(
-        tasks=[task], data_dir=folder, tasks_dirs=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0
+        tasks=[task], data_dir=folder, tasks_dir=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0
     )
     stats = backend.engine.stats
     before = (stats.row_steps, stats.forwards, stats.drafted, stats.accepted)
     start = time.perf_counter()  # like lm-eval's timing, this includes loading and rendering the documents
-    run = evaluate(backend, prepare_tasks(config), config)
+    run = Evaluation.prepare(config).run_backend(backend)
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,

@@ -1,36 +1,154 @@
-"""The one path of every evaluation: ``llamabench run``, ``watch``, :func:`evaluate_checkpoint` and
-:func:`~llamabench.training.in_memory.evaluate_model` all go prepare -> backend -> evaluate -> record through here, so
-the request cache, the ranks of torchrun and lm-eval tasks work the same in each.
+"""The one evaluation path. ``llamabench run``, ``watch``, :func:`evaluate_checkpoint`,
+:func:`~llamabench.training.in_memory.evaluate_model`, the Trainer callback, the benchmarks and the tests all
+evaluate through an :class:`Evaluation`::
 
-- :func:`prepare` resolves and renders the tasks once, before any model loads (data errors come first);
-- :func:`open_cache` opens the request cache (a broken one fails before any model loads);
-- :func:`load_checkpoint` is the backend factory for files, :func:`serve` wraps a backend in the cache and,
-  across ranks, in the sharding (replicated models split the requests, a sharded one runs them together);
-- :func:`evaluate` runs the prepared tasks; :func:`record` writes the run folder and adds it to the run store.
+    evaluation = Evaluation.prepare(config)        # flags checked, tasks read and rendered, cache opened
+    run = evaluation.run_checkpoint("out/checkpoint-500", step=500)   # load -> serve -> evaluate -> record
+    run = evaluation.run_backend(backend, step=500)                  # a backend already built (model in memory)
+
+:meth:`Evaluation.prepare` does everything that needs no model, so bad input fails before any weights load.
+A run is the work of its evaluators, each turning the prepared tasks and the served backend into a partial
+:class:`~llamabench.records.results.RunResult`: llamabench's own tasks (``native.py``) and, when the run names
+``lm_eval:<task>``, lm-eval's (``interop/lm_eval/tasks.py``); :func:`~llamabench.records.manifest.build_run`
+joins them into the run. Serving puts the backend behind the request cache and spreads it over the ranks of a
+torchrun job (replicated models split the requests, a sharded one runs them together).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llamabench.backends.base import Backend
-from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.factory import load_backend
 from llamabench.backends.loading.cache_dir import CACHE_DB, cache_root
 from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
 from llamabench.backends.wrappers.sharded import ShardedBackend
+from llamabench.config import RunConfig
 from llamabench.distributed import agree, init_distributed, is_main_process, world_size
 from llamabench.errors import LlamabenchError, warn
-from llamabench.interop.mixed import PreparedRun, evaluate_run, prepare_run
+from llamabench.interop import LM_EVAL_PREFIX
+from llamabench.native import PreparedTask, evaluate_tasks, prepare_tasks
+from llamabench.records.manifest import build_run
 from llamabench.records.results import RunResult, ensure_writable, write_run
 from llamabench.records.store import RunStore
-from llamabench.runner import RunConfig
 
-CACHE_MODES = ("use", "refresh", "off")
+if TYPE_CHECKING:
+    from llamabench.interop.lm_eval.tasks import LmEvalTasks
+
 # How a model lies over the ranks of the process group: one process, one copy per rank, or one sharded copy.
 LAYOUTS = ("single", "replicated", "sharded")
+
+
+@dataclass
+class Evaluation:
+    """A run's tasks prepared once (for every model it evaluates), its request cache, and its configuration."""
+
+    config: RunConfig
+    native: list[PreparedTask]
+    lm_eval: LmEvalTasks | None
+    cache: RequestCache | None
+
+    @classmethod
+    def prepare(cls, config: RunConfig) -> Evaluation:
+        """Check ``config`` (:meth:`RunConfig.validate`), join the ranks of a torchrun job, check the output
+        folder, resolve and render every task (on every rank, which agree on any failure) and open the request
+        cache: all before any model loads."""
+        if not (config.tasks or config.text):  # `--tasks ""` or `--tasks ,` would store an empty run
+            raise LlamabenchError("nothing to run: pass --tasks NAMES, or --text PATH to score your own text files")
+        config = join_ranks(config.validate())
+        if config.output_dir is not None:
+            ensure_writable(config.output_dir)
+        native, lm_eval = agree(lambda: _prepare_tasks(config), "preparing the tasks")
+        return cls(config, native, lm_eval, open_cache(config.cache_mode))
+
+    def run_checkpoint(self, model: str | None, *, step: int | None = None) -> RunResult:
+        """Load ``model`` (a directory, ``.gguf``, hub id, or None for the embedded default) and evaluate it."""
+        return self.run_backend(load_backend(self.config, model), model=model, step=step)
+
+    def run_backend(
+        self,
+        backend: Backend,
+        *,
+        model: str | None = None,
+        layout: str = "replicated",
+        step: int | None = None,
+        sections: dict | None = None,
+    ) -> RunResult:
+        """Evaluate ``backend`` (recorded as ``model``, default its id) served as ``layout`` over the ranks;
+        ``step`` (a training step) and ``sections`` go into the manifest."""
+        served = self.serve(backend, layout)
+        try:
+            return self.evaluate(
+                served, model=backend.model_id if model is None else model, step=step, sections=sections
+            )
+        finally:
+            if layout == "sharded":
+                served.release()
+
+    def record(self, run: RunResult) -> Path | None:
+        """Write the run folder and add it to the store of ``output_dir`` (rank 0 only); returns the folder, or
+        None where nothing is written (no ``output_dir``, or another rank)."""
+        if self.config.output_dir is None or not is_main_process():
+            return None
+        folder = write_run(run, self.config.output_dir)
+        RunStore.in_dir(self.config.output_dir).add(run, folder)
+        return folder
+
+    def serve(self, backend: Backend, layout: str = "replicated") -> Backend:
+        """``backend`` behind the request cache (when it has a content fingerprint) and spread over the ranks."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout {layout!r} is not one of {LAYOUTS}")
+        served: Backend = backend
+        if self.cache is not None and backend.fingerprint == Backend.fingerprint:
+            warn(
+                f"model {backend.model_id} has no content fingerprint (its files are not local): results are not cached"
+            )
+        elif self.cache is not None:
+            served = CachedBackend(backend, self.cache, refresh=self.config.refresh)
+        if layout == "sharded":
+            from llamabench.backends.wrappers.fully_sharded import FullyShardedBackend
+
+            # Every rank runs every request: each rank's cache would serve the same results, so it is not consulted.
+            return FullyShardedBackend(backend)
+        if layout == "replicated" and world_size() > 1:
+            return ShardedBackend(served)
+        return served
+
+    def evaluate(
+        self, backend: Backend, *, model: str | None, step: int | None = None, sections: dict | None = None
+    ) -> RunResult:
+        """Run every evaluator on the served ``backend``: one results table, manifest and sample set."""
+        started = datetime.now(timezone.utc)
+        parts = [evaluate_tasks(backend, self.native, self.config, started)]
+        if self.lm_eval is not None:
+            from llamabench.interop.lm_eval.tasks import evaluate_lm_eval_tasks
+
+            parts.append(evaluate_lm_eval_tasks(backend, self.lm_eval, self.config))
+        return build_run(backend, self.config.record(model), started, parts, step=step, sections=sections)
+
+
+def _prepare_tasks(config: RunConfig) -> tuple[list[PreparedTask], LmEvalTasks | None]:
+    """The native tasks and the lm-eval tasks (None when the run names none), resolved and loaded."""
+    native = [name for name in config.tasks if not name.startswith(LM_EVAL_PREFIX)]
+    lm_eval_names = list(
+        dict.fromkeys(name.removeprefix(LM_EVAL_PREFIX) for name in config.tasks if name.startswith(LM_EVAL_PREFIX))
+    )
+    prepared = prepare_tasks(replace(config, tasks=native))
+    if not lm_eval_names:
+        return prepared, None
+    try:
+        from llamabench.interop.lm_eval.tasks import load_lm_eval_tasks
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("lm_eval"):
+            raise
+        raise LlamabenchError("lm_eval: tasks need lm-eval; install it with pip install 'llamabench[lm-eval]'") from exc
+    return prepared, load_lm_eval_tasks(
+        lm_eval_names, config.include_path, num_fewshot=config.num_fewshot, seed=config.seed
+    )
 
 
 def join_ranks(config: RunConfig) -> RunConfig:
@@ -46,98 +164,16 @@ def join_ranks(config: RunConfig) -> RunConfig:
     return replace(config, device=init_distributed(config.device))
 
 
-def prepare(config: RunConfig, include_paths: Sequence[Path] = ()) -> PreparedRun:
-    """Every task of ``config`` resolved, loaded and rendered (on every rank, which agree on any failure)."""
-    return agree(lambda: prepare_run(config, include_paths), "preparing the tasks")
-
-
 def open_cache(mode: str) -> RequestCache | None:
     """The request cache (``use`` or ``refresh``, which rebuilds a corrupt one), or None for ``off``."""
-    if mode not in CACHE_MODES:
-        raise LlamabenchError(f"cache mode {mode!r} is not one of {', '.join(CACHE_MODES)}")
     return None if mode == "off" else RequestCache(cache_root() / CACHE_DB, rebuild=mode == "refresh")
 
 
-def load_checkpoint(config: RunConfig, *, trust_remote_code: bool = False) -> HFBackend:
-    """The backend of the checkpoint ``config.model`` names (directory, .gguf, hub id or alias)."""
-
-    def load() -> HFBackend:
-        return HFBackend.load(
-            config.model,
-            device=config.device,
-            dtype=config.dtype,
-            device_map=config.device_map,
-            kv_cache=config.kv_cache,
-            batch_size=config.batch_size,
-            max_length=config.max_length,
-            trust_remote_code=trust_remote_code,
-        )
-
-    return agree(load, "loading the model")
-
-
-def serve(backend: HFBackend, cache: RequestCache | None, *, refresh: bool = False, layout: str = "single") -> Backend:
-    """``backend`` behind the request cache (when it has a content fingerprint) and spread over the ranks."""
-    served: Backend = backend
-    if cache is not None and backend.fingerprint == Backend.fingerprint:
-        warn(f"model {backend.model_id} has no content fingerprint (its files are not local): results are not cached")
-    elif cache is not None:
-        served = CachedBackend(backend, cache, refresh=refresh)
-    if layout == "sharded":
-        from llamabench.backends.wrappers.fully_sharded import FullyShardedBackend
-
-        # Every rank runs every request: each rank's cache would serve the same results, so it is not consulted.
-        return FullyShardedBackend(backend)
-    if layout == "replicated" and world_size() > 1:
-        return ShardedBackend(served)
-    return served
-
-
-def evaluate(
-    backend: Backend,
-    prepared: PreparedRun,
-    config: RunConfig,
-    *,
-    step: int | None = None,
-    sections: dict | None = None,
-) -> RunResult:
-    """Run the prepared tasks on ``backend``; ``step`` (a training step) and ``sections`` go into the manifest."""
-    return evaluate_run(backend, prepared, config, step=step, sections=sections)
-
-
-def record(run: RunResult, output_dir: Path) -> Path | None:
-    """Write the run folder and record it in the store of ``output_dir`` (rank 0 only); returns the folder."""
-    if not is_main_process():
-        return None
-    folder = write_run(run, output_dir)
-    RunStore.in_dir(output_dir).add(run, folder)
-    return folder
-
-
-def evaluate_checkpoint(
-    model: str | None,
-    tasks: Sequence[str],
-    *,
-    step: int | None = None,
-    cache: str = "use",
-    include_paths: Sequence[Path] = (),
-    trust_remote_code: bool = False,
-    **fields,
-) -> RunResult:
-    """Evaluate a checkpoint on ``tasks`` as ``llamabench run`` does; ``fields`` are :class:`RunConfig`'s
-    (``limit``, ``batch_size``, ``data_dir``, ...). With ``output_dir`` the run is written and stored there."""
-    config = join_ranks(RunConfig(tasks=list(tasks), model=model, **fields))
-    if config.output_dir is not None:
-        ensure_writable(config.output_dir)
-    prepared = prepare(config, include_paths)
-    request_cache = open_cache(cache)
-    backend = serve(
-        load_checkpoint(config, trust_remote_code=trust_remote_code),
-        request_cache,
-        refresh=cache == "refresh",
-        layout="replicated",
-    )
-    run = evaluate(backend, prepared, config, step=step)
-    if config.output_dir is not None:
-        record(run, config.output_dir)
+def evaluate_checkpoint(model: str | None, tasks: list[str], *, step: int | None = None, **flags) -> RunResult:
+    """Evaluate a checkpoint on ``tasks`` as ``llamabench run`` does. ``flags`` are :class:`RunConfig`'s fields,
+    named as the CLI flags (``limit``, ``batch_size``, ``data_dir``, ``tasks_dir``, ``no_cache``, ...); with
+    ``output_dir`` the run is written and recorded in that folder's store."""
+    evaluation = Evaluation.prepare(RunConfig.from_keywords("evaluate_checkpoint", tasks, flags))
+    run = evaluation.run_checkpoint(model, step=step)
+    evaluation.record(run)
     return run

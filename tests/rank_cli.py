@@ -8,7 +8,7 @@ import os
 import sys
 
 from llamabench.backends.hf.backend import HFBackend
-from llamabench.cli import main
+from llamabench.cli.app import main
 
 
 def broken(self, items):

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from llamabench.cli.app import main
+from llamabench.config import RunConfig
+from llamabench.pipeline import Evaluation
 from llamabench.records.results import RunResult, results_frame, safe_name, write_run
-from llamabench.runner import RunConfig, evaluate, prepare_tasks
 
 PPL_TASK = """\
 name: tiny_ppl
@@ -47,8 +48,8 @@ def run_cli(capsys, workspace, *args) -> str:
 
 
 def test_empty_documents_are_skipped_and_counted(tiny_backend, ppl_workspace):
-    config = RunConfig(tasks=["tiny_ppl"], tasks_dirs=[ppl_workspace / "tasks"], data_dir=ppl_workspace)
-    run = evaluate(tiny_backend(), prepare_tasks(config), config)
+    config = RunConfig(tasks=["tiny_ppl"], tasks_dir=[ppl_workspace / "tasks"], data_dir=ppl_workspace)
+    run = Evaluation.prepare(config).run_backend(tiny_backend())
     notes = run.manifest["tasks"]["tiny_ppl"]
     assert (notes["documents"], notes["skipped_empty"], notes["task_hash"]) == (2, 2, run.results.task_hash.iloc[0])
     assert run.results.n.tolist() == [2, 2]

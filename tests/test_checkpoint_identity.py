@@ -23,7 +23,7 @@ from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 from llamabench.backends.hf.backend import HFBackend
 from llamabench.backends.loading.fingerprint import DigestMemo, fingerprint_files, model_files
 from llamabench.backends.loading.model_source import ModelSource, fingerprint
-from llamabench.cli import main
+from llamabench.cli.app import main
 from llamabench.errors import LlamabenchError
 from llamabench.records.results import read_run
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import save_tiny_model
 
 from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
-from llamabench.cli import main
+from llamabench.cli.app import main
 from llamabench.requests import RollingRequest
 
 PPL_TASK = """\
@@ -159,7 +159,7 @@ def test_an_unexpected_failure_is_one_line_with_the_debug_hint(workspace, capsys
     def broken(*args, **kwargs):
         raise TypeError("something nobody anticipated")
 
-    monkeypatch.setattr("llamabench.interop.mixed.prepare_tasks", broken)
+    monkeypatch.setattr("llamabench.pipeline.prepare_tasks", broken)
     assert main(run_args(workspace)) == 2
     line = one_error_line(capsys)
     assert "unexpected TypeError: something nobody anticipated" in line and "--debug" in line
@@ -168,17 +168,18 @@ def test_an_unexpected_failure_is_one_line_with_the_debug_hint(workspace, capsys
 
 
 def test_a_missing_chat_template_fails_before_any_task_runs(workspace, tiny_backend):
+    from llamabench.config import RunConfig
     from llamabench.errors import LlamabenchError
-    from llamabench.runner import RunConfig, evaluate, prepare_tasks
+    from llamabench.pipeline import Evaluation
 
     qa = "name: tiny_qa\nkind: generate\ndataset: {local: qa.jsonl}\nprompt: '{{ q }}'\ntarget: '{{ a }}'\n"
     (workspace / "tasks" / "tiny_qa.yaml").write_text(qa + "metrics: [exact_match]\nchat_template: true\n")
     (workspace / "qa.jsonl").write_text(json.dumps({"q": "2+2?", "a": "4"}) + "\n")
-    config = RunConfig(tasks=["tiny_ppl", "tiny_qa"], tasks_dirs=[workspace / "tasks"], data_dir=workspace)
+    config = RunConfig(tasks=["tiny_ppl", "tiny_qa"], tasks_dir=[workspace / "tasks"], data_dir=workspace)
     backend = tiny_backend()
     backend.loglikelihood_rolling = lambda requests: pytest.fail("the first task ran before the second failed")
     with pytest.raises(LlamabenchError, match="has no chat template"):
-        evaluate(backend, prepare_tasks(config), config)
+        Evaluation.prepare(config).run_backend(backend)
 
 
 def test_a_very_long_model_name_gives_a_run_folder_that_fits(tmp_path):

@@ -10,7 +10,7 @@ from test_store_report_check import make_run
 from llamabench import escaping
 from llamabench.analysis.check import Unchecked, compare_runs, format_comparisons, write_junit
 from llamabench.analysis.report import write_report
-from llamabench.cli import main
+from llamabench.cli.app import main
 from llamabench.records.results import format_table, write_run
 from llamabench.records.store import RunStore
 

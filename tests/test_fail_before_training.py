@@ -88,6 +88,4 @@ def test_evaluate_model_refuses_bad_settings_before_the_model_runs(case, tasks_d
 
 def test_the_callback_refuses_a_step_count_below_one(tasks_dir):
     with pytest.raises(LlamabenchError, match="every=0"):
-        LlamabenchCallback(
-            object(), ["tiny_qa"], every=0, data_dir=tasks_dir / "data", tasks_dirs=[tasks_dir / "tasks"]
-        )
+        LlamabenchCallback(object(), ["tiny_qa"], every=0, data_dir=tasks_dir / "data", tasks_dir=[tasks_dir / "tasks"])

@@ -13,7 +13,7 @@ from test_cli_errors import GOOD_TASK, run_cli, workspace  # noqa: F401 (the fix
 from test_store_report_check import make_run
 
 from llamabench.backends.loading.stale import remove_stale_temporaries
-from llamabench.cli import main
+from llamabench.cli.app import main
 from llamabench.errors import LlamabenchError
 from llamabench.records.results import write_run
 from llamabench.records.store import RunStore

@@ -58,7 +58,7 @@ def test_missing_chat_template_is_refused_before_the_weights_load(capsys, worksp
 
 
 def test_a_chat_template_file_is_found(workspace):
-    from llamabench.backends.loading.preflight import has_chat_template
+    from llamabench.preflight import has_chat_template
 
     assert not has_chat_template(workspace / "model")
     (workspace / "model" / "chat_template.jinja").write_text("{{ messages[0].content }}")
@@ -96,10 +96,10 @@ def test_a_refused_setting_stops_a_loaded_model_before_any_task_runs(workspace, 
         evaluate_checkpoint(
             str(workspace / "model"),
             ["tiny_qa"],
-            texts=[str(notes_file)],
-            tasks_dirs=[workspace / "tasks"],
+            text=[str(notes_file)],
+            tasks_dir=[workspace / "tasks"],
             data_dir=workspace / "data",
-            cache="off",
+            no_cache=True,
             device="cpu",
         )
     assert calls == []
@@ -123,10 +123,10 @@ def test_generation_settings_make_generation_runs_incomparable_and_leave_scoring
         run = evaluate_checkpoint(
             str(workspace / "model"),
             ["tiny_qa"],
-            texts=[str(notes_file)],
-            tasks_dirs=[workspace / "tasks"],
+            text=[str(notes_file)],
+            tasks_dir=[workspace / "tasks"],
             data_dir=workspace / "data",
-            cache="off",
+            no_cache=True,
             device="cpu",
         )
         return {task: notes["settings"] for task, notes in run.manifest["tasks"].items()}

@@ -8,7 +8,7 @@ from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
 import llamabench
 from llamabench.backends.loading.model_fingerprint import fingerprint_model
-from llamabench.cli import main
+from llamabench.cli.app import main
 from llamabench.errors import LlamabenchError
 from llamabench.records.store import RunStore
 
@@ -29,7 +29,7 @@ def test_in_memory_numbers_equal_a_cli_run_on_the_saved_checkpoint(tmp_path, dat
     reference = cli_run(tmp_path / "ckpt", data_dir, tmp_path / "cli", notes_file, "--batch-size", str(batch_size))
     texts = {"texts": [str(notes_file)], "text_format": "lines"}
     run = llamabench.evaluate_model(
-        model, tokenizer, ["qa"], limit=2, batch_size=batch_size, data_dir=data_dir, cache="off", **texts
+        model, tokenizer, ["qa"], limit=2, batch_size=batch_size, data_dir=data_dir, no_cache=True, **texts
     )
     ours = run.results.set_index(["task", "metric"]).value
     theirs = reference.set_index(["task", "metric"]).value
@@ -69,7 +69,7 @@ def test_the_cache_never_serves_one_in_memory_model_to_another(tmp_path, notes, 
         model.lm_head.weight[0, 0] += 0.5
     changed = llamabench.evaluate_model(model, tokenizer, [], **notes)
     assert changed.manifest["backend"]["cache"]["hits"] == 0
-    uncached = llamabench.evaluate_model(model, tokenizer, [], cache="off", **notes)
+    uncached = llamabench.evaluate_model(model, tokenizer, [], no_cache=True, **notes)
     assert changed.results.value.tolist() == uncached.results.value.tolist() != first.results.value.tolist()
 
 
@@ -79,7 +79,7 @@ def test_train_eval_flags_and_grad_mode_are_restored_and_the_run_is_stored(tmp_p
     model.model.layers[0].eval()  # a mixed state, as a partly frozen model has
     flags = [m.training for m in model.modules()]
     model.lm_head.weight.requires_grad_(False)
-    run = llamabench.evaluate_model(model, tokenizer, [], step=40, output_dir=tmp_path / "runs", cache="off", **notes)
+    run = llamabench.evaluate_model(model, tokenizer, [], step=40, output_dir=tmp_path / "runs", no_cache=True, **notes)
     assert [m.training for m in model.modules()] == flags
     assert torch.is_grad_enabled() and not model.lm_head.weight.requires_grad and model.model.norm.weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
@@ -103,7 +103,7 @@ def test_evaluate_checkpoint_is_the_cli_run_and_records_it(tmp_path, data_dir, n
         batch_size=2,
         data_dir=data_dir,
         output_dir=tmp_path / "api",
-        cache="off",
+        no_cache=True,
         **texts,
     )
     assert run.results.value.tolist() == reference.value.tolist()

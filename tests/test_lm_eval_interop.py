@@ -20,11 +20,11 @@ from conftest import (
 )
 
 from llamabench.backends.hf.backend import HFBackend
-from llamabench.cli import main
+from llamabench.cli.app import main
+from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
 from llamabench.records.results import RESULT_COLUMNS
 from llamabench.requests import GenerationRequest
-from llamabench.runner import RunConfig
 
 MAX_LENGTH = 64  # short enough that the longer texts are scored in several rolling windows
 TEXTS = [
@@ -204,10 +204,15 @@ def test_cli_writes_lm_eval_tasks_as_tidy_tables(workspace, peer, tmp_path, monk
 
 
 def test_native_and_lm_eval_rolling_tasks_agree_with_lm_eval_hf(workspace, peer):
-    from llamabench.interop.mixed import evaluate_run, prepare_run
+    from llamabench.pipeline import Evaluation
 
-    config = RunConfig(tasks=["tiny_ppl", "lm_eval:tiny_roll"], data_dir=workspace, tasks_dirs=[workspace / "native"])
-    run = evaluate_run(backend(), prepare_run(config, [workspace / "lm_eval"]), config)
+    config = RunConfig(
+        tasks=["tiny_ppl", "lm_eval:tiny_roll"],
+        data_dir=workspace,
+        tasks_dir=[workspace / "native"],
+        include_path=[workspace / "lm_eval"],
+    )
+    run = Evaluation.prepare(config).run_backend(backend())
     assert set(run.samples) == {"tiny_ppl", "lm_eval:tiny_roll"}
     for metric in PERPLEXITIES:
         expected = peer["results"]["tiny_roll"][f"{metric},none"]
@@ -281,10 +286,10 @@ def test_bad_include_path_is_one_line_error(capsys, tmp_path):
 
 
 def test_missing_lm_eval_is_one_line_error(monkeypatch):
-    from llamabench.interop.mixed import prepare_run
+    from llamabench.pipeline import Evaluation
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     for module in ("llamabench.interop.lm_eval.tasks", "llamabench.interop.lm_eval.model"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(LlamabenchError, match=r"pip install 'llamabench\[lm-eval\]'"):
-        prepare_run(RunConfig(tasks=["lm_eval:tiny_roll"]))
+        Evaluation.prepare(RunConfig(tasks=["lm_eval:tiny_roll"]))

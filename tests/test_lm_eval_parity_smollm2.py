@@ -16,8 +16,8 @@ import yaml
 from conftest import LM_EVAL_ROLLING_TASK, PERPLEXITIES
 
 from llamabench.backends.hf.backend import HFBackend
-from llamabench.interop.mixed import evaluate_run, prepare_run
-from llamabench.runner import RunConfig
+from llamabench.config import RunConfig
+from llamabench.pipeline import Evaluation
 
 MAX_LENGTH = 512  # WikiText documents of two long paragraphs (600-900 tokens) take two rolling windows
 N_DOCS = 8
@@ -117,8 +117,8 @@ def task_dir(tmp_path_factory, data_dir) -> Path:
 def ours(smollm2, task_dir):
     """llamabench's tidy results table for the four tasks, from ``llamabench run``'s own code path."""
     backend = HFBackend(smollm2.model, smollm2.tokenizer, model_id="smollm2", max_length=MAX_LENGTH, progress=False)
-    config = RunConfig(tasks=[f"lm_eval:{name}" for name in TASKS], bootstrap_iters=0)
-    run = evaluate_run(backend, prepare_run(config, [task_dir]), config)
+    config = RunConfig(tasks=[f"lm_eval:{name}" for name in TASKS], bootstrap_iters=0, include_path=[task_dir])
+    run = Evaluation.prepare(config).run_backend(backend)
     return run.results.set_index(["task", "metric"]).value, run.samples
 
 

@@ -202,9 +202,10 @@ def test_the_normalisations_disagree_on_this_data(peer, variant):
 def test_requests_are_lm_eval_s(workspace, ours, peer, variant):
     """Each choice's (context, continuation) is lm-eval's: the same prompt, and the choice after the same target
     delimiter; the prompt is also the one the run recorded."""
-    from llamabench.runner import RunConfig, prepare_tasks
+    from llamabench.config import RunConfig
+    from llamabench.native import prepare_tasks
 
-    config = RunConfig([variant.name], tasks_dirs=[workspace / "native"], data_dir=workspace / "data")
+    config = RunConfig([variant.name], tasks_dir=[workspace / "native"], data_dir=workspace / "data")
     (task,) = prepare_tasks(config)
     _, samples = ours
     peers = peer_samples(peer, variant)

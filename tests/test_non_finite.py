@@ -14,7 +14,7 @@ from test_store_report_check import make_run
 
 from llamabench.analysis.check import compare_runs, format_comparisons, write_junit
 from llamabench.backends.hf.backend import HFBackend
-from llamabench.cli import main
+from llamabench.cli.app import main
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome

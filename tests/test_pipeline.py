@@ -10,17 +10,19 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
+from llamabench.native import prepare_tasks
+from llamabench.pipeline import Evaluation
 from llamabench.records.results import RESULT_COLUMNS, write_run
 from llamabench.requests import DocRequests, GenerationRequest, LoglikelihoodRequest, RollingRequest
-from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.tasks.data import read_wikitext_documents
 from llamabench.tasks.kinds import KINDS
 
 
 def run_tiny(tiny_backend, data_dir, tasks, limit=6, **kwargs):
     config = RunConfig(tasks=tasks, limit=limit, data_dir=data_dir, **kwargs)
-    return evaluate(tiny_backend(max_length=256), prepare_tasks(config), config)
+    return Evaluation.prepare(config).run_backend(tiny_backend(max_length=256))
 
 
 def test_tidy_table_has_one_row_per_task_metric(tiny_backend, data_dir):
@@ -102,7 +104,9 @@ def test_chat_template_wraps_whole_prompts_once(tiny_backend, data_dir):
     (plain,) = prepare_tasks(config)
     backend = tiny_backend(max_length=256)
     backend.tokenizer.chat_template = CHAT_TEMPLATE
-    run = evaluate(backend, [replace(plain, spec=replace(plain.spec, chat_template=True))], config)
+    evaluation = Evaluation.prepare(config)
+    evaluation.native = [replace(plain, spec=replace(plain.spec, chat_template=True))]
+    run = evaluation.run_backend(backend)
     expected = [f"<|user|>{doc.prompt}<|end|><|assistant|>" for doc in plain.requests]
     assert [doc.prompt.count("\nQ: ") for doc in plain.requests] == [3, 3, 3]  # the examples are inside the turn
     samples = run.samples["squad"]
@@ -128,4 +132,6 @@ def test_chat_template_on_a_model_without_one_is_a_clear_error(tiny_backend, dat
     config = RunConfig(tasks=["qa"], limit=1, data_dir=data_dir)
     (plain,) = prepare_tasks(config)
     with pytest.raises(LlamabenchError, match="model tiny-0 has no chat template; set chat_template: false"):
-        evaluate(tiny_backend(), [replace(plain, spec=replace(plain.spec, chat_template=True))], config)
+        evaluation = Evaluation.prepare(config)
+        evaluation.native = [replace(plain, spec=replace(plain.spec, chat_template=True))]
+        evaluation.run_backend(tiny_backend())

@@ -15,8 +15,10 @@ from conftest import lm_eval_instances
 
 from llamabench.backends.hf.backend import HFBackend
 from llamabench.backends.loading.model_source import resolve_model
+from llamabench.config import RunConfig
+from llamabench.native import prepare_tasks
+from llamabench.pipeline import Evaluation
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
-from llamabench.runner import RunConfig, evaluate, prepare_tasks
 
 LM_EVAL_WIKITEXT2_FIRST8 = {  # lm-eval 0.4.13, the first 8 WikiText-2 raw test articles
     "word_perplexity": 29.170496,
@@ -32,7 +34,7 @@ LM_EVAL_WIKITEXT2 = {  # lm-eval 0.4.13, all 62 WikiText-2 raw test articles
 
 def assert_wikitext2_matches(backend, data_dir, limit, expected):
     config = RunConfig(tasks=["ppl"], data_dir=data_dir, limit=limit)
-    run = evaluate(backend, prepare_tasks(config), config)
+    run = Evaluation.prepare(config).run_backend(backend)
     assert run.results.n.unique().tolist() == [limit or 62]
     for metric, value in expected.items():
         assert math.isclose(run.value("wikitext2", metric), value, rel_tol=1e-4), metric

@@ -13,13 +13,14 @@ from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 from llamabench.analysis.check import compare_runs, parse_max_drops
 from llamabench.analysis.report import build_leaderboard, checkpoint_step, to_markdown, write_report
 from llamabench.backends.hf.backend import HFBackend
-from llamabench.cli import main
+from llamabench.cli.app import main
+from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
 from llamabench.metrics.uncertainty import mcnemar_p
+from llamabench.pipeline import Evaluation
 from llamabench.records.results import RunResult, read_run, result_rows, results_frame, write_run
 from llamabench.records.store import RunStore
-from llamabench.runner import RunConfig, evaluate, prepare_tasks
 from llamabench.scoring import MetricValue
 
 
@@ -254,15 +255,15 @@ def tiny_runs(data_dir, tmp_path_factory):
     """Baseline, identical re-run and noise-degraded tiny model: perplexity of the first 8 SQuAD questions."""
     tasks_dir = tmp_path_factory.mktemp("tasks")
     (tasks_dir / "question_ppl.yaml").write_text(QUESTION_PPL)
-    config = RunConfig(tasks=["question_ppl"], limit=8, data_dir=data_dir, tasks_dirs=[tasks_dir])
-    tasks = prepare_tasks(config)
+    config = RunConfig(tasks=["question_ppl"], limit=8, data_dir=data_dir, tasks_dir=[tasks_dir])
+    evaluation = Evaluation.prepare(config)
     baseline = HFBackend(tiny_llama(0), byte_tokenizer(), model_id="tiny-0", progress=False, max_length=128)
     noisy = tiny_llama(0)
     torch.manual_seed(1)
     with torch.no_grad():
         noisy.lm_head.weight.add_(0.5 * torch.randn_like(noisy.lm_head.weight))
     degraded = HFBackend(noisy, byte_tokenizer(), model_id="tiny-noisy", progress=False, max_length=128)
-    return evaluate(baseline, tasks, config), evaluate(baseline, tasks, config), evaluate(degraded, tasks, config)
+    return evaluation.run_backend(baseline), evaluation.run_backend(baseline), evaluation.run_backend(degraded)
 
 
 def assert_same_run(loaded, original):

@@ -402,7 +402,8 @@ SMOL_PARAGRAPHS = [
 def test_smollm2_text_paragraphs_equal_a_jsonl_task_over_the_same_documents(smollm2, tmp_path):
     """One real-model check: --text (paragraphs, CRLF file) scores exactly what a hand-written JSONL task does."""
     from llamabench.backends.hf.backend import HFBackend
-    from llamabench.runner import RunConfig, evaluate, prepare_tasks
+    from llamabench.config import RunConfig
+    from llamabench.pipeline import Evaluation
 
     (tmp_path / "held_out.txt").write_bytes("\n\n".join(SMOL_PARAGRAPHS).replace("\n", "\r\n").encode())
     (tmp_path / "data").mkdir()
@@ -414,14 +415,14 @@ def test_smollm2_text_paragraphs_equal_a_jsonl_task_over_the_same_documents(smol
     )
     config = RunConfig(
         tasks=["ref"],
-        tasks_dirs=[tmp_path / "tasks"],
+        tasks_dir=[tmp_path / "tasks"],
         data_dir=tmp_path / "data",
-        texts=[str(tmp_path / "held_out.txt")],
+        text=[str(tmp_path / "held_out.txt")],
         text_format="paragraphs",
         bootstrap_iters=0,
     )
     backend = HFBackend(smollm2.model, smollm2.tokenizer, model_id="smollm2", max_length=256, progress=False)
-    run = evaluate(backend, prepare_tasks(config), config)
+    run = Evaluation.prepare(config).run_backend(backend)
     text_task = "text:" + safe_name(str(tmp_path / "held_out.txt"))
     assert run.samples[text_task].prompt.tolist() == SMOL_PARAGRAPHS
     for metric in ["word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"]:
@@ -430,18 +431,20 @@ def test_smollm2_text_paragraphs_equal_a_jsonl_task_over_the_same_documents(smol
 
 
 def test_two_text_paths_with_the_same_task_name_are_refused(tmp_path, monkeypatch):
-    from llamabench.runner import RunConfig, prepare_tasks
+    from llamabench.config import RunConfig
+    from llamabench.native import prepare_tasks
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "b.txt").write_text("one\n")
     (tmp_path / "a_b.txt").write_text("two\n")
     with pytest.raises(LlamabenchError, match=r"two tasks of this run share a name \(text:a_b.txt, text:a_b.txt\)"):
-        prepare_tasks(RunConfig(tasks=[], texts=["a/b.txt", "a_b.txt"]))
+        prepare_tasks(RunConfig(tasks=[], text=["a/b.txt", "a_b.txt"]))
 
 
 def test_yaml_task_with_paragraphs_separator_and_word_rule_end_to_end(tiny_backend, tmp_path):
-    from llamabench.runner import RunConfig, evaluate, prepare_tasks
+    from llamabench.config import RunConfig
+    from llamabench.pipeline import Evaluation
 
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "books.yaml").write_text(
@@ -451,8 +454,8 @@ def test_yaml_task_with_paragraphs_separator_and_word_rule_end_to_end(tiny_backe
     )
     (tmp_path / "books").mkdir()
     (tmp_path / "books" / "one.txt").write_bytes(b"A  tale\r\n%%\r\n of two\r\n\r\ncities\r\n%%\r\n")
-    config = RunConfig(tasks=["books"], tasks_dirs=[tmp_path / "tasks"], data_dir=tmp_path)
-    run = evaluate(tiny_backend(), prepare_tasks(config), config)
+    config = RunConfig(tasks=["books"], tasks_dir=[tmp_path / "tasks"], data_dir=tmp_path)
+    run = Evaluation.prepare(config).run_backend(tiny_backend())
     samples = run.samples["books"]
     assert samples.doc_id.tolist() == ["books/one.txt:1", "books/one.txt:2"]
     assert samples.prompt.tolist() == ["A  tale", " of two\n\ncities"]

@@ -52,7 +52,7 @@ def test_logged_metrics_equal_a_cli_run_on_the_saved_checkpoint(tmp_path, data_d
     logged = Logged()
     trainer.add_callback(logged)
     trainer.add_callback(
-        LlamabenchCallback(trainer, ["qa"], every=2, limit=2, texts=[str(notes_file)], text_format="lines", **settings)
+        LlamabenchCallback(trainer, ["qa"], every=2, limit=2, text=[str(notes_file)], text_format="lines", **settings)
     )
     trainer.train()
     ours = {step: logs for step, logs in logged.logs if any(key.startswith("llamabench/") for key in logs)}

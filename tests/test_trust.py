@@ -18,11 +18,12 @@ from test_bad_input import PPL_TASK
 from llamabench.backends.hf.backend import HFBackend
 from llamabench.backends.loading.fingerprint import DigestMemo, fingerprint_files, model_files
 from llamabench.backends.loading.model_source import ModelSource, fingerprint
-from llamabench.cli import main
+from llamabench.cli.app import main
+from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
+from llamabench.native import prepare_tasks
 from llamabench.records.results import RunResult, read_run, results_frame, sample_file_stems, write_run
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, sampling_seed
-from llamabench.runner import RunConfig, prepare_tasks
 from llamabench.tasks import registry
 from llamabench.tasks.build import build_requests
 from llamabench.tasks.spec import parse_task
@@ -283,7 +284,7 @@ def test_single_choice_question_is_refused():
 
 def test_all_empty_perplexity_task_fails_before_the_model_loads(workspace):
     (workspace / "texts.jsonl").write_text('{"text": ""}\n{"text": "  "}\n')
-    config = RunConfig(tasks=["tiny_ppl"], tasks_dirs=[workspace / "tasks"], data_dir=workspace)
+    config = RunConfig(tasks=["tiny_ppl"], tasks_dir=[workspace / "tasks"], data_dir=workspace)
     with pytest.raises(LlamabenchError, match="all 2 documents are empty"):
         prepare_tasks(config)
 

@@ -12,9 +12,9 @@ from test_watch import watch_argv, write_checkpoint
 
 import llamabench.backends.hf.backend as hf
 import llamabench.training.checkpoints as checkpoints
-from llamabench import pipeline as orchestrator
 from llamabench.backends.loading.model_source import fingerprint, resolve_model
 from llamabench.cli.app import main
+from llamabench.pipeline import Evaluation
 from llamabench.records.store import RunStore
 
 # Improving checkpoints (a smaller lm_head scale is a better random model here), so no check regresses and
@@ -128,14 +128,14 @@ def test_a_checkpoint_deleted_at_any_moment_is_one_note_and_the_watch_goes_on(
             hf, "load_model_and_tokenizer", hooked(real_load, before=lambda s: delete_victim_once(s.location))
         )
     else:
-        real_evaluate = orchestrator.evaluate
+        real_evaluate = Evaluation.evaluate
 
-        def evaluate(served, prepared, config, **kwargs):
-            if Path(config.model) == victim:
+        def evaluate(evaluation, served, *, model, **kwargs):
+            if Path(model) == victim:
                 delete_victim_once(victim)
-            return real_evaluate(served, prepared, config, **kwargs)
+            return real_evaluate(evaluation, served, model=model, **kwargs)
 
-        monkeypatch.setattr(orchestrator, "evaluate", evaluate)
+        monkeypatch.setattr(Evaluation, "evaluate", evaluate)
     assert watch_once(training, tmp_path, data_dir) == 0
     err = capsys.readouterr().err
     assert len(victim_notes(err)) == 1, err
@@ -172,18 +172,18 @@ def test_a_corrupt_checkpoint_is_one_note_and_retried_only_when_its_files_change
 def test_a_checkpoint_changed_while_it_was_evaluated_is_not_recorded(training, tmp_path, data_dir, alone, capsys):
     """Files rewritten under the evaluation: the numbers may mix two checkpoints, so they are not recorded."""
     victim = training / VICTIM
-    real_evaluate = orchestrator.evaluate
+    real_evaluate = Evaluation.evaluate
     rewritten = []
 
-    def evaluate(served, prepared, config, **kwargs):
-        if Path(config.model) == victim and not rewritten:
+    def evaluate(evaluation, served, *, model, **kwargs):
+        if Path(model) == victim and not rewritten:
             rewritten.append(victim)
             shutil.rmtree(victim)
             write_checkpoint(victim, SCALES[200])
-        return real_evaluate(served, prepared, config, **kwargs)
+        return real_evaluate(evaluation, served, model=model, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(orchestrator, "evaluate", evaluate)
+        patch.setattr(Evaluation, "evaluate", evaluate)
         assert watch_once(training, tmp_path, data_dir) == 0
     err = capsys.readouterr().err
     assert len(victim_notes(err)) == 1, err

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from llamabench import __version__
 from llamabench.cli.run import add_evaluation_options, run_command
+from llamabench.cli.watch import add_watch_parser, watch_command
 from llamabench.errors import LlamabenchError, first_line, note, say
 from llamabench.escaping import terminal
-from llamabench.training.watch import add_watch_parser, watch_command
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import replace
 from pathlib import Path
 
-from llamabench.backends.loading.load import DEVICE_MAPS, KV_CACHES
-from llamabench.errors import LlamabenchError
+from llamabench.config import DEVICE_MAPS, KV_CACHES, TEXT_FORMATS, RunConfig
 from llamabench.metrics.perplexity import WORD_RULES
-from llamabench.runner import RunConfig
-from llamabench.tasks.text_readers import TEXT_FORMATS
-
-
-def _batch_size(value: str) -> int | str:
-    if value == "auto":
-        return value
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    raise argparse.ArgumentTypeError(f"'{value}' is not 'auto' or a positive whole number")
 
 
 def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +41,6 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-fewshot", type=int, default=None, help="override the tasks' few-shot count")
     parser.add_argument(
         "--batch-size",
-        type=_batch_size,
         default="auto",
         help="'auto' (token budget, backs off on out-of-memory) or a fixed number of sequences",
     )
@@ -94,65 +81,23 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refresh", action="store_true", help="recompute every request, overwriting stored results")
 
 
-def config_from_args(args: argparse.Namespace, model: str | None) -> RunConfig:
-    """The run configuration the flags give, for ``model``; flags that conflict are refused here."""
-    task_names = [name.strip() for name in (args.tasks or "").split(",") if name.strip()]
-    if not task_names and not args.text:  # `--tasks ""` or `--tasks ,` would store an empty run
-        raise LlamabenchError("nothing to run: pass --tasks NAMES, or --text PATH to score your own text files")
-    if not args.text and (args.text_format or args.word_rule):
-        raise LlamabenchError("--text-format and --word-rule apply to --text tasks; add --text PATH or drop them")
-    if args.no_cache and args.refresh:
-        raise LlamabenchError("--no-cache and --refresh conflict: --refresh recomputes and stores; pick one")
-    return RunConfig(
-        tasks=task_names,
-        model=model,
-        limit=args.limit,
-        num_fewshot=args.num_fewshot,
-        batch_size=args.batch_size,
-        device=args.device,
-        device_map=args.device_map,
-        kv_cache=args.kv_cache,
-        dtype=args.dtype,
-        max_length=args.max_length,
-        data_dir=args.data_dir,
-        output_dir=args.output_dir,
-        tasks_dirs=args.tasks_dir,
-        seed=args.seed,
-        bootstrap_iters=args.bootstrap_iters,
-        allow_data_outside=args.allow_data_outside,
-        texts=args.text,
-        text_format=args.text_format or "text",
-        text_word_rule=args.word_rule or "lm_eval",
-    )
-
-
-def cache_mode(args: argparse.Namespace) -> str:
-    return "off" if args.no_cache else "refresh" if args.refresh else "use"
-
-
 def run_command(args: argparse.Namespace) -> int:
-    from llamabench import pipeline as orchestrator
-    from llamabench.backends.loading.preflight import check_before_loading
     from llamabench.distributed import leave_ranks
-    from llamabench.records.results import ensure_writable, format_table
+    from llamabench.pipeline import Evaluation
+    from llamabench.preflight import check_before_loading
+    from llamabench.records.results import format_table
     from llamabench.training.checkpoints import expand_models
 
-    models = expand_models(args.model)
-    config = orchestrator.join_ranks(config_from_args(args, models[0]))
+    config = RunConfig.from_args(args)
+    models = expand_models(config.model)
     try:
-        ensure_writable(config.output_dir)
-        prepared = orchestrator.prepare(config, args.include_path)  # once, for every model
-        cache = orchestrator.open_cache(cache_mode(args))
+        evaluation = Evaluation.prepare(config)  # tasks rendered once, for every model
         for model in models:  # every checkpoint's small files, before any weights load
-            check_before_loading(model, prepared.native, config.max_length)
+            check_before_loading(model, evaluation.native, evaluation.config.max_length)
         run_ids = []
         for model in models:
-            model_config = replace(config, model=model)
-            backend = orchestrator.load_checkpoint(model_config, trust_remote_code=args.trust_remote_code)
-            served = orchestrator.serve(backend, cache, refresh=args.refresh, layout="replicated")
-            run = orchestrator.evaluate(served, prepared, model_config)
-            del backend, served  # the next checkpoint loads into the memory this one frees
-            folder = orchestrator.record(run, config.output_dir)
+            run = evaluation.run_checkpoint(model)  # the backend is freed before the next checkpoint loads
+            folder = evaluation.record(run)
             if folder is not None:
                 print(format_table(run.results))
                 print(f"\nresults written to {folder}")

@@ -9,8 +9,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from llamabench.config import TEXT_FORMATS
 from llamabench.errors import LlamabenchError
-from llamabench.tasks.text_readers import TEXT_FORMATS, drop_boms, read_text_files, relative_name
+from llamabench.tasks.text_readers import drop_boms, read_text_files, relative_name
 
 # A WikiText top-level heading (" = Title = "); deeper headings (" = = Section = = ") stay inside the page.
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")

@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
+from llamabench.config import TEXT_FORMATS
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import METRICS, get_metric
 from llamabench.metrics.perplexity import WORD_RULES
 from llamabench.tasks.kinds import KINDS, TaskKind
-from llamabench.tasks.text_readers import TEXT_FORMATS
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from llamabench.errors import LlamabenchError
 
-TEXT_FORMATS = ("text", "lines", "paragraphs")
 TEXT_FIELD = "text"
 _CHUNK_CHARS = 1 << 20
 BOM = "\ufeff"

@@ -3,28 +3,25 @@
 A plain or DDP model is one copy per rank: the ranks of the current process group split the requests, as under
 ``torchrun ... llamabench run``. An FSDP2 model (``fully_shard``) is one copy over all ranks: every rank runs every
 forward together. The result is the :class:`~llamabench.records.results.RunResult` ``llamabench run`` gives,
-fingerprinted from the model's parameters (it has no files), so the request cache can never serve one model's results to
-another. The model's train/eval flags and grad mode are put back afterwards.
+fingerprinted from the model's parameters (it has no files), so the request cache can never serve one model's
+results to another. The model's train/eval flags and grad mode are put back afterwards.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import torch
 
-from llamabench import pipeline as orchestrator
 from llamabench.backends.hf.backend import HFBackend
 from llamabench.backends.loading.model_fingerprint import fingerprint_model
-from llamabench.backends.wrappers.cache import RequestCache
+from llamabench.config import RunConfig
 from llamabench.distributed import RankFailure, every_rank, world_size
 from llamabench.errors import LlamabenchError
-from llamabench.interop.mixed import PreparedRun
-from llamabench.records.results import RunResult, ensure_writable
-from llamabench.runner import RunConfig
+from llamabench.pipeline import Evaluation
+from llamabench.records.results import RunResult
 
 # RunConfig fields that say how to load a checkpoint from files; an in-memory model is already loaded.
 _LOADING_FIELDS = ("model", "device", "dtype", "device_map")
@@ -37,20 +34,37 @@ def evaluate_model(
     *,
     step: int | None = None,
     model_id: str | None = None,
-    cache: str = "use",
-    include_paths: Sequence[Path] = (),
-    **fields,
+    **flags,
 ) -> RunResult:
     """Evaluate ``model`` (a transformers causal LM, possibly DDP-wrapped or FSDP2-sharded) with ``tokenizer`` on
-    ``tasks``. ``fields`` are :class:`~llamabench.runner.RunConfig`'s (``limit``, ``batch_size``, ``data_dir``,
-    ``output_dir``, ...); with ``output_dir`` the run is written and recorded in that folder's run store (by rank
-    0). ``step`` is recorded in the manifest and is the report's x axis. Call it on every rank of the group.
-    Every setting is checked (:func:`check_settings`) before the model runs."""
+    ``tasks``. ``flags`` are :class:`~llamabench.config.RunConfig`'s, named as the CLI flags (``limit``,
+    ``batch_size``, ``data_dir``, ``output_dir``, ``no_cache``, ...); with ``output_dir`` the run is written and
+    recorded in that folder's run store (by rank 0). ``step`` is recorded in the manifest and is the report's x
+    axis. Call it on every rank of the group. Every setting is checked (:func:`prepare_in_memory`) before the
+    model runs."""
+    return evaluate_prepared(prepare_in_memory(tasks, flags), model, tokenizer, step=step, model_id=model_id)
+
+
+def prepare_in_memory(tasks: Sequence[str], flags: dict, caller: str = "evaluate_model") -> Evaluation:
+    """Every check of :func:`evaluate_model`'s settings that needs no model (flags known and in range, the output
+    folder writable, the request cache opened, every task resolved, parsed and its data loaded), and the prepared
+    evaluation. Raises :class:`LlamabenchError` (one line) on the first problem."""
+    given = [name for name in _LOADING_FIELDS if flags.get(name)]
+    if given:
+        raise LlamabenchError(
+            f"{caller}: {', '.join(given)} apply to checkpoints loaded from files; the model is evaluated "
+            "where and as it is (move or cast it first, or use evaluate_checkpoint)"
+        )
+    return Evaluation.prepare(RunConfig.from_keywords(caller, tasks, flags))
+
+
+def evaluate_prepared(
+    evaluation: Evaluation, model: torch.nn.Module, tokenizer, *, step: int | None = None, model_id: str | None = None
+) -> RunResult:
+    """:func:`evaluate_model` with its settings already prepared (the Trainer callback prepares them once)."""
     inner, layout = unwrap(model)
     name = model_id or _default_name(inner, step)
-    config, prepared, request_cache = check_settings(
-        tasks, name=name, cache=cache, include_paths=include_paths, **fields
-    )
+    config = evaluation.config
     with evaluation_mode(inner):
         fingerprint = fingerprint_model(inner, tokenizer, sharded=layout == "sharded")
         if layout == "replicated" and len(set(every_rank(fingerprint))) > 1:
@@ -68,49 +82,10 @@ def evaluate_model(
             kv_cache=config.kv_cache,
             progress=False,
         )
-        served = orchestrator.serve(backend, request_cache, refresh=cache == "refresh", layout=layout)
-        try:
-            layout_note = {"in_memory": {"layout": layout, "world_size": world_size()}}
-            run = orchestrator.evaluate(served, prepared, config, step=step, sections=layout_note)
-        finally:
-            if layout == "sharded":
-                served.release()
-    if config.output_dir is not None:
-        orchestrator.record(run, config.output_dir)
+        layout_note = {"in_memory": {"layout": layout, "world_size": world_size()}}
+        run = evaluation.run_backend(backend, layout=layout, step=step, sections=layout_note)
+    evaluation.record(run)
     return run
-
-
-def check_settings(
-    tasks: Sequence[str],
-    *,
-    name: str = "in-memory",
-    cache: str = "use",
-    include_paths: Sequence[Path] = (),
-    **fields,
-) -> tuple[RunConfig, PreparedRun, RequestCache | None]:
-    """Every check of :func:`evaluate_model`'s settings that needs no model: fields known and in range, the
-    output folder writable, the request cache opened, every task resolved, parsed and its data loaded. Raises
-    :class:`LlamabenchError` (one line) on the first problem; returns the config, the prepared tasks and the
-    cache."""
-    given = [field for field in _LOADING_FIELDS if fields.get(field) is not None]
-    if given:
-        raise LlamabenchError(
-            f"evaluate_model: {', '.join(given)} apply to checkpoints loaded from files; the model is evaluated "
-            "where and as it is (move or cast it first, or use evaluate_checkpoint)"
-        )
-    known = {field.name for field in dataclass_fields(RunConfig)} - {"tasks", "model"}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise LlamabenchError(
-            f"evaluate_model: unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}, "
-            "step, model_id, cache and include_paths"
-        )
-    config = RunConfig(tasks=list(tasks), model=name, **fields)
-    config.validate()
-    if config.output_dir is not None:
-        ensure_writable(config.output_dir)
-    request_cache = orchestrator.open_cache(cache)
-    return config, orchestrator.prepare(config, include_paths), request_cache
 
 
 def unwrap(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:

@@ -16,13 +16,13 @@ from transformers import TrainerCallback
 
 from llamabench.errors import LlamabenchError
 from llamabench.records.results import RunResult
-from llamabench.training.in_memory import check_settings, evaluate_model
+from llamabench.training.in_memory import evaluate_prepared, prepare_in_memory
 
 
 class LlamabenchCallback(TrainerCallback):
     """Evaluates ``trainer``'s model on ``tasks`` every ``every`` optimizer steps and when training ends.
 
-    ``fields`` are :func:`~llamabench.training.in_memory.evaluate_model`'s (``limit``, ``batch_size``, ``data_dir``,
+    ``flags`` are :func:`~llamabench.training.in_memory.evaluate_model`'s (``limit``, ``batch_size``, ``data_dir``,
     ``output_dir`` to record each run with its step, ...). ``runs`` keeps each evaluation's result by step.
 
     Everything that can be checked without the model is checked here, before training starts: the tasks are
@@ -30,16 +30,15 @@ class LlamabenchCallback(TrainerCallback):
     a problem is a one-line :class:`~llamabench.errors.LlamabenchError` now, not at the first evaluation hours
     into training."""
 
-    def __init__(self, trainer, tasks: Sequence[str], *, every: int, **fields):
+    def __init__(self, trainer, tasks: Sequence[str], *, every: int, **flags):
         if not isinstance(every, int) or every < 1:
             raise LlamabenchError(f"LlamabenchCallback: every={every!r} must be a positive whole number of steps")
-        if "step" in fields:
+        if "step" in flags:
             raise LlamabenchError("LlamabenchCallback: step is the trainer's; leave it out of the settings")
-        check_settings(tasks, **{key: value for key, value in fields.items() if key != "model_id"})
+        self.model_id = flags.pop("model_id", None)
+        self.evaluation = prepare_in_memory(tasks, flags, caller="LlamabenchCallback")  # tasks read once, here
         self.trainer = trainer
-        self.tasks = list(tasks)
         self.every = every
-        self.fields = fields
         self.runs: dict[int, RunResult] = {}
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
@@ -51,6 +50,6 @@ class LlamabenchCallback(TrainerCallback):
             self._evaluate(state.global_step, model, processing_class)
 
     def _evaluate(self, step: int, model, tokenizer) -> None:
-        run = evaluate_model(model, tokenizer, self.tasks, step=step, **self.fields)
+        run = evaluate_prepared(self.evaluation, model, tokenizer, step=step, model_id=self.model_id)
         self.runs[step] = run
         self.trainer.log({f"llamabench/{row.task}/{row.metric}": row.value for row in run.results.itertuples()})

@@ -20,76 +20,25 @@ checkpoint costs one run's reading however many came before; the check reads onl
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llamabench.cli.run import add_evaluation_options, cache_mode, config_from_args
 from llamabench.errors import LlamabenchError, first_line, note, warn
 from llamabench.escaping import terminal
 
 if TYPE_CHECKING:  # the rest loads torch and transformers: imported when a watch starts, not for `--help`
     from llamabench.analysis.check import MaxDrop
     from llamabench.analysis.report.leaderboard import RunSummary
-    from llamabench.backends.wrappers.cache import RequestCache
-    from llamabench.interop.mixed import PreparedRun
+    from llamabench.config import RunConfig
+    from llamabench.pipeline import Evaluation
     from llamabench.records.results import RunResult
     from llamabench.records.store import RunStore
-    from llamabench.runner import RunConfig
     from llamabench.training.checkpoints import Checkpoint
 
 # The settings under which an earlier run of a checkpoint counts as this watch's evaluation of it.
-_SAME_EVALUATION = ("tasks", "texts", "limit", "num_fewshot", "seed", "max_length", "dtype", "batch_size")
-
-
-def add_watch_parser(commands) -> None:
-    watch = commands.add_parser("watch", help="evaluate each checkpoint written under a folder as training goes")
-    watch.add_argument("dir", type=Path, metavar="DIR", help="the training output folder (checkpoint-N, stepN, ...)")
-    add_evaluation_options(watch)
-    watch.add_argument("--baseline", default=None, metavar="RUN", help="check every checkpoint against this run")
-    watch.add_argument("--every", type=float, default=60.0, help="seconds between polls (default 60)")
-    watch.add_argument("--once", action="store_true", help="evaluate what is complete now (two polls), then exit")
-    watch.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default: reports/)")
-    watch.add_argument(
-        "--max-drop", action="append", default=[], metavar="METRIC=VALUE|PCT%", help="allowed drop (default 0)"
-    )
-    watch.add_argument("--alpha", type=float, default=0.05, help="significance level of the regression check")
-
-
-def watch_command(args: argparse.Namespace) -> int:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise LlamabenchError("watch runs in one process; start it without torchrun")
-    if not args.every > 0:
-        raise LlamabenchError(f"--every {args.every} must be a positive number of seconds")
-    if not args.dir.is_dir():
-        raise LlamabenchError(f"watch folder {args.dir} does not exist; create it or pass the training output folder")
-    from llamabench import pipeline as orchestrator
-    from llamabench.analysis.check import parse_max_drops
-    from llamabench.records.results import ensure_writable
-    from llamabench.records.store import RunStore
-
-    config = config_from_args(args, None)
-    max_drops = parse_max_drops(args.max_drop)
-    ensure_writable(config.output_dir)
-    store = RunStore.in_dir(config.output_dir)
-    baseline = store.load(args.baseline) if args.baseline else None
-    watcher = Watcher(
-        root=args.dir.resolve(),
-        config=config,
-        prepared=orchestrator.prepare(config, args.include_path),
-        cache=orchestrator.open_cache(cache_mode(args)),
-        store=store,
-        report_dir=args.out,
-        baseline=baseline,
-        max_drops=max_drops,
-        alpha=args.alpha,
-        refresh=args.refresh,
-        trust_remote_code=args.trust_remote_code,
-    )
-    return watcher.loop(args.every, args.once)
+_SAME_EVALUATION = ("tasks", "text", "limit", "num_fewshot", "seed", "max_length", "dtype", "batch_size")
 
 
 @dataclass
@@ -97,21 +46,21 @@ class Watcher:
     """The state of one watch: what it evaluates, where runs go, and what it has seen of each checkpoint."""
 
     root: Path
-    config: RunConfig
-    prepared: PreparedRun
-    cache: RequestCache | None
+    evaluation: Evaluation
     store: RunStore
     report_dir: Path
     baseline: RunResult | None
     max_drops: dict[str, MaxDrop]
     alpha: float
-    refresh: bool = False
-    trust_remote_code: bool = False
     seen: dict[Path, tuple | None] = field(default_factory=dict)
     failed: dict[Path, tuple | None] = field(default_factory=dict)
     # What the report shows of each run of this watch, by run_id (None until the first report is due).
     summaries: dict[str, RunSummary] | None = None
     report_due: bool = False
+
+    @property
+    def config(self) -> RunConfig:
+        return self.evaluation.config
 
     def loop(self, every: float, once: bool) -> int:
         """Poll until interrupted (or, with ``once``, twice); 1 when ``once`` found a regression or a check that
@@ -158,23 +107,22 @@ class Watcher:
     def evaluate(self, checkpoint: Checkpoint, files: tuple) -> int:
         """Evaluate, record and check one checkpoint whose files were ``files``; returns its number of regressed
         metrics. A checkpoint whose files change or vanish meanwhile is noted and not recorded."""
-        from llamabench import pipeline as orchestrator
         from llamabench.analysis.report.leaderboard import summarize
+        from llamabench.backends.factory import load_backend
         from llamabench.records.results import format_table
 
-        config = replace(self.config, model=str(checkpoint.path))
+        model = str(checkpoint.path)
         backend = None
         try:
-            backend = orchestrator.load_checkpoint(config, trust_remote_code=self.trust_remote_code)
-            served = orchestrator.serve(backend, self.cache, refresh=self.refresh)
-            run = orchestrator.evaluate(served, self.prepared, config, step=checkpoint.step)
+            backend = load_backend(self.config, model)
+            run = self.evaluation.run_backend(backend, model=model, step=checkpoint.step)
         except _checkpoint_errors() as exc:
             if backend is not None and not isinstance(exc, LlamabenchError) and self.unchanged(checkpoint, files):
                 raise  # the model loaded and its files are as they were: a failure of llamabench, not of them
             return self.not_evaluated(checkpoint, files, exc)
         if not self.unchanged(checkpoint, files):
             return self.changed(checkpoint)
-        folder = orchestrator.record(run, self.config.output_dir)
+        folder = self.evaluation.record(run)
         print(terminal(f"{checkpoint.path.name} (step {checkpoint.step}): results written to {folder}"))
         print(format_table(run.results), flush=True)
         self.report_runs()[run.manifest["run_id"]] = summarize(run)

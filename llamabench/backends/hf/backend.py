@@ -29,8 +29,9 @@ from llamabench.backends.hf.score_rows import (
 )
 from llamabench.backends.hf.static_generation import generate_static_batch
 from llamabench.backends.hf.stops import eos_token_ids
-from llamabench.backends.loading.load import KV_CACHES, check_device_map, load_model_and_tokenizer
+from llamabench.backends.loading.load import check_device_map, load_model_and_tokenizer
 from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
+from llamabench.config import KV_CACHES
 from llamabench.errors import LlamabenchError
 from llamabench.escaping import terminal
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, require_prompt_room

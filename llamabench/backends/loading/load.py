@@ -7,13 +7,8 @@ import torch
 
 from llamabench.backends.loading.gguf import dense_copy
 from llamabench.backends.loading.model_source import ModelSource, PinnedFiles, pin
+from llamabench.config import DEVICE_MAPS
 from llamabench.errors import LlamabenchError, first_line
-
-# accelerate's placements of one model over every visible GPU (``from_pretrained(device_map=...)``).
-DEVICE_MAPS = ("auto", "balanced", "sequential")
-# Key/value caches for generation: transformers' growing one, or a preallocated one that lets it compile the
-# decoding step (on CUDA it does, with CUDA graphs), which removes most per-token Python and launch overhead.
-KV_CACHES = ("dynamic", "static")
 
 
 def check_device_map(device_map: str | None, device: str | None) -> None:

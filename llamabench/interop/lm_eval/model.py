@@ -67,14 +67,15 @@ class LlamabenchLM(LM):
         """Load a checkpoint through llamabench's backend factory from lm-eval's model arguments: ``pretrained``
         (as ``--model``), ``device``, ``device_map``, ``dtype``, ``batch_size``, ``max_length``, ``kv_cache`` and
         ``trust_remote_code``."""
-        from llamabench.pipeline import load_checkpoint
-        from llamabench.runner import RunConfig
+        from llamabench.backends.factory import load_backend
+        from llamabench.config import RunConfig
 
         options = {**arg_dict, **{k: v for k, v in (additional_config or {}).items() if v is not None}}
-        batch_size = _batch_size(options.pop("batch_size", "auto"))
-        trust_remote_code = bool(options.pop("trust_remote_code", False))
-        config = RunConfig(tasks=[], model=options.pop("pretrained", None), batch_size=batch_size, **options)
-        return cls(load_checkpoint(config, trust_remote_code=trust_remote_code))
+        model = options.pop("pretrained", None)
+        options["batch_size"] = _batch_size(options.pop("batch_size", "auto"))
+        options["trust_remote_code"] = bool(options.pop("trust_remote_code", False))
+        config = RunConfig.from_keywords("--model llamabench", [], options).validate()
+        return cls(load_backend(config, model))
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> LlamabenchLM:

@@ -26,13 +26,13 @@ from lm_eval.tasks import TaskManager
 
 from llamabench import __version__
 from llamabench.backends.base import Backend
+from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
 from llamabench.interop import LM_EVAL_PREFIX
 from llamabench.interop.lm_eval.model import LlamabenchLM
 from llamabench.metrics.perplexity import word_rule_signature
 from llamabench.records.comparability import data_hash, task_settings
 from llamabench.records.results import RunResult, result_rows, results_frame
-from llamabench.runner import RunConfig
 from llamabench.scoring import MetricValue
 
 # Metrics llamabench reports on 0-100, as its native SQuAD metrics; lm-eval's own metric code gives them on 0-1.

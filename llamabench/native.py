@@ -1,19 +1,21 @@
-"""The pipeline: tasks -> documents -> requests -> backend -> scores -> results table."""
+"""The native evaluator: llamabench's own tasks (YAML and --text) prepared before any model loads, then run
+through a backend and scored into results rows, samples and per-task notes (one evaluator of the pipeline; lm-eval
+tasks are the other, in ``interop/lm_eval/tasks.py``)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from llamabench import __version__
 from llamabench.backends.base import Backend
 from llamabench.backends.finite import NonFiniteError
+from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError, warn
 from llamabench.metrics import get_metric
 from llamabench.records.comparability import data_hash, seed_changes_numbers, task_settings
-from llamabench.records.manifest import build_run
 from llamabench.records.results import RunResult, result_rows, results_frame
 from llamabench.requests import DocRequests, GenerationRequest, require_prompt_room
 from llamabench.scoring import score
@@ -23,52 +25,6 @@ from llamabench.tasks.data import load_documents
 from llamabench.tasks.kinds import run_documents
 from llamabench.tasks.spec import TaskSpec
 from llamabench.tasks.text_task import text_task
-
-
-@dataclass
-class RunConfig:
-    """Everything ``llamabench run`` takes; the defaults are the CLI's."""
-
-    tasks: list[str]
-    model: str | None = None
-    limit: int | None = None
-    num_fewshot: int | None = None
-    batch_size: int | str = "auto"
-    device: str | None = None
-    dtype: str | None = None
-    max_length: int | None = None
-    data_dir: Path | None = None
-    output_dir: Path | None = None
-    tasks_dirs: list[Path] = field(default_factory=list)
-    seed: int = 0
-    bootstrap_iters: int = 1000
-    device_map: str | None = None
-    kv_cache: str = "dynamic"
-    allow_data_outside: bool = False
-    texts: list[str] = field(default_factory=list)
-    text_format: str = "text"
-    text_word_rule: str = "lm_eval"
-
-    def validate(self) -> None:
-        """Range-check every number before any work is done; one line naming the flag otherwise."""
-        checks = [
-            (self.limit is None or self.limit >= 1, f"--limit {self.limit} must be a positive number of documents"),
-            (self.num_fewshot is None or self.num_fewshot >= 0, f"--num-fewshot {self.num_fewshot} must be >= 0"),
-            (self.max_length is None or self.max_length >= 2, f"--max-length {self.max_length} must be >= 2 tokens"),
-            (0 <= self.seed < MAX_SEED, f"--seed {self.seed} must be a whole number from 0 to {MAX_SEED - 1}"),
-            (self.bootstrap_iters >= 0, f"--bootstrap-iters {self.bootstrap_iters} must be >= 0 (0 or 1: no stderr)"),
-            (
-                self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
-                f"--batch-size {self.batch_size} must be 'auto' or a positive whole number",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise LlamabenchError(message)
-
-
-# Seeds feed numpy, Python and torch generators; 2**63 keeps every one of them happy.
-MAX_SEED = 2**63
 
 
 @dataclass
@@ -88,14 +44,14 @@ class PreparedTask:
 
 
 def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
-    """Resolve tasks and load their documents; done before the model loads so data errors come first."""
-    config.validate()
-    specs = registry.resolve(config.tasks, registry.task_dirs(config.tasks_dirs))
+    """Resolve tasks and load their documents; done before the model loads so data errors come first. ``config``
+    has been validated (:meth:`RunConfig.validate`)."""
+    specs = registry.resolve(config.tasks, registry.task_dirs(config.tasks_dir))
     sources = [(spec, config.data_dir, config.allow_data_outside, "dataset.local") for spec in specs]
     # --text paths are the user's own, given on the command line: read relative to the working directory, anywhere.
     sources += [
-        (text_task(path, config.text_format, config.text_word_rule), Path.cwd(), True, "--text")
-        for path in config.texts
+        (text_task(path, config.text_format_used, config.word_rule_used), Path.cwd(), True, "--text")
+        for path in config.text
     ]
     names = [spec.name for spec, *_ in sources]
     if len(set(names)) < len(names):
@@ -130,12 +86,6 @@ def check_generation_fits(task: str, docs: list[DocRequests], max_length: int) -
 
 def _generates(task: PreparedTask) -> bool:
     return any(isinstance(r, GenerationRequest) for doc in task.requests for r in doc.requests)
-
-
-def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> RunResult:
-    """Run every task's requests through ``backend`` and score them: the run."""
-    started = datetime.now(timezone.utc)
-    return build_run(backend, config, started, [evaluate_tasks(backend, tasks, config, started)])
 
 
 def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfig, started: datetime) -> RunResult:

@@ -19,7 +19,7 @@ from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest
 
 if TYPE_CHECKING:
-    from llamabench.runner import PreparedTask
+    from llamabench.native import PreparedTask
 
 # Where transformers finds a tokenizer's chat template, besides tokenizer_config.json's "chat_template".
 _TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
