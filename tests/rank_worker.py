@@ -47,7 +47,7 @@ def full_model(model, mode: str):
 
 
 def main(mode: str, out: Path, data_dir: Path, notes: Path) -> None:
-    tasks = {"tasks": ["qa"], "texts": [str(notes)], "text_format": "lines", "data_dir": data_dir, "cache": "off"}
+    tasks = {"tasks": ["qa"], "text": [str(notes)], "text_format": "lines", "data_dir": data_dir, "no_cache": True}
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     model, tokenizer = tiny_llama(SEED), byte_tokenizer()

@@ -1,6 +1,6 @@
 """Bad settings of the Trainer callback and of evaluate_model fail at once, in one line, before any training step
 or model forward: an unknown task, a task file that does not parse, an unknown metric, a bad number, an unknown
-setting, an unwritable output folder, a bad cache mode."""
+setting, an unwritable output folder, conflicting cache flags."""
 
 import pytest
 import torch
@@ -24,7 +24,7 @@ def tasks_dir(tmp_path):
 
 def bad_settings(workspace) -> dict[str, tuple[list[str], dict, str]]:
     """Case name: (tasks, settings, words the one-line error must hold)."""
-    common = {"data_dir": workspace / "data", "tasks_dirs": [workspace / "tasks"]}
+    common = {"data_dir": workspace / "data", "tasks_dir": [workspace / "tasks"]}
     not_a_folder = workspace / "a-file"  # a folder under a file cannot be made, not even by root
     not_a_folder.write_text("")
     (workspace / "tasks-bad-yaml").mkdir(exist_ok=True)
@@ -36,15 +36,19 @@ def bad_settings(workspace) -> dict[str, tuple[list[str], dict, str]]:
         "unknown task": (["no_such_task"], common, "no_such_task"),
         "unparsable task file": (
             ["broken"],
-            {**common, "tasks_dirs": [workspace / "tasks-bad-yaml"]},
+            {**common, "tasks_dir": [workspace / "tasks-bad-yaml"]},
             "broken.yaml",
         ),
-        "unknown metric": (["tiny_bad"], {**common, "tasks_dirs": [workspace / "tasks-bad-metric"]}, "exact_matsh"),
+        "unknown metric": (["tiny_bad"], {**common, "tasks_dir": [workspace / "tasks-bad-metric"]}, "exact_matsh"),
         "limit 0": (["tiny_qa"], {**common, "limit": 0}, "--limit 0"),
         "negative few-shot": (["tiny_qa"], {**common, "num_fewshot": -1}, "--num-fewshot -1"),
         "unknown setting": (["tiny_qa"], {**common, "limmit": 5}, "limmit"),
         "unwritable output": (["tiny_qa"], {**common, "output_dir": not_a_folder / "runs"}, "a-file"),
-        "bad cache mode": (["tiny_qa"], {**common, "cache": "sometimes"}, "sometimes"),
+        "conflicting cache flags": (
+            ["tiny_qa"],
+            {**common, "no_cache": True, "refresh": True},
+            "--no-cache and --refresh conflict",
+        ),
     }
 
 
@@ -56,7 +60,7 @@ CASES = [
     "negative few-shot",
     "unknown setting",
     "unwritable output",
-    "bad cache mode",
+    "conflicting cache flags",
 ]
 
 

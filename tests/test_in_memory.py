@@ -27,7 +27,7 @@ def test_in_memory_numbers_equal_a_cli_run_on_the_saved_checkpoint(tmp_path, dat
     model.save_pretrained(tmp_path / "ckpt")
     tokenizer.save_pretrained(tmp_path / "ckpt")
     reference = cli_run(tmp_path / "ckpt", data_dir, tmp_path / "cli", notes_file, "--batch-size", str(batch_size))
-    texts = {"texts": [str(notes_file)], "text_format": "lines"}
+    texts = {"text": [str(notes_file)], "text_format": "lines"}
     run = llamabench.evaluate_model(
         model, tokenizer, ["qa"], limit=2, batch_size=batch_size, data_dir=data_dir, no_cache=True, **texts
     )
@@ -55,7 +55,7 @@ def test_one_changed_weight_changes_the_fingerprint_and_a_reload_keeps_it(tmp_pa
 @pytest.fixture
 def notes(notes_file) -> dict:
     """Settings for fast evaluations: perplexity of three short lines."""
-    return {"texts": [str(notes_file)], "text_format": "lines", "batch_size": 1}
+    return {"text": [str(notes_file)], "text_format": "lines", "batch_size": 1}
 
 
 def test_the_cache_never_serves_one_in_memory_model_to_another(tmp_path, notes, monkeypatch):
@@ -95,7 +95,7 @@ def test_loading_settings_are_refused_for_a_model_in_memory(data_dir):
 def test_evaluate_checkpoint_is_the_cli_run_and_records_it(tmp_path, data_dir, notes_file):
     save_tiny_model(tmp_path / "ckpt")
     reference = cli_run(tmp_path / "ckpt", data_dir, tmp_path / "cli", notes_file, "--batch-size", "2")
-    texts = {"texts": [str(notes_file)], "text_format": "lines"}
+    texts = {"text": [str(notes_file)], "text_format": "lines"}
     run = llamabench.evaluate_checkpoint(
         str(tmp_path / "ckpt"),
         ["qa"],

@@ -48,7 +48,7 @@ def test_logged_metrics_equal_a_cli_run_on_the_saved_checkpoint(tmp_path, data_d
     trainer = Trainer(
         model=tiny_llama(0).train(), args=args, train_dataset=Batches(8), processing_class=byte_tokenizer()
     )
-    settings = {"batch_size": 1, "data_dir": data_dir, "cache": "off"}
+    settings = {"batch_size": 1, "data_dir": data_dir, "no_cache": True}
     logged = Logged()
     trainer.add_callback(logged)
     trainer.add_callback(

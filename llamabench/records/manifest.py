@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 
 from llamabench import __version__
 from llamabench.backends.base import Backend
@@ -21,7 +19,7 @@ from llamabench.records.results import RunResult, results_frame
 
 def build_run(
     backend: Backend,
-    config,
+    config: dict,
     started: datetime,
     parts: Sequence[RunResult],
     *,
@@ -29,7 +27,8 @@ def build_run(
     sections: dict | None = None,
 ) -> RunResult:
     """One run from the partial results of its evaluators; ``step`` (a training step) and ``sections`` (e.g. how
-    an in-memory model lay over the ranks) go into the manifest. ``config`` is the run's ``RunConfig``."""
+    an in-memory model lay over the ranks) go into the manifest. ``config`` is the run's configuration as recorded
+    (:meth:`RunConfig.record <llamabench.config.RunConfig.record>`)."""
     tasks: dict = {}
     extra: dict = {}
     for part in parts:
@@ -40,7 +39,7 @@ def build_run(
         "model": backend.model_id,
         # Described after every task ran, so the batches of all of them are counted.
         "backend": backend.describe(),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "config": config,
         "tasks": tasks,
         "llamabench_version": __version__,
         "started": started.isoformat(timespec="seconds"),
