@@ -16,7 +16,7 @@ from llamabench.manifest import build_run
 from llamabench.metrics import get_metric
 from llamabench.requests import DocRequests, GenerationRequest, build_requests, require_prompt_room
 from llamabench.results import RunResult, result_rows, results_frame
-from llamabench.scoring import score
+from llamabench.scoring import score, truncation_notes
 from llamabench.tasks import registry
 from llamabench.tasks.data import load_documents
 from llamabench.tasks.kinds import run_documents
@@ -187,6 +187,7 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
             "skipped_empty": task.skipped_empty,
             "seconds": round(time.perf_counter() - tick, 2),
             "task_hash": spec.config_hash,
+            **truncation_notes(spec.name, samples[spec.name]),
             "settings": task_settings(
                 task_hash=spec.config_hash,
                 num_fewshot=fewshot,

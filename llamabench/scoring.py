@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from llamabench.backends.finite import DIVERGED
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, warn
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome
 from llamabench.requests import DocRequests
@@ -55,6 +55,8 @@ def score(
             "target": [json.dumps(o.targets, ensure_ascii=False) for o in outcomes],
             "loglikelihood": [_loglikelihood(o) for o in outcomes],
             "n_tokens": [o.n_tokens for o in outcomes],
+            # Nullable integers: a count the backend could not give stays unknown (<NA>), never 0.
+            "truncated_tokens": pd.array([o.truncated_tokens for o in outcomes], dtype="Int64"),
         }
     )
     values, stats_by_metric = [], {}
@@ -78,6 +80,22 @@ def score(
         json.dumps({name: rows[i] for name, rows in stats_by_metric.items()}) for i in range(len(outcomes))
     ]
     return values, samples
+
+
+def truncation_notes(task: str, samples: pd.DataFrame) -> dict:
+    """A task's truncation totals for the manifest (None when any document's count is unknown), with one warning
+    line when any document was cut to the context window: scores of cut documents are not scores of the text."""
+    counts = samples["truncated_tokens"]
+    if counts.isna().any():
+        return {"truncated_documents": None, "truncated_tokens": None}
+    cut, dropped = int((counts > 0).sum()), int(counts.sum())
+    if cut:
+        warn(
+            f"task {task}: {cut} of {len(counts)} documents were truncated to the context window ({dropped} tokens "
+            "dropped in all); their scores see only the kept tokens: raise --max-length if the model allows, or "
+            "shorten the prompts (per-document counts: the samples' truncated_tokens column)"
+        )
+    return {"truncated_documents": cut, "truncated_tokens": dropped}
 
 
 def _loglikelihood(outcome: Outcome) -> float | str | None:

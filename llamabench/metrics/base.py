@@ -58,6 +58,8 @@ class Outcome:
     choice_loglikelihoods: list[float] | None = None
     choices: list[str] | None = None
     label: int | None = None
+    # Tokens the backend dropped from this document's requests to fit its window; None: the backend cannot tell.
+    truncated_tokens: int | None = None
 
 
 # Every concrete metric class, instantiated once, by name: filled as the classes are defined.

@@ -242,4 +242,25 @@ def run_documents(
     by_document: list[list] = [[None] * len(doc.requests) for doc in docs]
     for (d, r), result in zip(keys, results, strict=True):
         by_document[d][r] = result
-    return [kind.outcome(spec, doc, own) for doc, own in zip(docs, by_document, strict=True)]
+    truncated = _truncated_per_document(backend, spec, docs, keys)
+    return [
+        replace(kind.outcome(spec, doc, own), truncated_tokens=dropped)
+        for doc, own, dropped in zip(docs, by_document, truncated, strict=True)
+    ]
+
+
+def _truncated_per_document(
+    backend: Backend, spec: TaskSpec, docs: Sequence[DocRequests], keys: list[tuple[int, int]]
+) -> list[int | None]:
+    """Tokens the backend dropped from each document's requests (``Backend.truncated_tokens``); None for a
+    document any of whose requests the backend cannot count."""
+    counts = backend.truncated_tokens([docs[d].requests[r] for d, r in keys])
+    if len(counts) != len(keys):
+        raise LlamabenchError(
+            f"task {spec.name}: backend {backend.model_id} returned {len(counts)} truncation counts for "
+            f"{len(keys)} requests; a backend must return one per request ({type(backend).__name__} does not)"
+        )
+    totals: list[int | None] = [0] * len(docs)
+    for (d, _), count in zip(keys, counts, strict=True):
+        totals[d] = None if count is None or totals[d] is None else totals[d] + count
+    return totals
