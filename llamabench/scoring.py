@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -45,7 +45,8 @@ def score(
     Outcomes holding a NaN or infinite log-likelihood (from a backend that does not check its own numbers)
     are refused with one line naming ``model``, the task and the first such document: nothing is scored.
     """
-    require_finite_outcomes(spec.name, outcomes, model)
+    kind = spec.task_kind
+    require_finite_outcomes(spec.name, outcomes, model, kind.loglikelihoods)
     samples = pd.DataFrame(
         {
             "doc_id": [o.doc_id for o in outcomes],
@@ -53,7 +54,7 @@ def score(
             "prompt": [d.prompt for d in docs],
             "prediction": [o.prediction for o in outcomes],
             "target": [json.dumps(o.targets, ensure_ascii=False) for o in outcomes],
-            "loglikelihood": [_loglikelihood(o) for o in outcomes],
+            "loglikelihood": [kind.loglikelihood_column(o) for o in outcomes],
             "n_tokens": [o.n_tokens for o in outcomes],
             # Nullable integers: a count the backend could not give stays unknown (<NA>), never 0.
             "truncated_tokens": pd.array([o.truncated_tokens for o in outcomes], dtype="Int64"),
@@ -98,22 +99,14 @@ def truncation_notes(task: str, samples: pd.DataFrame) -> dict:
     return {"truncated_documents": cut, "truncated_tokens": dropped}
 
 
-def _loglikelihood(outcome: Outcome) -> float | str | None:
-    if outcome.choice_loglikelihoods is not None:
-        return json.dumps([round(v, 6) for v in outcome.choice_loglikelihoods])
-    return outcome.loglikelihood
-
-
-def require_finite_outcomes(task: str, outcomes: Sequence[Outcome], model: str | None = None) -> None:
-    """Raise a one-line LlamabenchError when any outcome holds a NaN or infinite log-likelihood."""
-    broken = [outcome.doc_id for outcome in outcomes if not _finite(outcome)]
+def require_finite_outcomes(
+    task: str, outcomes: Sequence[Outcome], model: str | None, loglikelihoods: Callable[[Outcome], list[float]]
+) -> None:
+    """Raise a one-line LlamabenchError when any outcome holds a NaN or infinite log-likelihood (the
+    ``loglikelihoods`` of its task's kind)."""
+    broken = [o.doc_id for o in outcomes if not all(math.isfinite(v) for v in loglikelihoods(o))]
     if broken:
         raise LlamabenchError(
             f"model {model or '(unnamed)'}, task {task}: the model produced non-finite log-probabilities for "
             f"{len(broken)} document(s) (first: doc_id {broken[0]!r}); {DIVERGED}"
         )
-
-
-def _finite(outcome: Outcome) -> bool:
-    numbers = [*(outcome.choice_loglikelihoods or []), outcome.loglikelihood]
-    return all(math.isfinite(number) for number in numbers if number is not None)
