@@ -56,8 +56,7 @@ def score(
             "target": [json.dumps(o.targets, ensure_ascii=False) for o in outcomes],
             "loglikelihood": [kind.loglikelihood_column(o) for o in outcomes],
             "n_tokens": [o.n_tokens for o in outcomes],
-            # Nullable integers: a count the backend could not give stays unknown (<NA>), never 0.
-            "truncated_tokens": pd.array([o.truncated_tokens for o in outcomes], dtype="Int64"),
+            "truncated_tokens": _counts([o.truncated_tokens for o in outcomes]),
         }
     )
     values, stats_by_metric = [], {}
@@ -81,6 +80,12 @@ def score(
         json.dumps({name: rows[i] for name, rows in stats_by_metric.items()}) for i in range(len(outcomes))
     ]
     return values, samples
+
+
+def _counts(values: list[int | None]) -> list[int] | pd.arrays.IntegerArray:
+    """Whole numbers as a plain integer column; with any unknown (None), nullable integers, so an unknown count
+    stays unknown (<NA>), never 0 or a float."""
+    return pd.array(values, dtype="Int64") if None in values else values
 
 
 def truncation_notes(task: str, samples: pd.DataFrame) -> dict:
