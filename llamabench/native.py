@@ -17,8 +17,8 @@ from llamabench.errors import LlamabenchError, warn
 from llamabench.metrics import get_metric
 from llamabench.records.comparability import data_hash, seed_changes_numbers, task_settings
 from llamabench.records.results import RunResult, result_rows, results_frame
-from llamabench.requests import DocRequests, GenerationRequest, require_prompt_room
-from llamabench.scoring import score
+from llamabench.requests import DocRequests
+from llamabench.scoring import score, truncation_notes
 from llamabench.tasks import registry
 from llamabench.tasks.build import build_requests
 from llamabench.tasks.data import load_documents
@@ -71,21 +71,9 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
         if skipped:
             warn(f"task {spec.name}: {skipped} empty document(s) skipped (no perplexity); counted in the manifest")
         if config.max_length is not None:
-            check_generation_fits(spec.name, requests, config.max_length)
+            spec.task_kind.check_fits(spec.name, requests, config.max_length)
         prepared.append(PreparedTask(spec, docs, requests, skipped, data_hash(pool), len(pool)))
     return prepared
-
-
-def check_generation_fits(task: str, docs: list[DocRequests], max_length: int) -> None:
-    """Refuse generation requests whose ``max_new_tokens`` leave no room for a prompt in the context window."""
-    longest = max(
-        (r.max_new_tokens for doc in docs for r in doc.requests if isinstance(r, GenerationRequest)), default=0
-    )
-    require_prompt_room(longest, max_length, task)
-
-
-def _generates(task: PreparedTask) -> bool:
-    return any(isinstance(r, GenerationRequest) for doc in task.requests for r in doc.requests)
 
 
 def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfig, started: datetime) -> RunResult:
@@ -96,11 +84,11 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
     # fails before work is spent on the tasks ahead of it.
     wrapped = []
     for task in tasks:
-        if backend_info.get("max_length"):
-            check_generation_fits(task.spec.name, task.requests, backend_info["max_length"])
-        if _generates(task):
-            backend.require_generation(task.spec.name)
         kind = task.spec.task_kind
+        if backend_info.get("max_length"):
+            kind.check_fits(task.spec.name, task.requests, backend_info["max_length"])
+        if kind.generates:
+            backend.require_generation(task.spec.name)
         chat = task.spec.chat_template
         wrapped.append(
             [kind.with_chat_template(doc, backend.apply_chat_template) for doc in task.requests]
@@ -138,13 +126,16 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
             "skipped_empty": task.skipped_empty,
             "seconds": round(time.perf_counter() - tick, 2),
             "task_hash": spec.config_hash,
+            **truncation_notes(spec.name, samples[spec.name]),
             "settings": task_settings(
                 task_hash=spec.config_hash,
                 num_fewshot=fewshot,
                 limit=config.limit,
                 seed=config.seed,
                 # The checkpoint's generation settings change generated text only, not scores.
-                backend_info=backend_info if _generates(task) else {**backend_info, "generation_settings": None},
+                backend_info=backend_info
+                if spec.task_kind.generates
+                else {**backend_info, "generation_settings": None},
                 chat_template=spec.chat_template,
                 data=task.data_hash,
                 metric_versions={name: get_metric(name).version for name in spec.metrics},

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from llamabench.backends.finite import DIVERGED
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, warn
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome
 from llamabench.requests import DocRequests
@@ -45,7 +45,8 @@ def score(
     Outcomes holding a NaN or infinite log-likelihood (from a backend that does not check its own numbers)
     are refused with one line naming ``model``, the task and the first such document: nothing is scored.
     """
-    require_finite_outcomes(spec.name, outcomes, model)
+    kind = spec.task_kind
+    require_finite_outcomes(spec.name, outcomes, model, kind.loglikelihoods)
     samples = pd.DataFrame(
         {
             "doc_id": [o.doc_id for o in outcomes],
@@ -53,8 +54,9 @@ def score(
             "prompt": [d.prompt for d in docs],
             "prediction": [o.prediction for o in outcomes],
             "target": [json.dumps(o.targets, ensure_ascii=False) for o in outcomes],
-            "loglikelihood": [_loglikelihood(o) for o in outcomes],
+            "loglikelihood": [kind.loglikelihood_column(o) for o in outcomes],
             "n_tokens": [o.n_tokens for o in outcomes],
+            "truncated_tokens": _counts([o.truncated_tokens for o in outcomes]),
         }
     )
     values, stats_by_metric = [], {}
@@ -80,22 +82,36 @@ def score(
     return values, samples
 
 
-def _loglikelihood(outcome: Outcome) -> float | str | None:
-    if outcome.choice_loglikelihoods is not None:
-        return json.dumps([round(v, 6) for v in outcome.choice_loglikelihoods])
-    return outcome.loglikelihood
+def _counts(values: list[int | None]) -> list[int] | pd.arrays.IntegerArray:
+    """Whole numbers as a plain integer column; with any unknown (None), nullable integers, so an unknown count
+    stays unknown (<NA>), never 0 or a float."""
+    return pd.array(values, dtype="Int64") if None in values else values
 
 
-def require_finite_outcomes(task: str, outcomes: Sequence[Outcome], model: str | None = None) -> None:
-    """Raise a one-line LlamabenchError when any outcome holds a NaN or infinite log-likelihood."""
-    broken = [outcome.doc_id for outcome in outcomes if not _finite(outcome)]
+def truncation_notes(task: str, samples: pd.DataFrame) -> dict:
+    """A task's truncation totals for the manifest (None when any document's count is unknown), with one warning
+    line when any document was cut to the context window: scores of cut documents are not scores of the text."""
+    counts = samples["truncated_tokens"]
+    if counts.isna().any():
+        return {"truncated_documents": None, "truncated_tokens": None}
+    cut, dropped = int((counts > 0).sum()), int(counts.sum())
+    if cut:
+        warn(
+            f"task {task}: {cut} of {len(counts)} documents were truncated to the context window ({dropped} tokens "
+            "dropped in all); their scores see only the kept tokens: raise --max-length if the model allows, or "
+            "shorten the prompts (per-document counts: the samples' truncated_tokens column)"
+        )
+    return {"truncated_documents": cut, "truncated_tokens": dropped}
+
+
+def require_finite_outcomes(
+    task: str, outcomes: Sequence[Outcome], model: str | None, loglikelihoods: Callable[[Outcome], list[float]]
+) -> None:
+    """Raise a one-line LlamabenchError when any outcome holds a NaN or infinite log-likelihood (the
+    ``loglikelihoods`` of its task's kind)."""
+    broken = [o.doc_id for o in outcomes if not all(math.isfinite(v) for v in loglikelihoods(o))]
     if broken:
         raise LlamabenchError(
             f"model {model or '(unnamed)'}, task {task}: the model produced non-finite log-probabilities for "
             f"{len(broken)} document(s) (first: doc_id {broken[0]!r}); {DIVERGED}"
         )
-
-
-def _finite(outcome: Outcome) -> bool:
-    numbers = [*(outcome.choice_loglikelihoods or []), outcome.loglikelihood]
-    return all(math.isfinite(number) for number in numbers if number is not None)

@@ -17,7 +17,7 @@ def long_answer():
         name = "long_answer"
         higher_is_better = True
         scale = "0-1"
-        kinds = ("generate",)
+        needs = ("prediction",)
 
         def score(self, outcome: Outcome) -> float:
             return float(len((outcome.prediction or "").split()) > 10)
@@ -44,7 +44,7 @@ def test_a_name_is_registered_once(long_answer):
             name = "long_answer"
             higher_is_better = True
             scale = "0-1"
-            kinds = ("generate",)
+            needs = ("prediction",)
 
             def score(self, outcome: Outcome) -> float:
                 return 0.0

@@ -211,11 +211,17 @@ def rolling_task(**overrides) -> dict:
     return {**task, **overrides}
 
 
-@pytest.mark.parametrize(("kind", "metrics"), [("generate", ["exact_match"]), ("multiple_choice", ["acc"])])
-def test_text_formats_are_refused_for_other_kinds_at_parse_time(kind, metrics):
+@pytest.mark.parametrize(
+    ("kind", "keys"),
+    [
+        ("generate", {"target": "{{ text }}", "metrics": ["exact_match"]}),
+        ("multiple_choice", {"choices": ["a"], "label": "0", "metrics": ["acc"]}),
+    ],
+)
+def test_text_formats_are_refused_for_other_kinds_at_parse_time(kind, keys):
     from llamabench.tasks.spec import parse_task
 
-    raw = rolling_task(kind=kind, target="{{ text }}", choices=["a"], label="0", metrics=metrics)
+    raw = rolling_task(kind=kind, **keys)  # each kind's own keys only: the others are refused for the kind
     with pytest.raises(LlamabenchError) as error:
         parse_task(raw, "tasks/held_out.yaml")
     message = str(error.value)

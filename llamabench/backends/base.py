@@ -1,4 +1,24 @@
-"""The model backend interface: three batched calls, results in input order."""
+"""The model backend interface: three batched calls, results in input order.
+
+A second backend (vLLM, an HTTP server) is written from this module alone: the rules below are what the numbers
+of the transformers backend (``hf.py``, ``score_rows.py``) follow, which are lm-eval's HF rules, and what
+``tests/test_backend_contract.py`` checks by hand computation on a tiny model.
+
+Rules every call follows:
+
+- **Order**: one result per request, in the order of the requests; an empty list gives an empty list. A backend
+  may batch, sort or shard requests as it likes, but no result may depend on which other requests share its batch
+  (beyond floating-point summation order).
+- **on_done**: if given, called as each batch finishes, with the indices (into this call's ``requests``) of the
+  requests that batch completed and their results, in matching order; every index exactly once over the call
+  (a rolling request is complete when its last window is scored). Wrappers store results there, so a kill loses
+  at most the batch in flight. The return value still holds every result in input order.
+- **Non-finite numbers**: a NaN or infinite logit or log-probability raises
+  :class:`~llamabench.backends.finite.NonFiniteError` (``finite.require_finite``) before it is summed, compared,
+  sampled from or handed to ``on_done``; never a result that holds one.
+- **Tokens**: texts are encoded without special tokens; the *prefix token* is the tokenizer's BOS id (its EOS
+  id when it has no BOS); ``max_length`` is the context window in tokens.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 from llamabench.errors import LlamabenchError
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
 
 # Called as each executed batch finishes, with the indices (into the call's requests) of the requests that batch
 # completed and their results: a wrapper stores them at once, so a kill loses at most the batch in flight.
@@ -17,6 +37,7 @@ class Backend(ABC):
     """A language model that can score and generate text in batches."""
 
     model_id: str = "unknown"
+    # A hash of the weights' bytes (``model_fingerprint.py``); "unknown" (the default) makes results uncacheable.
     fingerprint: str = "unknown"
     progress: bool = True
 
@@ -24,18 +45,89 @@ class Backend(ABC):
     def loglikelihood(
         self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
     ) -> list[tuple[float, bool]]:
-        """Per request: log P(continuation | context) and whether greedy decoding would produce it."""
+        """Per request: ``(log P(continuation | context), is_greedy)``.
+
+        The space between context and continuation: trailing whitespace of the context (any, as ``str.rstrip``:
+        spaces, newlines, tabs) moves to the front of the continuation, whose log-probability then counts it. The
+        continuation's tokens are those that encoding context and continuation *together* adds after the
+        context's own tokens, so a merge across the boundary is scored as the model would see it::
+
+            context "Question: sky?\n", continuation "Answer: blue"
+            -> context "Question: sky?", continuation "\nAnswer: blue"
+            -> tokens(context) = [c1 .. c5];  tokens(context + continuation) = [c1 .. c5, x1 .. x4]
+            -> scored: log P(x1 | c1..c5) + log P(x2 | c1..c5 x1) + ... + log P(x4 | c1..c5 x1 x2 x3)
+
+        The empty context (all whitespace counts as empty): the continuation is scored after the prefix token,
+        ``[BOS, x1 .. xn]``, so its first token has a probability too. A continuation empty after the move is an
+        error (``LlamabenchError``).
+
+        Left truncation: of the tokens ``context + continuation`` only the last ``max_length + 1`` are kept (the
+        last token is predicted, never fed, so the model sees at most ``max_length``): the sequence's first tokens
+        go (the prefix token of an empty context among them), and of a continuation longer than the window its
+        first tokens too, which are then not scored. With ``max_length`` 4, context ``[c1 c2 c3]`` and continuation
+        ``[x1 x2 x3]``: kept ``[c2 c3 x1 x2 x3]``, fed ``[c2 c3 x1 x2]``, scored ``x1 x2 x3``;
+        ``truncated_tokens`` reports 1.
+
+        ``is_greedy``: every scored token is the argmax of the logits at its position (the first index on a
+        tie), i.e. greedy decoding from the context would produce exactly the continuation's tokens.
+        """
 
     @abstractmethod
     def loglikelihood_rolling(
         self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
     ) -> list[tuple[float, int]]:
-        """Per request: log P(text) over all its tokens, and the number of tokens scored (a request is done once
-        all its windows are scored)."""
+        """Per request: ``(log P(text), n_tokens)``, the sum over every token of the text and how many tokens
+        that is (the text's token count: every token is scored exactly once; an empty text gives ``(0.0, 0)``).
+
+        lm-eval's rolling windows: the first window is the prefix token then the first ``max_length`` tokens and
+        scores all of them; each next window scores the next ``step`` tokens (``step = min(stride, max_length)``,
+        default ``max_length``), each given as many tokens before it as fit in ``max_length``. A text of 10
+        tokens ``t0 .. t9``, ``max_length`` 4 (``[..]`` are given, ``(..)`` scored)::
+
+            stride None (4):  [BOS] (t0 t1 t2 t3)        fed BOS t0 t1 t2
+                              [t3] (t4 t5 t6 t7)         fed t3 t4 t5 t6
+                              [t5 t6 t7] (t8 t9)         fed t5 t6 t7 t8
+            stride 2:         [BOS] (t0 t1 t2 t3)
+                              [t1 t2 t3] (t4 t5)         fed t1 t2 t3 t4
+                              [t3 t4 t5] (t6 t7)
+                              [t5 t6 t7] (t8 t9)
+
+        ``n_tokens`` is 10 either way. Nothing is ever truncated (``truncated_tokens`` is 0).
+        """
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
-        """Per request: the generated continuation, cut before the first stop sequence."""
+        """Per request: the generated continuation (the new tokens decoded, special tokens skipped), cut before
+        the earliest occurrence of any of ``until``.
+
+        Prompt truncation: the prompt keeps its last ``max_length - max_new_tokens`` tokens (lm-eval's
+        ``max_ctx_len``); ``max_new_tokens >= max_length`` is an error (``requests.require_prompt_room``). A
+        prompt of 30 tokens, ``max_length`` 32, ``max_new_tokens`` 4: the last 28 are kept,
+        ``truncated_tokens`` reports 2. The prompt is encoded without special tokens (no BOS).
+
+        Generation stops at the first of: any of the model's end-of-sequence ids (every id of its generation
+        config and the tokenizer's, ``stops.eos_token_ids``; the id itself is not part of the text); a stop
+        string of ``until`` appearing in the decoded text (the text is cut before the earliest one, so
+        ``until=("\n", ".")`` on ``"Paris. And\n"`` gives ``"Paris"``); ``max_new_tokens`` new tokens.
+
+        ``greedy``: each new token is the argmax of the logits (after the checkpoint's honoured generation
+        settings, as transformers' ``generate`` applies them). Sampled (``greedy=False``): temperature 1 from the
+        request's own generator seeded with ``request.seed``, so the same request gives the same text in any
+        batch and any run, and two requests differing only in their seed are independent samples.
+        """
+
+    def truncated_tokens(self, requests: Sequence[Request]) -> list[int | None]:
+        """Per request: how many of its tokens this backend drops to fit its window, by the rules of the call
+        that answers it (left truncation in ``loglikelihood``, the prompt rule in ``generate``, 0 for
+        ``loglikelihood_rolling``); ``None`` where the backend cannot tell.
+
+        The contract for truncation counts: a side channel, a pure function of the request, the tokenizer and
+        ``max_length`` that runs no model, so counts never travel with results. Results served from the request
+        cache get their counts recomputed here (the cache key holds the tokenizer and window, so they match the
+        results). This default says "unknown" (``None``, recorded as unknown, never as 0); every backend that
+        truncates should override it.
+        """
+        return [None] * len(requests)
 
     def require_generation(self, task: str | None = None) -> None:  # noqa: B027 (optional: a default that passes)
         """Refuse, before any request of a run is computed, generation this backend cannot run as transformers'
@@ -46,7 +138,11 @@ class Backend(ABC):
         raise LlamabenchError(f"model {self.model_id} has no chat template; set chat_template: false in the task")
 
     def cache_identity(self) -> str:
-        """Everything about this backend that changes its numbers, for keying stored results."""
+        """Everything about this backend that changes its numbers, for keying stored results: a stored result
+        is reused only under an equal identity, so it must change with the weights (``fingerprint``, a hash of
+        their bytes), the tokenizer, the prefix token, dtype, device type, ``max_length``, the end-of-sequence
+        ids and generation settings, and the versions of the code that computes (kernels, tokenisation). Leaving
+        one out serves numbers computed under another setting."""
         return self.fingerprint
 
     def describe(self) -> dict:
@@ -73,3 +169,6 @@ class BackendWrapper(Backend, ABC):
 
     def describe(self) -> dict:
         return self.inner.describe()
+
+    def truncated_tokens(self, requests: Sequence[Request]) -> list[int | None]:
+        return self.inner.truncated_tokens(requests)

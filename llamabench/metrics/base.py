@@ -22,7 +22,7 @@ task YAML may then list it under ``metrics:``)::
         name = "long_answer"
         higher_is_better = True
         scale = "0-1"
-        kinds = ("generate",)
+        needs = ("prediction",)
 
         def score(self, outcome: Outcome) -> float:
             return float(len((outcome.prediction or "").split()) > 10)
@@ -58,6 +58,8 @@ class Outcome:
     choice_loglikelihoods: list[float] | None = None
     choices: list[str] | None = None
     label: int | None = None
+    # Tokens the backend dropped from this document's requests to fit its window; None: the backend cannot tell.
+    truncated_tokens: int | None = None
 
 
 # Every concrete metric class, instantiated once, by name: filled as the classes are defined.
@@ -71,8 +73,9 @@ class Metric(ABC):
     higher_is_better: ClassVar[bool]
     # What the figure means, for readers of tables: "0-1", "0-100", "perplexity (>= 1)", ...
     scale: ClassVar[str]
-    # The task kinds whose outcomes this metric can score (generated text, choice log-likelihoods, ...).
-    kinds: ClassVar[tuple[str, ...]]
+    # The ``Outcome`` fields this metric reads (``prediction``, ``choice_loglikelihoods``, ...): a task may list
+    # it only if its kind's outcomes fill them all (``TaskKind.outcome_fields``), checked when the task is parsed.
+    needs: ClassVar[tuple[str, ...]]
     # How ``check`` tests a paired difference: "bootstrap" or "mcnemar".
     paired_test: ClassVar[str] = "bootstrap"
     # Bumped whenever a change to the metric's definition changes a number: runs scored by different versions

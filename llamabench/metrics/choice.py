@@ -19,7 +19,7 @@ class Accuracy(BinaryMetric):
     name = "acc"
     higher_is_better = True
     scale = "0-1"
-    kinds = ("multiple_choice",)
+    needs = ("choice_loglikelihoods", "label")
 
     def choice_scores(self, outcome: Outcome) -> np.ndarray:
         """What the choices are ranked by: their log-likelihoods."""
@@ -39,6 +39,7 @@ class NormalisedAccuracy(Accuracy):
     """Accuracy with choices ranked by log-likelihood per character (lm-eval's ``acc_norm``)."""
 
     name = "acc_norm"
+    needs = ("choice_loglikelihoods", "choices", "label")
 
     def choice_scores(self, outcome: Outcome) -> np.ndarray:
         if outcome.choices is None or len(outcome.choices) != len(outcome.choice_loglikelihoods or []):

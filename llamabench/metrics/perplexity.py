@@ -68,7 +68,7 @@ class LoglikelihoodMetric(CorpusMetric):
     """A rolling log-likelihood figure: statistics ``[loglikelihood, units]`` per document."""
 
     higher_is_better = False
-    kinds = ("loglikelihood_rolling",)
+    needs = ("loglikelihood", "units_text")  # words or bytes of the original text
 
     @abstractmethod
     def count_units(self, outcome: Outcome) -> int:
@@ -100,6 +100,7 @@ class WordPerplexity(Perplexity):
     """Perplexity per word of the original text, words counted by the task's word rule."""
 
     name = "word_perplexity"
+    needs = ("loglikelihood", "units_text", "word_rule")
 
     def count_units(self, outcome: Outcome) -> int:
         return count_words(outcome)
@@ -122,6 +123,7 @@ class TokenPerplexity(Perplexity):
     """Perplexity per token the model scored: comparable only between runs with one tokenizer."""
 
     name = "token_perplexity"
+    needs = ("loglikelihood", "n_tokens")
     tokenizer_dependent = True
 
     def count_units(self, outcome: Outcome) -> int:

@@ -40,7 +40,7 @@ class Rouge(MeanMetric):
 
     higher_is_better = True
     scale = "0-1"
-    kinds = ("generate",)
+    needs = ("prediction", "targets")
 
     def score(self, outcome: Outcome) -> float:
         if not outcome.targets:

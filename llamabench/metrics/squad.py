@@ -42,7 +42,7 @@ class SquadMetric(MeanMetric):
 
     higher_is_better = True
     scale = "0-100"
-    kinds = ("generate",)
+    needs = ("prediction", "targets")
 
     @abstractmethod
     def against(self, prediction: str, gold: str) -> float:

@@ -31,7 +31,7 @@ class SacrebleuMetric(CorpusMetric):
     sacrebleu_class: ClassVar[type[SacreMetric]]
     higher_is_better = True
     scale = "0-100"
-    kinds = ("generate",)
+    needs = ("prediction", "targets")
 
     def __init__(self) -> None:
         self._scorer = self.sacrebleu_class()

@@ -2,14 +2,21 @@
 
 A kind is one class, registered under its ``name`` (the ``kind:`` of a task YAML) when it is defined. It knows
 
-- ``required_keys``: the YAML keys a task of its kind must give; ``takes_fewshot`` and ``takes_text_files``:
-  whether solved examples may precede a prompt and whether plain-text data files (text, lines, paragraphs) fit;
+- ``keys``: the YAML keys, beyond those every task has (``spec.COMMON_KEYS``), that a task of its kind may give
+  (any other is refused, naming the key, the kind and the file); ``required_keys``: those it must give;
+- ``takes_fewshot`` and ``takes_text_files``: whether solved examples may precede a prompt and whether
+  plain-text data files (text, lines, paragraphs) fit;
+- ``outcome_fields``: the :class:`Outcome` fields its outcomes fill, which a metric's ``needs`` must be within;
+- ``check_fits``: refuse, before any request runs, documents the backend's window cannot hold;
+  ``generates``: whether its requests generate text (the checkpoint's generation settings then apply);
 - ``build``: one document's requests, from its id and rendered prompt; ``gold_answer``: the answer a few-shot
   example shows after its prompt;
 - ``run``: which backend call answers its requests;
 - ``outcome``: one document's results, in its requests' order, as the :class:`Outcome` its metrics score;
 - ``scorable``: whether a document is scored at all (an empty text has no perplexity: skipped and counted);
-- ``with_chat_template``: the document with its prompt wrapped in the model's chat template.
+- ``with_chat_template``: the document with its prompt wrapped in the model's chat template;
+- ``loglikelihoods`` and ``loglikelihood_column``: the log-likelihoods an outcome holds (checked finite) and
+  how the samples table shows them.
 
 :func:`run_documents` hands every document exactly its own results: each request is flattened with its key
 (document index, request index), and the results come back through those keys; a backend that returns more or
@@ -41,6 +48,7 @@ from llamabench.requests import (
     LoglikelihoodRequest,
     Request,
     RollingRequest,
+    require_prompt_room,
     sampling_seed,
 )
 from llamabench.tasks.templates import render, render_list
@@ -57,9 +65,12 @@ class TaskKind(ABC):
     """One kind of task: its requests, the backend call that answers them, and its outcomes (see the module)."""
 
     name: ClassVar[str]
+    keys: ClassVar[tuple[str, ...]]
     required_keys: ClassVar[tuple[str, ...]]
+    outcome_fields: ClassVar[tuple[str, ...]]
     takes_fewshot: ClassVar[bool] = True
     takes_text_files: ClassVar[bool] = False
+    generates: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -89,16 +100,36 @@ class TaskKind(ABC):
         """Whether ``doc`` is scored; one that is not is skipped and counted, not scored as zero."""
         return True
 
+    def check_fits(self, task: str, docs: Sequence[DocRequests], max_length: int) -> None:  # noqa: B027
+        """Refuse (one line naming ``task``) documents a ``max_length`` window cannot hold at all; most kinds
+        fit any window (scoring truncates and counts, rolling windows)."""
+
+    def loglikelihoods(self, outcome: Outcome) -> list[float]:
+        """The log-likelihoods ``outcome`` holds, all of which must be finite."""
+        return []
+
+    def loglikelihood_column(self, outcome: Outcome) -> float | str | None:
+        """What the samples table's ``loglikelihood`` column shows for ``outcome``."""
+        return None
+
     @abstractmethod
     def with_chat_template(self, doc: DocRequests, wrap: Callable[[str], str]) -> DocRequests:
         """``doc`` with its prompt, few-shot examples included, passed through ``wrap`` (the model's chat template)."""
+
+
+# Keys of the kinds that render a prompt for the model to answer: few-shot examples before it, a chat template
+# around it, the delimiters between example, prompt and answer.
+_PROMPTED = ("num_fewshot", "fewshot_delimiter", "target_delimiter", "chat_template")
 
 
 class Rolling(TaskKind):
     """The log-likelihood of each document's whole text: perplexities."""
 
     name = "loglikelihood_rolling"
+    # No few-shot keys, no chat template: the text is scored as it is.
+    keys = ("units", "stride", "word_rule")
     required_keys = ("prompt",)
+    outcome_fields = ("loglikelihood", "n_tokens", "units_text", "word_rule")
     takes_fewshot = False
     takes_text_files = True
 
@@ -123,6 +154,12 @@ class Rolling(TaskKind):
     def scorable(self, doc: DocRequests) -> bool:
         return bool(doc.prompt.strip())  # an empty text has no perplexity
 
+    def loglikelihoods(self, outcome: Outcome) -> list[float]:
+        return [] if outcome.loglikelihood is None else [outcome.loglikelihood]
+
+    def loglikelihood_column(self, outcome: Outcome) -> float | str | None:
+        return outcome.loglikelihood
+
     def with_chat_template(self, doc: DocRequests, wrap: Callable[[str], str]) -> DocRequests:
         return doc  # the text is scored as it is: a chat turn around it would change what is measured
 
@@ -131,7 +168,10 @@ class Generate(TaskKind):
     """A continuation generated from each prompt, scored against the document's targets."""
 
     name = "generate"
+    keys = ("target", "generation", *_PROMPTED)
     required_keys = ("prompt", "target")
+    outcome_fields = ("prediction", "targets")
+    generates = True
 
     def build(self, spec: TaskSpec, doc: dict, doc_id: str, prompt: str, *, index: int, seed: int) -> DocRequests:
         if not prompt:
@@ -158,6 +198,10 @@ class Generate(TaskKind):
         (prediction,) = results
         return Outcome(doc_id=doc.doc_id, targets=doc.targets, prediction=prediction)
 
+    def check_fits(self, task: str, docs: Sequence[DocRequests], max_length: int) -> None:
+        longest = max((r.max_new_tokens for doc in docs for r in doc.requests), default=0)
+        require_prompt_room(longest, max_length, task)
+
     def with_chat_template(self, doc: DocRequests, wrap: Callable[[str], str]) -> DocRequests:
         prompt = wrap(doc.prompt)
         return replace(doc, prompt=prompt, requests=[replace(r, prompt=prompt) for r in doc.requests])
@@ -167,7 +211,11 @@ class MultipleChoice(TaskKind):
     """The log-likelihood of each choice after the prompt; the likeliest choice is the prediction."""
 
     name = "multiple_choice"
+    keys = ("choices", "label", *_PROMPTED)
     required_keys = ("prompt", "choices", "label")
+    # ``prediction`` (the likeliest choice) is shown in the samples table, not offered to metrics: a metric of
+    # generated text (exact match, BLEU) would score a choice as if the model had written it.
+    outcome_fields = ("choice_loglikelihoods", "choices", "label", "targets")
 
     def build(self, spec: TaskSpec, doc: dict, doc_id: str, prompt: str, *, index: int, seed: int) -> DocRequests:
         choices = render_list(spec.choices, doc)
@@ -201,6 +249,13 @@ class MultipleChoice(TaskKind):
     def with_chat_template(self, doc: DocRequests, wrap: Callable[[str], str]) -> DocRequests:
         prompt = wrap(doc.prompt)
         return replace(doc, prompt=prompt, requests=[replace(r, context=prompt) for r in doc.requests])
+
+    def loglikelihoods(self, outcome: Outcome) -> list[float]:
+        return list(outcome.choice_loglikelihoods or [])
+
+    def loglikelihood_column(self, outcome: Outcome) -> float | str | None:
+        scores = outcome.choice_loglikelihoods
+        return None if scores is None else json.dumps([round(v, 6) for v in scores])
 
 
 def _resolve_label(spec: TaskSpec, label: str, choices: list[str], doc_id: str) -> int:
@@ -242,4 +297,25 @@ def run_documents(
     by_document: list[list] = [[None] * len(doc.requests) for doc in docs]
     for (d, r), result in zip(keys, results, strict=True):
         by_document[d][r] = result
-    return [kind.outcome(spec, doc, own) for doc, own in zip(docs, by_document, strict=True)]
+    truncated = _truncated_per_document(backend, spec, docs, keys)
+    return [
+        replace(kind.outcome(spec, doc, own), truncated_tokens=dropped)
+        for doc, own, dropped in zip(docs, by_document, truncated, strict=True)
+    ]
+
+
+def _truncated_per_document(
+    backend: Backend, spec: TaskSpec, docs: Sequence[DocRequests], keys: list[tuple[int, int]]
+) -> list[int | None]:
+    """Tokens the backend dropped from each document's requests (``Backend.truncated_tokens``); None for a
+    document any of whose requests the backend cannot count."""
+    counts = backend.truncated_tokens([docs[d].requests[r] for d, r in keys])
+    if len(counts) != len(keys):
+        raise LlamabenchError(
+            f"task {spec.name}: backend {backend.model_id} returned {len(counts)} truncation counts for "
+            f"{len(keys)} requests; a backend must return one per request ({type(backend).__name__} does not)"
+        )
+    totals: list[int | None] = [0] * len(docs)
+    for (d, _), count in zip(keys, counts, strict=True):
+        totals[d] = None if count is None or totals[d] is None else totals[d] + count
+    return totals

@@ -100,9 +100,7 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
         if key not in raw:
             raise LlamabenchError(f"{origin}: missing required key '{key}'")
     kind = raw["kind"]
-    for key in KINDS[kind].required_keys:
-        if raw.get(key) is None:
-            raise LlamabenchError(f"{origin}: kind '{kind}' needs the key '{key}'")
+    _check_kind_keys(raw, KINDS[kind], origin)
     metrics = raw["metrics"]
     if not metrics:
         raise LlamabenchError(f"{origin}: 'metrics' must be a non-empty list of metric names")
@@ -110,16 +108,7 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
     if twice:  # a metric listed twice would be two rows of one number, weighing double in any summary
         raise LlamabenchError(f"{origin}: metric(s) {', '.join(twice)} listed twice in 'metrics'; list each once")
     for metric in metrics:
-        try:
-            kinds = get_metric(metric).kinds
-        except LlamabenchError as exc:
-            raise LlamabenchError(f"{origin}: {exc}") from None
-        if kind not in kinds:
-            fitting = sorted(name for name, known in METRICS.items() if kind in known.kinds)
-            raise LlamabenchError(
-                f"{origin}: metric '{metric}' scores {' or '.join(kinds)} tasks, not kind '{kind}'; "
-                f"metrics for '{kind}': {', '.join(fitting)}"
-            )
+        _check_metric_needs(metric, KINDS[kind], origin)
     if raw.get("word_rule", TaskSpec.word_rule) not in WORD_RULES:
         raise LlamabenchError(f"{origin}: 'word_rule' must be one of {', '.join(WORD_RULES)}")
     dataset = _parse_dataset(raw["dataset"], origin)
@@ -140,6 +129,47 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
         aliases=tuple(_as_list(raw.get("aliases"))),
         version=str(raw.get("version", "1")),
     )
+
+
+# The keys every task may give, whatever its kind; each kind names the others it takes (``TaskKind.keys``).
+COMMON_KEYS = ("name", "kind", "dataset", "prompt", "metrics", "version", "description", "aliases", "doc_id")
+
+
+def _check_kind_keys(raw: dict, kind: TaskKind, origin: str) -> None:
+    """Refuse a key that means nothing to ``kind`` (it would change the task hash and nothing else), then a
+    key the kind needs that is missing."""
+    misplaced = sorted(key for key in raw if key not in COMMON_KEYS and key not in kind.keys)
+    if misplaced:
+        owners = [
+            f"'{key}' (for kind {' or '.join(name for name, other in KINDS.items() if key in other.keys)})"
+            for key in misplaced
+        ]
+        raise LlamabenchError(
+            f"{origin}: key{'s' if len(owners) > 1 else ''} {', '.join(owners)} "
+            f"{'do' if len(owners) > 1 else 'does'} not apply to kind '{kind.name}'; remove "
+            f"{'them' if len(owners) > 1 else 'it'} or change the kind (kind '{kind.name}' takes "
+            f"{', '.join(kind.keys)} beside the keys every task has)"
+        )
+    for key in kind.required_keys:
+        if raw.get(key) is None:
+            raise LlamabenchError(f"{origin}: kind '{kind.name}' needs the key '{key}'")
+
+
+def _check_metric_needs(metric: str, kind: TaskKind, origin: str) -> None:
+    """Refuse a metric that reads outcome fields (``Metric.needs``) the kind's outcomes do not fill."""
+    try:
+        needs = get_metric(metric).needs
+    except LlamabenchError as exc:
+        raise LlamabenchError(f"{origin}: {exc}") from None
+    missing = [field for field in needs if field not in kind.outcome_fields]
+    if missing:
+        scored = [name for name, other in KINDS.items() if set(needs) <= set(other.outcome_fields)]
+        fitting = sorted(name for name, known in METRICS.items() if set(known.needs) <= set(kind.outcome_fields))
+        raise LlamabenchError(
+            f"{origin}: metric '{metric}' scores {' or '.join(scored) or 'no'} tasks, not kind '{kind.name}' "
+            f"(it needs {', '.join(missing)}, which kind '{kind.name}' does not give); "
+            f"metrics for '{kind.name}': {', '.join(fitting)}"
+        )
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

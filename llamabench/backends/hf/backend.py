@@ -34,7 +34,13 @@ from llamabench.backends.loading.model_source import fingerprint, pin, resolve_m
 from llamabench.config import KV_CACHES
 from llamabench.errors import LlamabenchError
 from llamabench.escaping import terminal
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, require_prompt_room
+from llamabench.requests import (
+    GenerationRequest,
+    LoglikelihoodRequest,
+    Request,
+    RollingRequest,
+    require_prompt_room,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -221,6 +227,13 @@ class HFBackend(Backend):
         # the continuation, whose log-likelihood then counts it, which changes acc_norm; the continuation's tokens
         # are those the joint encoding adds after the context's, so merges across the boundary are scored as the
         # model sees them.
+        whole, n_continuation = self._context_continuation_tokens(context, continuation)
+        tokens = whole[-(self.max_length + 1) :]  # lm-eval's left truncation: the last token is never fed
+        return ScoreItem(tokens, min(n_continuation, len(tokens) - 1))
+
+    def _context_continuation_tokens(self, context: str, continuation: str) -> tuple[list[int], int]:
+        """Context and continuation tokens before truncation (the prefix token for an empty context), and how
+        many of them are the continuation's."""
         stripped = context.rstrip()
         continuation = context[len(stripped) :] + continuation
         if not continuation:
@@ -231,8 +244,19 @@ class HFBackend(Backend):
             continuation_tokens = whole[len(context_tokens) :]
         else:
             context_tokens, continuation_tokens = [self.prefix_token], self._encode(continuation)
-        tokens = (context_tokens + continuation_tokens)[-(self.max_length + 1) :]
-        return ScoreItem(tokens, min(len(continuation_tokens), len(tokens) - 1))
+        return context_tokens + continuation_tokens, len(continuation_tokens)
+
+    def truncated_tokens(self, requests: Sequence[Request]) -> list[int]:
+        return [self._truncated(request) for request in requests]
+
+    def _truncated(self, request: Request) -> int:
+        if isinstance(request, RollingRequest):
+            return 0  # windows cover every token
+        if isinstance(request, GenerationRequest):
+            require_prompt_room(request.max_new_tokens, self.max_length)
+            return max(0, len(self._encode(request.prompt)) - (self.max_length - request.max_new_tokens))
+        tokens, _ = self._context_continuation_tokens(request.context, request.continuation)
+        return max(0, len(tokens) - (self.max_length + 1))
 
     def _score(
         self, items: list[ScoreItem], what: str, on_done: OnDone | None, share_prefixes: bool = False
