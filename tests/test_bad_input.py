@@ -3,18 +3,11 @@
 import json
 
 import pytest
+from builders import PPL_TASK
 
 from llamabench.cli import main
 from llamabench.results import RunResult, results_frame, safe_name, write_run
 from llamabench.runner import RunConfig, evaluate, prepare_tasks
-
-PPL_TASK = """\
-name: tiny_ppl
-kind: loglikelihood_rolling
-dataset: {local: texts.jsonl}
-prompt: "{{ text }}"
-metrics: [word_perplexity, token_perplexity]
-"""
 
 
 @pytest.fixture

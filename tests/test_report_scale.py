@@ -10,7 +10,7 @@ import weakref
 import numpy as np
 import pandas as pd
 import pytest
-from test_store_report_check import make_run
+from builders import make_run
 
 import llamabench.store as store_module
 from llamabench.cli import main
