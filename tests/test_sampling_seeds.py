@@ -6,7 +6,8 @@ from builders import QA_TASK, spec_of
 from llamabench.requests import GenerationRequest, build_requests, sampling_seed
 
 
-def test_sampling_repeats_reproducibly_and_independently_of_the_batch(tiny_backend):
+def test_sampling_repeats_reproducibly_and_batched_same_as_alone_path_equivalence(tiny_backend):
+    """Path equivalence (two of our own paths): a batch of four samples what each request sampled alone gives."""
     requests = [GenerationRequest(f"Once {i}", 12, (), False, sampling_seed(0, "t", i)) for i in range(4)]
     alone = [tiny_backend(batch_size=1).generate([r])[0] for r in requests]
     batched = tiny_backend(batch_size=4).generate(requests)

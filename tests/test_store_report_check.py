@@ -310,15 +310,32 @@ def test_leaderboard_orders_by_step_and_writes_csv_and_markdown(tmp_path):
     assert csv["squad/f1 stderr"].tolist() == pytest.approx([10.0, 10.0, 10.0])  # sd(a, b) / sqrt 2 = |a - b| / 2
     assert csv["wikitext2/word_perplexity"].tolist() == pytest.approx([math.exp(10), math.exp(9), math.exp(8)])
 
-    markdown = paths[1].read_text()
-    assert markdown == to_markdown(board)
-    assert "| model | step | f1 ↑ | exact\\_match ↑ |" in markdown  # "_" escaped: it can start emphasis
-    # EM of [100, 0] is 50 ± 50 (sd 70.71 / sqrt 2) for every run: a tie, all bold.
-    assert "| ckpt-step100 | 100 | 50.00 ± 10.00 | **50.00** ± 50.00 |" in markdown
-    assert "| ckpt-step200 | 200 | **70.00** ± 10.00 | **50.00** ± 50.00 |" in markdown
+    # Written out by hand. f1 per run: mean of [40, 60], [60, 80], [50, 70] ± sd / sqrt 2 = |a - b| / 2 = 10.
+    # EM of [100, 0] is 50 ± 50 (sd 70.71 / sqrt 2) for every run: a tie, all bold. "_" is escaped (emphasis).
     # Perplexity exp(-sum ll / sum words): exp(10), exp(9), exp(8); two equal documents: bootstrap stderr 0.
-    assert "| ckpt-step100 | 100 | 22026.47 ± 0.0000 |" in markdown
-    assert "| ckpt-step300 | 300 | **2980.96** ± 0.0000 |" in markdown
+    expected = """\
+## llamabench leaderboard
+
+3 runs, ordered by step; best value per column in **bold** (↑ higher is better, ↓ lower is better); ± is the \
+standard error.
+
+### squad
+
+| model | step | f1 ↑ | exact\\_match ↑ |
+|---|---:|---:|---:|
+| ckpt-step100 | 100 | 50.00 ± 10.00 | **50.00** ± 50.00 |
+| ckpt-step200 | 200 | **70.00** ± 10.00 | **50.00** ± 50.00 |
+| ckpt-step300 | 300 | 60.00 ± 10.00 | **50.00** ± 50.00 |
+
+### wikitext2
+
+| model | step | word\\_perplexity ↓ |
+|---|---:|---:|
+| ckpt-step100 | 100 | 22026.47 ± 0.0000 |
+| ckpt-step200 | 200 | 8103.08 ± 0.0000 |
+| ckpt-step300 | 300 | **2980.96** ± 0.0000 |
+"""
+    assert paths[1].read_text() == expected
     assert "<html" in paths[2].read_text()[:100]
 
 
