@@ -143,7 +143,7 @@ def counted_loads(monkeypatch) -> list[str]:
 
 
 def test_watch_reads_one_stored_run_per_checkpoint_not_all_of_them(tmp_path, data_dir, counted_loads):
-    from test_watch import watch_argv, write_checkpoint
+    from builders import watch_argv, write_checkpoint
 
     (tmp_path / "notes.txt").write_text("the cat sat on the mat\n")
     root = tmp_path / "train"
