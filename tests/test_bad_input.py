@@ -3,19 +3,12 @@
 import json
 
 import pytest
+from builders import PPL_TASK
 
 from llamabench.cli.app import main
 from llamabench.config import RunConfig
 from llamabench.pipeline import Evaluation
 from llamabench.records.results import RunResult, results_frame, safe_name, write_run
-
-PPL_TASK = """\
-name: tiny_ppl
-kind: loglikelihood_rolling
-dataset: {local: texts.jsonl}
-prompt: "{{ text }}"
-metrics: [word_perplexity, token_perplexity]
-"""
 
 
 @pytest.fixture

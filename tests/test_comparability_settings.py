@@ -28,7 +28,7 @@ def evaluate(checkpoint: Path, notes_file: Path, runs: Path, *flags: str) -> str
 
 
 def check(runs: Path, baseline: str, candidate: str) -> int:
-    return main(["check", "--results-dir", str(runs), "--baseline", baseline, "--candidate", candidate])
+    return main(["check", "--output-dir", str(runs), "--baseline", baseline, "--candidate", candidate])
 
 
 def test_a_seed_that_changes_no_number_does_not_make_runs_incomparable(checkpoint, notes_file, tmp_path, capsys):

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pandas as pd
 import pytest
-from test_store_report_check import make_run
+from builders import make_run
 
 from llamabench import escaping
 from llamabench.analysis.check import Unchecked, compare_runs, format_comparisons, write_junit
@@ -119,8 +119,8 @@ def test_terminal_tables_show_escapes_not_control_sequences(tmp_path, capsys):
     store.add(base)
     store.add(cand)
     ids = [run.manifest["run_id"] for run in (base, cand)]
-    assert main(["check", "--results-dir", str(tmp_path), "--baseline", ids[0], "--candidate", ids[1]]) == 1
-    assert main(["runs", "--results-dir", str(tmp_path)]) == 0
+    assert main(["check", "--output-dir", str(tmp_path), "--baseline", ids[0], "--candidate", ids[1]]) == 1
+    assert main(["runs", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert CLEAR_SCREEN not in out and "\x00" not in out and "\\x1b[2J" in out
 

@@ -4,8 +4,8 @@ setting, an unwritable output folder, conflicting cache flags."""
 
 import pytest
 import torch
+from builders import GOOD_TASK
 from conftest import byte_tokenizer, tiny_llama
-from test_cli_errors import GOOD_TASK
 
 import llamabench
 from llamabench.errors import LlamabenchError

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_cli_errors import GOOD_TASK, run_cli, workspace  # noqa: F401 (the fixture)
-from test_store_report_check import make_run
+from builders import GOOD_TASK, make_run, run_cli_error, write_qa_workspace
 
 from llamabench.backends.loading.stale import remove_stale_temporaries
 from llamabench.cli.app import main
@@ -18,6 +17,11 @@ from llamabench.errors import LlamabenchError
 from llamabench.records.results import write_run
 from llamabench.records.store import RunStore
 from llamabench.tasks.spec import MAX_TASK_FILE_BYTES, MAX_TASK_NODES, load_task_file
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    return write_qa_workspace(tmp_path)
 
 
 def billion_laughs(levels: int = 9, width: int = 9) -> str:
@@ -40,9 +44,9 @@ def test_billion_laughs_task_file_is_refused_quickly(tmp_path):
     )
 
 
-def test_billion_laughs_is_one_cli_line(capsys, workspace):  # noqa: F811
+def test_billion_laughs_is_one_cli_line(capsys, workspace):
     (workspace / "tasks" / "laughs.yaml").write_text(billion_laughs())
-    assert "laughs.yaml: its YAML aliases expand to more than" in run_cli(capsys, workspace, "--tasks", "tiny_qa")
+    assert "laughs.yaml: its YAML aliases expand to more than" in run_cli_error(capsys, workspace, "--tasks", "tiny_qa")
 
 
 def test_modest_aliases_still_load(tmp_path):
@@ -134,7 +138,7 @@ def killed_before_store(tmp_path):
 def test_runs_lists_a_complete_folder_the_store_lacks(killed_before_store, capsys):
     results_dir, stored, unstored, folder = killed_before_store
     killed = list(results_dir.glob(".*.tmp-*"))
-    assert main(["runs", "--results-dir", str(results_dir)]) == 0
+    assert main(["runs", "--output-dir", str(results_dir)]) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0].split()[:2] == ["run_id", "model"]
@@ -151,7 +155,7 @@ def test_runs_lists_a_complete_folder_the_store_lacks(killed_before_store, capsy
 def test_report_includes_a_complete_folder_the_store_lacks(killed_before_store, capsys):
     results_dir, stored, unstored, folder = killed_before_store
     out = results_dir.parent / "report"
-    assert main(["report", "--results-dir", str(results_dir), "--out", str(out)]) == 0
+    assert main(["report", "--output-dir", str(results_dir), "--out", str(out)]) == 0
     assert pd.read_csv(out / "leaderboard.csv").run_id.tolist() == [
         stored.manifest["run_id"],
         unstored.manifest["run_id"],
@@ -159,7 +163,7 @@ def test_report_includes_a_complete_folder_the_store_lacks(killed_before_store, 
     assert len(capsys.readouterr().err.splitlines()) == 3
     # Named as folders (`report runs/*/`): the incomplete one is skipped with a note, the others reported.
     folders = [str(results_dir / "broken-run"), str(folder), str(next(results_dir.glob("ckpt-step100-*")))]
-    assert main(["report", "--results-dir", str(results_dir), "--out", str(out), *folders]) == 0
+    assert main(["report", "--output-dir", str(results_dir), "--out", str(out), *folders]) == 0
     assert pd.read_csv(out / "leaderboard.csv").model.tolist() == ["ckpt-step100", "ckpt-step200"]
     assert capsys.readouterr().err.splitlines() == [
         f"llamabench: note: skipped {results_dir / 'broken-run'}: its manifest.json lacks run_id"
@@ -169,7 +173,7 @@ def test_report_includes_a_complete_folder_the_store_lacks(killed_before_store, 
 def test_corrupt_results_file_is_one_line_naming_the_folder(killed_before_store, capsys):
     results_dir, _, unstored, folder = killed_before_store
     (folder / "results.parquet").write_bytes(b"not parquet")
-    assert main(["report", "--results-dir", str(results_dir), "--out", str(results_dir.parent / "r"), str(folder)]) == 2
+    assert main(["report", "--output-dir", str(results_dir), "--out", str(results_dir.parent / "r"), str(folder)]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith(
         f"llamabench: error: {folder} is not a complete llamabench run"

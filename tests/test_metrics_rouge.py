@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from rouge_score import rouge_scorer
 
 from llamabench.metrics import Outcome, get_metric
 from llamabench.metrics.rouge import split_sentences
@@ -51,18 +52,31 @@ def test_realsumm_matches_rouge_score(data_dir: Path, output: str):
     assert observed == REALSUMM[output]
 
 
-def test_xsum_matches_published_per_summary_values(data_dir: Path):
+def test_xsum_equals_rouge_score_on_every_summary_and_its_published_values_where_rouge_score_does(data_dir: Path):
+    """Every one of the 1972 summaries scores exactly what rouge-score (Porter stemmer) gives; the published
+    per-summary values (Maynez et al. 2020) agree within 1e-4 on exactly the 1783 summaries where rouge-score's do.
+
+    The other 189 are not ours to match: the authors' ROUGE tokenised some texts otherwise (rows 9, 10 and 13
+    differ from rouge-score by one unigram or LCS token) and truncated rather than rounded a few values
+    (PROVENANCE.md of the data set), so the tolerance is per document: exact against rouge-score, 1e-4 against
+    the published value on the rows rouge-score itself reproduces."""
     with open(data_dir / "xsum_maynez2020_rouge" / "pairs.jsonl", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     assert len(rows) == 1972
     outcomes = [
         Outcome(doc_id=str(i), targets=[row["reference"]], prediction=row["prediction"]) for i, row in enumerate(rows)
     ]
-    agree = [True] * len(rows)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    oracle = [scorer.score(row["reference"], row["prediction"]) for row in rows]
+    published_agree = [True] * len(rows)
     for name, key in (("rouge1", "R1"), ("rouge2", "R2"), ("rougeL", "RL")):
         values = get_metric(name).per_sample(get_metric(name).stats(outcomes))
-        agree = [ok and abs(value - row[key]) <= 1e-4 for ok, value, row in zip(agree, values, rows, strict=True)]
-    assert sum(agree) / len(rows) >= 0.85
+        assert [float(v) for v in values] == [o[name].fmeasure for o in oracle], name
+        published_agree = [
+            ok and abs(o[name].fmeasure - row[key]) <= 1e-4
+            for ok, o, row in zip(published_agree, oracle, rows, strict=True)
+        ]
+    assert sum(published_agree) == 1783
 
 
 def test_sentence_splitter_and_multiple_targets():

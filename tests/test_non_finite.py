@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import torch
+from builders import make_run
 from conftest import byte_tokenizer, tiny_llama
-from test_store_report_check import make_run
 
 from llamabench.analysis.check import compare_runs, format_comparisons, write_junit
 from llamabench.backends.hf.backend import HFBackend
@@ -102,7 +102,7 @@ def test_check_fails_a_row_that_is_not_a_number_in_every_output(tmp_path, capsys
     store = RunStore.in_dir(tmp_path / "runs")
     for run in (base, cand):
         store.add(run)
-    argv = ["check", "--results-dir", str(tmp_path / "runs"), "--baseline", base.manifest["run_id"]]
+    argv = ["check", "--output-dir", str(tmp_path / "runs"), "--baseline", base.manifest["run_id"]]
     assert main([*argv, "--candidate", cand.manifest["run_id"]]) == 1
     assert "PASS" not in capsys.readouterr().out
 

@@ -5,6 +5,7 @@ import math
 import re
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 import sacrebleu
@@ -50,7 +51,16 @@ def test_bleu_and_chrf_equal_sacrebleu_on_the_generated_text(tiny_backend, data_
     assert run.value("wmt22-de-en", "chrf") == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, abs=1e-9)
     row = run.results[run.results.metric == "bleu"].iloc[0]
     assert row.signature.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
-    assert row.stderr >= 0
+    # The standard errors: the sample deviation of sacrebleu's score over the run's 1000 bootstrap resamples of
+    # the sentences (numpy's generator seeded with --seed 0, n indices drawn with replacement per resample).
+    # A random model's BLEU is 0 on every resample here; its chrF is not.
+    rng, n = np.random.default_rng(0), len(hyps)
+    draws = [rng.integers(0, n, size=n) for _ in range(1000)]
+    for name, corpus_score in (("bleu", sacrebleu.corpus_bleu), ("chrf", sacrebleu.corpus_chrf)):
+        resampled = [corpus_score([hyps[i] for i in rows], [[refs[i] for i in rows]]).score for rows in draws]
+        stderr = run.results[run.results.metric == name].iloc[0].stderr
+        assert stderr == pytest.approx(np.std(resampled, ddof=1), rel=1e-9, abs=1e-12), name
+    assert run.results[run.results.metric == "chrf"].iloc[0].stderr > 0
 
 
 def test_rouge_per_sample_values_are_rouge_score(tiny_backend, data_dir):

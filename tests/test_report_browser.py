@@ -10,7 +10,7 @@ import subprocess
 import zlib
 
 import pytest
-from test_store_report_check import em_rows, make_run
+from builders import em_rows, make_run
 
 from llamabench.analysis.report import write_report
 

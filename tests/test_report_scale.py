@@ -10,7 +10,7 @@ import weakref
 import numpy as np
 import pandas as pd
 import pytest
-from test_store_report_check import make_run
+from builders import make_run
 
 import llamabench.records.store as store_module
 from llamabench.cli.app import main
@@ -143,7 +143,7 @@ def counted_loads(monkeypatch) -> list[str]:
 
 
 def test_watch_reads_one_stored_run_per_checkpoint_not_all_of_them(tmp_path, data_dir, counted_loads):
-    from test_watch import watch_argv, write_checkpoint
+    from builders import watch_argv, write_checkpoint
 
     (tmp_path / "notes.txt").write_text("the cat sat on the mat\n")
     root = tmp_path / "train"

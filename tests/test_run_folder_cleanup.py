@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_store_report_check import make_run
+from builders import make_run
 
 import llamabench.records.results
 from llamabench.cli.app import main

@@ -4,10 +4,10 @@ import json
 import math
 import xml.etree.ElementTree as ET
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
+from builders import em_rows, make_run
 from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
 from llamabench.analysis.check import compare_runs, parse_max_drops
@@ -16,84 +16,10 @@ from llamabench.backends.hf.backend import HFBackend
 from llamabench.cli.app import main
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
-from llamabench.metrics import get_metric
 from llamabench.metrics.uncertainty import mcnemar_p
 from llamabench.pipeline import Evaluation
-from llamabench.records.results import RunResult, read_run, result_rows, results_frame, write_run
+from llamabench.records.results import RunResult, read_run, results_frame, write_run
 from llamabench.records.store import RunStore
-from llamabench.scoring import MetricValue
-
-
-def make_run(model, stats_by_task, *, started="2025-01-01T00:00:00+00:00", task_hash="hash", texts=None, settings=None):
-    """A RunResult built by hand: ``stats_by_task[task][metric]`` lists each document's statistics row.
-
-    ``texts`` optionally overrides per-document columns (doc_id, prompt, prediction) of every task;
-    ``settings`` overrides recorded settings of every task (num_fewshot 0, seed 0, fp32, 2048 tokens by default).
-    """
-    rows, samples = [], {}
-    for task, stats in stats_by_task.items():
-        n = len(next(iter(stats.values())))
-        frame = pd.DataFrame(
-            {
-                "doc_id": [f"doc{i}" for i in range(n)],
-                "prompt": [f"Question {i}?" for i in range(n)],
-                "prediction": [f"answer {i}" for i in range(n)],
-                "target": [json.dumps([f"gold {i}"]) for i in range(n)],
-                **(texts or {}),
-            }
-        )
-        values = []
-        for name, metric_rows in stats.items():
-            metric, array = get_metric(name), np.array(metric_rows, dtype=float)
-            frame[name] = metric.per_sample(array)
-            error = metric.standard_error(array, iters=50)
-            values.append(MetricValue(name, metric.aggregate(array), error, n, metric.higher_is_better))
-        frame["stats"] = [
-            json.dumps({name: list(map(float, rows[i])) for name, rows in stats.items()}) for i in range(n)
-        ]
-        samples[task] = frame
-        context = {
-            "model": model,
-            "model_fingerprint": f"fp-{model}",
-            "task": task,
-            "task_version": 1,
-            "task_hash": task_hash,
-            "num_fewshot": 0,
-            "limit": None,
-            "seed": 0,
-            "llamabench_version": "0.1.0",
-            "timestamp": started,
-        }
-        rows += result_rows(values, context)
-    manifest = {
-        "run_id": f"{started[:19].replace(':', '')}-{model[-12:]}",
-        "model": model,
-        "started": started,
-        "backend": {"fingerprint": f"fp-{model}", "tokenizer": (settings or {}).get("tokenizer", "tok")},
-        "tasks": {
-            task: {
-                "settings": {
-                    "task_hash": task_hash,
-                    "num_fewshot": 0,
-                    "limit": None,
-                    "seed": 0,
-                    "max_length": 2048,
-                    "dtype": "float32",
-                    "chat_template": False,
-                    "trust_remote_code": False,
-                    "data_hash": "data",
-                    "metric_versions": {},
-                    **(settings or {}),
-                }
-            }
-            for task in stats_by_task
-        },
-    }
-    return RunResult(results_frame(rows), samples, manifest)
-
-
-def em_rows(correct):
-    return [[100.0 * c] for c in correct]
 
 
 def one_row(comparisons, metric):
@@ -204,7 +130,7 @@ def test_check_refuses_runs_that_are_not_comparable(tmp_path, capsys):
         (other_task, "runs cover different tasks (only baseline: squad; only candidate: cnndm)"),
     ]
     for candidate, message in expected:
-        argv = ["check", "--results-dir", str(tmp_path), "--baseline", base.manifest["run_id"]]
+        argv = ["check", "--output-dir", str(tmp_path), "--baseline", base.manifest["run_id"]]
         assert main([*argv, "--candidate", candidate.manifest["run_id"]]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err
@@ -225,7 +151,7 @@ def test_check_skips_tasks_without_statistics_and_report_leaves_them_unranked(tm
     store = RunStore.in_dir(tmp_path)
     for run in (base, cand):
         store.add(run)
-    argv = ["check", "--results-dir", str(tmp_path), "--junit", str(tmp_path / "check.xml")]
+    argv = ["check", "--output-dir", str(tmp_path), "--junit", str(tmp_path / "check.xml")]
     assert main([*argv, "--baseline", base.manifest["run_id"], "--candidate", cand.manifest["run_id"]]) == 0
     out = capsys.readouterr().out
     assert "PASS: no regression in 1 task-metric comparisons" in out
@@ -304,7 +230,7 @@ def test_check_flags_the_degraded_model_and_passes_the_rerun(tiny_runs, tmp_path
     store = RunStore.in_dir(tmp_path)
     for run in tiny_runs:
         store.add(run)
-    argv = ["check", "--results-dir", str(tmp_path), "--baseline", base.manifest["run_id"], "--bootstrap-iters", "200"]
+    argv = ["check", "--output-dir", str(tmp_path), "--baseline", base.manifest["run_id"], "--bootstrap-iters", "200"]
 
     assert main([*argv, "--candidate", rerun.manifest["run_id"], "--junit", str(tmp_path / "same.xml")]) == 0
     out = capsys.readouterr().out
@@ -338,7 +264,7 @@ def test_run_command_records_the_run_in_the_store(data_dir, tmp_path, monkeypatc
     assert main([*argv, "--data-dir", str(data_dir), "--output-dir", str(out), "--device", "cpu"]) == 0
     (folder,) = [path for path in out.iterdir() if path.is_dir()]
     capsys.readouterr()
-    assert main(["runs", "--results-dir", str(out)]) == 0
+    assert main(["runs", "--output-dir", str(out)]) == 0
     listing = capsys.readouterr().out
     stored = RunStore.in_dir(out).load(folder)
     assert stored.manifest["run_id"] in listing and "checkpoint-1000" in listing and "wikitext2" in listing
@@ -385,15 +311,32 @@ def test_leaderboard_orders_by_step_and_writes_csv_and_markdown(tmp_path):
     assert csv["squad/f1 stderr"].tolist() == pytest.approx([10.0, 10.0, 10.0])  # sd(a, b) / sqrt 2 = |a - b| / 2
     assert csv["wikitext2/word_perplexity"].tolist() == pytest.approx([math.exp(10), math.exp(9), math.exp(8)])
 
-    markdown = paths[1].read_text()
-    assert markdown == to_markdown(board)
-    assert "| model | step | f1 ↑ | exact\\_match ↑ |" in markdown  # "_" escaped: it can start emphasis
-    # EM of [100, 0] is 50 ± 50 (sd 70.71 / sqrt 2) for every run: a tie, all bold.
-    assert "| ckpt-step100 | 100 | 50.00 ± 10.00 | **50.00** ± 50.00 |" in markdown
-    assert "| ckpt-step200 | 200 | **70.00** ± 10.00 | **50.00** ± 50.00 |" in markdown
+    # Written out by hand. f1 per run: mean of [40, 60], [60, 80], [50, 70] ± sd / sqrt 2 = |a - b| / 2 = 10.
+    # EM of [100, 0] is 50 ± 50 (sd 70.71 / sqrt 2) for every run: a tie, all bold. "_" is escaped (emphasis).
     # Perplexity exp(-sum ll / sum words): exp(10), exp(9), exp(8); two equal documents: bootstrap stderr 0.
-    assert "| ckpt-step100 | 100 | 22026.47 ± 0.0000 |" in markdown
-    assert "| ckpt-step300 | 300 | **2980.96** ± 0.0000 |" in markdown
+    expected = """\
+## llamabench leaderboard
+
+3 runs, ordered by step; best value per column in **bold** (↑ higher is better, ↓ lower is better); ± is the \
+standard error.
+
+### squad
+
+| model | step | f1 ↑ | exact\\_match ↑ |
+|---|---:|---:|---:|
+| ckpt-step100 | 100 | 50.00 ± 10.00 | **50.00** ± 50.00 |
+| ckpt-step200 | 200 | **70.00** ± 10.00 | **50.00** ± 50.00 |
+| ckpt-step300 | 300 | 60.00 ± 10.00 | **50.00** ± 50.00 |
+
+### wikitext2
+
+| model | step | word\\_perplexity ↓ |
+|---|---:|---:|
+| ckpt-step100 | 100 | 22026.47 ± 0.0000 |
+| ckpt-step200 | 200 | 8103.08 ± 0.0000 |
+| ckpt-step300 | 300 | **2980.96** ± 0.0000 |
+"""
+    assert paths[1].read_text() == expected
     assert "<html" in paths[2].read_text()[:100]
 
 
@@ -404,7 +347,7 @@ def test_labels_set_names_and_steps_and_runs_without_steps_use_run_order(tmp_pat
         store.add(run)
     first = runs[0].manifest["run_id"]
     out = tmp_path / "report"
-    assert main(["report", "--results-dir", str(tmp_path), "--out", str(out), "--label", f"{first}=step50"]) == 0
+    assert main(["report", "--output-dir", str(tmp_path), "--out", str(out), "--label", f"{first}=step50"]) == 0
     assert pd.read_csv(out / "leaderboard.csv").label.tolist() == ["step50", "ckpt-step100", "ckpt-step300"]
 
     unnamed = make_run("final-model", {"squad": {"f1": [[1.0], [2.0]]}}, started="2025-01-09T00:00:00+00:00")
@@ -426,5 +369,5 @@ def test_report_marks_tasks_whose_runs_differ_in_settings():
     assert warning in markdown
     assert "f1 ↑ ≠" in markdown
     assert board.best_rows(0) == set()  # no "best" among runs that are not comparable
-    shots = make_run("ckpt-step500", {"squad": {"f1": [[1.0], [2.0]]}}, settings={"num_fewshot": 2}, started="2025-03")
+    shots = make_run("ckpt-step500", {"squad": {"f1": [[1.0], [2.0]]}}, num_fewshot=2, started="2025-03-01")
     assert build_leaderboard([*runs, shots]).incomparable_tasks() == {"squad": ["num_fewshot 0 vs 2"]}

@@ -10,7 +10,8 @@ import pytest
 
 from llamabench.backends.base import Backend
 from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
-from llamabench.native import RunConfig, evaluate, prepare_tasks
+from llamabench.config import RunConfig
+from llamabench.pipeline import Evaluation
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 
 MAX_LENGTH = 32
@@ -65,8 +66,8 @@ def long_prompt_run(tmp_path, backend):
     (tmp_path / "tasks" / "long.yaml").write_text(GENERATE_TASK)
     docs = [{"text": "p" * n, "answer": "x"} for n in PROMPT_BYTES]
     (tmp_path / "long.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in docs))
-    config = RunConfig(tasks=["long_prompts"], data_dir=tmp_path, tasks_dirs=[tmp_path / "tasks"])
-    return evaluate(backend, prepare_tasks(config), config)
+    config = RunConfig(tasks=["long_prompts"], data_dir=tmp_path, tasks_dir=[tmp_path / "tasks"])
+    return Evaluation.prepare(config).run_backend(backend)
 
 
 def test_samples_manifest_and_one_warning_line_per_task(tmp_path, tiny_backend, capsys):

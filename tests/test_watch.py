@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
-from conftest import byte_tokenizer, tiny_llama
+from builders import watch_argv, write_checkpoint
 
 from llamabench.backends.loading.model_source import fingerprint, resolve_model
 from llamabench.cli.app import main
@@ -22,22 +21,6 @@ from llamabench.training.checkpoints import snapshot
 REPO = Path(__file__).resolve().parents[1]
 # lm_head scaled: 1 is the random model (near-uniform predictions), 25 makes confident random guesses (far worse).
 HEAD_SCALES = {100: 1.0, 200: 1.0, 300: 25.0}
-
-
-def write_checkpoint(folder: Path, head_scale: float, weights_after: float = 0.0) -> None:
-    """A tiny LLaMA checkpoint; with ``weights_after``, config and tokenizer first and the weights that much later."""
-    model = tiny_llama(0)
-    with torch.no_grad():
-        model.lm_head.weight *= head_scale
-    staging = folder.with_name(f".staging-{folder.name}")
-    model.save_pretrained(staging)
-    folder.mkdir()
-    byte_tokenizer().save_pretrained(folder)
-    weights = staging / "model.safetensors"
-    for part in sorted(staging.iterdir(), key=lambda p: p == weights):
-        if part == weights:
-            time.sleep(weights_after)
-        part.rename(folder / part.name)
 
 
 def stored_runs(results: Path) -> list[dict]:
@@ -51,15 +34,6 @@ def wait_for_checks(lines: list[str], count: int, watcher: subprocess.Popen, tim
         assert watcher.poll() is None, watcher.communicate()[1][-2000:]
         assert time.monotonic() < deadline, f"watch printed {count} verdicts in {timeout} s: " + "\n".join(lines)
         time.sleep(0.2)
-
-
-def watch_argv(root: Path, tmp_path: Path, data_dir: Path, *flags: str) -> list[str]:
-    notes = tmp_path / "notes.txt"
-    return [
-        *("watch", str(root), "--text", str(notes), "--text-format", "lines", "--batch-size", "1", "--no-cache"),
-        *("--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "reports")),
-        *flags,
-    ]
 
 
 def test_watch_evaluates_each_checkpoint_once_as_it_completes_and_flags_the_degraded_one(
@@ -154,9 +128,9 @@ def test_run_evaluates_several_checkpoints_and_check_takes_their_runs(tmp_path, 
         (folder,) = [p for p in alone.iterdir() if p.is_dir()]
         expected = pd.read_csv(folder / "results.csv").value.tolist()
         assert runs.load(run_id).results.value.tolist() == expected
-    check = ["check", "--results-dir", str(tmp_path / "runs"), "--baseline", first_id, "--candidate", second_id]
+    check = ["check", "--output-dir", str(tmp_path / "runs"), "--baseline", first_id, "--candidate", second_id]
     assert main(check) == 1  # the degraded checkpoint regresses
-    assert main(["report", "--results-dir", str(tmp_path / "runs"), first_id, second_id, "--out", str(tmp_path)]) == 0
+    assert main(["report", "--output-dir", str(tmp_path / "runs"), first_id, second_id, "--out", str(tmp_path)]) == 0
 
 
 def test_bad_watch_and_model_glob_input_is_one_line_before_any_model_loads(tmp_path, data_dir, capsys):

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_watch import watch_argv, write_checkpoint
+from builders import watch_argv, write_checkpoint
 
 import llamabench.backends.hf.backend as hf
 import llamabench.training.checkpoints as checkpoints
