@@ -101,3 +101,8 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for column in safe.select_dtypes(include=["object", "string"]).columns:
         safe[column] = safe[column].map(csv_cell)
     return safe.rename(columns=csv_cell)
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe form of a model or task name (no separators, no leading dots)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "unnamed"

@@ -22,7 +22,7 @@ from llamabench.scoring import score, truncation_notes
 from llamabench.tasks import registry
 from llamabench.tasks.build import build_requests
 from llamabench.tasks.data import load_documents
-from llamabench.tasks.kinds import run_documents
+from llamabench.tasks.kinds import kind_of, run_documents
 from llamabench.tasks.spec import TaskSpec
 from llamabench.tasks.text_task import text_task
 
@@ -61,7 +61,7 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
         pool = load_documents(spec.dataset, spec.name, data_dir, allow_outside=allow_outside, named_by=named_by)
         docs = pool[: config.limit]
         built = build_requests(spec, docs, num_fewshot=config.num_fewshot, fewshot_pool=pool, seed=config.seed)
-        requests = [doc for doc in built if spec.task_kind.scorable(doc)]
+        requests = [doc for doc in built if kind_of(spec).scorable(doc)]
         skipped = len(built) - len(requests)
         if not requests:
             raise LlamabenchError(
@@ -71,7 +71,7 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
         if skipped:
             warn(f"task {spec.name}: {skipped} empty document(s) skipped (no perplexity); counted in the manifest")
         if config.max_length is not None:
-            spec.task_kind.check_fits(spec.name, requests, config.max_length)
+            kind_of(spec).check_fits(spec.name, requests, config.max_length)
         prepared.append(PreparedTask(spec, docs, requests, skipped, data_hash(pool), len(pool)))
     return prepared
 
@@ -84,7 +84,7 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
     # fails before work is spent on the tasks ahead of it.
     wrapped = []
     for task in tasks:
-        kind = task.spec.task_kind
+        kind = kind_of(task.spec)
         if backend_info.get("max_length"):
             kind.check_fits(task.spec.name, task.requests, backend_info["max_length"])
         if kind.generates:
@@ -133,9 +133,7 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
                 limit=config.limit,
                 seed=config.seed,
                 # The checkpoint's generation settings change generated text only, not scores.
-                backend_info=backend_info
-                if spec.task_kind.generates
-                else {**backend_info, "generation_settings": None},
+                backend_info=backend_info if kind_of(spec).generates else {**backend_info, "generation_settings": None},
                 chat_template=spec.chat_template,
                 data=task.data_hash,
                 metric_versions={name: get_metric(name).version for name in spec.metrics},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import pandas as pd
 
@@ -13,20 +12,10 @@ from llamabench.backends.finite import DIVERGED
 from llamabench.errors import LlamabenchError, warn
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome
+from llamabench.records.results import MetricValue
 from llamabench.requests import DocRequests
+from llamabench.tasks.kinds import kind_of
 from llamabench.tasks.spec import TaskSpec
-
-
-@dataclass(frozen=True)
-class MetricValue:
-    """One aggregate figure for one task."""
-
-    metric: str
-    value: float
-    stderr: float
-    n: int
-    higher_is_better: bool
-    signature: str | None = None
 
 
 def score(
@@ -45,7 +34,7 @@ def score(
     Outcomes holding a NaN or infinite log-likelihood (from a backend that does not check its own numbers)
     are refused with one line naming ``model``, the task and the first such document: nothing is scored.
     """
-    kind = spec.task_kind
+    kind = kind_of(spec)
     require_finite_outcomes(spec.name, outcomes, model, kind.loglikelihoods)
     samples = pd.DataFrame(
         {

@@ -93,8 +93,7 @@ def make_run(
     from llamabench.metrics import get_metric
     from llamabench.records.comparability import task_settings
     from llamabench.records.manifest import build_run
-    from llamabench.records.results import RunResult, result_rows, results_frame
-    from llamabench.scoring import MetricValue
+    from llamabench.records.results import MetricValue, RunResult, result_rows, results_frame
 
     backend = _backend(model, other_tokenizer)
     info = backend.describe()
@@ -226,6 +225,6 @@ def spec_of(text: str, **overrides):
     """The TaskSpec of a task YAML text, with top-level keys replaced by ``overrides``."""
     import yaml
 
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     return parse_task({**yaml.safe_load(text), **overrides}, "test.yaml")

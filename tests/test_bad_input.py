@@ -7,8 +7,9 @@ from builders import PPL_TASK
 
 from llamabench.cli.app import main
 from llamabench.config import RunConfig
+from llamabench.escaping import safe_name
 from llamabench.pipeline import Evaluation
-from llamabench.records.results import RunResult, results_frame, safe_name, write_run
+from llamabench.records.results import RunResult, results_frame, write_run
 
 
 @pytest.fixture

@@ -116,7 +116,7 @@ def test_one_text_folder_named_several_ways_is_one_task_identity(books):
 
 
 def test_a_task_yaml_naming_its_folder_several_ways_has_one_task_hash():
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     def spec(local):
         return parse_task(
@@ -195,7 +195,7 @@ def test_cli_lone_surrogate_fails_before_the_model_loads(capsys, tmp_path):
 
 def test_two_documents_with_one_doc_id_are_refused_naming_the_task_and_the_id():
     from llamabench.tasks.build import build_requests
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     spec = parse_task(
         {

@@ -9,7 +9,7 @@ from llamabench.errors import LlamabenchError
 from llamabench.native import prepare_tasks
 from llamabench.tasks import registry
 from llamabench.tasks.build import build_requests
-from llamabench.tasks.spec import parse_task
+from llamabench.tasks.task_file import parse_task
 from llamabench.tasks.templates import render_list
 
 

@@ -16,7 +16,7 @@ from llamabench.cli.app import main
 from llamabench.errors import LlamabenchError
 from llamabench.records.results import write_run
 from llamabench.records.store import RunStore
-from llamabench.tasks.spec import MAX_TASK_FILE_BYTES, MAX_TASK_NODES, load_task_file
+from llamabench.tasks.task_file import MAX_TASK_FILE_BYTES, MAX_TASK_NODES, load_task_file
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from lm_eval.api.samplers import ContextSampler
 
 from llamabench.tasks.build import build_requests
-from llamabench.tasks.spec import parse_task
+from llamabench.tasks.task_file import parse_task
 
 SPEC = parse_task(
     {

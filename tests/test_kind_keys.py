@@ -11,8 +11,8 @@ from llamabench.errors import LlamabenchError
 from llamabench.metrics import METRICS, Outcome
 from llamabench.metrics.base import REGISTRY, MeanMetric
 from llamabench.tasks import registry
-from llamabench.tasks.kinds import KINDS
-from llamabench.tasks.spec import TASK_SCHEMA, load_task_file, parse_task
+from llamabench.tasks.kinds import KINDS, kind_of
+from llamabench.tasks.task_file import TASK_SCHEMA, load_task_file, parse_task
 
 BASE = {
     "loglikelihood_rolling": {"prompt": "{{ text }}", "metrics": ["word_perplexity"]},
@@ -76,7 +76,7 @@ def test_every_kind_accepts_its_own_keys(kind):
 def test_every_kind_key_is_a_schema_key_and_every_schema_key_belongs_somewhere():
     """The schema types every key; the kinds say which apply. A key no kind (and not every task) takes would be
     a key no task could give."""
-    from llamabench.tasks.spec import COMMON_KEYS
+    from llamabench.tasks.task_file import COMMON_KEYS
 
     for kind in KINDS.values():
         assert set(kind.keys) <= set(TASK_SCHEMA), kind.name
@@ -162,7 +162,7 @@ def test_the_generation_room_check_is_the_kind_s():
     spec = parse_task(task("generate", generation={"max_new_tokens": 16}), "t.yaml")
     docs = build_requests(spec, [{"q": "x", "a": "y"}])
     with pytest.raises(LlamabenchError, match="task t: max_new_tokens 16 leaves no room"):
-        spec.task_kind.check_fits(spec.name, docs, 16)
-    spec.task_kind.check_fits(spec.name, docs, 17)
+        kind_of(spec).check_fits(spec.name, docs, 16)
+    kind_of(spec).check_fits(spec.name, docs, 17)
     rolling = parse_task(task("loglikelihood_rolling"), "t.yaml")
-    rolling.task_kind.check_fits(rolling.name, build_requests(rolling, [{"text": "abc"}]), 2)
+    kind_of(rolling).check_fits(rolling.name, build_requests(rolling, [{"text": "abc"}]), 2)

@@ -11,7 +11,7 @@ from sacrebleu.metrics import BLEU, CHRF, TER
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import Outcome, get_metric
 from llamabench.metrics.translation import VERIFIED_SACREBLEU
-from llamabench.tasks.spec import load_task_file
+from llamabench.tasks.task_file import load_task_file
 
 SYSTEMS = [
     "JDExploreAcademy",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llamabench.errors import LlamabenchError
-from llamabench.tasks.spec import MAX_TASK_FILE_BYTES, MAX_TASK_NODES, load_task_file
+from llamabench.tasks.task_file import MAX_TASK_FILE_BYTES, MAX_TASK_NODES, load_task_file
 
 GOOD = (
     "name: {name}\nkind: loglikelihood_rolling\ndataset: {{local: docs.jsonl}}\nprompt: '{{{{ text }}}}'\n"
@@ -181,7 +181,7 @@ def test_aliases_of_long_strings_within_the_node_and_byte_limits_are_refused(tmp
 
 def test_a_template_that_multiplies_text_is_refused_naming_the_task_and_document():
     from llamabench.tasks.build import build_requests
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     for prompt in [
         "{{ text * 100000000 }}",
@@ -204,7 +204,7 @@ def test_a_template_that_multiplies_text_is_refused_naming_the_task_and_document
 
 def test_a_few_shot_delimiter_that_multiplies_text_is_refused():
     from llamabench.tasks.build import build_requests
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     spec = parse_task({**BASE, "fewshot_delimiter": "d" * 500_000, "num_fewshot": 50}, "t.yaml")
     docs = [{"text": str(i)} for i in range(60)]
@@ -215,7 +215,7 @@ def test_a_few_shot_delimiter_that_multiplies_text_is_refused():
 def test_ordinary_long_documents_and_few_shot_prompts_still_render():
     """The bound scales with the data: a 3 MB document and a 25-shot prompt are fine."""
     from llamabench.tasks.build import build_requests
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     spec = parse_task({**BASE, "prompt": "Q: {{ text }}\nA:"}, "t.yaml")
     (built,) = build_requests(spec, [{"text": "w " * 1_500_000}])
@@ -250,7 +250,7 @@ def test_keys_that_are_not_text_are_named_as_unknown(tmp_path):
 def test_a_template_rendering_a_lone_surrogate_is_refused_before_the_model_loads():
     """Found by attacking the data check: a Jinja string literal's escape makes the surrogate, not the data."""
     from llamabench.tasks.build import build_requests
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     spec = parse_task({**BASE, "prompt": '{{ text }}{{ "\\ud800" }}'}, "t.yaml")
     with pytest.raises(LlamabenchError, match="task t: a template fails on document 0.*lone surrogate"):

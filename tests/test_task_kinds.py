@@ -11,7 +11,7 @@ from llamabench.metrics import get_metric
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 from llamabench.tasks.build import build_requests
 from llamabench.tasks.kinds import KINDS, run_documents
-from llamabench.tasks.spec import parse_task
+from llamabench.tasks.task_file import parse_task
 
 
 class ScriptedBackend(Backend):

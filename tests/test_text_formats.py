@@ -6,7 +6,7 @@ import math
 import pytest
 
 from llamabench.errors import LlamabenchError
-from llamabench.records.results import safe_name
+from llamabench.escaping import safe_name
 from llamabench.tasks.data import load_documents, read_jsonl, read_wikitext_documents
 
 WIKITEXT = (
@@ -219,7 +219,7 @@ def rolling_task(**overrides) -> dict:
     ],
 )
 def test_text_formats_are_refused_for_other_kinds_at_parse_time(kind, keys):
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     raw = rolling_task(kind=kind, **keys)  # each kind's own keys only: the others are refused for the kind
     with pytest.raises(LlamabenchError) as error:
@@ -238,21 +238,21 @@ def test_text_formats_are_refused_for_other_kinds_at_parse_time(kind, keys):
     ],
 )
 def test_separator_needs_paragraphs_and_a_non_empty_string(dataset):
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     with pytest.raises(LlamabenchError, match="t.yaml: dataset.separator must be a non-empty string"):
         parse_task(rolling_task(dataset=dataset), "t.yaml")
 
 
 def test_unknown_word_rule_is_refused():
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     with pytest.raises(LlamabenchError, match="t.yaml: 'word_rule' must be one of lm_eval, whitespace_tokens"):
         parse_task(rolling_task(word_rule="spaces"), "t.yaml")
 
 
 def test_text_task_doc_ids_default_to_the_source_and_word_rule_changes_the_hash():
-    from llamabench.tasks.spec import parse_task
+    from llamabench.tasks.task_file import parse_task
 
     lm_eval = parse_task(rolling_task(), "t.yaml")
     whitespace = parse_task(rolling_task(word_rule="whitespace_tokens"), "t.yaml")

@@ -6,7 +6,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,6 @@ import pandas as pd
 
 from llamabench import escaping
 from llamabench.errors import LlamabenchError
-from llamabench.scoring import MetricValue
 
 MANIFEST_KEYS = ("run_id", "model", "started")  # what listing and reporting a run folder need
 TEMPORARY_MARK = ".tmp-"
@@ -55,6 +53,18 @@ class RunResult:
         return float(row.value.iloc[0])
 
 
+@dataclass(frozen=True)
+class MetricValue:
+    """One aggregate figure for one task."""
+
+    metric: str
+    value: float
+    stderr: float
+    n: int
+    higher_is_better: bool
+    signature: str | None = None
+
+
 def result_rows(values: list[MetricValue], context: dict) -> list[dict]:
     """Rows of the tidy table: ``context`` holds the model/task/run columns shared by every metric."""
     return [{**context, **asdict(value)} for value in values]
@@ -62,11 +72,6 @@ def result_rows(values: list[MetricValue], context: dict) -> list[dict]:
 
 def results_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe form of a model or task name (no separators, no leading dots)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "unnamed"
 
 
 def sample_file_stems(tasks: list[str]) -> dict[str, str]:
@@ -78,7 +83,7 @@ def sample_file_stems(tasks: list[str]) -> dict[str, str]:
     stems: dict[str, str] = {}
     taken: set[str] = set()
     for task in tasks:
-        stem = safe_name(task)[:80]
+        stem = escaping.safe_name(task)[:80]
         if stem != task:
             stem += "-" + hashlib.sha256(task.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         base, n = stem, 1
@@ -112,7 +117,7 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
     (:func:`remove_killed_run_folders`).
     """
     remove_killed_run_folders(Path(output_dir))
-    folder = Path(output_dir) / f"{safe_name(run.manifest['model'])[:80]}-{run.manifest['run_id']}"
+    folder = Path(output_dir) / f"{escaping.safe_name(run.manifest['model'])[:80]}-{run.manifest['run_id']}"
     run.manifest["sample_files"] = sample_file_stems(list(run.samples))
     temporary = folder.with_name(f".{folder.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
@@ -212,7 +217,9 @@ def read_run(folder: Path) -> RunResult:
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         results = pd.read_parquet(folder / "results.parquet")
-        stems = manifest.get("sample_files") or {task: f"samples_{safe_name(task)}" for task in results.task.unique()}
+        stems = manifest.get("sample_files") or {
+            task: f"samples_{escaping.safe_name(task)}" for task in results.task.unique()
+        }
         samples = {task: pd.read_parquet(folder / f"{stem}.parquet") for task, stem in stems.items()}
     except (OSError, ValueError) as exc:  # pyarrow's errors on a corrupt file are ValueErrors
         raise _incomplete(folder, _one_line(exc)) from exc

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from llamabench.analysis.report.leaderboard import MAX_SAMPLE_ROWS, RunSummary, sample_head, summarize
 from llamabench.errors import LlamabenchError
 from llamabench.records.results import (
     TEMPORARY_MARK,
@@ -36,6 +35,7 @@ from llamabench.records.results import (
     results_frame,
     run_folder_problem,
 )
+from llamabench.records.summary import MAX_SAMPLE_ROWS, RunSummary, sample_head, summarize
 
 STORE_NAME = "llamabench.sqlite"
 LIST_COLUMNS = ["run_id", "model", "fingerprint", "tasks", "started", "folder"]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from llamabench.errors import LlamabenchError, first_line
 from llamabench.requests import DocRequests
+from llamabench.tasks.kinds import kind_of
 from llamabench.tasks.templates import NullValueError, TooMuchTextError, UndefinedError, render, spend, text_budget
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def build_requests(
     """
     pool = docs if fewshot_pool is None else fewshot_pool
     shots = spec.num_fewshot if num_fewshot is None else num_fewshot
-    kind = spec.task_kind
+    kind = kind_of(spec)
     if shots and not kind.takes_fewshot:
         raise LlamabenchError(
             f"task {spec.name}: few-shot examples make no sense for kind {kind.name}, which scores each document's "

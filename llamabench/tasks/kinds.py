@@ -286,7 +286,7 @@ def run_documents(
 
     ``on_done`` (optional) is passed to that call: its indices are into every document's requests in order.
     """
-    kind = spec.task_kind
+    kind = kind_of(spec)
     keys = [(d, r) for d, doc in enumerate(docs) for r in range(len(doc.requests))]
     results = kind.run(backend, [docs[d].requests[r] for d, r in keys], on_done)
     if len(results) != len(keys):
@@ -319,3 +319,8 @@ def _truncated_per_document(
     for (d, _), count in zip(keys, counts, strict=True):
         totals[d] = None if count is None or totals[d] is None else totals[d] + count
     return totals
+
+
+def kind_of(spec: TaskSpec) -> TaskKind:
+    """The kind ``spec`` names: how its requests are built, run and scored."""
+    return KINDS[spec.kind]

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llamabench.errors import LlamabenchError, warn
-from llamabench.tasks.spec import TaskSpec, load_task_file, names_in_task_file
+from llamabench.tasks.spec import TaskSpec
+from llamabench.tasks.task_file import load_task_file, names_in_task_file
 
 # Both spellings of the YAML suffix are task files; a folder holding `qa.yml` means it as much as `qa.yaml`.
 TASK_FILE_SUFFIXES = (".yaml", ".yml")

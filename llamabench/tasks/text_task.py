@@ -6,8 +6,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from llamabench.records.results import safe_name
-from llamabench.tasks.spec import TaskSpec, normal_path, parse_task
+from llamabench.escaping import safe_name
+from llamabench.tasks.spec import TaskSpec
+from llamabench.tasks.task_file import normal_path, parse_task
 from llamabench.tasks.text_readers import TEXT_FIELD
 
 TEXT_METRICS = ["word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"]

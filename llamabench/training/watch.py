@@ -14,7 +14,7 @@ noted once and not recorded (its numbers might mix two versions of its files): a
 once its files stop changing, a deleted one is skipped. The watch goes on with the other checkpoints.
 
 Report cost: the watch keeps what the report shows of each run (aggregates and the first sample rows, see
-:class:`~llamabench.analysis.report.leaderboard.RunSummary`) in memory, adding each new run's as it is recorded, so a
+:class:`~llamabench.records.summary.RunSummary`) in memory, adding each new run's as it is recorded, so a
 checkpoint costs one run's reading however many came before; the check reads only its reference run.
 """
 
@@ -30,11 +30,11 @@ from llamabench.escaping import terminal
 
 if TYPE_CHECKING:  # the rest loads torch and transformers: imported when a watch starts, not for `--help`
     from llamabench.analysis.check import MaxDrop
-    from llamabench.analysis.report.leaderboard import RunSummary
     from llamabench.config import RunConfig
     from llamabench.pipeline import Evaluation
     from llamabench.records.results import RunResult
     from llamabench.records.store import RunStore
+    from llamabench.records.summary import RunSummary
     from llamabench.training.checkpoints import Checkpoint
 
 # The settings under which an earlier run of a checkpoint counts as this watch's evaluation of it.
@@ -107,9 +107,9 @@ class Watcher:
     def evaluate(self, checkpoint: Checkpoint, files: tuple) -> int:
         """Evaluate, record and check one checkpoint whose files were ``files``; returns its number of regressed
         metrics. A checkpoint whose files change or vanish meanwhile is noted and not recorded."""
-        from llamabench.analysis.report.leaderboard import summarize
         from llamabench.backends.factory import load_backend
         from llamabench.records.results import format_table
+        from llamabench.records.summary import summarize
 
         model = str(checkpoint.path)
         backend = None
@@ -178,7 +178,7 @@ class Watcher:
     def write_report(self) -> None:
         """Rewrite the report if a run was recorded since it was last written."""
         from llamabench.analysis.report import write_report
-        from llamabench.analysis.report.leaderboard import summarize
+        from llamabench.records.summary import summarize
 
         if not self.report_due:
             return

@@ -11,17 +11,11 @@ from pathlib import Path
 
 from llamabench import escaping
 from llamabench.analysis.report.html import to_html
-from llamabench.analysis.report.leaderboard import (
-    Leaderboard,
-    RunSummary,
-    build_leaderboard,
-    checkpoint_step,
-    parse_labels,
-    summarize,
-)
+from llamabench.analysis.report.leaderboard import Leaderboard, build_leaderboard, checkpoint_step, parse_labels
 from llamabench.analysis.report.markdown import to_markdown
 from llamabench.errors import LlamabenchError
 from llamabench.records.results import RunResult
+from llamabench.records.summary import RunSummary, summarize
 
 
 def write_report(

@@ -15,8 +15,9 @@ from string import Template
 import numpy as np
 
 from llamabench import __version__, escaping
-from llamabench.analysis.report.leaderboard import MAX_SAMPLE_ROWS, Leaderboard
+from llamabench.analysis.report.leaderboard import Leaderboard
 from llamabench.records.results import format_number
+from llamabench.records.summary import MAX_SAMPLE_ROWS
 
 _esc = escaping.html_text
 _ASSETS = files("llamabench.analysis.report") / "assets"

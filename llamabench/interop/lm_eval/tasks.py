@@ -32,8 +32,7 @@ from llamabench.interop import LM_EVAL_PREFIX
 from llamabench.interop.lm_eval.model import LlamabenchLM
 from llamabench.metrics.perplexity import word_rule_signature
 from llamabench.records.comparability import data_hash, task_settings
-from llamabench.records.results import RunResult, result_rows, results_frame
-from llamabench.scoring import MetricValue
+from llamabench.records.results import MetricValue, RunResult, result_rows, results_frame
 
 # Metrics llamabench reports on 0-100, as its native SQuAD metrics; lm-eval's own metric code gives them on 0-1.
 PERCENT_METRICS = ("exact_match", "f1")
