@@ -46,14 +46,15 @@ def test_billion_laughs_task_file_is_refused_quickly(tmp_path):
 
 def test_billion_laughs_is_one_cli_line(capsys, workspace):
     (workspace / "tasks" / "laughs.yaml").write_text(billion_laughs())
-    assert "laughs.yaml: its YAML aliases expand to more than" in run_cli_error(capsys, workspace, "--tasks", "tiny_qa")
+    # Asked for by its file's name: a broken file that the run does not ask for is a warning, not an error.
+    assert "laughs.yaml: its YAML aliases expand to more than" in run_cli_error(capsys, workspace, "--tasks", "laughs")
 
 
 def test_modest_aliases_still_load(tmp_path):
     # 3 levels of 3: 1 + 3 + 9 + 27 expanded values, far below the bound.
     path = tmp_path / "ok.yaml"
     path.write_text(billion_laughs(levels=3, width=3))
-    with pytest.raises(LlamabenchError, match="'description' must be text"):  # read in full, refused for its type
+    with pytest.raises(LlamabenchError, match="description must be text"):  # read in full, refused for its type
         load_task_file(path)
 
 
