@@ -144,7 +144,7 @@ def make_run(
         )
         notes[task] = {"documents": n, "task_hash": task_hash, "settings": settings}
     part = RunResult(results_frame(rows), samples, {"tasks": notes})
-    config = RunConfig(tasks=list(stats_by_task), model=model)
+    config = RunConfig(tasks=list(stats_by_task)).record(model)
     return build_run(backend, config, datetime.fromisoformat(started), [part])
 
 
