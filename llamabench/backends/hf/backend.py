@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -17,9 +16,20 @@ from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.hf.batching import BatchPolicy, peak_memory
 from llamabench.backends.hf.budget import BudgetInputs, budget_inputs, token_budget
 from llamabench.backends.hf.checkpoint_generation import CheckpointGeneration
-from llamabench.backends.hf.generation import ContinuousBatcher, GenerationJob
+from llamabench.backends.hf.generation import ContinuousBatcher
+from llamabench.backends.hf.jobs import GenerationJob
+from llamabench.backends.hf.model_facts import (
+    DTYPES,
+    default_dtype,
+    model_max_length,
+    refuse_logit_postprocessing,
+    require_text,
+    tokenizer_hash,
+    trained_positions,
+)
 from llamabench.backends.hf.score_rows import (
     LOGIT_ROWS,
+    RollingTotals,
     ScoreItem,
     ScoreRow,
     plain_row,
@@ -41,8 +51,6 @@ from llamabench.requests import (
     RollingRequest,
     require_prompt_room,
 )
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class HFBackend(Backend):
@@ -69,10 +77,10 @@ class HFBackend(Backend):
         self.model_id = model_id
         self.fingerprint = model_fingerprint
         self.device = model.get_input_embeddings().weight.device  # where inputs go, also under a device map
-        self.max_length = max_length or _model_max_length(model, tokenizer)
+        self.max_length = max_length or model_max_length(model, tokenizer)
         if self.max_length < 2:
             raise LlamabenchError(f"--max-length {self.max_length} must be at least 2 tokens")
-        trained = _trained_positions(model)
+        trained = trained_positions(model)
         if trained is not None and self.max_length > trained:
             raise LlamabenchError(
                 f"--max-length {self.max_length} exceeds the {trained} positions model {model_id} was trained for "
@@ -81,7 +89,7 @@ class HFBackend(Backend):
         self.eos_tokens = eos_token_ids(model, tokenizer)
         self.trust_remote_code = trust_remote_code
         self.tokenizer_hash = tokenizer_hash(tokenizer)
-        _refuse_logit_postprocessing(model, model_id)
+        refuse_logit_postprocessing(model, model_id)
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.progress = progress
@@ -214,7 +222,7 @@ class HFBackend(Backend):
         windows_per_request = [
             rolling_windows(self._encode(r.text), self.prefix_token, self.max_length, r.stride) for r in requests
         ]
-        totals = _RollingTotals(windows_per_request, on_done)
+        totals = RollingTotals(windows_per_request, on_done)
         flat = [window for windows in windows_per_request for window in windows]
         self._score(flat, "perplexity windows", totals.add)
         return [totals.result(request) for request in range(len(requests))]
@@ -323,7 +331,7 @@ class HFBackend(Backend):
     def _generation_job(self, request: GenerationRequest) -> GenerationJob:
         require_prompt_room(request.max_new_tokens, self.max_length)
         for what, text in [("prompt", request.prompt), *(("stop sequence", stop) for stop in request.until)]:
-            _require_text(text, what)
+            require_text(text, what)
         prompt = self._encode(request.prompt)[-(self.max_length - request.max_new_tokens) :]
         seed = None if request.greedy else request.seed
         return GenerationJob(prompt, request.max_new_tokens, request.until, seed)
@@ -356,98 +364,3 @@ class HFBackend(Backend):
             stats=self.engine.stats,
             settings=self.generation_settings,
         )
-
-
-def _require_text(text: str, what: str) -> None:
-    """Refuse a lone surrogate (from JSON escapes such as ``\\ud800``): no tokenizer encodes it, and the error
-    would otherwise come from deep inside one, or late, when the text is written, as if the disk had failed."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise LlamabenchError(
-            f"a generation {what} holds a lone surrogate (U+{ord(text[exc.start]):04X}, character {exc.start}), "
-            "which is not text; fix the data or task it came from"
-        ) from None
-
-
-def default_dtype(device: str) -> str:
-    """bfloat16 on a GPU that computes it natively (Ampere on), float16 on an older one, where bf16 would only
-    be emulated (slowly); float32 on a CPU, whose bf16 matmuls are no faster and lose precision."""
-    if not device.startswith("cuda"):
-        return "float32"
-    return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
-
-
-class _RollingTotals:
-    """Collects perplexity window scores as batches finish; a request is done, and reported, with its last window.
-    Each total sums its windows in text order, so it does not depend on how the windows were batched."""
-
-    def __init__(self, windows_per_request: list[list[ScoreItem]], on_done: OnDone | None):
-        self.windows: list[range] = []  # each request's span of the flat window list
-        start = 0
-        for windows in windows_per_request:
-            self.windows.append(range(start, start + len(windows)))
-            start += len(windows)
-        self.owner = [request for request, span in enumerate(self.windows) for _ in span]
-        self.n_scored = [sum(w.n_target for w in windows) for windows in windows_per_request]
-        self.scores: list[float] = [0.0] * start
-        self.left = [len(span) for span in self.windows]
-        self.on_done = on_done
-        self._report([request for request, n in enumerate(self.left) if n == 0])  # empty texts wait for nothing
-
-    def add(self, windows: list[int], scores: list[tuple[float, bool]]) -> None:
-        done = []
-        for window, (logprob, _) in zip(windows, scores, strict=True):
-            self.scores[window] = logprob
-            request = self.owner[window]
-            self.left[request] -= 1
-            if self.left[request] == 0:
-                done.append(request)
-        self._report(done)
-
-    def result(self, request: int) -> tuple[float, int]:
-        return sum(self.scores[w] for w in self.windows[request]), self.n_scored[request]
-
-    def _report(self, requests: list[int]) -> None:
-        if self.on_done is not None and requests:
-            self.on_done(requests, [self.result(r) for r in requests])
-
-
-# Config attributes through which a model's ``forward`` reshapes its logits (Granite divides them, Cohere
-# multiplies them, Gemma 2 soft-caps them), with each one's no-op value. Scoring runs the base model and the
-# head directly, so such a model would score other numbers than it generates with.
-_LOGIT_POSTPROCESSING = {"logits_scaling": 1.0, "logit_scale": 1.0, "final_logit_softcapping": None}
-
-
-def _refuse_logit_postprocessing(model, model_id: str) -> None:
-    for attr, neutral in _LOGIT_POSTPROCESSING.items():
-        value = getattr(model.config, attr, None)
-        if value is not None and value != neutral:
-            raise LlamabenchError(
-                f"model {model_id} post-processes its logits ({attr}={value}), which llamabench's scoring does not "
-                "apply; it evaluates LLaMA-family models, whose logits are the head's output"
-            )
-
-
-def tokenizer_hash(tokenizer) -> str:
-    """A hash of everything that maps text to token ids (vocabulary, merges, normaliser, added tokens)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    spelled = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(spelled.encode()).hexdigest()[:16]
-
-
-def _trained_positions(model) -> int | None:
-    """The positions the model's config says it handles (rope scaling included), if it says."""
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(model.config, attr, None)
-        if value:
-            return int(value)
-    return None
-
-
-def _model_max_length(model, tokenizer) -> int:
-    trained = _trained_positions(model)
-    if trained is not None:
-        return trained
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if limit and limit < 10**9 else 2048

@@ -11,7 +11,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from llamabench.backends.finite import FiniteLogits
 from llamabench.backends.hf.checkpoint_generation import OFF, CheckpointGeneration, RowProcessors, logits_device
-from llamabench.backends.hf.generation import GenerationJob, GenerationStats, seeded_draws
+from llamabench.backends.hf.jobs import GenerationJob, GenerationStats, seeded_draws
 from llamabench.backends.hf.stops import StopCheck, cut_at_stop
 from llamabench.errors import LlamabenchError
 

@@ -1,0 +1,73 @@
+"""What the transformers backend reads off a model and its tokenizer: dtypes, the context it was trained for, the
+tokenizer's identity, logit post-processing it cannot apply, and text no tokenizer encodes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from llamabench.errors import LlamabenchError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_dtype(device: str) -> str:
+    """bfloat16 on a GPU that computes it natively (Ampere on), float16 on an older one, where bf16 would only
+    be emulated (slowly); float32 on a CPU, whose bf16 matmuls are no faster and lose precision."""
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
+
+
+def require_text(text: str, what: str) -> None:
+    """Refuse a lone surrogate (from JSON escapes such as ``\\ud800``): no tokenizer encodes it, and the error
+    would otherwise come from deep inside one, or late, when the text is written, as if the disk had failed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LlamabenchError(
+            f"a generation {what} holds a lone surrogate (U+{ord(text[exc.start]):04X}, character {exc.start}), "
+            "which is not text; fix the data or task it came from"
+        ) from None
+
+
+# Config attributes through which a model's ``forward`` reshapes its logits (Granite divides them, Cohere
+# multiplies them, Gemma 2 soft-caps them), with each one's no-op value. Scoring runs the base model and the
+# head directly, so such a model would score other numbers than it generates with.
+_LOGIT_POSTPROCESSING = {"logits_scaling": 1.0, "logit_scale": 1.0, "final_logit_softcapping": None}
+
+
+def refuse_logit_postprocessing(model, model_id: str) -> None:
+    for attr, neutral in _LOGIT_POSTPROCESSING.items():
+        value = getattr(model.config, attr, None)
+        if value is not None and value != neutral:
+            raise LlamabenchError(
+                f"model {model_id} post-processes its logits ({attr}={value}), which llamabench's scoring does not "
+                "apply; it evaluates LLaMA-family models, whose logits are the head's output"
+            )
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """A hash of everything that maps text to token ids (vocabulary, merges, normaliser, added tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spelled = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(spelled.encode()).hexdigest()[:16]
+
+
+def trained_positions(model) -> int | None:
+    """The positions the model's config says it handles (rope scaling included), if it says."""
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(model.config, attr, None)
+        if value:
+            return int(value)
+    return None
+
+
+def model_max_length(model, tokenizer) -> int:
+    trained = trained_positions(model)
+    if trained is not None:
+        return trained
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 10**9 else 2048
