@@ -8,9 +8,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from llamabench import __version__
-from llamabench.backends.base import Backend
+from llamabench.backends.base import Backend, BackendInfo
 from llamabench.backends.finite import NonFiniteError
-from llamabench.comparability import data_hash, seed_changes_numbers, task_settings
+from llamabench import settings
+from llamabench.comparability import data_hash, seed_changes_numbers
 from llamabench.errors import LlamabenchError, warn
 from llamabench.manifest import build_run
 from llamabench.metrics import get_metric
@@ -140,13 +141,13 @@ def evaluate(backend: Backend, tasks: list[PreparedTask], config: RunConfig) -> 
 def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfig, started: datetime) -> RunResult:
     """Every task's results and samples, and a manifest of their notes only (see ``manifest.build_run``)."""
     rows, samples, task_notes = [], {}, {}
-    backend_info = backend.describe()
+    info = backend.info()
     # Before any request runs, so that a task that cannot fit, or asks for a chat template the model lacks,
     # fails before work is spent on the tasks ahead of it.
     wrapped = []
     for task in tasks:
-        if backend_info.get("max_length"):
-            check_generation_fits(task.spec.name, task.requests, backend_info["max_length"])
+        if info.max_length:
+            check_generation_fits(task.spec.name, task.requests, info.max_length)
         if _generates(task):
             backend.require_generation(task.spec.name)
         kind = task.spec.task_kind
@@ -187,18 +188,22 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
             "skipped_empty": task.skipped_empty,
             "seconds": round(time.perf_counter() - tick, 2),
             "task_hash": spec.config_hash,
-            "settings": task_settings(
-                task_hash=spec.config_hash,
-                num_fewshot=fewshot,
-                limit=config.limit,
-                seed=config.seed,
-                # The checkpoint's generation settings change generated text only, not scores.
-                backend_info=backend_info if _generates(task) else {**backend_info, "generation_settings": None},
-                chat_template=spec.chat_template,
-                data=task.data_hash,
-                metric_versions={name: get_metric(name).version for name in spec.metrics},
-                available=task.available,
-                seed_used=seed_changes_numbers(docs, fewshot, spec.metrics, config.bootstrap_iters),
-            ),
+            "settings": task_settings(task, config, info, docs).record(),
         }
     return RunResult(results_frame(rows), samples, {"tasks": task_notes})
+
+
+def task_settings(task: PreparedTask, config: RunConfig, info: BackendInfo, docs: list[DocRequests] | None = None):
+    """A native task's :class:`~llamabench.settings.Settings` on a backend described by ``info`` (``watch``: as
+    requested, before loading); ``docs`` are the requests as run (default: as prepared)."""
+    fewshot = task.spec.num_fewshot if config.num_fewshot is None else config.num_fewshot
+    docs = task.requests if docs is None else docs
+    return settings.of_task(
+        task,
+        config,
+        info,
+        num_fewshot=fewshot,
+        seed_used=seed_changes_numbers(docs, fewshot, task.spec.metrics, config.bootstrap_iters),
+        generates=_generates(task),
+        metric_versions={name: get_metric(name).version for name in task.spec.metrics},
+    )

@@ -4,8 +4,10 @@ A sub-folder whose name carries a step (``checkpoint-1000``, ``step2000``) is ev
 its files (names, sizes, modification times) are the same at two polls ``--every`` seconds apart. Each run is
 recorded with its step in the run store of ``--output-dir`` and checked against ``--baseline`` or else the
 previous checkpoint; after each poll that recorded a run (and when the watch stops) the report under ``--out`` is
-rewritten with every run of this watch. A checkpoint already in the store with the same evaluation settings is
-skipped, so a restarted watch goes on where it stopped.
+rewritten with every run of this watch. A checkpoint already in the store with the same files (its content
+fingerprint) and the same settings of every task (:func:`llamabench.settings.watch_differences`: anything that can
+change one of its numbers) is skipped, so a restarted watch goes on where it stopped; another ``--batch-size``
+changes no number beyond rounding and is no reason to evaluate again.
 
 Training writes, rewrites and deletes checkpoints while the watch reads them. A folder with a temporary name
 (``tmp-checkpoint-500``) is not a checkpoint yet. One that fails to load (a corrupt or truncated file) is noted
@@ -40,9 +42,6 @@ if TYPE_CHECKING:  # the rest loads torch and transformers: imported when a watc
     from llamabench.results import RunResult
     from llamabench.runner import RunConfig
     from llamabench.store import RunStore
-
-# The settings under which an earlier run of a checkpoint counts as this watch's evaluation of it.
-_SAME_EVALUATION = ("tasks", "texts", "limit", "num_fewshot", "seed", "max_length", "dtype", "batch_size")
 
 
 def add_watch_parser(commands) -> None:
@@ -108,6 +107,9 @@ class Watcher:
     refresh: bool = False
     trust_remote_code: bool = False
     seen: dict[Path, tuple | None] = field(default_factory=dict)
+    # Recorded checkpoints whose files, as snapshot, were found to be those of a run of this watch's settings.
+    matched: dict[Path, tuple] = field(default_factory=dict)
+    expected: dict | None = None  # this watch's settings by native task (see `expected_settings`)
     failed: dict[Path, tuple | None] = field(default_factory=dict)
     # What the report shows of each run of this watch, by run_id (None until the first report is due).
     summaries: dict[str, RunSummary] | None = None
@@ -137,13 +139,15 @@ class Watcher:
         from llamabench.checkpoints import snapshot, step_folders
 
         regressions, waiting = 0, 0
-        recorded = {manifest["config"]["model"] for manifest in self.watched_manifests()}
+        recorded: dict[str, set] = {}
+        for manifest in self.watched_manifests():
+            recorded.setdefault(manifest["config"]["model"], set()).add(manifest.get("backend", {}).get("fingerprint"))
         listed = step_folders(self.root)
         for gone in set(self.seen) - {checkpoint.path for checkpoint in listed}:  # deleted (or renamed) since
             self.seen.pop(gone)
             self.failed.pop(gone, None)
         for checkpoint in listed:
-            if str(checkpoint.path) in recorded:
+            if self.evaluated(checkpoint.path, recorded.get(str(checkpoint.path), set())):
                 continue
             now, before = snapshot(checkpoint.path), self.seen.get(checkpoint.path)
             self.seen[checkpoint.path] = now
@@ -181,6 +185,27 @@ class Watcher:
         self.report_due = True
         reference = self.baseline or self.previous(checkpoint.step)
         return 0 if reference is None else self.check(reference, run)
+
+    def evaluated(self, path: Path, fingerprints: set) -> bool:
+        """Whether the checkpoint's files now are those a stored run of this watch's settings evaluated (their
+        content fingerprint, computed again only when their snapshot changed: digests are memoised)."""
+        from llamabench.backends.model_source import fingerprint, resolve_model
+        from llamabench.checkpoints import snapshot
+
+        if not fingerprints:
+            return False
+        now = snapshot(path)
+        if now is not None and self.matched.get(path) == now:
+            return True
+        try:
+            same = now is not None and fingerprint(resolve_model(str(path))) in fingerprints
+        except (OSError, LlamabenchError):  # being rewritten or deleted: the polls below see to it
+            same = False
+        if same:
+            self.matched[path] = now
+        else:
+            self.matched.pop(path, None)
+        return same
 
     def not_evaluated(self, checkpoint: Checkpoint, files: tuple, exc: Exception) -> int:
         """Note a checkpoint that failed to load or evaluate: retried when its files change (at once if they
@@ -273,9 +298,42 @@ class Watcher:
             for manifest in self.store.manifests()
             if manifest.get("step") is not None
             and Path(manifest.get("config", {}).get("model") or "").parent == self.root
-            and all(manifest["config"].get(key) == _plain(getattr(self.config, key)) for key in _SAME_EVALUATION)
+            and not self.differences(manifest)
         ]
         return sorted(manifests, key=lambda manifest: manifest["step"])
+
+    def differences(self, manifest: dict) -> list[str]:
+        """Why a stored run is not this watch's evaluation of its checkpoint (empty: it is)."""
+        from llamabench.interop import LM_EVAL_PREFIX
+        from llamabench.settings import Settings, watch_differences
+
+        if self.expected is None:
+            self.expected = self.expected_settings()
+        config = manifest.get("config", {})
+        stored = {
+            task: None if note.get("settings") is None else Settings.from_record(note["settings"])
+            for task, note in manifest.get("tasks", {}).items()
+            if not task.startswith(LM_EVAL_PREFIX)
+        }
+        why = watch_differences(config, stored, self.config, self.expected)
+        if self.prepared.lm_eval is not None:
+            # lm-eval tasks' settings are known only once lm-eval ran them: compared by what asked for them.
+            why += [
+                f"{key} {config.get(key)} vs {getattr(self.config, key)}"
+                for key in ("tasks", "num_fewshot", "limit", "seed")
+                if config.get(key) != getattr(self.config, key)
+            ]
+        return why
+
+    def expected_settings(self) -> dict:
+        """This watch's settings of each native task, as far as they are known before a checkpoint loads."""
+        from llamabench.backends.base import BackendInfo
+        from llamabench.runner import task_settings
+
+        requested = BackendInfo(
+            model="", fingerprint="", kv_cache=self.config.kv_cache, trust_remote_code=self.trust_remote_code
+        )
+        return {task.spec.name: task_settings(task, self.config, requested) for task in self.prepared.native}
 
 
 def _checkpoint_errors() -> tuple[type[BaseException], ...]:
@@ -291,8 +349,3 @@ def _checkpoint_errors() -> tuple[type[BaseException], ...]:
     # Truncated files: safetensors headers, torch's zip and pickle formats (.bin), GGUF's packed structs.
     truncated = (SafetensorError, zipfile.BadZipFile, pickle.UnpicklingError, struct.error, EOFError)
     return (LlamabenchError, OSError, ValueError, RuntimeError, KeyError, UnicodeError, *truncated)
-
-
-def _plain(value):
-    """A config value as the manifest holds it (JSON: paths as text)."""
-    return str(value) if isinstance(value, Path) else value
