@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from llamabench import __version__
+from llamabench import __version__, settings
 from llamabench.backends.base import Backend, BackendInfo
 from llamabench.backends.finite import NonFiniteError
-from llamabench import settings
 from llamabench.comparability import data_hash, seed_changes_numbers
 from llamabench.errors import LlamabenchError, warn
 from llamabench.manifest import build_run

@@ -69,9 +69,7 @@ class Settings:
     @staticmethod
     def names(decided: str | None = None) -> tuple[str, ...]:
         """The settings, in record order; ``decided`` (``run`` or ``model``) keeps those decided then."""
-        return tuple(
-            f.name for f in fields(Settings) if f.metadata and decided in (None, f.metadata["decided"])
-        )
+        return tuple(f.name for f in fields(Settings) if f.metadata and decided in (None, f.metadata["decided"]))
 
     def differences(self, other: Settings, names: Sequence[str] | None = None) -> list[str]:
         """The settings (of ``names``, default all) that differ, as ``"name self vs other"``; a setting neither

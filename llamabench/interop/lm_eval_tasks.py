@@ -24,9 +24,8 @@ from lm_eval.api.task import ConfigurableTask, Task
 from lm_eval.evaluator import evaluate as lm_eval_evaluate
 from lm_eval.tasks import TaskManager
 
-from llamabench import __version__
+from llamabench import __version__, settings
 from llamabench.backends.base import Backend
-from llamabench import settings
 from llamabench.comparability import data_hash
 from llamabench.errors import LlamabenchError
 from llamabench.interop import LM_EVAL_PREFIX
