@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from llamabench.errors import LlamabenchError
+from llamabench.manifest import Manifest
 from llamabench.requests import DocRequests, GenerationRequest
 from llamabench.settings import Settings
 
@@ -68,26 +69,31 @@ def seed_changes_numbers(
     return num_fewshot > 0 or sampled or bootstrapped
 
 
-def recorded_settings(manifest: dict, task: str) -> dict | None:
-    """The settings a run recorded for ``task``, or None for runs made before settings were recorded."""
-    return (manifest.get("tasks", {}).get(task) or {}).get("settings")
+def recorded_settings(manifest: Mapping, task: str) -> Settings | None:
+    """The settings a run (its manifest, or a manifest's JSON) recorded for ``task``, or None for runs made before
+    settings were recorded."""
+    return Manifest.from_dict(manifest).settings(task)
 
 
-def differences(first: dict | None, second: dict | None) -> list[str]:
-    """The settings that differ (:meth:`Settings.differences` of two records); unknown settings (an old run)
+def differences(first: Settings | Mapping | None, second: Settings | Mapping | None) -> list[str]:
+    """The settings that differ (:meth:`Settings.differences`; records are read); unknown settings (an old run)
     differ."""
     if first is None or second is None:
         return ["settings not recorded (a run from before llamabench 0.2: re-run it)"]
-    return Settings.from_record(first).differences(Settings.from_record(second))
+    return _read(first).differences(_read(second))
 
 
-def same_tokenizer(baseline: dict, candidate: dict) -> bool:
+def _read(settings: Settings | Mapping) -> Settings:
+    return settings if isinstance(settings, Settings) else Settings.from_record(settings)
+
+
+def same_tokenizer(baseline: Mapping, candidate: Mapping) -> bool:
     """Whether two runs' manifests name the same tokenizer (runs that do not record one: assume not)."""
-    first, second = (manifest.get("backend", {}).get("tokenizer") for manifest in (baseline, candidate))
+    first, second = (Manifest.from_dict(manifest).backend_info.tokenizer for manifest in (baseline, candidate))
     return first is not None and first == second
 
 
-def require_same_settings(task: str, baseline: dict, candidate: dict) -> None:
+def require_same_settings(task: str, baseline: Mapping, candidate: Mapping) -> None:
     """Raise a one-line error naming every setting in which the runs' manifests differ for ``task``."""
     differing = differences(recorded_settings(baseline, task), recorded_settings(candidate, task))
     if differing:

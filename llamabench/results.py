@@ -9,13 +9,14 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from llamabench import escaping
 from llamabench.errors import LlamabenchError
+from llamabench.manifest import Manifest
 from llamabench.scoring import MetricValue
 
 MANIFEST_KEYS = ("run_id", "model", "started")  # what listing and reporting a run folder need
@@ -46,7 +47,11 @@ class RunResult:
 
     results: pd.DataFrame
     samples: dict[str, pd.DataFrame] = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
+    manifest: Manifest = field(default_factory=Manifest)
+
+    def __post_init__(self) -> None:
+        # A manifest read from disk (or given as a dict) becomes the record; it is never edited afterwards.
+        self.manifest = Manifest.from_dict(self.manifest)
 
     def value(self, task: str, metric: str) -> float:
         row = self.results[(self.results.task == task) & (self.results.metric == metric)]
@@ -112,8 +117,10 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
     (:func:`remove_killed_run_folders`).
     """
     remove_killed_run_folders(Path(output_dir))
-    folder = Path(output_dir) / f"{safe_name(run.manifest['model'])[:80]}-{run.manifest['run_id']}"
-    run.manifest["sample_files"] = sample_file_stems(list(run.samples))
+    manifest = run.manifest
+    folder = Path(output_dir) / f"{safe_name(manifest.model or 'unknown')[:80]}-{manifest.run_id}"
+    stems = manifest.sample_files or sample_file_stems(list(run.samples))
+    written = manifest if manifest.sample_files else replace(manifest, sample_files=stems)  # a run not built by us
     temporary = folder.with_name(f".{folder.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
         shutil.rmtree(temporary, ignore_errors=True)  # left by an earlier process that had this pid
@@ -121,10 +128,10 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
         escaping.csv_frame(run.results).to_csv(temporary / "results.csv", index=False)
         run.results.to_parquet(temporary / "results.parquet", index=False)
         for task, samples in run.samples.items():
-            stem = run.manifest["sample_files"][task]
+            stem = stems[task]
             samples.to_parquet(temporary / f"{stem}.parquet", index=False)
             escaping.csv_frame(samples).to_csv(temporary / f"{stem}.csv", index=False)
-        (temporary / "manifest.json").write_text(json.dumps(run.manifest, indent=2, default=str))
+        (temporary / "manifest.json").write_text(json.dumps(written.to_dict(), indent=2, default=str))
         os.replace(temporary, folder)
     except OSError as exc:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -210,9 +217,9 @@ def read_run(folder: Path) -> RunResult:
     if problem:
         raise _incomplete(folder, problem)
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest = Manifest.from_dict(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
         results = pd.read_parquet(folder / "results.parquet")
-        stems = manifest.get("sample_files") or {task: f"samples_{safe_name(task)}" for task in results.task.unique()}
+        stems = manifest.sample_files or {task: f"samples_{safe_name(task)}" for task in results.task.unique()}
         samples = {task: pd.read_parquet(folder / f"{stem}.parquet") for task, stem in stems.items()}
     except (OSError, ValueError) as exc:  # pyarrow's errors on a corrupt file are ValueErrors
         raise _incomplete(folder, _one_line(exc)) from exc

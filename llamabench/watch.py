@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the rest loads torch and transformers: imported when a watc
     from llamabench.checkpoints import Checkpoint
     from llamabench.compare import MaxDrop
     from llamabench.interop.mixed import PreparedRun
+    from llamabench.manifest import Manifest
     from llamabench.report.leaderboard import RunSummary
     from llamabench.results import RunResult
     from llamabench.runner import RunConfig
@@ -141,7 +142,7 @@ class Watcher:
         regressions, waiting = 0, 0
         recorded: dict[str, set] = {}
         for manifest in self.watched_manifests():
-            recorded.setdefault(manifest["config"]["model"], set()).add(manifest.get("backend", {}).get("fingerprint"))
+            recorded.setdefault(manifest.config["model"], set()).add(manifest.backend_info.fingerprint)
         listed = step_folders(self.root)
         for gone in set(self.seen) - {checkpoint.path for checkpoint in listed}:  # deleted (or renamed) since
             self.seen.pop(gone)
@@ -181,7 +182,7 @@ class Watcher:
         folder = orchestrator.record(run, self.config.output_dir)
         print(terminal(f"{checkpoint.path.name} (step {checkpoint.step}): results written to {folder}"))
         print(format_table(run.results), flush=True)
-        self.report_runs()[run.manifest["run_id"]] = summarize(run)
+        self.report_runs()[run.manifest.run_id] = summarize(run)
         self.report_due = True
         reference = self.baseline or self.previous(checkpoint.step)
         return 0 if reference is None else self.check(reference, run)
@@ -243,13 +244,13 @@ class Watcher:
 
     def previous(self, step: int) -> RunResult | None:
         """The stored run of this watch's latest checkpoint before ``step`` (the only full run a check reads)."""
-        earlier = [manifest for manifest in self.watched_manifests() if manifest["step"] < step]
-        return self.store.load(earlier[-1]["run_id"]) if earlier else None
+        earlier = [manifest for manifest in self.watched_manifests() if manifest.step < step]
+        return self.store.load(earlier[-1].run_id) if earlier else None
 
     def report_runs(self) -> dict[str, RunSummary]:
         """What the report shows of each run of this watch; read from the store once, one run at a time."""
         if self.summaries is None:
-            self.summaries = {m["run_id"]: self.store.summary(m["run_id"]) for m in self.watched_manifests()}
+            self.summaries = {m.run_id: self.store.summary(m.run_id) for m in self.watched_manifests()}
         return self.summaries
 
     def write_report(self) -> None:
@@ -259,7 +260,7 @@ class Watcher:
 
         if not self.report_due:
             return
-        runs = sorted(self.report_runs().values(), key=lambda run: run.manifest["step"])
+        runs = sorted(self.report_runs().values(), key=lambda run: run.manifest.step)
         write_report(([summarize(self.baseline)] if self.baseline else []) + runs, self.report_dir)
         self.report_due = False
 
@@ -279,42 +280,38 @@ class Watcher:
             )
         except LlamabenchError as exc:
             warn(
-                f"check refused: {run.manifest['model']} is not checked for regressions against "
-                f"{reference.manifest['model']}: {first_line(exc)}"
+                f"check refused: {run.manifest.model} is not checked for regressions against "
+                f"{reference.manifest.model}: {first_line(exc)}"
             )
             return 1
-        print(terminal(f"check: {run.manifest['model']} vs {reference.manifest['model']}"))
+        print(terminal(f"check: {run.manifest.model} vs {reference.manifest.model}"))
         print(format_comparisons(rows, self.alpha, unchecked(reference, run)), flush=True)
         regressed = [f"{row.task}/{row.metric}" for row in rows if row.failed]
         if regressed:
-            print(terminal(f"REGRESSION at step {run.manifest['step']}: {', '.join(regressed)}"), flush=True)
+            print(terminal(f"REGRESSION at step {run.manifest.step}: {', '.join(regressed)}"), flush=True)
         return len(regressed)
 
-    def watched_manifests(self) -> list[dict]:
+    def watched_manifests(self) -> list[Manifest]:
         """The manifests of the stored runs of checkpoints under this folder made with this watch's settings, by
         step (read without the runs' tables, which every poll would otherwise load)."""
         manifests = [
             manifest
             for manifest in self.store.manifests()
-            if manifest.get("step") is not None
-            and Path(manifest.get("config", {}).get("model") or "").parent == self.root
+            if manifest.step is not None
+            and Path(manifest.config.get("model") or "").parent == self.root
             and not self.differences(manifest)
         ]
-        return sorted(manifests, key=lambda manifest: manifest["step"])
+        return sorted(manifests, key=lambda manifest: manifest.step)
 
-    def differences(self, manifest: dict) -> list[str]:
+    def differences(self, manifest: Manifest) -> list[str]:
         """Why a stored run is not this watch's evaluation of its checkpoint (empty: it is)."""
         from llamabench.interop import LM_EVAL_PREFIX
-        from llamabench.settings import Settings, watch_differences
+        from llamabench.settings import watch_differences
 
         if self.expected is None:
             self.expected = self.expected_settings()
-        config = manifest.get("config", {})
-        stored = {
-            task: None if note.get("settings") is None else Settings.from_record(note["settings"])
-            for task, note in manifest.get("tasks", {}).items()
-            if not task.startswith(LM_EVAL_PREFIX)
-        }
+        config = manifest.config
+        stored = {task: manifest.settings(task) for task in manifest.tasks if not task.startswith(LM_EVAL_PREFIX)}
         why = watch_differences(config, stored, self.config, self.expected)
         if self.prepared.lm_eval is not None:
             # lm-eval tasks' settings are known only once lm-eval ran them: compared by what asked for them.
