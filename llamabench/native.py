@@ -10,12 +10,13 @@ from datetime import datetime
 from pathlib import Path
 
 from llamabench import __version__
-from llamabench.backends.base import Backend
+from llamabench.backends.base import Backend, BackendInfo
 from llamabench.backends.finite import NonFiniteError
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError, warn
 from llamabench.metrics import get_metric
-from llamabench.records.comparability import data_hash, seed_changes_numbers, task_settings
+from llamabench.records import settings
+from llamabench.records.comparability import data_hash, seed_changes_numbers
 from llamabench.records.results import RunResult, result_rows, results_frame
 from llamabench.requests import DocRequests
 from llamabench.scoring import score, truncation_notes
@@ -79,14 +80,14 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
 def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfig, started: datetime) -> RunResult:
     """Every task's results and samples, and a manifest of their notes only (see ``manifest.build_run``)."""
     rows, samples, task_notes = [], {}, {}
-    backend_info = backend.describe()
+    info = backend.info()
     # Before any request runs, so that a task that cannot fit, or asks for a chat template the model lacks,
     # fails before work is spent on the tasks ahead of it.
     wrapped = []
     for task in tasks:
         kind = kind_of(task.spec)
-        if backend_info.get("max_length"):
-            kind.check_fits(task.spec.name, task.requests, backend_info["max_length"])
+        if info.max_length:
+            kind.check_fits(task.spec.name, task.requests, info.max_length)
         if kind.generates:
             backend.require_generation(task.spec.name)
         chat = task.spec.chat_template
@@ -127,18 +128,22 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
             "seconds": round(time.perf_counter() - tick, 2),
             "task_hash": spec.config_hash,
             **truncation_notes(spec.name, samples[spec.name]),
-            "settings": task_settings(
-                task_hash=spec.config_hash,
-                num_fewshot=fewshot,
-                limit=config.limit,
-                seed=config.seed,
-                # The checkpoint's generation settings change generated text only, not scores.
-                backend_info=backend_info if kind_of(spec).generates else {**backend_info, "generation_settings": None},
-                chat_template=spec.chat_template,
-                data=task.data_hash,
-                metric_versions={name: get_metric(name).version for name in spec.metrics},
-                available=task.available,
-                seed_used=seed_changes_numbers(docs, fewshot, spec.metrics, config.bootstrap_iters),
-            ),
+            "settings": task_settings(task, config, info, docs).record(),
         }
     return RunResult(results_frame(rows), samples, {"tasks": task_notes})
+
+
+def task_settings(task: PreparedTask, config: RunConfig, info: BackendInfo, docs: list[DocRequests] | None = None):
+    """A native task's :class:`~llamabench.records.settings.Settings` on a backend described by ``info`` (``watch``: as
+    requested, before loading); ``docs`` are the requests as run (default: as prepared)."""
+    fewshot = task.spec.num_fewshot if config.num_fewshot is None else config.num_fewshot
+    docs = task.requests if docs is None else docs
+    return settings.of_task(
+        task,
+        config,
+        info,
+        num_fewshot=fewshot,
+        seed_used=seed_changes_numbers(docs, fewshot, task.spec.metrics, config.bootstrap_iters),
+        generates=kind_of(task.spec).generates,
+        metric_versions={name: get_metric(name).version for name in task.spec.metrics},
+    )

@@ -32,8 +32,7 @@ from llamabench.distributed import agree, init_distributed, is_main_process, wor
 from llamabench.errors import LlamabenchError, warn
 from llamabench.interop import LM_EVAL_PREFIX
 from llamabench.native import PreparedTask, evaluate_tasks, prepare_tasks
-from llamabench.records.manifest import build_run
-from llamabench.records.results import RunResult, ensure_writable, write_run
+from llamabench.records.results import RunResult, build_run, ensure_writable, write_run
 from llamabench.records.store import RunStore
 
 if TYPE_CHECKING:

@@ -92,8 +92,7 @@ def make_run(
     from llamabench.config import RunConfig
     from llamabench.metrics import get_metric
     from llamabench.records.comparability import task_settings
-    from llamabench.records.manifest import build_run
-    from llamabench.records.results import MetricValue, RunResult, result_rows, results_frame
+    from llamabench.records.results import MetricValue, RunResult, build_run, result_rows, results_frame
 
     backend = _backend(model, other_tokenizer)
     info = backend.describe()

@@ -192,8 +192,8 @@ def test_a_very_long_model_name_gives_a_run_folder_that_fits(tmp_path):
 
     from llamabench.records.results import RunResult, results_frame, write_run
 
-    run = RunResult(results_frame([]), {"t": pd.DataFrame({"doc_id": ["1"]})}, {"model": "m" * 300, "run_id": "r"})
-    run.manifest["started"] = "2026-01-01"
+    manifest = {"model": "m" * 300, "run_id": "r", "started": "2026-01-01"}
+    run = RunResult(results_frame([]), {"t": pd.DataFrame({"doc_id": ["1"]})}, manifest)
     assert len(write_run(run, tmp_path).name) < 100
 
 

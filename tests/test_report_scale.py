@@ -68,7 +68,7 @@ def test_a_store_written_before_texts_were_shared_still_reads(tmp_path):
         run_id = run.manifest["run_id"]
         db.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, "ckpt-step1", "fp", "squad", run.manifest["started"], None, json.dumps(run.manifest)),
+            (run_id, "ckpt-step1", "fp", "squad", run.manifest["started"], None, json.dumps(run.manifest.to_dict())),
         )
         for r in run.results.to_dict("records"):
             db.execute(

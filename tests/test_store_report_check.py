@@ -197,7 +197,7 @@ def assert_same_run(loaded, original):
     assert list(loaded.samples) == list(original.samples)
     for task, samples in original.samples.items():
         pd.testing.assert_frame_equal(loaded.samples[task], samples)
-    assert loaded.manifest == json.loads(json.dumps(original.manifest, default=str))
+    assert loaded.manifest.to_dict() == json.loads(json.dumps(original.manifest.to_dict(), default=str))
 
 
 def test_store_round_trip(tiny_runs, tmp_path):

@@ -22,8 +22,10 @@ Rules every call follows:
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
@@ -137,17 +139,26 @@ class Backend(ABC):
         """Wrap ``text`` as one user turn in the model's chat template."""
         raise LlamabenchError(f"model {self.model_id} has no chat template; set chat_template: false in the task")
 
+    def info(self) -> BackendInfo:
+        """What this backend is and the settings it decided (the effective ``max_length``, ``dtype``, ...)."""
+        return BackendInfo(model=self.model_id, fingerprint=self.fingerprint)
+
+    def statistics(self) -> dict:
+        """What this backend counted so far (batch sizes, peak memory, cache hits), for the run manifest."""
+        return {}
+
     def cache_identity(self) -> str:
         """Everything about this backend that changes its numbers, for keying stored results: a stored result
         is reused only under an equal identity, so it must change with the weights (``fingerprint``, a hash of
         their bytes), the tokenizer, the prefix token, dtype, device type, ``max_length``, the end-of-sequence
         ids and generation settings, and the versions of the code that computes (kernels, tokenisation). Leaving
-        one out serves numbers computed under another setting."""
-        return self.fingerprint
+        one out serves numbers computed under another setting. Built from :meth:`info`
+        (:meth:`BackendInfo.cache_identity`)."""
+        return self.info().cache_identity()
 
     def describe(self) -> dict:
-        """Settings and statistics worth recording in the run manifest."""
-        return {"model": self.model_id, "fingerprint": self.fingerprint}
+        """The manifest's ``backend`` section: :meth:`info`'s record and the statistics."""
+        return {**self.info().record(), **self.statistics()}
 
 
 class BackendWrapper(Backend, ABC):
@@ -164,11 +175,61 @@ class BackendWrapper(Backend, ABC):
     def require_generation(self, task: str | None = None) -> None:
         self.inner.require_generation(task)
 
-    def cache_identity(self) -> str:
-        return self.inner.cache_identity()
+    def info(self) -> BackendInfo:
+        return self.inner.info()
 
-    def describe(self) -> dict:
-        return self.inner.describe()
+    def statistics(self) -> dict:
+        return self.inner.statistics()
 
     def truncated_tokens(self, requests: Sequence[Request]) -> list[int | None]:
         return self.inner.truncated_tokens(requests)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend is and the settings it decided, read by the run (settings, manifest) and the request cache.
+
+    The effective ``max_length`` is decided once, in the backend (``--max-length`` or the model's own window), and
+    read from here. The fields a task's :class:`~llamabench.records.settings.Settings` shares with this record
+    (:data:`~llamabench.records.settings.BACKEND_SETTINGS`) are taken from it by name. ``engine`` holds the rest of what
+    changes a stored number bit for bit (device type, attention kernels, library versions, special tokens), as
+    ``name=value`` texts.
+    """
+
+    model: str
+    fingerprint: str
+    max_length: int | None = None
+    dtype: str | None = None
+    kv_cache: str | None = None
+    trust_remote_code: bool = False
+    generation_settings: dict | None = None
+    tokenizer: str | None = None  # a hash of the tokenizer as loaded
+    device: str | None = None
+    engine: tuple[str, ...] = field(default=(), compare=True)
+
+    def cache_identity(self) -> str:
+        """The part of a request cache key that names the backend: everything here but where it ran (``device``:
+        its type is in ``engine``), and every backend-decided setting (:data:`BACKEND_SETTINGS`)."""
+        settings = {name: getattr(self, name) for name in BACKEND_SETTINGS}
+        return json.dumps(
+            [self.fingerprint, f"tokenizer={self.tokenizer}", settings, *self.engine], sort_keys=True, default=str
+        )
+
+    def record(self) -> dict:
+        """The manifest's ``backend`` keys (as ``describe()`` wrote them before this record existed)."""
+        kept = {key: value for key, value in asdict(self).items() if key != "engine"}
+        return {key: value for key, value in kept.items() if value is not None or key in _ALWAYS_RECORDED}
+
+    @classmethod
+    def from_record(cls, record: dict) -> BackendInfo:
+        """The record of a manifest's ``backend`` section (statistics and unknown keys are left out)."""
+        known = {key: record[key] for key in cls.__dataclass_fields__ if key in record and key != "engine"}
+        return cls(**{"model": "unknown", "fingerprint": "unknown", **known})
+
+
+# The settings a backend decides (a field of BackendInfo each, and one of the run's Settings each): its cache
+# identity holds every one of them.
+BACKEND_SETTINGS = ("max_length", "dtype", "trust_remote_code", "generation_settings", "kv_cache")
+
+# Keys a backend that decides them always wrote, even when None (a checkpoint without generation settings).
+_ALWAYS_RECORDED = frozenset({"generation_settings"})

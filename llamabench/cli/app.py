@@ -173,7 +173,7 @@ def _check(args: argparse.Namespace) -> int:
         baseline, candidate, max_drops=max_drops, alpha=args.alpha, iters=args.bootstrap_iters, seed=args.seed
     )
     left_out = unchecked(baseline, candidate)
-    names = [f"{run.manifest.get('model')} ({run.manifest['run_id']})" for run in (candidate, baseline)]
+    names = [f"{run.manifest.model} ({run.manifest.run_id})" for run in (candidate, baseline)]
     print(terminal(f"candidate {names[0]} vs baseline {names[1]}") + "\n")
     print(format_comparisons(rows, args.alpha, left_out))
     if args.junit:

@@ -101,7 +101,7 @@ def run_command(args: argparse.Namespace) -> int:
             if folder is not None:
                 print(format_table(run.results))
                 print(f"\nresults written to {folder}")
-                run_ids.append(run.manifest["run_id"])
+                run_ids.append(run.manifest.run_id)
         if len(run_ids) > 1:
             print(f"\nruns: {' '.join(run_ids)} (pass them to `llamabench report` or `llamabench check`)")
     finally:

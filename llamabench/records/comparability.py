@@ -1,6 +1,8 @@
 """When two runs' numbers for a task may be compared: the settings that change them, recorded and checked.
 
-Every run records, per task, in ``manifest["tasks"][task]["settings"]``:
+The settings are :class:`~llamabench.records.settings.Settings` (one typed record, from which the cache key, the watch's
+"already evaluated" rule and this module's verdicts are derived). Every run records, per task, in
+``manifest["tasks"][task]["settings"]``:
 
 ========================  =================================================================================
 ``task_hash``             the task definition (templates, metrics, generation settings, few-shot delimiters)
@@ -12,6 +14,7 @@ Every run records, per task, in ``manifest["tasks"][task]["settings"]``:
 ``chat_template``         whether prompts were wrapped in the model's chat template
 ``trust_remote_code``     whether the model ran its own code
 ``generation_settings``   generation tasks: the checkpoint's generation-config fields that change outputs
+``kv_cache``              generation tasks: ``--kv-cache`` (recorded from format 2; older runs do not compare it)
 ``data_hash``             a hash of the task's documents as loaded (every field, every document)
 ``metric_versions``       each metric's version (bumped when its definition changes a number)
 ``no_effect``             the settings above that cannot change a number of this task in this run
@@ -36,71 +39,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from llamabench.errors import LlamabenchError
+from llamabench.records.manifest import Manifest
+from llamabench.records.settings import Settings
 from llamabench.requests import DocRequests, GenerationRequest
 
-SETTINGS = (
-    "task_hash",
-    "num_fewshot",
-    "limit",
-    "seed",
-    "max_length",
-    "dtype",
-    "chat_template",
-    "trust_remote_code",
-    "generation_settings",
-    "data_hash",
-    "metric_versions",
-)
+SETTINGS = Settings.names()
 
 
 def data_hash(docs: Sequence[dict]) -> str:
     """A hash of documents as loaded: any changed field or document changes it."""
     text = json.dumps(list(docs), sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def task_settings(
-    *,
-    task_hash: str,
-    num_fewshot: int | None,
-    limit: int | None,
-    seed: int,
-    backend_info: dict,
-    chat_template: bool,
-    data: str | None,
-    metric_versions: dict[str, str],
-    available: int | None = None,
-    seed_used: bool = True,
-) -> dict:
-    """The settings of one task in one run (see the module docstring); ``backend_info`` is ``Backend.describe()``.
-
-    ``available`` is the task's document count before ``--limit`` (None: unknown), ``seed_used`` whether the seed
-    can change a number of the task (:func:`seed_changes_numbers`); together they make ``no_effect``.
-    """
-    no_effect = []
-    if limit is None or (available is not None and limit >= available):
-        no_effect.append("limit")
-    if not seed_used:
-        no_effect.append("seed")
-    return {
-        "task_hash": task_hash,
-        "num_fewshot": num_fewshot,
-        "limit": limit,
-        "seed": seed,
-        "max_length": backend_info.get("max_length"),
-        "dtype": backend_info.get("dtype"),
-        "chat_template": chat_template,
-        "trust_remote_code": backend_info.get("trust_remote_code", False),
-        "generation_settings": backend_info.get("generation_settings"),
-        "data_hash": data,
-        "metric_versions": metric_versions,
-        "no_effect": no_effect,
-    }
 
 
 def seed_changes_numbers(
@@ -115,30 +69,31 @@ def seed_changes_numbers(
     return num_fewshot > 0 or sampled or bootstrapped
 
 
-def recorded_settings(manifest: dict, task: str) -> dict | None:
-    """The settings a run recorded for ``task``, or None for runs made before settings were recorded."""
-    return (manifest.get("tasks", {}).get(task) or {}).get("settings")
+def recorded_settings(manifest: Mapping, task: str) -> Settings | None:
+    """The settings a run (its manifest, or a manifest's JSON) recorded for ``task``, or None for runs made before
+    settings were recorded."""
+    return Manifest.from_dict(manifest).settings(task)
 
 
-def differences(first: dict | None, second: dict | None) -> list[str]:
-    """The settings that differ, as ``"name first vs second"``; unknown settings (an old run) differ."""
+def differences(first: Settings | Mapping | None, second: Settings | Mapping | None) -> list[str]:
+    """The settings that differ (:meth:`Settings.differences`; records are read); unknown settings (an old run)
+    differ."""
     if first is None or second is None:
         return ["settings not recorded (a run from before llamabench 0.2: re-run it)"]
-    inert = set(first.get("no_effect", ())) & set(second.get("no_effect", ()))
-    return [
-        f"{name} {first.get(name)} vs {second.get(name)}"
-        for name in SETTINGS
-        if name not in inert and first.get(name) != second.get(name)
-    ]
+    return _read(first).differences(_read(second))
 
 
-def same_tokenizer(baseline: dict, candidate: dict) -> bool:
+def _read(settings: Settings | Mapping) -> Settings:
+    return settings if isinstance(settings, Settings) else Settings.from_record(settings)
+
+
+def same_tokenizer(baseline: Mapping, candidate: Mapping) -> bool:
     """Whether two runs' manifests name the same tokenizer (runs that do not record one: assume not)."""
-    first, second = (manifest.get("backend", {}).get("tokenizer") for manifest in (baseline, candidate))
+    first, second = (Manifest.from_dict(manifest).backend_info.tokenizer for manifest in (baseline, candidate))
     return first is not None and first == second
 
 
-def require_same_settings(task: str, baseline: dict, candidate: dict) -> None:
+def require_same_settings(task: str, baseline: Mapping, candidate: Mapping) -> None:
     """Raise a one-line error naming every setting in which the runs' manifests differ for ``task``."""
     differing = differences(recorded_settings(baseline, task), recorded_settings(candidate, task))
     if differing:

@@ -8,13 +8,18 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from llamabench import escaping
+from llamabench import __version__, escaping
+from llamabench.backends.base import Backend
 from llamabench.errors import LlamabenchError
+from llamabench.records.manifest import Manifest
 
 MANIFEST_KEYS = ("run_id", "model", "started")  # what listing and reporting a run folder need
 TEMPORARY_MARK = ".tmp-"
@@ -44,7 +49,11 @@ class RunResult:
 
     results: pd.DataFrame
     samples: dict[str, pd.DataFrame] = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
+    manifest: Manifest = field(default_factory=Manifest)
+
+    def __post_init__(self) -> None:
+        # A manifest read from disk (or given as a dict) becomes the record; it is never edited afterwards.
+        self.manifest = Manifest.from_dict(self.manifest)
 
     def value(self, task: str, metric: str) -> float:
         row = self.results[(self.results.task == task) & (self.results.metric == metric)]
@@ -117,8 +126,10 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
     (:func:`remove_killed_run_folders`).
     """
     remove_killed_run_folders(Path(output_dir))
-    folder = Path(output_dir) / f"{escaping.safe_name(run.manifest['model'])[:80]}-{run.manifest['run_id']}"
-    run.manifest["sample_files"] = sample_file_stems(list(run.samples))
+    manifest = run.manifest
+    folder = Path(output_dir) / f"{escaping.safe_name(manifest.model or 'unknown')[:80]}-{manifest.run_id}"
+    stems = manifest.sample_files or sample_file_stems(list(run.samples))
+    written = manifest if manifest.sample_files else replace(manifest, sample_files=stems)  # a run not built by us
     temporary = folder.with_name(f".{folder.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
         shutil.rmtree(temporary, ignore_errors=True)  # left by an earlier process that had this pid
@@ -126,10 +137,10 @@ def write_run(run: RunResult, output_dir: Path) -> Path:
         escaping.csv_frame(run.results).to_csv(temporary / "results.csv", index=False)
         run.results.to_parquet(temporary / "results.parquet", index=False)
         for task, samples in run.samples.items():
-            stem = run.manifest["sample_files"][task]
+            stem = stems[task]
             samples.to_parquet(temporary / f"{stem}.parquet", index=False)
             escaping.csv_frame(samples).to_csv(temporary / f"{stem}.csv", index=False)
-        (temporary / "manifest.json").write_text(json.dumps(run.manifest, indent=2, default=str))
+        (temporary / "manifest.json").write_text(json.dumps(written.to_dict(), indent=2, default=str))
         os.replace(temporary, folder)
     except OSError as exc:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -215,11 +226,9 @@ def read_run(folder: Path) -> RunResult:
     if problem:
         raise _incomplete(folder, problem)
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest = Manifest.from_dict(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
         results = pd.read_parquet(folder / "results.parquet")
-        stems = manifest.get("sample_files") or {
-            task: f"samples_{escaping.safe_name(task)}" for task in results.task.unique()
-        }
+        stems = manifest.sample_files or {task: f"samples_{escaping.safe_name(task)}" for task in results.task.unique()}
         samples = {task: pd.read_parquet(folder / f"{stem}.parquet") for task, stem in stems.items()}
     except (OSError, ValueError) as exc:  # pyarrow's errors on a corrupt file are ValueErrors
         raise _incomplete(folder, _one_line(exc)) from exc
@@ -237,3 +246,38 @@ def format_number(value: float) -> str:
     if abs(value) >= 1e6:
         return f"{value:.4g}"
     return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}"
+
+
+def build_run(
+    backend: Backend,
+    config: dict,
+    started: datetime,
+    parts: Sequence[RunResult],
+    *,
+    step: int | None = None,
+    sections: dict | None = None,
+) -> RunResult:
+    """One run from the partial results of its evaluators; ``step`` (a training step) and ``sections`` (e.g. how
+    an in-memory model lay over the ranks) go into the manifest. ``config`` is the run's configuration as recorded
+    (:meth:`RunConfig.record <llamabench.config.RunConfig.record>`)."""
+    tasks: dict = {}
+    extra: dict = {}
+    for part in parts:
+        tasks.update(part.manifest.tasks)
+        extra.update(part.manifest.sections)
+    samples = {task: frame for part in parts for task, frame in part.samples.items()}
+    manifest = Manifest(
+        run_id=started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
+        model=backend.model_id,
+        # Described after every task ran, so the batches of all of them are counted.
+        backend=backend.describe(),
+        config=dict(config),
+        tasks=tasks,
+        llamabench_version=__version__,
+        started=started.isoformat(timespec="seconds"),
+        step=None if step is None else int(step),
+        sample_files=sample_file_stems(list(samples)),
+        sections={**extra, **(sections or {})},
+    )
+    rows = [row for part in parts for row in part.results.to_dict("records")]
+    return RunResult(results_frame(rows), samples, manifest)

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from llamabench.errors import LlamabenchError
+from llamabench.records.manifest import Manifest
 from llamabench.records.results import (
     TEMPORARY_MARK,
     RunResult,
@@ -95,8 +96,8 @@ class RunStore:
 
     def add(self, run: RunResult, folder: Path | str | None = None) -> str:
         """Record ``run`` (and the folder its files went to); returns its run_id."""
-        run_id = run.manifest["run_id"]
-        runs_row = (*_list_row(run, folder), json.dumps(run.manifest, default=str))
+        run_id = run.manifest.run_id
+        runs_row = (*_list_row(run, folder), json.dumps(run.manifest.to_dict(), default=str))
         results = [(run_id, r["task"], r["metric"], r["value"], _dumps(r)) for r in run.results.to_dict("records")]
         texts: dict[str, str] = {}
         samples = [
@@ -121,13 +122,13 @@ class RunStore:
             rows = db.execute(f"SELECT {', '.join(LIST_COLUMNS)} FROM runs ORDER BY started, rowid").fetchall()
         return pd.DataFrame(rows, columns=LIST_COLUMNS)
 
-    def manifests(self) -> list[dict]:
+    def manifests(self) -> list[Manifest]:
         """Every stored run's manifest, oldest first (without loading its tables)."""
         if not self.path.exists():
             return []
         with self._connect() as db:
             rows = db.execute("SELECT manifest FROM runs ORDER BY started, rowid").fetchall()
-        return [json.loads(manifest) for (manifest,) in rows]
+        return [Manifest.from_dict(json.loads(manifest)) for (manifest,) in rows]
 
     def listing(self) -> tuple[pd.DataFrame, list[str]]:
         """:meth:`list` plus the complete run folders the store lacks, by start time; and :meth:`scan`'s notes."""
@@ -227,7 +228,7 @@ class RunStore:
         with self._connect() as db:
             return db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
 
-    def _read(self, run_id: str, samples_query: str, parameters: tuple) -> tuple[dict, pd.DataFrame, dict]:
+    def _read(self, run_id: str, samples_query: str, parameters: tuple) -> tuple[Manifest, pd.DataFrame, dict]:
         """A stored run's manifest, results table and the sample rows ``samples_query`` selects (task, record),
         by task, their shared texts filled in."""
         with self._connect() as db:
@@ -239,7 +240,7 @@ class RunStore:
                 records.setdefault(task, []).append(json.loads(record))
             _fill_texts(db, [row for task_rows in records.values() for row in task_rows])
         samples = {task: pd.DataFrame.from_records(task_rows) for task, task_rows in records.items()}
-        return json.loads(manifest), results, samples
+        return Manifest.from_dict(json.loads(manifest)), results, samples
 
     @contextmanager
     def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection]:
@@ -260,11 +261,11 @@ class RunStore:
 def _list_row(run: RunResult, folder: Path | str | None) -> tuple:
     """The run's row of :meth:`RunStore.list` (LIST_COLUMNS)."""
     return (
-        run.manifest["run_id"],
-        run.manifest.get("model"),
-        run.manifest.get("backend", {}).get("fingerprint"),
+        run.manifest.run_id,
+        run.manifest.model,
+        run.manifest.backend_info.fingerprint,
         ",".join(run.samples),
-        run.manifest.get("started"),
+        run.manifest.started,
         None if folder is None else str(Path(folder).resolve()),
     )
 

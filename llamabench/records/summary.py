@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from llamabench.records.manifest import Manifest
 from llamabench.records.results import RunResult
 
 # The report shows each run's first documents per task; only these rows of a run are ever held for it.
@@ -22,9 +23,12 @@ class RunSummary:
     tables at a time at most. Not a run: its samples are a head, so it never feeds a statistical check."""
 
     results: pd.DataFrame
-    manifest: dict
+    manifest: Manifest
     samples: dict[str, pd.DataFrame] = field(default_factory=dict)
     sample_counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.manifest = Manifest.from_dict(self.manifest)
 
 
 def summarize(run: RunResult | RunSummary, rows: int = MAX_SAMPLE_ROWS) -> RunSummary:

@@ -4,8 +4,10 @@ A sub-folder whose name carries a step (``checkpoint-1000``, ``step2000``) is ev
 its files (names, sizes, modification times) are the same at two polls ``--every`` seconds apart. Each run is
 recorded with its step in the run store of ``--output-dir`` and checked against ``--baseline`` or else the
 previous checkpoint; after each poll that recorded a run (and when the watch stops) the report under ``--out`` is
-rewritten with every run of this watch. A checkpoint already in the store with the same evaluation settings is
-skipped, so a restarted watch goes on where it stopped.
+rewritten with every run of this watch. A checkpoint already in the store with the same files (its content
+fingerprint) and the same settings of every task (:func:`llamabench.records.settings.watch_differences`:
+anything that can change one of its numbers) is skipped, so a restarted watch goes on where it stopped; another
+``--batch-size`` changes no number beyond rounding and is no reason to evaluate again.
 
 Training writes, rewrites and deletes checkpoints while the watch reads them. A folder with a temporary name
 (``tmp-checkpoint-500``) is not a checkpoint yet. One that fails to load (a corrupt or truncated file) is noted
@@ -32,13 +34,11 @@ if TYPE_CHECKING:  # the rest loads torch and transformers: imported when a watc
     from llamabench.analysis.check import MaxDrop
     from llamabench.config import RunConfig
     from llamabench.pipeline import Evaluation
+    from llamabench.records.manifest import Manifest
     from llamabench.records.results import RunResult
     from llamabench.records.store import RunStore
     from llamabench.records.summary import RunSummary
     from llamabench.training.checkpoints import Checkpoint
-
-# The settings under which an earlier run of a checkpoint counts as this watch's evaluation of it.
-_SAME_EVALUATION = ("tasks", "text", "limit", "num_fewshot", "seed", "max_length", "dtype", "batch_size")
 
 
 @dataclass
@@ -53,6 +53,9 @@ class Watcher:
     max_drops: dict[str, MaxDrop]
     alpha: float
     seen: dict[Path, tuple | None] = field(default_factory=dict)
+    # Recorded checkpoints whose files, as snapshot, were found to be those of a run of this watch's settings.
+    matched: dict[Path, tuple] = field(default_factory=dict)
+    expected: dict | None = None  # this watch's settings by native task (see `expected_settings`)
     failed: dict[Path, tuple | None] = field(default_factory=dict)
     # What the report shows of each run of this watch, by run_id (None until the first report is due).
     summaries: dict[str, RunSummary] | None = None
@@ -86,13 +89,15 @@ class Watcher:
         from llamabench.training.checkpoints import snapshot, step_folders
 
         regressions, waiting = 0, 0
-        recorded = {manifest["config"]["model"] for manifest in self.watched_manifests()}
+        recorded: dict[str, set] = {}
+        for manifest in self.watched_manifests():
+            recorded.setdefault(manifest.config["model"], set()).add(manifest.backend_info.fingerprint)
         listed = step_folders(self.root)
         for gone in set(self.seen) - {checkpoint.path for checkpoint in listed}:  # deleted (or renamed) since
             self.seen.pop(gone)
             self.failed.pop(gone, None)
         for checkpoint in listed:
-            if str(checkpoint.path) in recorded:
+            if self.evaluated(checkpoint.path, recorded.get(str(checkpoint.path), set())):
                 continue
             now, before = snapshot(checkpoint.path), self.seen.get(checkpoint.path)
             self.seen[checkpoint.path] = now
@@ -125,10 +130,31 @@ class Watcher:
         folder = self.evaluation.record(run)
         print(terminal(f"{checkpoint.path.name} (step {checkpoint.step}): results written to {folder}"))
         print(format_table(run.results), flush=True)
-        self.report_runs()[run.manifest["run_id"]] = summarize(run)
+        self.report_runs()[run.manifest.run_id] = summarize(run)
         self.report_due = True
         reference = self.baseline or self.previous(checkpoint.step)
         return 0 if reference is None else self.check(reference, run)
+
+    def evaluated(self, path: Path, fingerprints: set) -> bool:
+        """Whether the checkpoint's files now are those a stored run of this watch's settings evaluated (their
+        content fingerprint, computed again only when their snapshot changed: digests are memoised)."""
+        from llamabench.backends.loading.model_source import fingerprint, resolve_model
+        from llamabench.training.checkpoints import snapshot
+
+        if not fingerprints:
+            return False
+        now = snapshot(path)
+        if now is not None and self.matched.get(path) == now:
+            return True
+        try:
+            same = now is not None and fingerprint(resolve_model(str(path))) in fingerprints
+        except (OSError, LlamabenchError):  # being rewritten or deleted: the polls below see to it
+            same = False
+        if same:
+            self.matched[path] = now
+        else:
+            self.matched.pop(path, None)
+        return same
 
     def not_evaluated(self, checkpoint: Checkpoint, files: tuple, exc: Exception) -> int:
         """Note a checkpoint that failed to load or evaluate: retried when its files change (at once if they
@@ -166,13 +192,13 @@ class Watcher:
 
     def previous(self, step: int) -> RunResult | None:
         """The stored run of this watch's latest checkpoint before ``step`` (the only full run a check reads)."""
-        earlier = [manifest for manifest in self.watched_manifests() if manifest["step"] < step]
-        return self.store.load(earlier[-1]["run_id"]) if earlier else None
+        earlier = [manifest for manifest in self.watched_manifests() if manifest.step < step]
+        return self.store.load(earlier[-1].run_id) if earlier else None
 
     def report_runs(self) -> dict[str, RunSummary]:
         """What the report shows of each run of this watch; read from the store once, one run at a time."""
         if self.summaries is None:
-            self.summaries = {m["run_id"]: self.store.summary(m["run_id"]) for m in self.watched_manifests()}
+            self.summaries = {m.run_id: self.store.summary(m.run_id) for m in self.watched_manifests()}
         return self.summaries
 
     def write_report(self) -> None:
@@ -182,7 +208,7 @@ class Watcher:
 
         if not self.report_due:
             return
-        runs = sorted(self.report_runs().values(), key=lambda run: run.manifest["step"])
+        runs = sorted(self.report_runs().values(), key=lambda run: run.manifest.step)
         write_report(([summarize(self.baseline)] if self.baseline else []) + runs, self.report_dir)
         self.report_due = False
 
@@ -202,28 +228,57 @@ class Watcher:
             )
         except LlamabenchError as exc:
             warn(
-                f"check refused: {run.manifest['model']} is not checked for regressions against "
-                f"{reference.manifest['model']}: {first_line(exc)}"
+                f"check refused: {run.manifest.model} is not checked for regressions against "
+                f"{reference.manifest.model}: {first_line(exc)}"
             )
             return 1
-        print(terminal(f"check: {run.manifest['model']} vs {reference.manifest['model']}"))
+        print(terminal(f"check: {run.manifest.model} vs {reference.manifest.model}"))
         print(format_comparisons(rows, self.alpha, unchecked(reference, run)), flush=True)
         regressed = [f"{row.task}/{row.metric}" for row in rows if row.failed]
         if regressed:
-            print(terminal(f"REGRESSION at step {run.manifest['step']}: {', '.join(regressed)}"), flush=True)
+            print(terminal(f"REGRESSION at step {run.manifest.step}: {', '.join(regressed)}"), flush=True)
         return len(regressed)
 
-    def watched_manifests(self) -> list[dict]:
+    def watched_manifests(self) -> list[Manifest]:
         """The manifests of the stored runs of checkpoints under this folder made with this watch's settings, by
         step (read without the runs' tables, which every poll would otherwise load)."""
         manifests = [
             manifest
             for manifest in self.store.manifests()
-            if manifest.get("step") is not None
-            and Path(manifest.get("config", {}).get("model") or "").parent == self.root
-            and all(manifest["config"].get(key) == _plain(getattr(self.config, key)) for key in _SAME_EVALUATION)
+            if manifest.step is not None
+            and Path(manifest.config.get("model") or "").parent == self.root
+            and not self.differences(manifest)
         ]
-        return sorted(manifests, key=lambda manifest: manifest["step"])
+        return sorted(manifests, key=lambda manifest: manifest.step)
+
+    def differences(self, manifest: Manifest) -> list[str]:
+        """Why a stored run is not this watch's evaluation of its checkpoint (empty: it is)."""
+        from llamabench.interop import LM_EVAL_PREFIX
+        from llamabench.records.settings import watch_differences
+
+        if self.expected is None:
+            self.expected = self.expected_settings()
+        config = manifest.config
+        stored = {task: manifest.settings(task) for task in manifest.tasks if not task.startswith(LM_EVAL_PREFIX)}
+        why = watch_differences(config, stored, self.config, self.expected)
+        if self.evaluation.lm_eval is not None:
+            # lm-eval tasks' settings are known only once lm-eval ran them: compared by what asked for them.
+            why += [
+                f"{key} {config.get(key)} vs {getattr(self.config, key)}"
+                for key in ("tasks", "num_fewshot", "limit", "seed")
+                if config.get(key) != getattr(self.config, key)
+            ]
+        return why
+
+    def expected_settings(self) -> dict:
+        """This watch's settings of each native task, as far as they are known before a checkpoint loads."""
+        from llamabench.backends.base import BackendInfo
+        from llamabench.native import task_settings
+
+        requested = BackendInfo(
+            model="", fingerprint="", kv_cache=self.config.kv_cache, trust_remote_code=self.config.trust_remote_code
+        )
+        return {task.spec.name: task_settings(task, self.config, requested) for task in self.evaluation.native}
 
 
 def _checkpoint_errors() -> tuple[type[BaseException], ...]:
@@ -239,8 +294,3 @@ def _checkpoint_errors() -> tuple[type[BaseException], ...]:
     # Truncated files: safetensors headers, torch's zip and pickle formats (.bin), GGUF's packed structs.
     truncated = (SafetensorError, zipfile.BadZipFile, pickle.UnpicklingError, struct.error, EOFError)
     return (LlamabenchError, OSError, ValueError, RuntimeError, KeyError, UnicodeError, *truncated)
-
-
-def _plain(value):
-    """A config value as the manifest holds it (JSON: paths as text)."""
-    return str(value) if isinstance(value, Path) else value

@@ -13,7 +13,7 @@ import pandas as pd
 
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import METRICS
-from llamabench.records.comparability import differences, recorded_settings, same_tokenizer
+from llamabench.records.comparability import differences, same_tokenizer
 from llamabench.records.results import RunResult, format_number
 from llamabench.records.summary import RunSummary, summarize
 
@@ -65,14 +65,14 @@ class Leaderboard:
 
     @property
     def run_ids(self) -> list[str]:
-        return [run.manifest["run_id"] for run in self.runs]
+        return [run.manifest.run_id for run in self.runs]
 
     def incomparable_tasks(self) -> dict[str, list[str]]:
         """Tasks whose settings (task definition, few-shot count, context, dtype, data, ...) differ from the first
         run that has them, with the differences: their columns do not compare like with like."""
         found: dict[str, list[str]] = {}
         for task in dict.fromkeys(column.task for column in self.columns):
-            settings = [recorded_settings(run.manifest, task) for run in self.runs if task in set(run.results.task)]
+            settings = [run.manifest.settings(task) for run in self.runs if task in set(run.results.task)]
             differing = {text for other in settings[1:] for text in differences(settings[0], other)}
             if differing:
                 found[task] = sorted(differing)
@@ -118,7 +118,7 @@ class Leaderboard:
         frame = pd.DataFrame(
             {
                 "run_id": self.run_ids,
-                "model": [run.manifest.get("model") for run in self.runs],
+                "model": [run.manifest.model for run in self.runs],
                 "label": self.labels,
                 self.x_title: self.x,
             }
@@ -144,12 +144,12 @@ def build_leaderboard(runs: Sequence[RunResult | RunSummary], labels: dict[str, 
     """Order runs by training step (from their label or model name) when every run has one, else by start time.
     The board keeps each run's :class:`RunSummary`, not its full sample tables."""
     labels = labels or {}
-    by_id = {run.manifest["run_id"]: summarize(run) for run in runs}
-    runs = sorted(by_id.values(), key=lambda run: run.manifest["started"])
-    unknown = set(labels) - {run.manifest["run_id"] for run in runs}
+    by_id = {run.manifest.run_id: summarize(run) for run in runs}
+    runs = sorted(by_id.values(), key=lambda run: run.manifest.started)
+    unknown = set(labels) - {run.manifest.run_id for run in runs}
     if unknown:
         raise LlamabenchError(f"--label names run(s) not in the report: {', '.join(sorted(unknown))}")
-    steps = [_step(run, labels.get(run.manifest["run_id"])) for run in runs]
+    steps = [_step(run, labels.get(run.manifest.run_id)) for run in runs]
     if None in steps:
         x, x_title = list(range(1, len(runs) + 1)), "run order"
     else:
@@ -167,7 +167,7 @@ def build_leaderboard(runs: Sequence[RunResult | RunSummary], labels: dict[str, 
         for row in run.results.itertuples():
             values[r, index[row.task, row.metric]] = row.value
             stderrs[r, index[row.task, row.metric]] = row.stderr
-    names = [labels.get(run.manifest["run_id"], run.manifest.get("model", "?")) for run in runs]
+    names = [labels.get(run.manifest.run_id, (run.manifest.model or "?")) for run in runs]
     board = Leaderboard(runs, names, x, x_title, list(columns.values()), values, stderrs)
     incomparable = board.incomparable_tasks()
     one_tokenizer = all(same_tokenizer(runs[0].manifest, run.manifest) for run in runs[1:])
@@ -185,8 +185,8 @@ def _counts_tokens(column: Column) -> bool:
 
 
 def _step(run: RunSummary, label: str | None) -> int | None:
-    if label is None and run.manifest.get("step") is not None:  # recorded by watch and in-memory evaluation
-        return int(run.manifest["step"])
-    names = [label, run.manifest.get("model"), run.manifest.get("config", {}).get("model")]
+    if label is None and run.manifest.step is not None:  # recorded by watch and in-memory evaluation
+        return int(run.manifest.step)
+    names = [label, run.manifest.model, run.manifest.config.get("model")]
     steps = [checkpoint_step(name) for name in names if name]
     return next((step for step in steps if step is not None), None)

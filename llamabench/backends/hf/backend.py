@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 
@@ -12,7 +11,7 @@ import transformers
 from tqdm.auto import tqdm
 
 from llamabench import __version__
-from llamabench.backends.base import Backend, OnDone
+from llamabench.backends.base import Backend, BackendInfo, OnDone
 from llamabench.backends.hf.batching import BatchPolicy, peak_memory
 from llamabench.backends.hf.budget import BudgetInputs, budget_inputs, token_budget
 from llamabench.backends.hf.checkpoint_generation import CheckpointGeneration
@@ -157,16 +156,34 @@ class HFBackend(Backend):
             trust_remote_code=trust_remote_code,
         )
 
-    def describe(self) -> dict:
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            model=self.model_id,
+            fingerprint=self.fingerprint,
+            max_length=self.max_length,
+            dtype=str(self.model.dtype).removeprefix("torch."),
+            kv_cache=self.kv_cache,
+            trust_remote_code=self.trust_remote_code,
+            generation_settings=self.generation_settings.record(),
+            tokenizer=self.tokenizer_hash,
+            device=str(self.device),
+            # The rest of what can change a stored number: how the weights run and the code that runs them (an
+            # upgrade of torch, transformers, tokenizers or llamabench recomputes rather than trusting results
+            # from other kernels, tokenisation or windowing), and the token every text is scored after.
+            engine=(
+                f"prefix={self.prefix_token}",
+                f"device={self.device.type}",
+                f"attention={getattr(self.model.config, '_attn_implementation', None)}",
+                f"eos={self.eos_tokens}",
+                f"torch={torch.__version__}",
+                f"transformers={transformers.__version__}",
+                f"tokenizers={tokenizers.__version__}",
+                f"llamabench={__version__}",
+            ),
+        )
+
+    def statistics(self) -> dict:
         return {
-            **super().describe(),
-            "device": str(self.device),
-            "dtype": str(self.model.dtype).removeprefix("torch."),
-            "max_length": self.max_length,
-            "kv_cache": self.kv_cache,
-            "trust_remote_code": self.trust_remote_code,
-            "generation_settings": self.generation_settings.record(),
-            "tokenizer": self.tokenizer_hash,
             "batch_sizes_used": dict(sorted(self.policy.sizes_used.items())),
             "peak_memory": peak_memory(self.device),
             **self._budget_record(),
@@ -176,31 +193,6 @@ class HFBackend(Backend):
         if self.budget is None:
             return {}
         return {"token_budget": {"tokens": token_budget(self.budget), "inputs": asdict(self.budget)}}
-
-    def cache_identity(self) -> str:
-        # Everything that can change a stored number: the weights' bytes, how they run, and the code that runs
-        # them (an upgrade of torch, transformers, tokenizers or llamabench recomputes rather than trusting
-        # results from other kernels, tokenisation or windowing).
-        return "|".join(
-            [
-                self.fingerprint,
-                # The tokenizer as loaded, whichever files it came from, and the token every text is scored after.
-                f"tokenizer={self.tokenizer_hash}",
-                f"prefix={self.prefix_token}",
-                str(self.model.dtype),
-                str(self.max_length),
-                self.device.type,
-                self.kv_cache,
-                str(getattr(self.model.config, "_attn_implementation", None)),
-                f"eos={self.eos_tokens}",
-                f"generation={json.dumps(self.generation_settings.record(), sort_keys=True)}",
-                f"remote_code={self.trust_remote_code}",
-                f"torch={torch.__version__}",
-                f"transformers={transformers.__version__}",
-                f"tokenizers={tokenizers.__version__}",
-                f"llamabench={__version__}",
-            ]
-        )
 
     def apply_chat_template(self, text: str) -> str:
         if not getattr(self.tokenizer, "chat_template", None):

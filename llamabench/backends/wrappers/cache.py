@@ -143,9 +143,9 @@ class CachedBackend(BackendWrapper):
     def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
         return self._cached("generate", requests, self.inner.generate, on_done)
 
-    def describe(self) -> dict:
+    def statistics(self) -> dict:
         return {
-            **self.inner.describe(),
+            **self.inner.statistics(),
             "cache": {
                 "path": str(self.cache.path),
                 "hits": self.hits,
@@ -155,14 +155,16 @@ class CachedBackend(BackendWrapper):
             },
         }
 
-    def _key(self, kind: str, request: Request) -> str:
-        identity = json.dumps([self.inner.cache_identity(), kind, astuple(request)])
-        return hashlib.sha256(identity.encode()).hexdigest()
+    @staticmethod
+    def _key(identity: str, kind: str, request: Request) -> str:
+        """A request's key: the backend's cache identity (every setting it decided), the call and the request."""
+        return hashlib.sha256(json.dumps([identity, kind, astuple(request)]).encode()).hexdigest()
 
     def _cached(
         self, kind: str, requests: Sequence[Request], compute: Callable[..., list], on_done: OnDone | None
     ) -> list:
-        keys = [self._key(kind, request) for request in requests]
+        identity = self.inner.cache_identity()  # once per call: it reads the backend's settings
+        keys = [self._key(identity, kind, request) for request in requests]
         stored = {} if self.refresh else self.cache.get_many(keys)
         found = {key: value for key, value in stored.items() if _well_formed(kind, value)}  # the rest: recomputed
         missing = {key: request for key, request in zip(keys, requests, strict=True) if key not in found}

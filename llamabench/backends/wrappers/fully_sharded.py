@@ -49,8 +49,8 @@ class FullyShardedBackend(BackendWrapper):
     def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
         return self._together(self.inner.generate, requests, on_done)
 
-    def describe(self) -> dict:
-        return {**self.inner.describe(), "fsdp": True, "ranks": every_rank(self.inner.describe())}
+    def statistics(self) -> dict:
+        return {**self.inner.statistics(), "fsdp": True, "ranks": every_rank(self.inner.describe())}
 
     def release(self) -> None:
         """Shard the root's weights again (training goes on with the memory it had)."""

@@ -38,9 +38,9 @@ class ShardedBackend(BackendWrapper):
     def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
         return self._sharded(requests, self.inner.generate, on_done)
 
-    def describe(self) -> dict:
+    def statistics(self) -> dict:
         # Every rank's counters (batches, cache hits, peak memory): a collective, called by every rank alike.
-        return {**self.inner.describe(), "world_size": self.world, "ranks": every_rank(self.inner.describe())}
+        return {**self.inner.statistics(), "world_size": self.world, "ranks": every_rank(self.inner.describe())}
 
     def _sharded(self, requests: Sequence[Request], compute: Callable[..., list], on_done: OnDone | None) -> list:
         by_size = sorted(range(len(requests)), key=lambda i: -request_size(requests[i]))

@@ -31,7 +31,8 @@ from llamabench.errors import LlamabenchError
 from llamabench.interop import LM_EVAL_PREFIX
 from llamabench.interop.lm_eval.model import LlamabenchLM
 from llamabench.metrics.perplexity import word_rule_signature
-from llamabench.records.comparability import data_hash, task_settings
+from llamabench.records import settings
+from llamabench.records.comparability import data_hash
 from llamabench.records.results import MetricValue, RunResult, result_rows, results_frame
 
 # Metrics llamabench reports on 0-100, as its native SQuAD metrics; lm-eval's own metric code gives them on 0-1.
@@ -99,7 +100,7 @@ def evaluate_lm_eval_tasks(backend: Backend, tasks: LmEvalTasks, config: RunConf
         bootstrap_iters=config.bootstrap_iters,
         log_samples=True,
     )
-    backend_info = backend.describe()  # once: the settings every task of this evaluation ran with
+    info = backend.info()  # once: the settings every task of this evaluation ran with
     context = {
         "model": backend.model_id,
         "model_fingerprint": backend.fingerprint,
@@ -123,17 +124,17 @@ def evaluate_lm_eval_tasks(backend: Backend, tasks: LmEvalTasks, config: RunConf
                 "num_fewshot": output["n-shot"][name],
             },
         )
-        settings = task_settings(
+        recorded = settings.make(
             task_hash=task_hash,
             num_fewshot=output["n-shot"][name],
             limit=config.limit,
             seed=config.seed,
-            backend_info=backend_info,
+            backend=info,
             chat_template=False,
-            data=_data_hash(objects[name]),
+            data_hash=_data_hash(objects[name]),
             metric_versions={"lm_eval": lm_eval.__version__},
-        )
-        notes[task] = {"documents": entry["sample_len"], "task_hash": task_hash, "settings": settings}
+        ).record()
+        notes[task] = {"documents": entry["sample_len"], "task_hash": task_hash, "settings": recorded}
     samples = {
         LM_EVAL_PREFIX + name: _samples_frame(objects[name], logged) for name, logged in output["samples"].items()
     }
