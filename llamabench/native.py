@@ -138,12 +138,16 @@ def task_settings(task: PreparedTask, config: RunConfig, info: BackendInfo, docs
     requested, before loading); ``docs`` are the requests as run (default: as prepared)."""
     fewshot = task.spec.num_fewshot if config.num_fewshot is None else config.num_fewshot
     docs = task.requests if docs is None else docs
-    return settings.of_task(
-        task,
-        config,
-        info,
+    return settings.make(
+        task_hash=task.spec.config_hash,
         num_fewshot=fewshot,
+        limit=config.limit,
+        seed=config.seed,
+        backend=info,
+        chat_template=task.spec.chat_template,
+        data_hash=task.data_hash,
+        metric_versions={name: get_metric(name).version for name in task.spec.metrics},
+        available=task.available,
         seed_used=seed_changes_numbers(docs, fewshot, task.spec.metrics, config.bootstrap_iters),
         generates=kind_of(task.spec).generates,
-        metric_versions={name: get_metric(name).version for name in task.spec.metrics},
     )

@@ -39,7 +39,6 @@ from llamabench.backends.base import BACKEND_SETTINGS
 if TYPE_CHECKING:
     from llamabench.backends.base import BackendInfo
     from llamabench.config import RunConfig
-    from llamabench.native import PreparedTask
 
 FORMAT = 2
 RUN, MODEL = "run", "model"
@@ -107,33 +106,6 @@ class Settings:
             no_effect=frozenset(record.get("no_effect", ())),
             unrecorded=frozenset(name for name in names if name not in record),
         )
-
-
-def of_task(
-    task: PreparedTask,
-    config: RunConfig,
-    backend: BackendInfo,
-    *,
-    num_fewshot: int,
-    seed_used: bool,
-    generates: bool,
-    metric_versions: dict[str, str],
-) -> Settings:
-    """A native task's settings: ``backend`` as it ran (or, for ``watch``, as requested); ``seed_used`` says
-    whether the seed can change a number of the task; settings of generation only are None for other tasks."""
-    return make(
-        task_hash=task.spec.config_hash,
-        num_fewshot=num_fewshot,
-        limit=config.limit,
-        seed=config.seed,
-        backend=backend,
-        chat_template=task.spec.chat_template,
-        data_hash=task.data_hash,
-        metric_versions=metric_versions,
-        available=task.available,
-        seed_used=seed_used,
-        generates=generates,
-    )
 
 
 def make(
