@@ -76,9 +76,9 @@ class HFBackend(Backend):
         self.model_id = model_id
         self.fingerprint = model_fingerprint
         self.device = model.get_input_embeddings().weight.device  # where inputs go, also under a device map
+        # The effective window, decided here once (--max-length was range-checked by RunConfig.validate) and read
+        # from info().max_length by everything after.
         self.max_length = max_length or model_max_length(model, tokenizer)
-        if self.max_length < 2:
-            raise LlamabenchError(f"--max-length {self.max_length} must be at least 2 tokens")
         trained = trained_positions(model)
         if trained is not None and self.max_length > trained:
             raise LlamabenchError(

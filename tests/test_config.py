@@ -1,0 +1,85 @@
+"""One config: every flag of ``llamabench run`` is a field of RunConfig with the flag's name (and every field a
+flag), so the Python keyword arguments are the flags; each value is checked in one place, RunConfig.validate."""
+
+import argparse
+import dataclasses
+import math
+
+import pytest
+from conftest import byte_tokenizer, tiny_llama
+
+import llamabench
+from llamabench.cli.run import add_evaluation_options
+from llamabench.config import RunConfig
+from llamabench.errors import LlamabenchError
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", action="append", default=[])
+    add_evaluation_options(parser)
+    return parser
+
+
+def test_every_run_flag_is_a_config_field_of_the_same_name_and_back():
+    flags = {action.dest for action in run_parser()._actions if action.dest != "help"}
+    assert flags == {field.name for field in dataclasses.fields(RunConfig)}
+
+
+def test_parsed_flags_become_the_config_they_spell():
+    args = run_parser().parse_args(
+        ["--tasks", "ppl, qa", "--model", "a", "--model", "b", "--tasks-dir", "t", "--text", "x.txt", "--no-cache"]
+    )
+    config = RunConfig.from_args(args)
+    assert (config.tasks, config.model, [str(p) for p in config.tasks_dir], config.text) == (
+        ["ppl", "qa"],
+        ["a", "b"],
+        ["t"],
+        ["x.txt"],
+    )
+    assert config.cache_mode == "off"
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"batch_size": 0}, "--batch-size 0 must be 'auto' or a positive whole number"),
+        ({"batch_size": "12x"}, "--batch-size 12x must be 'auto' or a positive whole number"),
+        ({"max_length": 1}, "--max-length 1 must be >= 2 tokens"),
+        ({"limit": 0}, "--limit 0 must be a positive number of documents"),
+        ({"seed": -1}, "--seed -1 must be a whole number"),
+        ({"no_cache": True, "refresh": True}, "--no-cache and --refresh conflict"),
+        ({"word_rule": "lm_eval"}, "--text-format and --word-rule apply to --text tasks"),
+        ({"kv_cache": "paged"}, "--kv-cache must be one of dynamic, static"),
+    ],
+)
+def test_validate_names_the_flag_at_fault(fields, named):
+    with pytest.raises(LlamabenchError, match=named):
+        RunConfig(tasks=["ppl"], **fields).validate()
+
+
+def test_validate_gives_the_batch_size_in_its_effective_type():
+    assert RunConfig(tasks=["ppl"], batch_size="8").validate().batch_size == 8
+
+
+def test_unknown_keyword_is_one_line_listing_the_flags():
+    with pytest.raises(LlamabenchError, match=r"evaluate_model: unknown setting\(s\) tasks_dirs; .* tasks_dir"):
+        RunConfig.from_keywords("evaluate_model", ["ppl"], {"tasks_dirs": []})
+
+
+def test_python_keywords_are_the_flag_names(notes_file, tmp_path):
+    # The keywords the README names after the flags (tasks_dir, text, word_rule, include_path, no_cache) all run.
+    run = llamabench.evaluate_model(
+        tiny_llama(0),
+        byte_tokenizer(),
+        [],
+        text=[str(notes_file)],
+        text_format="lines",
+        word_rule="whitespace_tokens",
+        tasks_dir=[tmp_path],
+        include_path=[tmp_path],
+        no_cache=True,
+        batch_size="2",
+    )
+    values = run.results.set_index("metric").value
+    assert math.isfinite(values["word_perplexity"]) and run.manifest.config["word_rule"] == "whitespace_tokens"
