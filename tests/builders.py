@@ -30,6 +30,14 @@ metrics: [exact_match]
 """
 
 # A perplexity task over ``texts.jsonl`` in the data folder.
+# The token perplexity of each document's ``text`` in ``<data>/texts.jsonl``.
+TOKEN_PPL_TASK = """\
+name: tiny_ppl
+kind: loglikelihood_rolling
+dataset: {local: texts.jsonl}
+prompt: "{{ text }}"
+metrics: [token_perplexity]
+"""
 PPL_TASK = """\
 name: tiny_ppl
 kind: loglikelihood_rolling

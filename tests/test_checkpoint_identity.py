@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from builders import TOKEN_PPL_TASK
 from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
 from llamabench.backends.hf.backend import HFBackend
@@ -28,20 +29,13 @@ from llamabench.errors import LlamabenchError
 from llamabench.records.results import read_run
 
 TEXTS = ["The cat sat on the mat.", "Then the dog barked at the moon."]
-PPL_TASK = """\
-name: tiny_ppl
-kind: loglikelihood_rolling
-dataset: {local: texts.jsonl}
-prompt: "{{ text }}"
-metrics: [token_perplexity]
-"""
 
 
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
     """Task, data, an isolated cache, and two tiny checkpoints ``a`` and ``b`` (other seeds, same file sizes)."""
     (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "tiny_ppl.yaml").write_text(PPL_TASK)
+    (tmp_path / "tasks" / "tiny_ppl.yaml").write_text(TOKEN_PPL_TASK)
     (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
     monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
     save_tiny_model(tmp_path / "a", seed=0)

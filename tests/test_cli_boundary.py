@@ -5,25 +5,18 @@ import json
 import sqlite3
 
 import pytest
+from builders import TOKEN_PPL_TASK
 from conftest import save_tiny_model
 
 from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
 from llamabench.cli.app import main
 from llamabench.requests import RollingRequest
 
-PPL_TASK = """\
-name: tiny_ppl
-kind: loglikelihood_rolling
-dataset: {local: texts.jsonl}
-prompt: "{{ text }}"
-metrics: [token_perplexity]
-"""
-
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "tiny_ppl.yaml").write_text(PPL_TASK)
+    (tmp_path / "tasks" / "tiny_ppl.yaml").write_text(TOKEN_PPL_TASK)
     (tmp_path / "texts.jsonl").write_text(json.dumps({"text": "The cat sat on the mat."}) + "\n")
     monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
     return tmp_path
@@ -124,7 +117,7 @@ def test_cli_run_end_to_end_still_writes_with_a_fingerprinted_model(workspace, c
 
 
 def test_a_metric_that_does_not_fit_the_task_kind_fails_before_the_model_loads(workspace, capsys):
-    task = PPL_TASK.replace("[token_perplexity]", "[token_perplexity, bleu]")
+    task = TOKEN_PPL_TASK.replace("[token_perplexity]", "[token_perplexity, bleu]")
     (workspace / "tasks" / "tiny_ppl.yaml").write_text(task)
     assert main(run_args(workspace, "--model", str(workspace / "no-model"))) == 2
     line = one_error_line(capsys)

@@ -5,19 +5,12 @@ settings no engine path honours; and, for a model already loaded, before any tas
 import json
 
 import pytest
+from builders import GOOD_TASK
+from conftest import save_tiny_model
 
 from llamabench.cli.app import main
-from tests.conftest import save_tiny_model
 
-TASK = """\
-name: tiny_qa
-kind: generate
-dataset: {local: tiny/qa.jsonl}
-prompt: "Q: {{ question }}\\nA:"
-target: "{{ answer }}"
-metrics: [exact_match]
-generation: {max_new_tokens: 4}
-"""
+TASK = GOOD_TASK + "generation: {max_new_tokens: 4}\n"
 
 
 @pytest.fixture

@@ -12,22 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from builders import GOOD_TASK
 from conftest import NOTES, byte_tokenizer, save_tiny_model
 
 from llamabench.cli.app import main
 from llamabench.records.settings import Settings
 from llamabench.records.store import RunStore
 
-TASK = """\
-name: tiny_qa
-kind: generate
-dataset: {local: tiny/qa.jsonl}
-prompt: "Q: {{ question }}\\nA:"
-target: "{{ answer }}"
-metrics: [exact_match]
-num_fewshot: 1
-generation: {max_new_tokens: 3}
-"""
+TASK = GOOD_TASK + "num_fewshot: 1\ngeneration: {max_new_tokens: 3}\n"
 QA = [("2+2?", "4"), ("3+3?", "6"), ("4+4?", "8"), ("5+5?", "10")]
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
 

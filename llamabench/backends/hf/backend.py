@@ -268,12 +268,7 @@ class HFBackend(Backend):
         else:
             rows = [plain_row(index, item) for index, item in enumerate(items)]
         results: list[tuple[float, bool] | None] = [None] * len(items)
-        with tqdm(
-            total=len(items),
-            desc=terminal(f"{self.model_id}: {what}"),
-            disable=not self.progress or not items,
-            unit="seq",
-        ) as bar:
+        with self._progress(len(items), what) as bar:
             for batch in self.policy.plan([len(row.tokens) for row in rows]):
                 scored = self.policy.run([rows[b] for b in batch], self._score_batch)
                 done = [index for b in batch for index in rows[b].items]
@@ -284,6 +279,12 @@ class HFBackend(Backend):
                     on_done(done, flat)
                 bar.update(len(done))
         return results  # type: ignore[return-value]
+
+    def _progress(self, total: int, what: str) -> tqdm:
+        """A progress bar of ``total`` sequences, named by the model (escaped: a folder name is untrusted text)."""
+        return tqdm(
+            total=total, desc=terminal(f"{self.model_id}: {what}"), disable=not self.progress or not total, unit="seq"
+        )
 
     def _score_batch(self, rows: list[ScoreRow]) -> list[list[tuple[float, bool]]]:
         return score_batch(self.model, rows, self.pad_token)
@@ -298,12 +299,7 @@ class HFBackend(Backend):
             self.require_generation()
         jobs = [self._generation_job(request) for request in requests]
         results: list[str | None] = [None] * len(requests)
-        with tqdm(
-            total=len(requests),
-            desc=terminal(f"{self.model_id}: generation"),
-            disable=not self.progress or not requests,
-            unit="seq",
-        ) as bar:
+        with self._progress(len(requests), "generation") as bar:
 
             def finished(indices: list[int], texts: list[str]) -> None:
                 for index, text in zip(indices, texts, strict=True):
