@@ -38,13 +38,8 @@ dataset: {local: texts.jsonl}
 prompt: "{{ text }}"
 metrics: [token_perplexity]
 """
-PPL_TASK = """\
-name: tiny_ppl
-kind: loglikelihood_rolling
-dataset: {local: texts.jsonl}
-prompt: "{{ text }}"
-metrics: [word_perplexity, token_perplexity]
-"""
+# Both perplexities of the same documents.
+PPL_TASK = TOKEN_PPL_TASK.replace("[token_perplexity]", "[word_perplexity, token_perplexity]")
 
 
 def write_qa_workspace(root: Path) -> Path:
@@ -62,6 +57,15 @@ def run_cli_error(capsys, workspace: Path, *args: str) -> str:
     assert main([*argv, "--output-dir", str(workspace / "out"), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("llamabench: error: ")
+    return err
+
+
+def cli_error(capsys, *args: str) -> str:
+    """``llamabench *args``, which must fail (exit 2) with one error line: that line (earlier output is dropped)."""
+    capsys.readouterr()
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("llamabench: error: "), err
     return err
 
 
@@ -191,16 +195,11 @@ def watch_argv(root: Path, tmp_path: Path, data_dir: Path, *flags: str) -> list[
 
 # --- a workspace for whole runs ---------------------------------------------------------------------------------
 
-# A generation task over ``qa.jsonl`` at the workspace root (the workspace of ``write_run_workspace``).
-QA_TASK = """\
-name: tiny_qa
-kind: generate
-dataset: {local: qa.jsonl}
-prompt: "Q: {{ question }}\\nA:"
-target: "{{ answer }}"
-generation: {max_new_tokens: 4, until: ["\\n"]}
-metrics: [exact_match]
-"""
+# GOOD_TASK over ``qa.jsonl`` at the workspace root (the workspace of ``write_run_workspace``), generating at most
+# 4 tokens up to a newline.
+QA_TASK = GOOD_TASK.replace("{local: tiny/qa.jsonl}", "{local: qa.jsonl}").replace(
+    "metrics:", 'generation: {max_new_tokens: 4, until: ["\\n"]}\nmetrics:'
+)
 # Two texts of ``texts.jsonl`` (PPL_TASK's documents in a ``write_run_workspace`` folder).
 TEXTS = ["The cat sat on the mat.", "Dogs bark at night, and the moon is up."]
 
@@ -235,3 +234,21 @@ def spec_of(text: str, **overrides):
     from llamabench.tasks.task_file import parse_task
 
     return parse_task({**yaml.safe_load(text), **overrides}, "test.yaml")
+
+
+def task_dict(name: str, kind: str, local: str, metrics: list[str], **keys) -> dict:
+    """A task file's mapping, keys in file order: name, kind, a local dataset, ``keys`` (prompt, ...), metrics."""
+    return {"name": name, "kind": kind, "dataset": {"local": local}, **keys, "metrics": metrics}
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+
+
+def define_metric(base: type, name: str, scale: str, needs: tuple[str, ...], score) -> object:
+    """Define a ``base`` subclass called ``name`` (higher is better) scoring each outcome by ``score(outcome)``.
+    Defining it registers it: the registered instance; the caller pops ``REGISTRY[name]`` when done."""
+    from llamabench.metrics.base import REGISTRY
+
+    attributes = {"name": name, "higher_is_better": True, "scale": scale, "needs": needs}
+    type(name, (base,), {**attributes, "score": lambda self, outcome: score(outcome)})
+    return REGISTRY[name]

@@ -31,21 +31,25 @@ def check(runs: Path, baseline: str, candidate: str) -> int:
     return main(["check", "--output-dir", str(runs), "--baseline", baseline, "--candidate", candidate])
 
 
+def check_seeds_0_and_7(checkpoint: Path, notes_file: Path, runs: Path, capsys, bootstrap_iters: str):
+    """``check`` of a seed-0 run against a seed-7 run, both with ``bootstrap_iters``: its exit code and output."""
+    first = evaluate(checkpoint, notes_file, runs, "--seed", "0", "--bootstrap-iters", bootstrap_iters)
+    second = evaluate(checkpoint, notes_file, runs, "--seed", "7", "--bootstrap-iters", bootstrap_iters)
+    capsys.readouterr()
+    return check(runs, first, second), capsys.readouterr()
+
+
 def test_a_seed_that_changes_no_number_does_not_make_runs_incomparable(checkpoint, notes_file, tmp_path, capsys):
     # Greedy perplexity, no few-shot examples, no bootstrap: the seed enters no computation.
-    first = evaluate(checkpoint, notes_file, tmp_path, "--seed", "0", "--bootstrap-iters", "0")
-    second = evaluate(checkpoint, notes_file, tmp_path, "--seed", "7", "--bootstrap-iters", "0")
-    capsys.readouterr()
-    assert check(tmp_path, first, second) == 0
-    assert "PASS" in capsys.readouterr().out
+    code, captured = check_seeds_0_and_7(checkpoint, notes_file, tmp_path, capsys, "0")
+    assert code == 0
+    assert "PASS" in captured.out
 
 
 def test_a_seed_that_changes_the_bootstrap_stderr_is_refused(checkpoint, notes_file, tmp_path, capsys):
-    first = evaluate(checkpoint, notes_file, tmp_path, "--seed", "0", "--bootstrap-iters", "50")
-    second = evaluate(checkpoint, notes_file, tmp_path, "--seed", "7", "--bootstrap-iters", "50")
-    capsys.readouterr()
-    assert check(tmp_path, first, second) == 2
-    assert "seed 0 vs 7" in capsys.readouterr().err
+    code, captured = check_seeds_0_and_7(checkpoint, notes_file, tmp_path, capsys, "50")
+    assert code == 2
+    assert "seed 0 vs 7" in captured.err
 
 
 def test_a_limit_at_or_above_the_document_count_is_no_limit(checkpoint, notes_file, tmp_path, capsys):

@@ -7,20 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from builders import cli_error, task_dict
 
 from llamabench.errors import LlamabenchError
 from llamabench.tasks.data import load_documents
 from llamabench.tasks.spec import DatasetSource
-
-
-def cli_error(capsys, *args) -> str:
-    from llamabench.cli.app import main
-
-    capsys.readouterr()
-    assert main(list(args)) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("llamabench: error: "), err
-    return err
 
 
 def load(data_dir, local, text_format, **kwargs) -> list[dict]:
@@ -197,18 +188,8 @@ def test_two_documents_with_one_doc_id_are_refused_naming_the_task_and_the_id():
     from llamabench.tasks.build import build_requests
     from llamabench.tasks.task_file import parse_task
 
-    spec = parse_task(
-        {
-            "name": "qa",
-            "kind": "generate",
-            "dataset": {"local": "d.jsonl"},
-            "doc_id": "{{ id }}",
-            "prompt": "{{ q }}",
-            "target": "{{ a }}",
-            "metrics": ["exact_match"],
-        },
-        "qa.yaml",
-    )
+    keys = {"doc_id": "{{ id }}", "prompt": "{{ q }}", "target": "{{ a }}"}
+    spec = parse_task(task_dict("qa", "generate", "d.jsonl", ["exact_match"], **keys), "qa.yaml")
     docs = [{"id": "x1", "q": "a", "a": "b"}, {"id": "x2", "q": "c", "a": "d"}, {"id": "x1", "q": "e", "a": "f"}]
     with pytest.raises(LlamabenchError) as info:
         build_requests(spec, docs)

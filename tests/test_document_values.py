@@ -2,7 +2,7 @@
 ambiguous labels are errors naming the document."""
 
 import pytest
-from builders import PPL_TASK, QA_TASK, spec_of, write_run_workspace
+from builders import PPL_TASK, QA_TASK, spec_of, task_dict, write_run_workspace
 
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
@@ -18,15 +18,9 @@ def workspace(tmp_path, monkeypatch):
     return write_run_workspace(tmp_path, monkeypatch)
 
 
-MC_TASK = {
-    "name": "mc",
-    "kind": "multiple_choice",
-    "dataset": {"local": "x.jsonl"},
-    "prompt": "{{ q }}",
-    "choices": "{{ options }}",
-    "label": "{{ answer }}",
-    "metrics": ["acc"],
-}
+MC_TASK = task_dict(
+    "mc", "multiple_choice", "x.jsonl", ["acc"], prompt="{{ q }}", choices="{{ options }}", label="{{ answer }}"
+)
 
 
 def test_text_that_looks_like_a_list_stays_one_string():

@@ -8,21 +8,14 @@ seeded generator llamabench uses for that document, it must pick the same exampl
 import random
 
 import pytest
+from builders import task_dict
 from lm_eval.api.samplers import ContextSampler
 
 from llamabench.tasks.build import build_requests
 from llamabench.tasks.task_file import parse_task
 
 SPEC = parse_task(
-    {
-        "name": "fs",
-        "kind": "generate",
-        "dataset": {"local": "d.jsonl"},
-        "prompt": "Q: {{ q }} A:",
-        "target": "{{ a }}",
-        "metrics": ["exact_match"],
-    },
-    "fs.yaml",
+    task_dict("fs", "generate", "d.jsonl", ["exact_match"], prompt="Q: {{ q }} A:", target="{{ a }}"), "fs.yaml"
 )
 
 

@@ -33,6 +33,21 @@ def run_cli(capsys, workspace, *args) -> str:
     return err
 
 
+def evaluate_workspace(workspace, notes_file):
+    """``evaluate_checkpoint`` of the workspace's model on tiny_qa and the notes file (on the CPU, no cache)."""
+    from llamabench.pipeline import evaluate_checkpoint
+
+    return evaluate_checkpoint(
+        str(workspace / "model"),
+        ["tiny_qa"],
+        text=[str(notes_file)],
+        tasks_dir=[workspace / "tasks"],
+        data_dir=workspace / "data",
+        no_cache=True,
+        device="cpu",
+    )
+
+
 @pytest.fixture
 def no_loading(monkeypatch):
     """Loading weights fails the test: the refusal must come first."""
@@ -79,22 +94,13 @@ def test_a_refused_setting_stops_a_loaded_model_before_any_task_runs(workspace, 
     """A scoring task listed first computes nothing when a later generation task is refused."""
     from llamabench.backends.hf.backend import HFBackend
     from llamabench.errors import LlamabenchError
-    from llamabench.pipeline import evaluate_checkpoint
 
     path = workspace / "model" / "generation_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "penalty_alpha": 0.5, "top_k": 4}))
     calls = []
     monkeypatch.setattr(HFBackend, "loglikelihood_rolling", lambda self, *a, **k: calls.append(1))
     with pytest.raises(LlamabenchError, match="task tiny_qa: .*penalty_alpha=0.5"):
-        evaluate_checkpoint(
-            str(workspace / "model"),
-            ["tiny_qa"],
-            text=[str(notes_file)],
-            tasks_dir=[workspace / "tasks"],
-            data_dir=workspace / "data",
-            no_cache=True,
-            device="cpu",
-        )
+        evaluate_workspace(workspace, notes_file)
     assert calls == []
 
 
@@ -109,19 +115,10 @@ def test_without_refused_settings_the_run_goes_through(capsys, workspace):
 def test_generation_settings_make_generation_runs_incomparable_and_leave_scoring_comparable(workspace, notes_file):
     """The same weights with and without a repetition penalty in generation_config.json: ``check`` must refuse
     to compare the generation task, and may compare the perplexity task."""
-    from llamabench.pipeline import evaluate_checkpoint
     from llamabench.records.comparability import differences
 
     def settings() -> dict:
-        run = evaluate_checkpoint(
-            str(workspace / "model"),
-            ["tiny_qa"],
-            text=[str(notes_file)],
-            tasks_dir=[workspace / "tasks"],
-            data_dir=workspace / "data",
-            no_cache=True,
-            device="cpu",
-        )
+        run = evaluate_workspace(workspace, notes_file)
         return {task: notes["settings"] for task, notes in run.manifest["tasks"].items()}
 
     plain = settings()

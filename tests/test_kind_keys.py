@@ -6,6 +6,7 @@ import inspect
 import json
 
 import pytest
+from builders import define_metric
 
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import METRICS, Outcome
@@ -119,17 +120,11 @@ def test_every_metric_declares_needs_its_kinds_can_give():
 def choice_margin():
     """A metric written against choice log-likelihoods: it fits multiple_choice tasks and no other kind."""
 
-    class ChoiceMargin(MeanMetric):
-        name = "choice_margin"
-        higher_is_better = True
-        scale = "nats"
-        needs = ("choice_loglikelihoods",)
+    def margin(outcome: Outcome) -> float:
+        top, second = sorted(outcome.choice_loglikelihoods, reverse=True)[:2]
+        return top - second
 
-        def score(self, outcome: Outcome) -> float:
-            top, second = sorted(outcome.choice_loglikelihoods, reverse=True)[:2]
-            return top - second
-
-    yield REGISTRY["choice_margin"]
+    yield define_metric(MeanMetric, "choice_margin", "nats", ("choice_loglikelihoods",), margin)
     REGISTRY.pop("choice_margin")
 
 

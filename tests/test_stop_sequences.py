@@ -26,10 +26,15 @@ def test_cut_at_stop_takes_the_earliest_stop_in_the_text(text, until, expected):
     assert postprocess_generated_text(text, list(until), None) == expected  # lm-eval's rule agrees
 
 
-@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
-def test_generation_stops_at_the_earliest_stop_when_a_later_listed_one_occurs_first(tiny_backend, kv_cache):
-    backend = tiny_backend(batch_size=2, kv_cache=kv_cache)
-    free = backend.generate([GenerationRequest(p, max_new_tokens=24) for p in PROMPTS])
+@pytest.fixture(params=["dynamic", "static"])
+def unstopped(request, tiny_backend):
+    """A backend (batches of two, the parameter's KV cache) and its 24 new tokens after each prompt, with no stop."""
+    backend = tiny_backend(batch_size=2, kv_cache=request.param)
+    return backend, backend.generate([GenerationRequest(p, max_new_tokens=24) for p in PROMPTS])
+
+
+def test_generation_stops_at_the_earliest_stop_when_a_later_listed_one_occurs_first(unstopped):
+    backend, free = unstopped
     requests, expected = [], []
     for prompt, text in zip(PROMPTS, free, strict=True):
         # Two-character stops where they first occur: the one listed first occurs later, after the other ends.
@@ -45,11 +50,9 @@ def test_generation_stops_at_the_earliest_stop_when_a_later_listed_one_occurs_fi
     assert backend.generate(requests) == expected
 
 
-@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
-def test_two_stops_completed_by_one_token_cut_at_the_one_that_starts_first(tiny_backend, kv_cache):
+def test_two_stops_completed_by_one_token_cut_at_the_one_that_starts_first(unstopped):
     """``"c"`` listed before ``"abc"``: the token ``c`` completes both, and the text ends before ``a``."""
-    backend = tiny_backend(batch_size=2, kv_cache=kv_cache)
-    free = backend.generate([GenerationRequest(p, max_new_tokens=24) for p in PROMPTS])
+    backend, free = unstopped
     requests, expected = [], []
     for prompt, text in zip(PROMPTS, free, strict=True):
         i = next(

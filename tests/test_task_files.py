@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from builders import cli_error, task_dict
 
 from llamabench.errors import LlamabenchError
 from llamabench.tasks.task_file import MAX_TASK_FILE_BYTES, MAX_TASK_NODES, load_task_file
@@ -13,17 +14,6 @@ GOOD = (
     "name: {name}\nkind: loglikelihood_rolling\ndataset: {{local: docs.jsonl}}\nprompt: '{{{{ text }}}}'\n"
     "metrics: [word_perplexity]\n"
 )
-
-
-def cli_error(capsys, *args) -> str:
-    """Run the CLI, expect exit 2 and one `llamabench: error:` line; return it."""
-    from llamabench.cli.app import main
-
-    capsys.readouterr()
-    assert main(list(args)) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("llamabench: error: "), err
-    return err
 
 
 @pytest.fixture
@@ -52,14 +42,7 @@ def run_args(workspace: Path, tasks: str) -> list[str]:
     ]
 
 
-BASE = {
-    "name": "t",
-    "kind": "generate",
-    "dataset": {"local": "docs.jsonl"},
-    "prompt": "{{ text }}",
-    "target": "{{ text }}",
-    "metrics": ["exact_match"],
-}
+BASE = task_dict("t", "generate", "docs.jsonl", ["exact_match"], prompt="{{ text }}", target="{{ text }}")
 
 
 @pytest.mark.parametrize(
