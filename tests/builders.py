@@ -98,16 +98,16 @@ def make_run(
     """A RunResult from given statistics: ``stats_by_task[task][metric]`` lists each document's statistics row.
 
     ``texts`` optionally overrides per-document columns (doc_id, prompt, prediction) of every task. The
-    manifest comes from ``manifest.build_run`` (settings from ``comparability.task_settings``): seed 0, no
+    manifest comes from ``results.build_run`` (settings from ``settings.make``): seed 0, no
     limit, float32, 2048 tokens, the byte tokenizer (``other_tokenizer``: a tokenizer with one more token).
     """
     from llamabench.config import RunConfig
     from llamabench.metrics import get_metric
-    from llamabench.records.comparability import task_settings
+    from llamabench.records import settings as run_settings
     from llamabench.records.results import MetricValue, RunResult, build_run, result_rows, results_frame
 
     backend = _backend(model, other_tokenizer)
-    info = backend.describe()
+    info = backend.info()
     rows, samples, notes = [], {}, {}
     for task, stats in stats_by_task.items():
         n = len(next(iter(stats.values())))
@@ -143,17 +143,17 @@ def make_run(
             "timestamp": started,
         }
         rows += result_rows(values, context)
-        settings = task_settings(
+        settings = run_settings.make(
             task_hash=task_hash,
             num_fewshot=num_fewshot,
             limit=None,
             seed=0,
-            backend_info=info,
+            backend=info,
             chat_template=False,
-            data="data",
+            data_hash="data",
             metric_versions={},
         )
-        notes[task] = {"documents": n, "task_hash": task_hash, "settings": settings}
+        notes[task] = {"documents": n, "task_hash": task_hash, "settings": settings.record()}
     part = RunResult(results_frame(rows), samples, {"tasks": notes})
     config = RunConfig(tasks=list(stats_by_task)).record(model)
     return build_run(backend, config, datetime.fromisoformat(started), [part])

@@ -34,7 +34,7 @@ def training_run(step: int, n: int):
     texts = {"doc_id": [f"d{i}" for i in range(n)], "prompt": passages(n)}
     started = f"2025-01-01T00:{step:02d}:00+00:00"
     return make_run(
-        f"ckpt-step{step}", {"squad": {"exact_match": [[h] for h in hits(step, n)]}}, started=started, text=texts
+        f"ckpt-step{step}", {"squad": {"exact_match": [[h] for h in hits(step, n)]}}, started=started, texts=texts
     )
 
 
