@@ -5,7 +5,7 @@
 :class:`~llamabench.records.results.RunResult`. They are imported on first use, so ``import llamabench`` stays light.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _LAZY = {"evaluate_checkpoint": "llamabench.pipeline", "evaluate_model": "llamabench.training.in_memory"}
 
