@@ -36,9 +36,12 @@ def test_numeric_flags_fail_before_the_model_loads(workspace, capsys, flags, nam
     assert len(err.splitlines()) == 1 and named in err and "no-such-model" not in err
 
 
-def test_context_length_below_two_tokens_is_refused_by_the_backend():
-    with pytest.raises(LlamabenchError, match="--max-length -1"):
-        HFBackend(tiny_llama(), byte_tokenizer(), model_id="t", max_length=-1)
+def test_context_length_below_two_tokens_is_refused_before_any_backend_is_built(notes_file):
+    # One place checks it, RunConfig.validate, which every entry point (CLI, evaluate_*, the callback) goes through.
+    import llamabench
+
+    with pytest.raises(LlamabenchError, match="--max-length -1 must be >= 2 tokens"):
+        llamabench.evaluate_model(tiny_llama(), byte_tokenizer(), [], text=[str(notes_file)], max_length=-1)
 
 
 def test_context_past_the_trained_positions_is_refused():
