@@ -53,11 +53,21 @@ def score(
         metric = get_metric(name)
         stats = metric.stats(outcomes)
         stats_by_metric[name] = stats.tolist()
-        samples[name] = metric.per_sample(stats)
+        samples[name] = per_sample = metric.per_sample(stats)
+        value = metric.aggregate(stats)
+        # A document's own figure may be undefined (NaN: no value for it alone); an infinite one has overflowed.
+        overflowed = [i for i, v in enumerate(per_sample) if math.isinf(v)] if math.isfinite(value) else [0]
+        if overflowed:  # the outcomes are finite (checked above): the figure itself overflows
+            where = "" if not math.isfinite(value) else f" on document {outcomes[overflowed[0]].doc_id}"
+            raise LlamabenchError(
+                f"model {model}, task {spec.name}: {name} comes to infinity{where} from finite log-likelihoods, "
+                "past what a float holds (a perplexity whose exponent passes about 709: too many nats per unit, as "
+                "for text with few words); drop the metric from the task or score bits_per_byte instead"
+            )
         values.append(
             MetricValue(
                 metric=name,
-                value=metric.aggregate(stats),
+                value=value,
                 stderr=metric.standard_error(stats, iters=bootstrap_iters, seed=seed),
                 n=len(outcomes),
                 higher_is_better=metric.higher_is_better,

@@ -55,14 +55,17 @@ def byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="</s>")
 
 
-def tiny_llama(seed: int = 0, max_positions: int = 256, hidden_size: int = 48, intermediate_size: int = 96):
-    """A randomly initialised 2-layer LlamaForCausalLM over the byte vocabulary."""
+def tiny_llama(
+    seed: int = 0, max_positions: int = 256, hidden_size: int = 48, intermediate_size: int = 96, vocab_size: int = 258
+):
+    """A randomly initialised 2-layer LlamaForCausalLM over the byte vocabulary (``vocab_size`` rows: more leave
+    room for added tokens)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=258,
+        vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=2,

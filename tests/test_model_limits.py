@@ -73,3 +73,25 @@ def test_generation_stops_at_every_eos_in_the_generation_config():
     model.generation_config.eos_token_id = [257, stop]
     (text,) = HFBackend(model, tokenizer, model_id="t", progress=False).generate([GenerationRequest(prompt, 8, ())])
     assert text == tokenizer.decode(free[: free.index(stop)])
+
+
+@pytest.mark.parametrize(
+    ("file", "content"),
+    [
+        ("added_tokens.json", {"Q:": 258}),  # a token id one past the 258-row embedding
+        ("special_tokens_map.json", {"eos_token": "\n\n"}),  # an end-of-sequence text the vocabulary lacks
+    ],
+)
+def test_a_tokenizer_reaching_past_the_model_vocabulary_is_one_line(tmp_path, notes_file, capsys, file, content):
+    import json
+
+    from conftest import save_tiny_model
+
+    from llamabench.cli import main
+
+    folder = save_tiny_model(tmp_path / "ckpt")
+    (folder / file).write_text(json.dumps(content))
+    argv = ["run", "--model", str(folder), "--text", str(notes_file), "--text-format", "lines", "--no-cache"]
+    assert main([*argv, "--output-dir", str(tmp_path / "runs")]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert line.startswith("llamabench: error: model ") and "258" in line and "vocabulary" in line, line

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from builders import make_run
-from conftest import byte_tokenizer, tiny_llama
+from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
 from llamabench.analysis.check import compare_runs, format_comparisons, write_junit
 from llamabench.backends.hf.backend import HFBackend
@@ -152,3 +152,16 @@ def test_a_drafted_position_that_is_not_a_number_chooses_no_token(tiny_backend):
     backend.model.forward = nan_after_first_position
     with pytest.raises(LlamabenchError, match="non-finite"):
         backend.generate([GenerationRequest("Hello, world. ", 60)])
+
+
+def test_a_perplexity_past_what_a_float_holds_is_refused_not_scored_as_infinity(tmp_path, capsys):
+    # One 600-character "word": every log-probability is finite, but the word perplexity is exp(~3400), past a
+    # float (exp overflows beyond about 709.8). lm-eval raises OverflowError here; an `inf` must not become a score.
+    save_tiny_model(tmp_path / "ckpt")
+    text = tmp_path / "one_word.txt"
+    text.write_text("x" * 600 + "\n")
+    argv = ["run", "--model", str(tmp_path / "ckpt"), "--text", str(text), "--text-format", "lines"]
+    assert main([*argv, "--max-length", "128", "--no-cache", "--output-dir", str(tmp_path / "runs")]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert "task text:" in line and "one_word.txt" in line and "word_perplexity" in line and "float" in line
+    assert not list((tmp_path / "runs").glob("*/results.csv"))

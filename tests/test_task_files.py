@@ -185,6 +185,29 @@ def test_a_template_that_multiplies_text_is_refused_naming_the_task_and_document
         assert "task t" in str(info.value) and "document 0" in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        # Loops that print nothing: no text bound sees them, so a time bound per document stops them.
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ text }}",
+        "{% for a in text %}{% for b in text %}{% for c in text %}{% endfor %}{% endfor %}{% endfor %}{{ text }}",
+    ],
+)
+def test_a_template_that_works_without_printing_is_stopped_naming_the_task_and_document(monkeypatch, prompt):
+    import time
+
+    from llamabench.tasks import templates
+    from llamabench.tasks.build import build_requests
+    from llamabench.tasks.task_file import parse_task
+
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 0.5)
+    spec = parse_task({**BASE, "prompt": prompt}, "t.yaml")
+    start = time.monotonic()
+    with pytest.raises(LlamabenchError, match=r"task t: document 0: its templates ran for more than 0.5 s"):
+        build_requests(spec, [{"text": "a" * 3000}, {"text": "b"}])
+    assert time.monotonic() - start < 10
+
+
 def test_a_few_shot_delimiter_that_multiplies_text_is_refused():
     from llamabench.tasks.build import build_requests
     from llamabench.tasks.task_file import parse_task

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING
 from llamabench.errors import LlamabenchError, first_line
 from llamabench.requests import DocRequests
 from llamabench.tasks.kinds import kind_of
-from llamabench.tasks.templates import NullValueError, TooMuchTextError, UndefinedError, render, spend, text_budget
+from llamabench.tasks.templates import (
+    NullValueError,
+    TooMuchTextError,
+    TooMuchWorkError,
+    UndefinedError,
+    render,
+    spend,
+    text_budget,
+    time_limit,
+)
 
 if TYPE_CHECKING:
     from llamabench.tasks.kinds import TaskKind
@@ -50,6 +59,11 @@ def build_requests(
             built.append(_build_one(spec, kind, doc, index, pool, shots, seed))
         except LlamabenchError:
             raise
+        except TooMuchWorkError as exc:
+            raise LlamabenchError(
+                f"task {spec.name}: document {index}: {exc}, which no prompt needs (a loop doing work it never "
+                "prints); fix the task's templates"
+            ) from None
         except TooMuchTextError as exc:
             raise LlamabenchError(
                 f"task {spec.name}: document {index} renders to more text than its data can account for "
@@ -109,7 +123,7 @@ def _build_one(
     spec: TaskSpec, kind: TaskKind, doc: dict, index: int, pool: list[dict], shots: int, seed: int
 ) -> DocRequests:
     picked = fewshot_indices(spec.name, doc, index, pool, shots, seed) if shots else []
-    with text_budget(render_budget([doc, *(pool[i] for i in picked)])):
+    with text_budget(render_budget([doc, *(pool[i] for i in picked)])), time_limit():
         doc_id = render(spec.doc_id, doc) if spec.doc_id else str(index)
         prompt = render(spec.prompt, doc)
         if picked:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import math
 import re
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -101,6 +103,39 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 class TooMuchTextError(TemplateError):
     """Rendering went past its budget of characters (see :func:`text_budget`)."""
+
+
+class TooMuchWorkError(TemplateError):
+    """Rendering one document ran past :data:`RENDER_SECONDS` (see :func:`time_limit`)."""
+
+
+# Seconds the templates of one document may run. An ordinary prompt renders in microseconds; a loop that prints
+# nothing (ranges nested in ranges, loops over the characters of a text nested three deep) is bounded by no
+# count of text, so it is bounded by time: stopped here instead of running for hours before any model loads.
+RENDER_SECONDS = 10.0
+
+
+@contextmanager
+def time_limit() -> Iterator[None]:
+    """Within the block, raise :class:`TooMuchWorkError` once :data:`RENDER_SECONDS` have passed. Needs the main
+    thread and a free real-time timer (POSIX ``setitimer``); elsewhere the block runs unbounded in time, bounded
+    in text as always."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable or signal.getitimer(signal.ITIMER_REAL)[0] > 0:  # someone else's timer runs: leave it be
+        yield
+        return
+    seconds = RENDER_SECONDS
+
+    def expire(signum, frame):
+        raise TooMuchWorkError(f"its templates ran for more than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # Characters templates may still produce; a one-item list so that rendering can spend it. Without a budget set,
@@ -315,10 +350,12 @@ def _list_item(item) -> str:
 __all__ = [
     "NullValueError",
     "TooMuchTextError",
+    "TooMuchWorkError",
     "UndefinedError",
     "render",
     "render_list",
     "spend",
     "text_budget",
+    "time_limit",
     "wikitext_detokenize",
 ]

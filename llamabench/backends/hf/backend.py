@@ -23,6 +23,7 @@ from llamabench.backends.hf.model_facts import (
     model_max_length,
     refuse_logit_postprocessing,
     require_text,
+    require_tokens_in_vocabulary,
     tokenizer_hash,
     trained_positions,
 )
@@ -89,6 +90,7 @@ class HFBackend(Backend):
         self.trust_remote_code = trust_remote_code
         self.tokenizer_hash = tokenizer_hash(tokenizer)
         refuse_logit_postprocessing(model, model_id)
+        require_tokens_in_vocabulary(model, tokenizer, model_id)
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.progress = progress

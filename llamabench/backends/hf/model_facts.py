@@ -71,3 +71,21 @@ def model_max_length(model, tokenizer) -> int:
         return trained
     limit = getattr(tokenizer, "model_max_length", None)
     return int(limit) if limit and limit < 10**9 else 2048
+
+
+def require_tokens_in_vocabulary(model, tokenizer, model_id: str) -> None:
+    """Refuse a tokenizer that can give ids past the model's embedding rows (an ``added_tokens.json`` or a special
+    token the model was never given a row for): any text holding such a token would fail deep inside the model,
+    so the pair is refused before any request runs."""
+    rows = model.get_input_embeddings().num_embeddings
+    special = {name: getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "unk")}
+    past = {name: token for name, token in special.items() if token is not None and token >= rows}
+    if len(tokenizer) > rows:
+        past["largest"] = len(tokenizer) - 1
+    if past:
+        named = ", ".join(f"{name} token id {token}" for name, token in past.items())
+        raise LlamabenchError(
+            f"model {model_id}: its tokenizer gives ids past the model's {rows}-row vocabulary ({named}); the "
+            "checkpoint's tokenizer files (added_tokens.json, special_tokens_map.json, tokenizer.json) do not "
+            "belong to its weights: fix them or resize the embeddings"
+        )
