@@ -158,3 +158,31 @@ def test_a_restarted_watch_skips_nothing_after_a_checkpoint_was_rewritten(worksp
     byte_tokenizer().save_pretrained(workspace.checkpoint)
     workspace.watch()
     assert workspace.runs() == 2
+
+
+@pytest.mark.parametrize("change", ["task_yaml", "task_data"])
+def test_a_restarted_watch_evaluates_again_when_an_lm_eval_task_or_its_data_changed(workspace, change):
+    # lm-eval tasks' settings are recorded once lm-eval ran them; their definitions and documents are known before.
+    import yaml
+    from conftest import LM_EVAL_ROLLING_TASK
+
+    folder = workspace.tmp / "lm_eval"
+    folder.mkdir()
+    data = workspace.tmp / "roll.jsonl"
+    data.write_text("".join(json.dumps({"text": line}) + "\n" for line in NOTES.splitlines()))
+    task = {
+        "task": "tiny_roll",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        **LM_EVAL_ROLLING_TASK,
+    }
+    (folder / "tiny_roll.yaml").write_text(yaml.safe_dump(task))
+    workspace.extra = ["--tasks", "tiny_qa,lm_eval:tiny_roll", "--include-path", str(folder)]
+    assert workspace.watch() == 0 and workspace.runs() == 1
+    assert workspace.watch() == 0 and workspace.runs() == 1  # nothing changed: skipped
+    if change == "task_yaml":
+        (folder / "tiny_roll.yaml").write_text(yaml.safe_dump({**task, "doc_to_target": "{{text}} "}))
+    else:
+        data.write_text(data.read_text().replace("cat", "dog"))
+    assert workspace.watch() == 0 and workspace.runs() == 2

@@ -262,12 +262,17 @@ class Watcher:
         stored = {task: manifest.settings(task) for task in manifest.tasks if not task.startswith(LM_EVAL_PREFIX)}
         why = watch_differences(config, stored, self.config, self.expected)
         if self.evaluation.lm_eval is not None:
-            # lm-eval tasks' settings are known only once lm-eval ran them: compared by what asked for them.
+            # lm-eval tasks' settings are recorded once lm-eval ran them: compared by what asked for them, and by
+            # their definitions and documents, which are known before.
             why += [
                 f"{key} {config.get(key)} vs {getattr(self.config, key)}"
                 for key in ("tasks", "num_fewshot", "limit", "seed")
                 if config.get(key) != getattr(self.config, key)
             ]
+            for task, (task_hash, data) in self.evaluation.lm_eval.identities.items():
+                before = manifest.settings(task)
+                if before is None or (before.task_hash, before.data_hash) != (task_hash, data):
+                    why.append(f"task {task}: its lm-eval definition or documents changed")
         return why
 
     def expected_settings(self) -> dict:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,12 @@ class LmEvalTasks:
     def objects(self) -> dict[str, Task | Group]:
         """Every task and group by its lm-eval name."""
         return {**self.loaded["tasks"], **self.loaded["groups"]}
+
+    @cached_property  # hashes every document: once per run or watch, not once per stored run compared
+    def identities(self) -> dict[str, tuple[str, str | None]]:
+        """Each task's (and group's) recorded name with the hashes of its definition and of its documents, as a
+        run records them in its settings (``task_hash``, ``data_hash``): known before any model runs."""
+        return {LM_EVAL_PREFIX + name: (_config_hash(item), _data_hash(item)) for name, item in self.objects().items()}
 
 
 def load_lm_eval_tasks(
