@@ -14,17 +14,16 @@ from typing import TYPE_CHECKING
 from transformers import GenerationConfig
 
 from llamabench.backends.hf.checkpoint_generation import CheckpointGeneration
+from llamabench.backends.hf.model_facts import POSITION_KEYS
 from llamabench.backends.loading.model_source import resolve_model
 from llamabench.errors import LlamabenchError
-from llamabench.requests import GenerationRequest
+from llamabench.tasks.kinds import kind_of
 
 if TYPE_CHECKING:
     from llamabench.native import PreparedTask
 
 # Where transformers finds a tokenizer's chat template, besides tokenizer_config.json's "chat_template".
 _TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
-# config.json keys naming the positions a model was trained for, in the order HFBackend reads them.
-_POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
 
 
 def check_before_loading(model: str | None, tasks: Sequence[PreparedTask], max_length: int | None) -> None:
@@ -39,20 +38,16 @@ def check_before_loading(model: str | None, tasks: Sequence[PreparedTask], max_l
     folder = Path(source.location)
     context = None if max_length is not None else _trained_positions(folder)  # --max-length: checked already
     for task in tasks:
-        name = task.spec.name
-        longest = max((r.max_new_tokens for r in _generation(task)), default=0)
-        if context is not None and longest >= context:
-            raise LlamabenchError(
-                f"task {name}: max_new_tokens {longest} leaves no room for a prompt in the {context}-token context "
-                f"of model {source.name} (its config.json); lower the task's generation.max_new_tokens"
-            )
+        name, kind = task.spec.name, kind_of(task.spec)
+        if context is not None:
+            kind.check_fits(name, task.requests, context, model=source.name)
         if task.spec.chat_template and not has_chat_template(folder):
             raise LlamabenchError(
                 f"task {name} asks for the chat template (chat_template: true), but model {source.name} has none "
                 f"(no chat_template in its tokenizer_config.json, no {' or '.join(_TEMPLATE_FILES)}); set "
                 "chat_template: false in the task or evaluate a chat model"
             )
-        if longest and (folder / "generation_config.json").is_file():
+        if kind.generates and (folder / "generation_config.json").is_file():
             try:
                 config = GenerationConfig.from_pretrained(folder)
             except (OSError, ValueError):
@@ -70,14 +65,10 @@ def has_chat_template(folder: Path) -> bool:
     return bool(config.get("chat_template"))
 
 
-def _generation(task: PreparedTask) -> list[GenerationRequest]:
-    return [r for doc in task.requests for r in doc.requests if isinstance(r, GenerationRequest)]
-
-
 def _trained_positions(folder: Path) -> int | None:
     config = _json(folder / "config.json")
     config = {**config.get("text_config", {}), **config}  # multimodal checkpoints nest the language model's
-    return next((int(config[key]) for key in _POSITION_KEYS if config.get(key)), None)
+    return next((int(config[key]) for key in POSITION_KEYS if config.get(key)), None)
 
 
 def _json(path: Path) -> dict:

@@ -48,13 +48,18 @@ class GenerationRequest:
             raise ValueError("a sampled GenerationRequest needs a seed (see sampling_seed)")
 
 
-def require_prompt_room(max_new_tokens: int, max_length: int, task: str | None = None) -> None:
-    """Refuse a generation whose ``max_new_tokens`` leave no room for a prompt in a ``max_length`` context."""
+def require_prompt_room(
+    max_new_tokens: int, max_length: int, task: str | None = None, model: str | None = None
+) -> None:
+    """Refuse a generation whose ``max_new_tokens`` leave no room for a prompt in a ``max_length`` context;
+    ``model`` names the model whose own context (its config.json, which --max-length cannot raise) that is."""
     if max_new_tokens >= max_length:
         where = f"task {task}: " if task else ""
+        whose = f" of model {model} (its config.json)" if model else ""
+        fix = "" if model else " or raise --max-length"
         raise LlamabenchError(
-            f"{where}max_new_tokens {max_new_tokens} leaves no room for a prompt in a context of {max_length} "
-            "tokens; lower the task's generation.max_new_tokens or raise --max-length"
+            f"{where}max_new_tokens {max_new_tokens} leaves no room for a prompt in the {max_length}-token "
+            f"context{whose}; lower the task's generation.max_new_tokens{fix}"
         )
 
 

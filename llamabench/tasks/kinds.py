@@ -100,9 +100,12 @@ class TaskKind(ABC):
         """Whether ``doc`` is scored; one that is not is skipped and counted, not scored as zero."""
         return True
 
-    def check_fits(self, task: str, docs: Sequence[DocRequests], max_length: int) -> None:  # noqa: B027
-        """Refuse (one line naming ``task``) documents a ``max_length`` window cannot hold at all; most kinds
-        fit any window (scoring truncates and counts, rolling windows)."""
+    def check_fits(  # noqa: B027
+        self, task: str, docs: Sequence[DocRequests], max_length: int, model: str | None = None
+    ) -> None:
+        """Refuse (one line naming ``task``, and ``model`` when ``max_length`` is that model's own context)
+        documents a ``max_length`` window cannot hold at all; most kinds fit any window (scoring truncates and
+        counts, rolling windows)."""
 
     def loglikelihoods(self, outcome: Outcome) -> list[float]:
         """The log-likelihoods ``outcome`` holds, all of which must be finite."""
@@ -198,9 +201,9 @@ class Generate(TaskKind):
         (prediction,) = results
         return Outcome(doc_id=doc.doc_id, targets=doc.targets, prediction=prediction)
 
-    def check_fits(self, task: str, docs: Sequence[DocRequests], max_length: int) -> None:
+    def check_fits(self, task: str, docs: Sequence[DocRequests], max_length: int, model: str | None = None) -> None:
         longest = max((r.max_new_tokens for doc in docs for r in doc.requests), default=0)
-        require_prompt_room(longest, max_length, task)
+        require_prompt_room(longest, max_length, task, model)
 
     def with_chat_template(self, doc: DocRequests, wrap: Callable[[str], str]) -> DocRequests:
         prompt = wrap(doc.prompt)

@@ -56,9 +56,13 @@ def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256(spelled.encode()).hexdigest()[:16]
 
 
+# Config keys naming the positions a model was trained for, in the order they are read.
+POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
+
+
 def trained_positions(model) -> int | None:
     """The positions the model's config says it handles (rope scaling included), if it says."""
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+    for attr in POSITION_KEYS:
         value = getattr(model.config, attr, None)
         if value:
             return int(value)
