@@ -38,22 +38,22 @@ def expand_models(values: list[str]) -> list[str | None]:
             models += sorted(matches, key=lambda path: (checkpoint_step(Path(path).name) or 0, path))
         else:
             models.append(value)
-    for model in models[1:]:
-        resolve_model(model)
     return _once_each(models)
 
 
 def _once_each(models: list[str]) -> list[str]:
     """``models`` without the later names of a checkpoint named before (same resolved folder and file), with one
-    note naming them."""
+    note naming them; a model after the first that does not resolve is refused here."""
     kept: dict[object, str] = {}
     dropped: list[str] = []
-    for model in models:
+    for index, model in enumerate(models):
         try:
             source = resolve_model(model)
             identity: object = (source.location, source.gguf_file)
-        except LlamabenchError:  # the first value is refused where it loads, after the device checks
-            identity = model
+        except LlamabenchError:
+            if index:
+                raise
+            identity = model  # the first value is refused where it loads, after the device checks
         if identity in kept:
             dropped.append(model)
         else:
