@@ -63,6 +63,7 @@ class RunConfig:
     trust_remote_code: bool = False
     no_cache: bool = False
     refresh: bool = False
+    log_to: list[str] = field(default_factory=list)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -126,6 +127,12 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise LlamabenchError(message)
+        from llamabench.trackers import tracker_problem  # names only: no tracker's tool is imported here
+
+        for name in self.log_to:
+            problem = tracker_problem(name)
+            if problem:
+                raise LlamabenchError(problem)
         return replace(
             self,
             batch_size=batch_size,

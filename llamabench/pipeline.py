@@ -17,7 +17,7 @@ torchrun job (replicated models split the requests, a sharded one runs them toge
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +34,7 @@ from llamabench.interop import LM_EVAL_PREFIX
 from llamabench.native import PreparedTask, evaluate_tasks, prepare_tasks
 from llamabench.records.results import RunResult, build_run, ensure_writable, write_run
 from llamabench.records.store import RunStore
+from llamabench.trackers import Trackers
 
 if TYPE_CHECKING:
     from llamabench.interop.lm_eval.tasks import LmEvalTasks
@@ -44,12 +45,14 @@ LAYOUTS = ("single", "replicated", "sharded")
 
 @dataclass
 class Evaluation:
-    """A run's tasks prepared once (for every model it evaluates), its request cache, and its configuration."""
+    """A run's tasks prepared once (for every model it evaluates), its request cache, its configuration, and the
+    experiment trackers it logs to (``--log-to``; ended with ``trackers.finish()`` by whoever prepared it)."""
 
     config: RunConfig
     native: list[PreparedTask]
     lm_eval: LmEvalTasks | None
     cache: RequestCache | None
+    trackers: Trackers = field(default_factory=Trackers)
 
     @classmethod
     def prepare(cls, config: RunConfig) -> Evaluation:
@@ -62,7 +65,7 @@ class Evaluation:
         if config.output_dir is not None:
             ensure_writable(config.output_dir)
         native, lm_eval = agree(lambda: _prepare_tasks(config), "preparing the tasks")
-        return cls(config, native, lm_eval, open_cache(config.cache_mode))
+        return cls(config, native, lm_eval, open_cache(config.cache_mode), Trackers(config.log_to, config.output_dir))
 
     def run_checkpoint(self, model: str | None, *, step: int | None = None) -> RunResult:
         """Load ``model`` (a directory, ``.gguf``, hub id, or None for the embedded default) and evaluate it."""
@@ -89,12 +92,15 @@ class Evaluation:
                 served.release()
 
     def record(self, run: RunResult) -> Path | None:
-        """Write the run folder and add it to the store of ``output_dir`` (rank 0 only); returns the folder, or
-        None where nothing is written (no ``output_dir``, or another rank)."""
-        if self.config.output_dir is None or not is_main_process():
+        """Write the run folder and add it to the store of ``output_dir``, then log the run to the trackers (rank 0
+        only); returns the folder, or None where nothing is written (no ``output_dir``, or another rank)."""
+        if not is_main_process():
             return None
-        folder = write_run(run, self.config.output_dir)
-        RunStore.in_dir(self.config.output_dir).add(run, folder)
+        folder = None
+        if self.config.output_dir is not None:
+            folder = write_run(run, self.config.output_dir)
+            RunStore.in_dir(self.config.output_dir).add(run, folder)
+        self.trackers.log_run(run, folder)  # after the store: a tracker never costs the recorded run
         return folder
 
     def serve(self, backend: Backend, layout: str = "replicated") -> Backend:
@@ -170,9 +176,12 @@ def open_cache(mode: str) -> RequestCache | None:
 
 def evaluate_checkpoint(model: str | None, tasks: list[str], *, step: int | None = None, **flags) -> RunResult:
     """Evaluate a checkpoint on ``tasks`` as ``llamabench run`` does. ``flags`` are :class:`RunConfig`'s fields,
-    named as the CLI flags (``limit``, ``batch_size``, ``data_dir``, ``tasks_dir``, ``no_cache``, ...); with
-    ``output_dir`` the run is written and recorded in that folder's store."""
+    named as the CLI flags (``limit``, ``batch_size``, ``data_dir``, ``tasks_dir``, ``no_cache``, ``log_to``, ...);
+    with ``output_dir`` the run is written and recorded in that folder's store."""
     evaluation = Evaluation.prepare(RunConfig.from_keywords("evaluate_checkpoint", tasks, flags))
-    run = evaluation.run_checkpoint(model, step=step)
-    evaluation.record(run)
+    try:
+        run = evaluation.run_checkpoint(model, step=step)
+        evaluation.record(run)
+    finally:
+        evaluation.trackers.finish()
     return run

@@ -79,6 +79,13 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor store finished request results")
     parser.add_argument("--refresh", action="store_true", help="recompute every request, overwriting stored results")
+    parser.add_argument(
+        "--log-to",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also log results to mlflow, wandb or tensorboard, configured by their own variables (repeatable)",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -90,6 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     config = RunConfig.from_args(args)
     models = expand_models(config.model)
+    evaluation = None
     try:
         evaluation = Evaluation.prepare(config)  # tasks rendered once, for every model
         for model in models:  # every checkpoint's small files, before any weights load
@@ -105,5 +113,7 @@ def run_command(args: argparse.Namespace) -> int:
         if len(run_ids) > 1:
             print(f"\nruns: {' '.join(run_ids)} (pass them to `llamabench report` or `llamabench check`)")
     finally:
+        if evaluation is not None:
+            evaluation.trackers.finish()
         leave_ranks()
     return 0

@@ -44,6 +44,8 @@ LIST_COLUMNS = ["run_id", "model", "fingerprint", "tasks", "started", "folder"]
 TEXT_REFS = "\u0000texts"
 # Texts at least this long are kept once in ``texts``; shorter ones (ids, answers) cost less than their hash.
 SHARED_TEXT_CHARS = 128
+# The folder ``--log-to tensorboard`` writes beside the runs by default: not a run, and not noted as one.
+TENSORBOARD_FOLDER = "tensorboard"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -147,6 +149,8 @@ class RunStore:
         for folder in sorted(results_dir.iterdir()) if results_dir.is_dir() else []:
             if not folder.is_dir() or folder.name.startswith(".") and TEMPORARY_MARK not in folder.name:
                 continue  # files, and hidden folders that are not ours (.ipynb_checkpoints, ...)
+            if folder.name == TENSORBOARD_FOLDER:
+                continue
             problem = run_folder_problem(folder)
             if problem:
                 skipped[folder] = problem

@@ -38,11 +38,15 @@ def evaluate_model(
 ) -> RunResult:
     """Evaluate ``model`` (a transformers causal LM, possibly DDP-wrapped or FSDP2-sharded) with ``tokenizer`` on
     ``tasks``. ``flags`` are :class:`~llamabench.config.RunConfig`'s, named as the CLI flags (``limit``,
-    ``batch_size``, ``data_dir``, ``output_dir``, ``no_cache``, ...); with ``output_dir`` the run is written and
-    recorded in that folder's run store (by rank 0). ``step`` is recorded in the manifest and is the report's x
-    axis. Call it on every rank of the group. Every setting is checked (:func:`prepare_in_memory`) before the
-    model runs."""
-    return evaluate_prepared(prepare_in_memory(tasks, flags), model, tokenizer, step=step, model_id=model_id)
+    ``batch_size``, ``data_dir``, ``output_dir``, ``no_cache``, ``log_to``, ...); with ``output_dir`` the run is
+    written and recorded in that folder's run store (by rank 0), with ``log_to`` logged to those trackers. ``step``
+    is recorded in the manifest and is the report's (and the trackers') x axis. Call it on every rank of the group.
+    Every setting is checked (:func:`prepare_in_memory`) before the model runs."""
+    evaluation = prepare_in_memory(tasks, flags)
+    try:
+        return evaluate_prepared(evaluation, model, tokenizer, step=step, model_id=model_id)
+    finally:
+        evaluation.trackers.finish()
 
 
 def prepare_in_memory(tasks: Sequence[str], flags: dict, caller: str = "evaluate_model") -> Evaluation:

@@ -23,7 +23,8 @@ class LlamabenchCallback(TrainerCallback):
     """Evaluates ``trainer``'s model on ``tasks`` every ``every`` optimizer steps and when training ends.
 
     ``flags`` are :func:`~llamabench.training.in_memory.evaluate_model`'s (``limit``, ``batch_size``, ``data_dir``,
-    ``output_dir`` to record each run with its step, ...). ``runs`` keeps each evaluation's result by step.
+    ``output_dir`` to record each run with its step, ``log_to`` to log each to trackers at the trainer's
+    ``global_step``, ...). ``runs`` keeps each evaluation's result by step.
 
     Everything that can be checked without the model is checked here, before training starts: the tasks are
     resolved, parsed and their data loaded, the settings range-checked, the output folder and the cache opened;
@@ -46,8 +47,11 @@ class LlamabenchCallback(TrainerCallback):
             self._evaluate(state.global_step, model, processing_class)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if state.global_step not in self.runs:
-            self._evaluate(state.global_step, model, processing_class)
+        try:
+            if state.global_step not in self.runs:
+                self._evaluate(state.global_step, model, processing_class)
+        finally:
+            self.evaluation.trackers.finish()
 
     def _evaluate(self, step: int, model, tokenizer) -> None:
         run = evaluate_prepared(self.evaluation, model, tokenizer, step=step, model_id=self.model_id)

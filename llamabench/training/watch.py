@@ -83,6 +83,7 @@ class Watcher:
                 time.sleep(every)
         finally:  # interrupted mid-poll (Ctrl-C): the runs recorded so far are in the report
             self.write_report()
+            self.evaluation.trackers.finish()
 
     def poll(self) -> tuple[int, int]:
         """Evaluate every checkpoint that is complete and not yet recorded; returns (regressions, still waiting)."""
@@ -231,10 +232,13 @@ class Watcher:
                 f"check refused: {run.manifest.model} is not checked for regressions against "
                 f"{reference.manifest.model}: {first_line(exc)}"
             )
+            self.evaluation.trackers.log_values({"check/passed": 0.0, "check/refused": 1.0}, run.manifest.step)
             return 1
         print(terminal(f"check: {run.manifest.model} vs {reference.manifest.model}"))
         print(format_comparisons(rows, self.alpha, unchecked(reference, run)), flush=True)
         regressed = [f"{row.task}/{row.metric}" for row in rows if row.failed]
+        verdict = {"check/passed": float(not regressed), "check/regressed_metrics": float(len(regressed))}
+        self.evaluation.trackers.log_values(verdict, run.manifest.step)
         if regressed:
             print(terminal(f"REGRESSION at step {run.manifest.step}: {', '.join(regressed)}"), flush=True)
         return len(regressed)
