@@ -120,19 +120,19 @@ class Trackers:
 
 def new_params(logged: dict[str, str], params: Mapping[str, str], step: int | None) -> dict[str, str]:
     """The ``params`` a tracker run that holds ``logged`` lacks (``logged`` is updated): one it holds with another
-    value (a new checkpoint's fingerprint) is renamed ``<name>@step<N>``, since MLflow params cannot change."""
+    value (a new checkpoint's fingerprint) is renamed ``step<N>/<name>``, since MLflow params cannot change."""
     fresh = {}
     for key, value in params.items():
         if key not in logged:
             logged[key] = fresh[key] = value
         elif logged[key] != value:
-            fresh[f"{key}@step{step}"] = value
+            fresh[f"step{step}/{key}"] = value
     return fresh
 
 
 def tracker_run_name(run: RunResult) -> str:
     """A tracker run's name: the training folder for runs with a step, the model otherwise."""
-    model = Path(str(run.manifest.model))
+    model = Path(str(run.manifest.config.get("model") or run.manifest.model))  # the path, for a checkpoint
     if run.manifest.step is not None and model.parent.name:
         return f"llamabench {model.parent.name}"
     return f"llamabench {model.name or run.manifest.model}"
@@ -146,7 +146,8 @@ def run_files(run: RunResult, folder: Path | None, scratch: Path) -> dict[str, P
     try:
         folder = folder or write_run(run, scratch / "run")
         files = {path.name: path for path in sorted(folder.iterdir()) if path.suffix in (".csv", ".json")}
-        files["report.html"] = write_report([run], scratch / "report")[2]
+        html = write_report([run], scratch / "report")[2]
+        files["report.html"] = html.rename(html.with_name("report.html"))  # tools keep a file's own name
     except (OSError, LlamabenchError) as exc:
         warn(f"--log-to: the run's files are not logged ({first_line(exc)})")
         return {}

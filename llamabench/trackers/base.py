@@ -70,7 +70,7 @@ class TrackedRun:
     ``<task>/<metric>_stderr`` (left out where there is none); ``step`` the training step (None outside
     training); ``params``: the settings that change numbers (``<task>/<setting>``), the model and its content
     fingerprint, as text, only those this tracker run has not logged with the same value yet (one that changed
-    is logged again as ``<name>@step<N>``, since MLflow params cannot change); ``samples``: the per-sample table
+    is logged again as ``step<N>/<name>``, since MLflow params cannot change); ``samples``: the per-sample table
     of each task; ``files``: the run's files by artifact name (``results.csv``, ``manifest.json``, the
     per-sample CSVs, ``report.html``)."""
 

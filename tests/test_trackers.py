@@ -1,0 +1,256 @@
+"""`--log-to mlflow|wandb|tensorboard` against the real tools: an MLflow tracking server on 127.0.0.1 (SQLite store)
+read back with MlflowClient, W&B offline run files read back with W&B's own record reader, TensorBoard event files
+read back with TensorBoard's EventAccumulator. What they hold is compared with the run store's results.csv; a
+server stopped mid-watch costs no run."""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from builders import watch_argv, write_checkpoint
+from conftest import NOTES
+
+from llamabench.cli.app import main
+from llamabench.records.store import RunStore
+
+REPO = Path(__file__).resolve().parents[1]
+# lm_head scaled: 1 is the random model, 25 makes confident random guesses (far worse): step 300 regresses.
+HEAD_SCALES = {100: 1.0, 200: 1.0, 300: 25.0}
+SECRET = "s3cret-pw"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_mlflow_server(folder: Path) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` on a free port of 127.0.0.1 with a SQLite store under ``folder``; returns it and its URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--workers", "1"]
+    argv += ["--artifacts-destination", str(folder / "artifacts")]
+    log = open(folder / "server.log", "w")  # noqa: SIM115  (the server writes it while it runs)
+    server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert server.poll() is None, (folder / "server.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return server, uri
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
+        time.sleep(0.5)
+
+
+def stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    server, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    yield uri
+    stop(server)
+
+
+def expected_figures(runs_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Each figure of the store's runs as (step, value) by `<task>/<metric>`, stderr as `..._stderr`, from each
+    run's results.csv."""
+    figures: dict[str, list[tuple[int, float]]] = {}
+    for manifest in RunStore.in_dir(runs_dir).manifests():
+        folder = runs_dir / f"{manifest.model}-{manifest.run_id}"
+        for row in pd.read_csv(folder / "results.csv").itertuples():
+            key = f"{row.task}/{row.metric}"
+            figures.setdefault(key, []).append((manifest.step, float(row.value)))
+            if not np.isnan(row.stderr):
+                figures.setdefault(f"{key}_stderr", []).append((manifest.step, float(row.stderr)))
+    return {key: sorted(points) for key, points in figures.items()}
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory, mlflow_uri, data_dir):
+    """`llamabench watch --once` over three checkpoints, logging to all three trackers; its folders, exit code
+    and output."""
+    tmp = tmp_path_factory.mktemp("watched")
+    (tmp / "notes.txt").write_text(NOTES)
+    root = tmp / "train"
+    root.mkdir()
+    for step, scale in HEAD_SCALES.items():
+        write_checkpoint(root / f"checkpoint-{step}", scale)
+    environment = {
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+        "MLFLOW_EXPERIMENT_NAME": "watch",
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp),
+        "WANDB_PROJECT": "llamabench-test",
+        "WANDB_SILENT": "true",
+    }
+    flags = ("--every", "0.1", "--once", "--log-to", "mlflow", "--log-to", "wandb", "--log-to", "tensorboard")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        patch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+        code, stdout, stderr = run_captured(lambda: main(watch_argv(root, tmp, data_dir, *flags)))
+    return tmp, code, stdout, stderr
+
+
+def run_captured(call) -> tuple[int, str, str]:
+    """``call()``'s exit code with what it printed on stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = call()
+    return code, out.getvalue(), err.getvalue()
+
+
+def regressed_count(stdout: str) -> int:
+    """How many metrics the watch printed as regressed at step 300."""
+    line = next(line for line in stdout.splitlines() if line.startswith("REGRESSION at step 300:"))
+    return len(line.split(":", 1)[1].split(","))
+
+
+def test_watch_logs_to_mlflow_the_store_figures_at_their_steps_with_settings_and_files(watched, mlflow_uri):
+    from mlflow import MlflowClient
+
+    tmp, code, stdout, stderr = watched
+    assert code == 1 and "llamabench: warning" not in stderr, stderr[-2000:]  # step 300 regressed
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("watch").experiment_id])
+    assert run.info.run_name == "llamabench train" and run.info.status == "FINISHED"
+    expected = expected_figures(tmp / "runs")
+    logged = {key for key in run.data.metrics if not key.startswith("check/")}
+    assert logged == set(expected)
+    for key, points in expected.items():
+        assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)) == points, key
+    verdict = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "check/passed"))
+    assert verdict == [(200, 1.0), (300, 0.0)]
+    (regressed,) = [m for m in client.get_metric_history(run.info.run_id, "check/regressed_metrics") if m.step == 300]
+    assert regressed.value == regressed_count(stdout) > 0
+
+    manifests = RunStore.in_dir(tmp / "runs").manifests()
+    task = manifests[0].tasks and next(iter(manifests[0].tasks))
+    params = run.data.params
+    assert params["model_fingerprint"] == manifests[0].backend_info.fingerprint
+    assert params["step300/model_fingerprint"] == manifests[2].backend_info.fingerprint  # 200's is 100's
+    assert params[f"{task}/task_hash"] == manifests[0].settings(task).task_hash
+    assert params[f"{task}/data_hash"] == manifests[0].settings(task).data_hash
+    for manifest in manifests:
+        folder = tmp / "runs" / f"{manifest.model}-{manifest.run_id}"
+        names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, f"llamabench/step-{manifest.step}")}
+        assert {"results.csv", "manifest.json", "report.html"} <= names
+        assert {path.name for path in folder.glob("samples_*.csv")} <= names
+        copy = client.download_artifacts(run.info.run_id, f"llamabench/step-{manifest.step}/results.csv", str(tmp))
+        assert Path(copy).read_bytes() == (folder / "results.csv").read_bytes()
+
+
+def wandb_records(folder: Path) -> list:
+    """The records of the one offline W&B run under ``folder``, read with W&B's own reader of `.wandb` files."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    (path,) = folder.glob("wandb/offline-run-*/run-*.wandb")
+    store = datastore.DataStore()
+    store.open_for_scan(str(path))
+    records = []
+    while (data := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        records.append(record)
+    return records
+
+
+def wandb_history(records: list) -> list[dict]:
+    """Each `log` call's values (JSON-decoded) by key."""
+    return [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+        for record in records
+        if record.WhichOneof("record_type") == "history"
+    ]
+
+
+def wandb_figures(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    figures: dict[str, list[tuple[int, float]]] = {}
+    for row in history:
+        for key, value in row.items():
+            if not key.startswith(("_", "samples/", "llamabench/step")):
+                figures.setdefault(key, []).append((row["llamabench/step"], float(value)))
+    return {key: sorted(points) for key, points in figures.items()}
+
+
+def test_watch_logs_to_wandb_offline_the_store_figures_at_their_steps_with_tables_and_files(watched):
+    tmp, code, stdout, _ = watched
+    records = wandb_records(tmp)
+    figures = wandb_figures(wandb_history(records))
+    assert figures.pop("check/passed") == [(200, 1.0), (300, 0.0)]
+    assert dict(figures.pop("check/regressed_metrics"))[300] == regressed_count(stdout)
+    assert figures == expected_figures(tmp / "runs")
+
+    config = {
+        item.key: json.loads(item.value_json)
+        for record in records
+        if record.WhichOneof("record_type") == "config"
+        for item in record.config.update
+    }
+    manifests = RunStore.in_dir(tmp / "runs").manifests()
+    assert config["model_fingerprint"] == manifests[0].backend_info.fingerprint
+    assert config["step300/model_fingerprint"] == manifests[2].backend_info.fingerprint
+    artifacts = [record.artifact for record in records if record.WhichOneof("record_type") == "artifact"]
+    runs = [artifact for artifact in artifacts if artifact.type == "llamabench-run"]
+    assert sorted(artifact.name for artifact in runs) == sorted(f"llamabench-{m.run_id}" for m in manifests)
+    assert all({"results.csv", "report.html"} <= {entry.path for entry in a.manifest.contents} for a in runs)
+    # Each step's per-sample table: a W&B table file with the run folder's sample rows.
+    (run_dir,) = tmp.glob("wandb/offline-run-*")
+    for manifest in manifests:
+        folder = tmp / "runs" / f"{manifest.model}-{manifest.run_id}"
+        for task, stem in manifest.sample_files.items():
+            (row,) = [
+                row
+                for row in wandb_history(records)
+                if row.get("llamabench/step") == manifest.step and any(key.startswith(f"samples/{task}") for key in row)
+            ]
+            assert row[f"samples/{task}/_type"] == "table-file"
+            table = json.loads((run_dir / "files" / row[f"samples/{task}/path"]).read_text())
+            assert len(table["data"]) == len(pd.read_csv(folder / f"{stem}.csv"))
+
+
+def tensorboard_figures(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the one TensorBoard run under ``log_dir``, read with TensorBoard's own event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_dir,) = [path for path in log_dir.iterdir() if path.is_dir()]
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: sorted((e.step, e.value) for e in events.Scalars(tag)) for tag in events.Tags()["scalars"]}
+
+
+def as_float32(figures: dict[str, list[tuple[int, float]]]) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard keeps scalars as float32."""
+    return {key: [(step, float(np.float32(value))) for step, value in points] for key, points in figures.items()}
+
+
+def test_watch_logs_to_tensorboard_the_store_figures_at_their_steps(watched):
+    tmp, code, stdout, _ = watched
+    figures = tensorboard_figures(tmp / "runs" / "tensorboard")
+    assert figures.pop("check/passed") == [(200, 1.0), (300, 0.0)]
+    assert dict(figures.pop("check/regressed_metrics"))[300] == regressed_count(stdout)
+    assert figures == as_float32(expected_figures(tmp / "runs"))
+    # The tracker's folder beside the runs is not taken for a broken run folder.
+    code, _, err = run_captured(lambda: main(["runs", "--output-dir", str(tmp / "runs")]))
+    assert code == 0 and "tensorboard" not in err
