@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from builders import watch_argv, write_checkpoint
-from conftest import NOTES
+from conftest import NOTES, byte_tokenizer, tiny_llama
 
 from llamabench.cli.app import main
 from llamabench.records.store import RunStore
@@ -71,12 +73,18 @@ def mlflow_uri(tmp_path_factory):
     stop(server)
 
 
+def run_folder(runs_dir: Path, manifest) -> Path:
+    """The folder of a stored run, as the store lists it."""
+    runs = RunStore.in_dir(runs_dir).list()
+    return Path(runs.folder[runs.run_id == manifest.run_id].iloc[0])
+
+
 def expected_figures(runs_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Each figure of the store's runs as (step, value) by `<task>/<metric>`, stderr as `..._stderr`, from each
     run's results.csv."""
     figures: dict[str, list[tuple[int, float]]] = {}
     for manifest in RunStore.in_dir(runs_dir).manifests():
-        folder = runs_dir / f"{manifest.model}-{manifest.run_id}"
+        folder = run_folder(runs_dir, manifest)
         for row in pd.read_csv(folder / "results.csv").itertuples():
             key = f"{row.task}/{row.metric}"
             figures.setdefault(key, []).append((manifest.step, float(row.value)))
@@ -152,7 +160,7 @@ def test_watch_logs_to_mlflow_the_store_figures_at_their_steps_with_settings_and
     assert params[f"{task}/task_hash"] == manifests[0].settings(task).task_hash
     assert params[f"{task}/data_hash"] == manifests[0].settings(task).data_hash
     for manifest in manifests:
-        folder = tmp / "runs" / f"{manifest.model}-{manifest.run_id}"
+        folder = run_folder(tmp / "runs", manifest)
         names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, f"llamabench/step-{manifest.step}")}
         assert {"results.csv", "manifest.json", "report.html"} <= names
         assert {path.name for path in folder.glob("samples_*.csv")} <= names
@@ -218,7 +226,7 @@ def test_watch_logs_to_wandb_offline_the_store_figures_at_their_steps_with_table
     # Each step's per-sample table: a W&B table file with the run folder's sample rows.
     (run_dir,) = tmp.glob("wandb/offline-run-*")
     for manifest in manifests:
-        folder = tmp / "runs" / f"{manifest.model}-{manifest.run_id}"
+        folder = run_folder(tmp / "runs", manifest)
         for task, stem in manifest.sample_files.items():
             (row,) = [
                 row
@@ -254,3 +262,170 @@ def test_watch_logs_to_tensorboard_the_store_figures_at_their_steps(watched):
     # The tracker's folder beside the runs is not taken for a broken run folder.
     code, _, err = run_captured(lambda: main(["runs", "--output-dir", str(tmp / "runs")]))
     assert code == 0 and "tensorboard" not in err
+
+
+def wait_until(condition, what: str, watcher: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert watcher.poll() is None, f"watch exited while waiting for {what}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s"
+        time.sleep(0.2)
+
+
+def test_an_mlflow_server_stopped_mid_watch_costs_no_run_and_gives_one_warning_without_the_password(
+    tmp_path, data_dir, notes_file
+):
+    from mlflow import MlflowClient
+
+    server, uri = start_mlflow_server(tmp_path / "mlflow")
+    secret_uri = uri.replace("http://", f"http://llama:{SECRET}@")
+    root = tmp_path / "train"
+    root.mkdir()
+    write_checkpoint(root / "checkpoint-100", HEAD_SCALES[100])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": secret_uri}
+    argv = [sys.executable, "-m", "llamabench", *watch_argv(root, tmp_path, data_dir, "--every", "0.3")]
+    stderr = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115  (the watch writes it while it runs)
+    watcher = subprocess.Popen([*argv, "--log-to", "mlflow"], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in watcher.stdout], daemon=True)
+    reader.start()
+    client = MlflowClient(uri)
+
+    def logged() -> bool:
+        runs = client.search_runs(["0"])
+        return bool(runs) and bool(runs[0].data.metrics)
+
+    try:
+        wait_until(logged, "figures in MLflow", watcher)
+        stop(server)
+        for step in (200, 300):
+            write_checkpoint(root / f"checkpoint-{step}", HEAD_SCALES[step])
+        wait_until(lambda: any(line.startswith("REGRESSION at step 300") for line in lines), "check of 300", watcher)
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        code = watcher.wait(timeout=60)
+        reader.join(timeout=10)
+        stderr.close()
+        if server.poll() is None:
+            stop(server)
+    assert code == 130  # interrupted, as a watch without a tracker
+    assert [manifest.step for manifest in RunStore.in_dir(tmp_path / "runs").manifests()] == [100, 200, 300]
+    err = (tmp_path / "stderr.txt").read_text()
+    warnings = [line for line in err.splitlines() if line.startswith("llamabench: warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("llamabench: warning: --log-to mlflow: not logged"), err
+    assert SECRET not in err + "".join(lines)
+    for path in (tmp_path / "runs").rglob("*"):
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
+
+
+def test_an_unknown_or_missing_tracker_is_one_line_and_exit_2_before_anything_runs(
+    tmp_path, notes_file, monkeypatch, capsys
+):
+    argv = ["run", "--text", str(notes_file), "--output-dir", str(tmp_path / "runs"), "--log-to"]
+    assert main([*argv, "comet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "llamabench: error: --log-to comet: unknown tracker; pick one of mlflow, wandb, tensorboard"
+    monkeypatch.setitem(sys.modules, "wandb", None)  # what Python does with a package that is not there
+    assert main([*argv, "wandb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "llamabench: error: --log-to wandb: wandb is not installed; install it with pip install 'llamabench[wandb]'"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_checkpoint_logs_into_the_active_mlflow_run_at_its_step(
+    mlflow_uri, tmp_path, monkeypatch, data_dir, notes_file
+):
+    import mlflow
+
+    from llamabench.pipeline import evaluate_checkpoint
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    write_checkpoint(tmp_path / "checkpoint-7", 1.0)
+    settings = {"text_format": "lines", "batch_size": 1, "no_cache": True, "data_dir": data_dir}
+    with mlflow.start_run(run_name="training job") as training:
+        evaluate_checkpoint(
+            str(tmp_path / "checkpoint-7"),
+            [],
+            text=[str(notes_file)],
+            step=7,
+            output_dir=tmp_path / "runs",
+            log_to=["mlflow"],
+            **settings,
+        )
+        assert mlflow.active_run().info.run_id == training.info.run_id  # left running: it is the job's
+    client = mlflow.MlflowClient(mlflow_uri)
+    for key, points in expected_figures(tmp_path / "runs").items():
+        assert [(m.step, m.value) for m in client.get_metric_history(training.info.run_id, key)] == points
+
+
+def test_evaluate_model_logs_into_the_active_wandb_run_at_its_step(tmp_path, monkeypatch, data_dir, notes_file):
+    import wandb
+
+    from llamabench.training.in_memory import evaluate_model
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    training = wandb.init(mode="offline", dir=str(tmp_path), project="llamabench-test")
+    try:
+        evaluate_model(
+            tiny_llama(0),
+            byte_tokenizer(),
+            [],
+            text=[str(notes_file)],
+            text_format="lines",
+            batch_size=1,
+            no_cache=True,
+            data_dir=data_dir,
+            step=5,
+            output_dir=tmp_path / "runs",
+            log_to=["wandb"],
+        )
+        assert wandb.run is training  # left running: it is the job's
+    finally:
+        training.finish()
+    assert wandb_figures(wandb_history(wandb_records(tmp_path))) == expected_figures(tmp_path / "runs")
+
+
+class Rows(torch.utils.data.Dataset):
+    """Eight random byte sequences to train on."""
+
+    def __init__(self):
+        self.rows = torch.randint(0, 256, (8, 24), generator=torch.Generator().manual_seed(7))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.rows[i], "labels": self.rows[i]}
+
+
+def test_the_trainer_callback_logs_to_tensorboard_at_the_trainers_global_step(
+    tmp_path, monkeypatch, data_dir, notes_file
+):
+    from transformers import Trainer, TrainingArguments
+
+    from llamabench.training.trainer_callback import LlamabenchCallback
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "train"),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        learning_rate=3e-2,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+    )
+    trainer = Trainer(model=tiny_llama(0).train(), args=args, train_dataset=Rows(), processing_class=byte_tokenizer())
+    settings = {"batch_size": 1, "data_dir": data_dir, "no_cache": True, "output_dir": tmp_path / "runs"}
+    trainer.add_callback(
+        LlamabenchCallback(
+            trainer, [], every=2, text=[str(notes_file)], text_format="lines", log_to=["tensorboard"], **settings
+        )
+    )
+    trainer.train()
+    expected = expected_figures(tmp_path / "runs")
+    assert {step for points in expected.values() for step, _ in points} == {2, 3}
+    assert tensorboard_figures(tmp_path / "runs" / "tensorboard") == as_float32(expected)

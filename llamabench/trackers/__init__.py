@@ -33,7 +33,11 @@ def tracker_problem(name: str) -> str | None:
     """Why ``--log-to NAME`` cannot log (unknown, or its tool not installed), as one line; None when it can."""
     if name not in TOOLS:
         return f"--log-to {name}: unknown tracker; pick one of {', '.join(TOOLS)}"
-    if importlib.util.find_spec(name) is None:
+    try:
+        installed = importlib.util.find_spec(name) is not None
+    except ValueError:  # set to None in sys.modules: import blocked, as good as not installed
+        installed = False
+    if not installed:
         return f"--log-to {name}: {name} is not installed; install it with pip install 'llamabench[{name}]'"
     return None
 
