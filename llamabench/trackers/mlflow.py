@@ -4,11 +4,14 @@ Configured by MLflow's own variables: ``MLFLOW_TRACKING_URI`` (default: MLflow's
 ``MLFLOW_EXPERIMENT_NAME`` (created when missing; default: MLflow's default experiment), credentials
 (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``). A run active in this process (``mlflow.start_run()``, a
 Trainer's MLflow integration) is logged into; otherwise a new run is made and ended afterwards. HTTP retries are
-bounded (:data:`HTTP_LIMITS`, unless those variables are set), so a dead server costs seconds, not minutes.
+bounded (:data:`HTTP_LIMITS`, unless those variables are set), so a dead server costs seconds, not minutes, and
+urllib3's line per retry is kept quiet: a failure is llamabench's one warning.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -26,6 +29,22 @@ HTTP_LIMITS = {
 METRICS_PER_BATCH, PARAMS_PER_BATCH = 1000, 100
 
 
+def quiet_retries(method):
+    """``method`` with urllib3's retry warnings off while it runs (the logger's level put back afterwards)."""
+
+    @functools.wraps(method)
+    def quiet(*args, **kwargs):
+        logger = logging.getLogger("urllib3.connectionpool")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            logger.setLevel(level)
+
+    return quiet
+
+
 class MlflowTracker(Tracker):
     def __init__(self, client, run_id: str, owned: bool):
         self.client = client
@@ -33,6 +52,7 @@ class MlflowTracker(Tracker):
         self.owned = owned
 
     @classmethod
+    @quiet_retries
     def start(cls, name: str, output_dir: Path | None) -> MlflowTracker:
         for variable, value in HTTP_LIMITS.items():
             os.environ.setdefault(variable, value)
@@ -52,6 +72,7 @@ class MlflowTracker(Tracker):
         run = client.create_run(experiment_id, run_name=name, tags={"llamabench": "evaluation"})
         return cls(client, run.info.run_id, owned=True)
 
+    @quiet_retries
     def log_run(self, run: TrackedRun) -> None:
         from mlflow.entities import Metric, Param
 
@@ -66,13 +87,16 @@ class MlflowTracker(Tracker):
         for path in run.files.values():
             self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
 
+    @quiet_retries
     def log_values(self, values: Mapping[str, float], step: int | None) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, step or 0) for key, value in values.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(key, value, now, step or 0) for key, value in values.items()]
+        )
 
+    @quiet_retries
     def finish(self) -> None:
         if self.owned:
             self.client.set_terminated(self.run_id)
