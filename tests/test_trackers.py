@@ -239,10 +239,15 @@ def test_watch_logs_to_wandb_offline_the_store_figures_at_their_steps_with_table
 
 
 def tensorboard_figures(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of the one TensorBoard run under ``log_dir``, read with TensorBoard's own event reader."""
+    """Every scalar of the one TensorBoard run under ``log_dir``."""
+    (run_dir,) = [path for path in log_dir.iterdir() if path.is_dir()]
+    return tensorboard_figures_in(run_dir)
+
+
+def tensorboard_figures_in(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the TensorBoard run in ``run_dir``, read with TensorBoard's own event reader."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    (run_dir,) = [path for path in log_dir.iterdir() if path.is_dir()]
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     return {tag: sorted((e.step, e.value) for e in events.Scalars(tag)) for tag in events.Tags()["scalars"]}
@@ -429,3 +434,25 @@ def test_the_trainer_callback_logs_to_tensorboard_at_the_trainers_global_step(
     expected = expected_figures(tmp_path / "runs")
     assert {step for points in expected.values() for step, _ in points} == {2, 3}
     assert tensorboard_figures(tmp_path / "runs" / "tensorboard") == as_float32(expected)
+
+
+def test_run_over_two_models_logs_each_to_a_tracker_run_of_its_own(tmp_path, monkeypatch, data_dir, notes_file):
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    for name, scale in (("base", 1.0), ("sharp", 25.0)):
+        write_checkpoint(tmp_path / name, scale)
+    argv = ["run", "--model", str(tmp_path / "base"), "--model", str(tmp_path / "sharp"), "--text", str(notes_file)]
+    argv += ["--text-format", "lines", "--batch-size", "1", "--no-cache", "--data-dir", str(data_dir)]
+    code, _, err = run_captured(
+        lambda: main([*argv, "--output-dir", str(tmp_path / "runs"), "--log-to", "tensorboard"])
+    )
+    assert code == 0, err
+    store = RunStore.in_dir(tmp_path / "runs")
+    for manifest in store.manifests():
+        (log_dir,) = (tmp_path / "runs" / "tensorboard").glob(
+            f"llamabench_{manifest.config['model'].rsplit('/', 1)[1]}-*"
+        )
+        figures = {}
+        for row in pd.read_csv(run_folder(tmp_path / "runs", manifest) / "results.csv").itertuples():
+            figures[f"{row.task}/{row.metric}"] = [(0, float(np.float32(row.value)))]
+            figures[f"{row.task}/{row.metric}_stderr"] = [(0, float(np.float32(row.stderr)))]
+        assert tensorboard_figures_in(log_dir) == figures
