@@ -456,3 +456,39 @@ def test_run_over_two_models_logs_each_to_a_tracker_run_of_its_own(tmp_path, mon
             figures[f"{row.task}/{row.metric}"] = [(0, float(np.float32(row.value)))]
             figures[f"{row.task}/{row.metric}_stderr"] = [(0, float(np.float32(row.stderr)))]
         assert tensorboard_figures_in(log_dir) == figures
+
+
+def test_the_trainer_callback_logs_into_the_trainers_own_mlflow_run_beside_the_loss(
+    mlflow_uri, tmp_path, monkeypatch, data_dir, notes_file
+):
+    from mlflow import MlflowClient
+    from transformers import Trainer, TrainingArguments
+
+    from llamabench.training.trainer_callback import LlamabenchCallback
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "training")
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "train"),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        learning_rate=3e-2,
+        save_strategy="no",
+        logging_steps=1,
+        report_to=["mlflow"],
+        use_cpu=True,
+        seed=0,
+    )
+    trainer = Trainer(model=tiny_llama(0).train(), args=args, train_dataset=Rows(), processing_class=byte_tokenizer())
+    settings = {"batch_size": 1, "data_dir": data_dir, "no_cache": True, "output_dir": tmp_path / "runs"}
+    trainer.add_callback(
+        LlamabenchCallback(
+            trainer, [], every=2, text=[str(notes_file)], text_format="lines", log_to=["mlflow"], **settings
+        )
+    )
+    trainer.train()
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("training").experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    for key, points in expected_figures(tmp_path / "runs").items():
+        assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)) == points, key

@@ -43,8 +43,12 @@ class LlamabenchCallback(TrainerCallback):
         self.runs: dict[int, RunResult] = {}
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if state.global_step % self.every == 0:
+        # The last step is evaluated here rather than at on_train_end, where the trainer's own MLflow integration,
+        # called before this callback, ends the run that --log-to mlflow logs into.
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            should_log = control.should_log
             self._evaluate(state.global_step, model, processing_class)
+            control.should_log = should_log  # trainer.log cleared it: this step's loss is logged as it was due
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         try:
