@@ -16,6 +16,7 @@ from llamabench.config import RunConfig
 from llamabench.distributed import is_main_process
 from llamabench.errors import LlamabenchError, note, warn
 from llamabench.metrics import get_metric
+from llamabench.metrics.loading import load_metric_modules
 from llamabench.records import settings
 from llamabench.records.comparability import data_hash, seed_changes_numbers
 from llamabench.records.results import RunResult, result_rows, results_frame
@@ -48,6 +49,7 @@ class PreparedTask:
 def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
     """Resolve tasks and load their documents; done before the model loads so data errors come first. ``config``
     has been validated (:meth:`RunConfig.validate`)."""
+    load_metric_modules(config.metrics_module)  # before the tasks are parsed: they check their metrics' names
     specs = registry.resolve(
         config.tasks, registry.task_dirs(config.tasks_dir), data_dir_given=config.data_dir is not None
     )
@@ -57,9 +59,7 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
         (text_task(path, config.text_format_used, config.word_rule_used), Path.cwd(), True, "--text")
         for path in config.text
     ]
-    names = [spec.name for spec, *_ in sources]
-    if len(set(names)) < len(names):
-        raise LlamabenchError(f"two tasks of this run share a name ({', '.join(names)}); give each --text once")
+    _refuse_shared_text_names(sources)
     prepared, used = [], []
     for spec, data_dir, allow_outside, named_by in sources:
         pool = load_documents(spec.dataset, spec.name, data_dir, allow_outside=allow_outside, named_by=named_by)
@@ -94,6 +94,26 @@ def _data_line(used: list[str], sampled: list[str]) -> str:
             "they run the full sets"
         )
     return line
+
+
+def _refuse_shared_text_names(sources: list[tuple]) -> None:
+    """Two ``--text`` paths whose task names are one (a name keeps only letters, digits, ``.``, ``_`` and ``-`` of
+    the path, each other run of characters becoming one ``_``) would mix their rows: one line naming both."""
+    paths: dict[str, list[str]] = {}
+    for spec, *_ in sources:
+        paths.setdefault(spec.name, []).append(spec.dataset.local)
+    for name, given in paths.items():
+        if len(given) > 1:
+            listed = " and ".join(f"--text {path}" for path in given)
+            raise LlamabenchError(
+                f"{listed} both become task {name} (a --text task is named text: plus its path, each run of "
+                "characters other than letters, digits, '.', '_' and '-' turned into one '_'); "
+                + (
+                    "give each path once"
+                    if len(set(given)) < len(given)
+                    else "rename or move one of them, or put both in one folder and give the folder"
+                )
+            )
 
 
 def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfig, started: datetime) -> RunResult:
