@@ -11,7 +11,7 @@ from pathlib import Path
 from llamabench import __version__
 from llamabench.cli.run import add_evaluation_options, run_command
 from llamabench.cli.watch import add_watch_parser, watch_command
-from llamabench.errors import LlamabenchError, first_line, note, say
+from llamabench.errors import LlamabenchError, first_line, is_network_error, network_advice, note, say
 from llamabench.escaping import terminal
 
 
@@ -118,6 +118,8 @@ _ENVIRONMENT_ERRORS = (OSError, sqlite3.Error, UnicodeError, MemoryError)
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, LlamabenchError):
         return " ".join(str(exc).split("\n"))
+    if is_network_error(exc):
+        return f"{type(exc).__name__}: {first_line(exc)}; {network_advice()}"
     if isinstance(exc, OSError) and exc.filename:
         reason = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
     else:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llamabench.config import TEXT_FORMATS
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, network_advice
 from llamabench.tasks.text_readers import drop_boms, read_text_files, relative_name
 
 # A WikiText top-level heading (" = Title = "); deeper headings (" = = Section = = ") stay inside the page.
@@ -275,8 +275,8 @@ def _load_hub(source, task_name: str) -> list[dict]:
     except Exception as exc:  # the hub client raises many types when offline or when names are wrong
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LlamabenchError(
-            f"task {task_name}: hub dataset {source.hub_path} could not be loaded ({reason}); "
-            f"offline? pass --data-dir with {source.local or 'a local copy'}"
+            f"task {task_name}: hub dataset {source.hub_path} could not be loaded ({reason}); {network_advice()}"
+            + (f"; under --data-dir the task reads {source.local}" if source.local else "")
         ) from exc
     rows = [dict(row) for row in dataset]
     for number, row in enumerate(rows, start=1):
