@@ -78,8 +78,10 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
         if config.max_length is not None:
             kind_of(spec).check_fits(spec.name, requests, config.max_length)
         prepared.append(PreparedTask(spec, docs, requests, skipped, data_hash(pool), len(pool)))
-    if is_main_process():
-        shipped = [spec.name for spec, *_ in sources if spec.dataset.shipped]
+    # Said when llamabench chose the data (a shipped sample, the hub), not when the user named every file.
+    chosen = [spec for spec, data_dir, *_ in sources if spec.dataset.shipped or not (data_dir and spec.dataset.local)]
+    if chosen and is_main_process():
+        shipped = [spec.name for spec in chosen if spec.dataset.shipped]
         note(_data_line(used, shipped if config.data_dir is None else []))
     return prepared
 

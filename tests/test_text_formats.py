@@ -444,7 +444,7 @@ def test_two_text_paths_with_the_same_task_name_are_refused(tmp_path, monkeypatc
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "b.txt").write_text("one\n")
     (tmp_path / "a_b.txt").write_text("two\n")
-    with pytest.raises(LlamabenchError, match=r"two tasks of this run share a name \(text:a_b.txt, text:a_b.txt\)"):
+    with pytest.raises(LlamabenchError, match=r"--text a/b.txt and --text a_b.txt both become task text:a_b.txt"):
         prepare_tasks(RunConfig(tasks=[], text=["a/b.txt", "a_b.txt"]))
 
 
