@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         default=[],
-        help="model directory, .gguf file, hub id, alias or quoted glob (default: smollm2-135m); repeat for several",
+        help="model directory, .gguf file, hub id, alias or quoted glob (default: smollm2-135m, the embedded "
+        "SmolLM2-135M-Instruct Q4_1 GGUF dequantised to fp32); repeat for several",
     )
     add_evaluation_options(run)
 
