@@ -162,3 +162,11 @@ def test_the_substitutions_are_the_stated_ones():
     assert substituted(block) == ": install.sh already ran\nllamabench run --limit 1 --tasks qa\n"
     python = Block(ROOT / "README.md", 1, "python", "f(limit=50, no_limit=True)\n")
     assert substituted(python) == "f(limit=1, no_limit=True)\n"
+
+
+def test_the_readme_stays_readable_top_to_bottom():
+    """At most 250 lines, and it links every page of docs/ (a page nobody can find from it would rot unseen)."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    for page in (ROOT / "docs").glob("*.md"):
+        assert f"docs/{page.name}" in readme, f"README.md does not link docs/{page.name}"
