@@ -138,14 +138,17 @@ def test_report_places_runs_with_and_without_a_step(tmp_path):
     assert "| base |  |" in paths[1].read_text()
 
 
-def test_hub_model_offline_names_the_network_and_hf_hub_offline(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.chdir(tmp_path)
-    code = main(["run", "--model", "someone/no-such-model", "--tasks", "qa", "--limit", "1", "--no-cache"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "network" in err and "HF_HUB_OFFLINE" in err
-    assert "check the disk" not in err
+def test_hub_model_offline_names_the_network_and_hf_hub_offline(tmp_path):
+    """In a process started with HF_HUB_OFFLINE=1, as a user sets it (the hub client reads it when imported)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "llamabench", "run", "--model", "someone/no-such-model", "--tasks", "qa"]
+    done = subprocess.run(
+        [*command, "--limit", "1", "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "network" in done.stderr and "HF_HUB_OFFLINE" in done.stderr
+    assert "check the disk" not in done.stderr
 
 
 def test_generation_prints_no_library_warnings(tmp_path, monkeypatch):
