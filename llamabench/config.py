@@ -58,6 +58,7 @@ class RunConfig:
     output_dir: Path | None = None
     tasks_dir: list[Path] = field(default_factory=list)
     include_path: list[Path] = field(default_factory=list)
+    metrics_module: list[Path] = field(default_factory=list)
     seed: int = 0
     bootstrap_iters: int = 1000
     trust_remote_code: bool = False
@@ -105,6 +106,13 @@ class RunConfig:
         from llamabench.metrics.perplexity import WORD_RULES  # the rules are functions there; loaded on use
 
         batch_size = _batch_size(self.batch_size)
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in _LIST_FIELDS and not isinstance(value, list | tuple):
+                flag = "--" + item.name.replace("_", "-")
+                raise LlamabenchError(
+                    f"{item.name} takes a list ({flag} may be given several times): write {item.name}=[{value!r}]"
+                )
         checks = [
             (
                 bool(self.text) or not (self.text_format or self.word_rule),
@@ -140,6 +148,7 @@ class RunConfig:
             output_dir=None if self.output_dir is None else Path(self.output_dir),
             tasks_dir=[Path(path) for path in self.tasks_dir],
             include_path=[Path(path) for path in self.include_path],
+            metrics_module=[Path(path) for path in self.metrics_module],
         )
 
     def record(self, model: str | None) -> dict:
@@ -147,6 +156,11 @@ class RunConfig:
         values = {item.name: getattr(self, item.name) for item in fields(self)}
         values["model"] = model
         return {key: _plain(value) for key, value in values.items()}
+
+
+# The fields of flags given once per value (``--tasks-dir A --tasks-dir B``), and ``tasks`` and ``model``: lists,
+# so that one path given as text is not read character by character.
+_LIST_FIELDS = ("tasks", "model", "text", "tasks_dir", "include_path", "metrics_module")
 
 
 def _batch_size(value: int | str) -> int | str:

@@ -13,8 +13,10 @@ from llamabench import __version__
 from llamabench.backends.base import Backend, BackendInfo
 from llamabench.backends.finite import NonFiniteError
 from llamabench.config import RunConfig
-from llamabench.errors import LlamabenchError, warn
+from llamabench.distributed import is_main_process
+from llamabench.errors import LlamabenchError, note, warn
 from llamabench.metrics import get_metric
+from llamabench.metrics.loading import load_metric_modules
 from llamabench.records import settings
 from llamabench.records.comparability import data_hash, seed_changes_numbers
 from llamabench.records.results import RunResult, result_rows, results_frame
@@ -22,7 +24,7 @@ from llamabench.requests import DocRequests
 from llamabench.scoring import score, truncation_notes
 from llamabench.tasks import registry
 from llamabench.tasks.build import build_requests
-from llamabench.tasks.data import load_documents
+from llamabench.tasks.data import describe_source, load_documents
 from llamabench.tasks.kinds import kind_of, run_documents
 from llamabench.tasks.spec import TaskSpec
 from llamabench.tasks.text_task import text_task
@@ -47,19 +49,21 @@ class PreparedTask:
 def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
     """Resolve tasks and load their documents; done before the model loads so data errors come first. ``config``
     has been validated (:meth:`RunConfig.validate`)."""
-    specs = registry.resolve(config.tasks, registry.task_dirs(config.tasks_dir))
+    load_metric_modules(config.metrics_module)  # before the tasks are parsed: they check their metrics' names
+    specs = registry.resolve(
+        config.tasks, registry.task_dirs(config.tasks_dir), data_dir_given=config.data_dir is not None
+    )
     sources = [(spec, config.data_dir, config.allow_data_outside, "dataset.local") for spec in specs]
     # --text paths are the user's own, given on the command line: read relative to the working directory, anywhere.
     sources += [
         (text_task(path, config.text_format_used, config.word_rule_used), Path.cwd(), True, "--text")
         for path in config.text
     ]
-    names = [spec.name for spec, *_ in sources]
-    if len(set(names)) < len(names):
-        raise LlamabenchError(f"two tasks of this run share a name ({', '.join(names)}); give each --text once")
-    prepared = []
+    _refuse_shared_text_names(sources)
+    prepared, used = [], []
     for spec, data_dir, allow_outside, named_by in sources:
         pool = load_documents(spec.dataset, spec.name, data_dir, allow_outside=allow_outside, named_by=named_by)
+        used.append(f"{spec.name}: {describe_source(spec.dataset, data_dir, len(pool))}")
         docs = pool[: config.limit]
         built = build_requests(spec, docs, num_fewshot=config.num_fewshot, fewshot_pool=pool, seed=config.seed)
         requests = [doc for doc in built if kind_of(spec).scorable(doc)]
@@ -74,7 +78,44 @@ def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
         if config.max_length is not None:
             kind_of(spec).check_fits(spec.name, requests, config.max_length)
         prepared.append(PreparedTask(spec, docs, requests, skipped, data_hash(pool), len(pool)))
+    # Said when llamabench chose the data (a shipped sample, the hub), not when the user named every file.
+    chosen = [spec for spec, data_dir, *_ in sources if spec.dataset.shipped or not (data_dir and spec.dataset.local)]
+    if chosen and is_main_process():
+        shipped = [spec.name for spec in chosen if spec.dataset.shipped]
+        note(_data_line(used, shipped if config.data_dir is None else []))
     return prepared
+
+
+def _data_line(used: list[str], sampled: list[str]) -> str:
+    """The one line a run says about its data: each task's source, and why a shipped sample ran with no data
+    folder given (the aliases ``ppl``, ``bleu``, ``rouge``, ``qa`` run the samples then)."""
+    line = "data: " + "; ".join(used)
+    if sampled:
+        line += (
+            f"; no --data-dir given, so the task aliases ran the samples ({', '.join(sampled)}); with --data-dir "
+            "they run the full sets"
+        )
+    return line
+
+
+def _refuse_shared_text_names(sources: list[tuple]) -> None:
+    """Two ``--text`` paths whose task names are one (a name keeps only letters, digits, ``.``, ``_`` and ``-`` of
+    the path, each other run of characters becoming one ``_``) would mix their rows: one line naming both."""
+    paths: dict[str, list[str]] = {}
+    for spec, *_ in sources:
+        paths.setdefault(spec.name, []).append(spec.dataset.local)
+    for name, given in paths.items():
+        if len(given) > 1:
+            listed = " and ".join(f"--text {path}" for path in given)
+            raise LlamabenchError(
+                f"{listed} both become task {name} (a --text task is named text: plus its path, each run of "
+                "characters other than letters, digits, '.', '_' and '-' turned into one '_'); "
+                + (
+                    "give each path once"
+                    if len(set(given)) < len(given)
+                    else "rename or move one of them, or put both in one folder and give the folder"
+                )
+            )
 
 
 def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfig, started: datetime) -> RunResult:

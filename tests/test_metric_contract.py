@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from llamabench.errors import LlamabenchError
 from llamabench.metrics import METRICS, BinaryMetric, CorpusMetric, MeanMetric, Outcome, get_metric
 from llamabench.metrics.base import REGISTRY
 
@@ -38,7 +39,7 @@ def test_worked_example_values_by_hand(long_answer):
 
 
 def test_a_name_is_registered_once(long_answer):
-    with pytest.raises(TypeError, match="long_answer"):
+    with pytest.raises(LlamabenchError, match="long_answer"):
 
         class Again(MeanMetric):
             name = "long_answer"

@@ -340,7 +340,7 @@ standard error.
     assert "<html" in paths[2].read_text()[:100]
 
 
-def test_labels_set_names_and_steps_and_runs_without_steps_use_run_order(tmp_path, capsys):
+def test_labels_set_names_and_steps_and_runs_without_steps_come_first(tmp_path, capsys):
     runs = checkpoint_runs()
     store = RunStore.in_dir(tmp_path)
     for run in runs:
@@ -352,8 +352,8 @@ def test_labels_set_names_and_steps_and_runs_without_steps_use_run_order(tmp_pat
 
     unnamed = make_run("final-model", {"squad": {"f1": [[1.0], [2.0]]}}, started="2025-01-09T00:00:00+00:00")
     board = build_leaderboard([unnamed, *runs])
-    assert board.x_title == "run order" and board.x == [1, 2, 3, 4]
-    assert board.labels == ["ckpt-step200", "ckpt-step100", "ckpt-step300", "final-model"]  # by start time
+    assert board.x_title == "step" and board.x == [None, 100, 200, 300]  # a run without a step first, no x
+    assert board.labels == ["final-model", "ckpt-step100", "ckpt-step200", "ckpt-step300"]
     with pytest.raises(LlamabenchError, match="--label names run"):
         build_leaderboard(runs, {"nope": "x"})
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from llamabench import __version__
 from llamabench.cli.run import add_evaluation_options, run_command
 from llamabench.cli.watch import add_watch_parser, watch_command
-from llamabench.errors import LlamabenchError, first_line, note, say
+from llamabench.errors import LlamabenchError, first_line, is_network_error, network_advice, note, say
 from llamabench.escaping import terminal
 
 
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         default=[],
-        help="model directory, .gguf file, hub id, alias or quoted glob (default: smollm2-135m); repeat for several",
+        help="model directory, .gguf file, hub id, alias or quoted glob (default: smollm2-135m, the embedded "
+        "SmolLM2-135M-Instruct Q4_1 GGUF dequantised to fp32); repeat for several",
     )
     add_evaluation_options(run)
 
@@ -118,6 +119,8 @@ _ENVIRONMENT_ERRORS = (OSError, sqlite3.Error, UnicodeError, MemoryError)
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, LlamabenchError):
         return " ".join(str(exc).split("\n"))
+    if is_network_error(exc):
+        return f"{type(exc).__name__}: {first_line(exc)}; {network_advice()}"
     if isinstance(exc, OSError) and exc.filename:
         reason = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
     else:

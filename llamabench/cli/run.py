@@ -72,6 +72,14 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--include-path", type=Path, action="append", default=[], help="extra folder of lm-eval task YAMLs"
     )
+    parser.add_argument(
+        "--metrics-module",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="a Python file defining your own metrics (docs/metrics.md), loaded before the tasks are read",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and bootstrap")
     parser.add_argument(
         "--bootstrap-iters", type=int, default=1000, help="bootstrap resamples for corpus-metric stderr"

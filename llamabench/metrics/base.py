@@ -41,6 +41,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from llamabench.errors import LlamabenchError
 from llamabench.metrics.uncertainty import bootstrap_standard_error, mcnemar_p, mean_standard_error
 
 
@@ -64,6 +65,8 @@ class Outcome:
 
 # Every concrete metric class, instantiated once, by name: filled as the classes are defined.
 REGISTRY: dict[str, Metric] = {}
+# What a metric class must set (its type, MeanMetric, BinaryMetric or CorpusMetric, supplies the rest).
+REQUIRED_ATTRIBUTES = ("name", "higher_is_better", "scale", "needs")
 
 
 class Metric(ABC):
@@ -90,8 +93,18 @@ class Metric(ABC):
         super().__init_subclass__(**kwargs)
         if inspect.isabstract(cls) or "name" not in cls.__dict__:
             return
+        missing = [attribute for attribute in REQUIRED_ATTRIBUTES if not hasattr(cls, attribute)]
+        if missing:
+            raise LlamabenchError(
+                f"metric class {cls.__qualname__} ('{cls.name}') lacks the required attribute(s) "
+                f"{', '.join(repr(a) for a in missing)}; every metric sets {', '.join(REQUIRED_ATTRIBUTES)} "
+                "(see docs/metrics.md)"
+            )
         if cls.name in REGISTRY:
-            raise TypeError(f"metric name '{cls.name}' is taken by {type(REGISTRY[cls.name]).__qualname__}")
+            raise LlamabenchError(
+                f"metric name '{cls.name}' of {cls.__qualname__} is taken by {type(REGISTRY[cls.name]).__qualname__}; "
+                "give the metric another name"
+            )
         REGISTRY[cls.name] = cls()
 
     @abstractmethod

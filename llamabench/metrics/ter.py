@@ -1,4 +1,4 @@
-"""Translation edit rate through sacrebleu: the example of adding a metric (see README, "Adding a metric")."""
+"""Translation edit rate through sacrebleu: the example of adding a metric (see docs/metrics.md, "Adding a metric")."""
 
 from sacrebleu.metrics import TER
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llamabench.config import TEXT_FORMATS
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, network_advice
 from llamabench.tasks.text_readers import drop_boms, read_text_files, relative_name
 
 # A WikiText top-level heading (" = Title = "); deeper headings (" = = Section = = ") stay inside the page.
@@ -127,6 +127,8 @@ def load_documents(
     (every file under it) or a glob pattern. ``named_by`` is how errors name the path: the task key, or
     ``--text`` for the user's own path.
     """
+    if source.shipped:
+        return READERS[source.local_format](_shipped_file(source.shipped, task_name))
     if data_dir is not None and source.local:
         files = _local_files(source, task_name, Path(data_dir), allow_outside, named_by)
         if source.local_format not in TEXT_FORMATS:
@@ -142,9 +144,39 @@ def load_documents(
         _check_hub_path(source.hub_path, task_name, data_dir, allow_outside)
         return _load_hub(source, task_name)
     raise LlamabenchError(
-        f"task {task_name}: no data directory given; pass --data-dir (or set LLAMABENCH_DATA) to a folder "
-        f"containing {source.local}"
+        f"task {task_name}: no data directory given and the task has no hub source; pass --data-dir (or set "
+        f"LLAMABENCH_DATA) to a folder containing {source.local}"
     )
+
+
+def samples_dir() -> Path:
+    """The folder of the data samples shipped inside llamabench (``builtin_tasks/samples/``)."""
+    from llamabench.tasks.registry import builtin_tasks_dir
+
+    return builtin_tasks_dir() / "samples"
+
+
+def _shipped_file(shipped: str, task_name: str) -> Path:
+    """The shipped sample file ``shipped`` names; only files inside the samples folder are shipped."""
+    root = samples_dir().resolve()
+    path = (root / shipped).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise LlamabenchError(
+            f"task {task_name}: dataset.shipped {shipped} is not a sample shipped with llamabench (they are the "
+            f"files under {root}); give your own data as dataset.local under --data-dir"
+        )
+    return path
+
+
+def describe_source(source, data_dir: Path | None, documents: int) -> str:
+    """Where a task's documents came from, in words, for the one line a run prints about its data."""
+    if source.shipped:
+        return f"shipped sample ({documents} documents)"
+    if data_dir is not None and source.local:
+        return f"{Path(data_dir) / source.local} ({documents} documents)"
+    if source.hub_path:
+        return f"hub dataset {source.hub_path} ({documents} documents)"
+    return f"{documents} documents"
 
 
 def _local_files(source, task_name: str, data_dir: Path, allow_outside: bool, named_by: str) -> list[Path]:
@@ -243,8 +275,8 @@ def _load_hub(source, task_name: str) -> list[dict]:
     except Exception as exc:  # the hub client raises many types when offline or when names are wrong
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LlamabenchError(
-            f"task {task_name}: hub dataset {source.hub_path} could not be loaded ({reason}); "
-            f"offline? pass --data-dir with {source.local or 'a local copy'}"
+            f"task {task_name}: hub dataset {source.hub_path} could not be loaded ({reason}); {network_advice()}"
+            + (f"; under --data-dir the task reads {source.local}" if source.local else "")
         ) from exc
     rows = [dict(row) for row in dataset]
     for number, row in enumerate(rows, start=1):

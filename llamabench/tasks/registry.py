@@ -115,9 +115,14 @@ def discover(dirs: Sequence[Path]) -> dict[str, TaskSpec]:
     return catalogue.tasks
 
 
-def resolve(names: Sequence[str], dirs: Sequence[Path]) -> list[TaskSpec]:
+def resolve(names: Sequence[str], dirs: Sequence[Path], *, data_dir_given: bool = True) -> list[TaskSpec]:
     """The tasks named (by name or alias), in order, without duplicates. A broken task file is an error when it
-    might define a name asked for (or when a name is unknown), else one warning line."""
+    might define a name asked for (or when a name is unknown), else one warning line.
+
+    Without a data folder (``data_dir_given`` false) an alias of a task that names a ``sample`` runs that sample
+    task instead (``ppl`` is ``wikitext2-sample``), so the quick start needs no data; a task's own name always
+    means its own data, and results carry the name of the task that ran, so a sample never passes for a full set.
+    """
     catalogue = scan(dirs)
     known = catalogue.tasks
     for name in names:
@@ -131,6 +136,19 @@ def resolve(names: Sequence[str], dirs: Sequence[Path]) -> list[TaskSpec]:
             raise LlamabenchError(
                 f"unknown task '{name}'; known tasks: {', '.join(sorted(known))} (add a YAML with --tasks-dir)"
             )
-        if known[name] not in specs:
-            specs.append(known[name])
+        spec = known[name]
+        if not data_dir_given and name != spec.name and spec.sample is not None:
+            spec = _sample_of(spec, known)
+        if spec not in specs:
+            specs.append(spec)
     return specs
+
+
+def _sample_of(spec: TaskSpec, known: dict[str, TaskSpec]) -> TaskSpec:
+    sample = known.get(spec.sample)
+    if sample is None or sample.name != spec.sample:
+        raise LlamabenchError(
+            f"task {spec.name} names sample '{spec.sample}', which no task file defines; add that task or drop "
+            "'sample' from the task file"
+        )
+    return sample

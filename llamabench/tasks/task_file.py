@@ -64,7 +64,7 @@ def parse_task(raw: Any, origin: str) -> TaskSpec:
 
 
 # The keys every task may give, whatever its kind; each kind names the others it takes (``TaskKind.keys``).
-COMMON_KEYS = ("name", "kind", "dataset", "prompt", "metrics", "version", "description", "aliases", "doc_id")
+COMMON_KEYS = ("name", "kind", "dataset", "prompt", "metrics", "version", "description", "aliases", "doc_id", "sample")
 
 
 def _check_kind_keys(raw: dict, kind: TaskKind, origin: str) -> None:
@@ -151,7 +151,9 @@ TASK_SCHEMA: dict[str, Any] = {
         "format": TEXT,
         "separator": _Type(lambda v: _text(v) and bool(v), "a non-empty string"),
         "hub": {"path": TEXT, "name": TEXT, "split": TEXT},
+        "shipped": TEXT,
     },
+    "sample": NAME,
     "prompt": TEXT,
     "metrics": _Type(_texts, "a list of metric names (text, at least one)"),
     "version": TEXT_OR_NUMBER,
@@ -320,8 +322,13 @@ def names_in_task_file(path: Path) -> set[str]:
 def _parse_dataset(raw: dict, origin: str) -> DatasetSource:
     """The ``dataset`` mapping, its types already checked by :func:`check_schema`."""
     hub = raw.get("hub", {})
-    if not raw.get("local") and not hub.get("path"):
+    if not raw.get("local") and not hub.get("path") and not raw.get("shipped"):
         raise LlamabenchError(f"{origin}: 'dataset' needs a 'local' file or a 'hub' path")
+    if raw.get("shipped") and (raw.get("local") or hub):
+        raise LlamabenchError(
+            f"{origin}: dataset.shipped names a sample shipped with llamabench, which is the task's only data; "
+            "drop 'local' and 'hub', or make them a task of their own"
+        )
     source = DatasetSource(
         local=normal_path(raw.get("local")),
         format=raw.get("format"),
@@ -329,12 +336,15 @@ def _parse_dataset(raw: dict, origin: str) -> DatasetSource:
         hub_name=hub.get("name"),
         hub_split=hub.get("split", "test"),
         separator=raw.get("separator"),
+        shipped=normal_path(raw.get("shipped")),
     )
     from llamabench.tasks.data import READERS
 
     formats = (*READERS, *TEXT_FORMATS)
     if source.local and source.local_format not in formats:
         raise LlamabenchError(f"{origin}: dataset format '{source.format}' is not one of {', '.join(formats)}")
+    if source.shipped and source.local_format not in READERS:
+        raise LlamabenchError(f"{origin}: a shipped sample's format must be one of {', '.join(READERS)}")
     separator = source.separator
     if separator is not None and (source.format != "paragraphs" or not separator):
         raise LlamabenchError(

@@ -65,7 +65,11 @@ def _leaderboard_table(board: Leaderboard) -> str:
     best = [board.best_rows(c) for c in range(len(board.columns))]
     body = []
     for r, (run_id, label, x) in enumerate(zip(board.run_ids, board.labels, board.x, strict=True)):
-        cells = [f"<td>{_esc(label)}</td>", f"<td>{x}</td>", f"<td><code>{_esc(run_id)}</code></td>"]
+        cells = [
+            f"<td>{_esc(label)}</td>",
+            f"<td>{'' if x is None else x}</td>",
+            f"<td><code>{_esc(run_id)}</code></td>",
+        ]
         for c in range(len(board.columns)):
             value, stderr = board.cell(r, c)
             css = ' class="best"' if r in best[c] else ""
@@ -92,10 +96,13 @@ def _chart(board: Leaderboard, column: int, width: int = 320, height: int = 200)
         if not math.isnan(board.values[r, column])
     ]
     meta = board.columns[column]
+    # A run without a step among runs with one (a base model) has no x: a dashed line across, its value.
+    across = [point for point in points if point[0] is None]
+    points = [point for point in points if point[0] is not None]
     if not points:
         return ""
     x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
-    y_lo, y_hi = min(p[1] - p[2] for p in points), max(p[1] + p[2] for p in points)
+    y_lo, y_hi = min(p[1] - p[2] for p in points + across), max(p[1] + p[2] for p in points + across)
     if x_lo == x_hi:
         x_lo, x_hi = x_lo - 1, x_hi + 1
     if y_lo == y_hi:
@@ -124,6 +131,12 @@ def _chart(board: Leaderboard, column: int, width: int = 320, height: int = 200)
         f'<text x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">{_esc(board.x_title)}</text>',
         '<polyline class="line" points="' + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _, _ in points) + '"/>',
     ]
+    for _, y, stderr, label in across:
+        tip = _esc(f"{label} (no step): {format_number(y)} ± {format_number(stderr)}")
+        parts.append(
+            f'<line class="across" x1="{left}" y1="{sy(y):.1f}" x2="{width - right}" y2="{sy(y):.1f}" '
+            f'stroke-dasharray="4 3"><title>{tip}</title></line>'
+        )
     for x, y, stderr, label in points:
         tip = _esc(f"{label} ({board.x_title} {x}): {format_number(y)} ± {format_number(stderr)}")
         parts.append(

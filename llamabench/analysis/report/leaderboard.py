@@ -53,11 +53,12 @@ class Column:
 
 @dataclass
 class Leaderboard:
-    """Runs (rows, in checkpoint order) × task/metric columns, with each run's position on the x axis."""
+    """Runs (rows, in checkpoint order) × task/metric columns, with each run's position on the x axis (None: a run
+    without a step among runs with one)."""
 
     runs: list[RunSummary]
     labels: list[str]
-    x: list[int]
+    x: list[int | None]
     x_title: str
     columns: list[Column]
     values: np.ndarray
@@ -81,8 +82,11 @@ class Leaderboard:
     def note(self, highlight: str, escape: Callable[[str], str]) -> str:
         """One line on how runs are ordered and read, plus a warning naming tasks whose runs are not comparable
         (``escape``d for the output format: task names are untrusted text; the rest is ours)."""
+        order = self.x_title
+        if None in self.x:
+            order += " (runs without a step first; the charts draw them as dashed lines across)"
         text = (
-            f"{len(self.runs)} runs, ordered by {self.x_title}; best value per column {highlight} "
+            f"{len(self.runs)} runs, ordered by {order}; best value per column {highlight} "
             "(↑ higher is better, ↓ lower is better); ± is the standard error."
         )
         incomparable = self.incomparable_tasks()
@@ -141,7 +145,8 @@ def parse_labels(specs: list[str], resolve: Callable[[str], str]) -> dict[str, s
 
 
 def build_leaderboard(runs: Sequence[RunResult | RunSummary], labels: dict[str, str] | None = None) -> Leaderboard:
-    """Order runs by training step (from their label or model name) when every run has one, else by start time.
+    """Order runs by training step (from their label or model name), runs without one first (their x is None; the
+    charts draw them as dashed lines across), or by start time when no run has a step.
     The board keeps each run's :class:`RunSummary`, not its full sample tables."""
     labels = labels or {}
     by_id = {run.manifest.run_id: summarize(run) for run in runs}
@@ -150,10 +155,10 @@ def build_leaderboard(runs: Sequence[RunResult | RunSummary], labels: dict[str, 
     if unknown:
         raise LlamabenchError(f"--label names run(s) not in the report: {', '.join(sorted(unknown))}")
     steps = [_step(run, labels.get(run.manifest.run_id)) for run in runs]
-    if None in steps:
+    if all(step is None for step in steps):
         x, x_title = list(range(1, len(runs) + 1)), "run order"
-    else:
-        order = sorted(range(len(runs)), key=lambda i: steps[i])
+    else:  # runs without a step (a base model beside its checkpoints) first, in start order, then by step
+        order = sorted(range(len(runs)), key=lambda i: (steps[i] is not None, steps[i] or 0))
         runs, x, x_title = [runs[i] for i in order], [steps[i] for i in order], "step"
     columns: dict[tuple[str, str], Column] = {}
     for run in runs:

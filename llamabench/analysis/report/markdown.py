@@ -25,5 +25,6 @@ def to_markdown(board: Leaderboard) -> str:
             for c in columns:
                 value, stderr = board.cell(r, c)
                 cells.append(f"**{value}** {stderr}".strip() if r in best[c] else f"{value} {stderr}".strip())
-            lines.append(f"| {_md(label)} | {board.x[r]} | " + " | ".join(cells) + " |")
+            x = "" if board.x[r] is None else board.x[r]
+            lines.append(f"| {_md(label)} | {x} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,8 @@ text. Finished rows leave by index selection; waiting requests are prefilled in 
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -203,7 +205,7 @@ class _Batch:
             input_ids=input_ids.to(device),
             attention_mask=mask,
             position_ids=positions.to(device),
-            past_key_values=cache,
+            **{cache_keyword(self.engine.model): cache},
             use_cache=True,
             logits_to_keep=1,
         ).logits
@@ -264,7 +266,7 @@ class _Batch:
             input_ids=torch.cat([self.next_input[:, None], tails.to(device)], dim=1),
             attention_mask=self.mask,
             position_ids=positions,
-            past_key_values=self.cache,
+            **{cache_keyword(self.engine.model): self.cache},
             use_cache=True,
         ).logits
         self._take(logits, first_row=0, drafts=drafts)
@@ -379,3 +381,14 @@ def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[dim] = missing
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+@functools.cache
+def _forward_takes_cache(forward_class: type) -> bool:
+    return "cache" in inspect.signature(forward_class.forward).parameters
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The name a model's ``forward`` gives its key/value cache: ``cache`` in recent transformers (which warns, on
+    every call, that ``past_key_values`` is deprecated), ``past_key_values`` before."""
+    return "cache" if _forward_takes_cache(type(model)) else "past_key_values"

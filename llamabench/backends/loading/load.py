@@ -8,7 +8,7 @@ import torch
 from llamabench.backends.loading.gguf import dense_copy
 from llamabench.backends.loading.model_source import ModelSource, PinnedFiles, pin
 from llamabench.config import DEVICE_MAPS
-from llamabench.errors import LlamabenchError, first_line
+from llamabench.errors import LlamabenchError, first_line, network_advice
 
 
 def check_device_map(device_map: str | None, device: str | None) -> None:
@@ -50,6 +50,10 @@ def load_model_and_tokenizer(
         )
     except (OSError, ValueError, RuntimeError) as exc:
         reason = first_line(exc, limit=1000) or type(exc).__name__
+        if not source.is_local:
+            raise LlamabenchError(
+                f"model {source.name} could not be loaded from the hub ({reason}); {network_advice()}"
+            ) from exc
         raise LlamabenchError(
             f"model {source.name} could not be loaded from {location}: {reason}; "
             "check the path is a complete checkpoint (offline users: hub ids need a local copy)"

@@ -70,7 +70,9 @@ class LlamabenchLM(LM):
         from llamabench.backends.factory import load_backend
         from llamabench.config import RunConfig
 
-        options = {**arg_dict, **{k: v for k, v in (additional_config or {}).items() if v is not None}}
+        # lm-eval's own settings (--device, --batch_size) fill in what model_args leave out: model_args are the
+        # user's words for this model, while lm-eval's --device has a default (cuda:0) of its own.
+        options = {**{k: v for k, v in (additional_config or {}).items() if v is not None}, **arg_dict}
         model = options.pop("pretrained", None)
         options["batch_size"] = _batch_size(options.pop("batch_size", "auto"))
         options["trust_remote_code"] = bool(options.pop("trust_remote_code", False))
