@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from llamabench import __version__
+from llamabench.cli.contamination import add_contamination_parser, contamination_command
 from llamabench.cli.run import add_evaluation_options, run_command
 from llamabench.cli.watch import add_watch_parser, watch_command
 from llamabench.errors import LlamabenchError, first_line, note, say
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluation_options(run)
 
     add_watch_parser(commands)
+    add_contamination_parser(commands)
 
     tasks = commands.add_parser("tasks", help="list the available tasks and their metrics")
     tasks.add_argument("--tasks-dir", type=Path, action="append", default=[], help="extra folder of task YAML files")
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": _list_runs,
         "report": _report,
         "check": _check,
+        "contamination": contamination_command,
     }
     try:
         return handlers[args.command](args)

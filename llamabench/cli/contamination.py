@@ -1,0 +1,77 @@
+"""``llamabench contamination``: which evaluation documents a training corpus holds (see ``contamination/``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from llamabench.contamination.criterion import DEFAULT_MIN_NGRAM
+
+
+def add_contamination_parser(commands) -> None:
+    scan = commands.add_parser(
+        "contamination", help="per-document contamination of tasks by a training corpus (LLaMA 2 criterion)"
+    )
+    scan.add_argument(
+        "--corpus",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="PATH",
+        help="training text: files, folders or quoted globs (.txt and other text, .jsonl, .parquet)",
+    )
+    scan.add_argument("--tasks", required=True, help="comma-separated task names, as for `run`")
+    scan.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("LLAMABENCH_DATA"),
+        help="folder with local task data (default: $LLAMABENCH_DATA)",
+    )
+    scan.add_argument("--tasks-dir", type=Path, action="append", default=[], help="extra folder of task YAML files")
+    scan.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("contamination"),
+        help="where the result folder goes (default: contamination/)",
+    )
+    scan.add_argument("--model", default=None, help="whose tokenizer to use (default: smollm2-135m; no weights load)")
+    scan.add_argument(
+        "--field", default="text", help="the text field of JSONL records and Parquet rows (default: text)"
+    )
+    scan.add_argument(
+        "--min-ngram",
+        type=int,
+        default=DEFAULT_MIN_NGRAM,
+        help=f"shortest matched run of tokens that counts (default {DEFAULT_MIN_NGRAM}: the paper's 'longer than 10')",
+    )
+    scan.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: every core)")
+    scan.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
+
+
+def contamination_command(args: argparse.Namespace) -> int:
+    from llamabench.contamination.result import ScanSettings, contamination_tables, write_contamination
+    from llamabench.escaping import terminal
+
+    settings = ScanSettings(
+        corpus=args.corpus,
+        tasks=[name.strip() for name in args.tasks.split(",") if name.strip()],
+        data_dir=args.data_dir,
+        tasks_dir=tuple(args.tasks_dir),
+        model=args.model,
+        field=args.field,
+        min_ngram=args.min_ngram,
+        workers=args.workers,
+        limit=args.limit,
+    )
+    tables, manifest = contamination_tables(settings)
+    folder = write_contamination(tables, manifest, args.output_dir)
+    for task, table in tables.items():
+        counts = ", ".join(f"{subset} {int(table[subset].sum())}" for subset in ("clean", "not_clean", "dirty"))
+        print(
+            terminal(f"{task}: {len(table)} documents; {counts}; longest span {int(table.longest_span.max())} tokens")
+        )
+    tokens = sum(item["tokens"] for item in manifest["corpus"])
+    print(terminal(f"corpus: {len(manifest['corpus'])} file(s), {tokens} tokens in {manifest['scan']['seconds']} s"))
+    print(terminal(f"contamination written to {folder}"))
+    return 0
