@@ -57,29 +57,40 @@ class Hit:
 class SampleIndex:
     """Every length-``min_ngram`` window of the evaluation samples, by hash: the only thing held in memory.
 
+    ``counted[s]`` marks the tokens of sample ``s`` that are its document's own text (None: all of them); the
+    rest (a task template's words) are matched but never counted, and a window of template words alone is not
+    indexed, so a corpus holding one rendered document does not flag the template in every other.
+
     ``keys`` are the distinct hashes, sorted; the samples and positions holding hash ``keys[k]`` are
     ``entries[starts[k]:starts[k + 1]]`` (rows of ``(sample, position)``).
     """
 
     samples: list[np.ndarray]
     min_ngram: int
+    counted: list[np.ndarray] | None = None
     keys: np.ndarray = field(init=False)
     starts: np.ndarray = field(init=False)
     entries: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.samples = [np.asarray(tokens, dtype=np.int64) for tokens in self.samples]
-        hashes = [window_hashes(tokens, self.min_ngram) for tokens in self.samples]
-        all_hashes = np.concatenate([np.empty(0, np.uint64), *hashes])
-        owners = np.concatenate([np.empty(0, np.int64), *(np.full(len(h), s) for s, h in enumerate(hashes))])
-        positions = np.concatenate([np.empty(0, np.int64), *(np.arange(len(h)) for h in hashes)])
+        if self.counted is None:
+            self.counted = [np.ones(len(tokens), dtype=bool) for tokens in self.samples]
+        owners, positions, hashes = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.uint64)]
+        for number, (tokens, counted) in enumerate(zip(self.samples, self.counted, strict=True)):
+            windows = window_hashes(tokens, self.min_ngram)
+            own = np.flatnonzero(_window_sums(counted, self.min_ngram)[: len(windows)] > 0)
+            hashes.append(windows[own])
+            positions.append(own)
+            owners.append(np.full(len(own), number))
+        all_hashes = np.concatenate(hashes)
         order = np.argsort(all_hashes, kind="stable")
         self.keys, self.starts = np.unique(all_hashes[order], return_index=True)
         self.starts = np.append(self.starts, len(order))
-        self.entries = np.stack([owners[order], positions[order]], axis=1)
+        self.entries = np.stack([np.concatenate(owners)[order], np.concatenate(positions)[order]], axis=1)
 
     def hits(self, tokens: np.ndarray) -> list[Hit]:
-        """Every (sample window, corpus window) pair of equal tokens in the corpus text ``tokens``."""
+        """Every (indexed sample window, corpus window) pair of equal tokens in the corpus text ``tokens``."""
         tokens = np.asarray(tokens, dtype=np.int64)
         hashes = window_hashes(tokens, self.min_ngram)
         if not len(hashes) or not len(self.keys):
@@ -96,48 +107,58 @@ class SampleIndex:
                     hits.append(Hit(sample, sample_pos, corpus_pos))
         return hits
 
+    def longest_spans(self, hits: list[Hit]) -> dict[int, Span]:
+        """Each hit sample's longest run in one corpus text (consecutive hits on a diagonal joined), measured in
+        the sample's counted tokens."""
+        best: dict[int, Span] = {}
+        ordered = sorted(hits, key=lambda h: (h.sample, h.corpus_pos - h.sample_pos, h.corpus_pos))
+        start = 0
+        for i, hit in enumerate(ordered):
+            following = ordered[i + 1] if i + 1 < len(ordered) else None
+            if (
+                following is not None
+                and following.sample == hit.sample
+                and following.sample_pos == hit.sample_pos + 1
+                and following.corpus_pos == hit.corpus_pos + 1
+            ):
+                continue  # the run goes on
+            first = ordered[start]
+            end = hit.sample_pos + self.min_ngram
+            length = int(self.counted[first.sample][first.sample_pos : end].sum())
+            if first.sample not in best or length > best[first.sample].length:
+                best[first.sample] = Span(first.sample, first.sample_pos, first.corpus_pos, length)
+            start = i + 1
+        return best
+
+    def fraction(self, sample: int, window_starts: np.ndarray) -> float:
+        """The share of the sample's counted tokens inside a matched window starting at one of ``window_starts``."""
+        counted = self.counted[sample]
+        if not counted.any():
+            return 0.0
+        covered = np.zeros(len(counted) + 1, dtype=np.int64)
+        starts = np.asarray(window_starts, dtype=np.int64)
+        np.add.at(covered, starts, 1)
+        np.add.at(covered, starts + self.min_ngram, -1)
+        inside = np.cumsum(covered[: len(counted)]) > 0
+        return float((inside & counted).sum() / counted.sum())
+
+
+def _window_sums(flags: np.ndarray, n: int) -> np.ndarray:
+    """How many of ``flags`` are set in each length-``n`` window (as many windows as there are flags)."""
+    total = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    ends = np.minimum(np.arange(len(flags)) + n, len(flags))
+    return total[ends] - total[: len(flags)]
+
 
 @dataclass(frozen=True)
 class Span:
-    """A run of ``length`` tokens of sample ``sample`` from ``sample_pos``, found at ``corpus_pos`` of a text."""
+    """A run of sample ``sample``'s tokens from ``sample_pos``, found at ``corpus_pos`` of a corpus text, holding
+    ``length`` counted tokens."""
 
     sample: int
     sample_pos: int
     corpus_pos: int
     length: int
-
-
-def longest_spans(hits: list[Hit], min_ngram: int) -> dict[int, Span]:
-    """Each hit sample's longest run in one corpus text: consecutive hits on a diagonal joined."""
-    best: dict[int, Span] = {}
-    ordered = sorted(hits, key=lambda h: (h.sample, h.corpus_pos - h.sample_pos, h.corpus_pos))
-    start = 0
-    for i, hit in enumerate(ordered):
-        following = ordered[i + 1] if i + 1 < len(ordered) else None
-        if (
-            following is not None
-            and following.sample == hit.sample
-            and following.sample_pos == hit.sample_pos + 1
-            and following.corpus_pos == hit.corpus_pos + 1
-        ):
-            continue  # the run goes on
-        first = ordered[start]
-        length = hit.corpus_pos - first.corpus_pos + min_ngram
-        if first.sample not in best or length > best[first.sample].length:
-            best[first.sample] = Span(first.sample, first.sample_pos, first.corpus_pos, length)
-        start = i + 1
-    return best
-
-
-def covered_fraction(n_tokens: int, window_starts: np.ndarray, min_ngram: int) -> float:
-    """The share of a sample's ``n_tokens`` tokens inside a matched window starting at one of ``window_starts``."""
-    if n_tokens == 0:
-        return 0.0
-    covered = np.zeros(n_tokens + 1, dtype=np.int64)
-    starts = np.asarray(window_starts, dtype=np.int64)
-    np.add.at(covered, starts, 1)
-    np.add.at(covered, starts + min_ngram, -1)
-    return float((np.cumsum(covered[:n_tokens]) > 0).sum() / n_tokens)
 
 
 def subsets(fraction: float) -> dict[str, bool]:

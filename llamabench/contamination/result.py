@@ -24,7 +24,6 @@ from llamabench.contamination.criterion import (
     DEFAULT_MIN_NGRAM,
     DIRTY_FROM,
     SampleIndex,
-    covered_fraction,
     subsets,
 )
 from llamabench.contamination.samples import EvalSample, task_texts, tokenize_samples
@@ -90,12 +89,12 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
     started = time.perf_counter()
     tokenizer = load_tokenizer(settings.model)
     samples = tokenize_samples(texts, tokenizer.load())
-    index = SampleIndex([s.tokens for s in samples], settings.min_ngram)
+    index = SampleIndex([s.tokens for s in samples], settings.min_ngram, [s.counted for s in samples])
     overlap = max(len(s.text.encode()) for s in samples) + _OVERLAP_SLACK
     work = [unit for file in files for unit in corpus.units(file, overlap, settings.unit_bytes)]
     found = scan(work, tokenizer.json, index, settings.field, settings.workers)
     seconds = time.perf_counter() - started
-    tables = _tables(samples, found, settings.min_ngram)
+    tables = contamination_rows(samples, found, index)
     manifest = {
         "kind": KIND,
         "llamabench_version": __version__,
@@ -130,17 +129,17 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
     return tables, manifest
 
 
-def _tables(samples: list[EvalSample], found: Findings, min_ngram: int) -> dict[str, pd.DataFrame]:
+def contamination_rows(samples: list[EvalSample], found: Findings, index: SampleIndex) -> dict[str, pd.DataFrame]:
+    """Each task's table (:data:`COLUMNS`) from what a scan ``found`` for ``samples`` (numbered as in ``index``)."""
     rows: dict[str, list[dict]] = {}
     for number, sample in enumerate(samples):
-        n_tokens = len(sample.tokens)
         starts = np.fromiter(found.starts.get(number, ()), dtype=np.int64)
-        fraction = covered_fraction(n_tokens, starts, min_ngram)
+        fraction = index.fraction(number, starts)
         length, where = found.longest.get(number, (0, None))
         rows.setdefault(sample.task, []).append(
             {
                 "doc_id": sample.doc_id,
-                "n_tokens": n_tokens,
+                "n_tokens": int(sample.counted.sum()),
                 "contaminated_fraction": fraction,
                 "longest_span": length,
                 "longest_file": None if where is None else where.file,

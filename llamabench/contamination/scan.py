@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from llamabench.contamination.corpus import Unit, record_text
-from llamabench.contamination.criterion import SampleIndex, longest_spans
+from llamabench.contamination.criterion import SampleIndex
 from llamabench.errors import LlamabenchError
 
 
@@ -81,7 +81,7 @@ def scan_unit(unit: Unit) -> Findings:
         hits = index.hits(tokens)
         for hit in hits:
             found.starts.setdefault(hit.sample, set()).add(hit.sample_pos)
-        for sample, span in longest_spans(hits, index.min_ngram).items():
+        for sample, span in index.longest_spans(hits).items():
             char = encoding.offsets[span.corpus_pos][0]
             if unit.format == "text":
                 where = Location(unit.path, None, unit.start + len(text[:char].encode()))
