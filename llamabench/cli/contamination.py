@@ -75,3 +75,23 @@ def contamination_command(args: argparse.Namespace) -> int:
     print(terminal(f"corpus: {len(manifest['corpus'])} file(s), {tokens} tokens in {manifest['scan']['seconds']} s"))
     print(terminal(f"contamination written to {folder}"))
     return 0
+
+
+def report_subsets(runs: list, contamination: Path, out: Path | None) -> list[Path]:
+    """Print each run's scores by subset and write them as ``subsets_<run id>.csv`` under ``out`` (if given)."""
+    from llamabench import escaping
+    from llamabench.analysis.subsets import format_subsets, subset_scores
+    from llamabench.escaping import terminal
+
+    paths = []
+    for run in runs:
+        scores = subset_scores(run, contamination)
+        print(terminal(f"{run.manifest.model} ({run.manifest.run_id}) by contamination subset:"))
+        print(format_subsets(scores) + "\n")
+        if out is None:
+            continue
+        path = Path(out) / f"subsets_{escaping.safe_name(run.manifest.run_id)}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        escaping.csv_frame(scores).to_csv(path, index=False)
+        paths.append(path)
+    return paths
