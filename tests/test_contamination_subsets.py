@@ -102,3 +102,23 @@ def test_report_writes_scores_by_subset(tmp_path, capsys):
     (written,) = (tmp_path / "report").glob("subsets_*.csv")
     table = pd.read_csv(written).set_index("subset")
     assert table.loc["dirty", "value"] == 100.0 and table.loc["not_dirty", "value"] == 50.0
+
+
+def test_run_with_contamination_shows_scores_by_subset(tmp_path, monkeypatch, capsys):
+    from builders import TEXTS, cli_run, write_run_workspace
+    from conftest import save_tiny_model
+
+    workspace = write_run_workspace(tmp_path, monkeypatch)
+    model = save_tiny_model(tmp_path / "model")
+    (tmp_path / "corpus.txt").write_text("unrelated words\n" + TEXTS[0] + "\nmore unrelated words\n")
+    scan = ["contamination", "--corpus", str(tmp_path / "corpus.txt"), "--tasks", "tiny_ppl", "--model", str(model)]
+    scan += ["--tasks-dir", str(workspace / "tasks"), "--data-dir", str(workspace), "--output-dir", str(tmp_path / "c")]
+    assert main(scan) == 0
+    (folder,) = (tmp_path / "c").iterdir()
+    run = cli_run(workspace, model, "out", "--tasks", "tiny_ppl", "--no-cache", "--contamination", str(folder))
+    assert "by contamination subset" in capsys.readouterr().out
+    scores = subset_scores(run, folder).set_index(["metric", "subset"])
+    # The first text (in the corpus) is the dirty subset, the second the clean one: each one document.
+    own = run.samples["tiny_ppl"].set_index("doc_id").token_perplexity
+    assert scores.loc[("token_perplexity", "dirty"), "value"] == pytest.approx(own["0"])
+    assert scores.loc[("token_perplexity", "clean"), "value"] == pytest.approx(own["1"])
