@@ -21,7 +21,11 @@ def add_contamination_parser(commands) -> None:
         metavar="PATH",
         help="training text: files, folders or quoted globs (.txt and other text, .jsonl, .parquet)",
     )
-    scan.add_argument("--tasks", required=True, help="comma-separated task names, as for `run`")
+    scan.add_argument("--tasks", default="", help="comma-separated task names, as for `run`")
+    scan.add_argument(
+        "--text", action="append", default=[], metavar="PATH", help="your own evaluation text files, as for `run`"
+    )
+    scan.add_argument("--text-format", default=None, help="how --text files are cut into documents, as for `run`")
     scan.add_argument(
         "--data-dir",
         type=Path,
@@ -63,6 +67,8 @@ def contamination_command(args: argparse.Namespace) -> int:
         min_ngram=args.min_ngram,
         workers=args.workers,
         limit=args.limit,
+        text=tuple(args.text),
+        text_format=args.text_format,
     )
     tables, manifest = contamination_tables(settings)
     folder = write_contamination(tables, manifest, args.output_dir)

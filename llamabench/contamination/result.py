@@ -64,11 +64,13 @@ class ScanSettings:
     min_ngram: int = DEFAULT_MIN_NGRAM
     workers: int = 1
     limit: int | None = None
+    text: tuple[str, ...] = ()
+    text_format: str | None = None
     unit_bytes: int = corpus.UNIT_BYTES
 
     def validate(self) -> None:
-        if not self.tasks:
-            raise LlamabenchError("nothing to scan for: pass --tasks NAMES")
+        if not (self.tasks or self.text):
+            raise LlamabenchError("nothing to scan for: pass --tasks NAMES, or --text PATH for your own files")
         if self.min_ngram < 1:
             raise LlamabenchError(f"--min-ngram {self.min_ngram} must be at least 1 token")
         if self.workers < 1:
@@ -84,7 +86,12 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
     for file in files:
         corpus.check_file(file, settings.field)
     texts = task_texts(
-        settings.tasks, data_dir=settings.data_dir, tasks_dir=list(settings.tasks_dir), limit=settings.limit
+        settings.tasks,
+        data_dir=settings.data_dir,
+        tasks_dir=list(settings.tasks_dir),
+        limit=settings.limit,
+        text=list(settings.text),
+        text_format=settings.text_format,
     )
     started = time.perf_counter()
     tokenizer = load_tokenizer(settings.model)
@@ -109,6 +116,8 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
             "tokenizer_sha256": tokenizer.digest,
             "field": settings.field,
             "tasks": settings.tasks,
+            "text": list(settings.text),
+            "text_format": settings.text_format,
             "data_dir": None if settings.data_dir is None else str(settings.data_dir),
             "limit": settings.limit,
             "sample_text": "prompt without few-shot examples + target delimiter + gold answer",

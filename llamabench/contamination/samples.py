@@ -80,11 +80,25 @@ class SampleText:
 
 
 def task_texts(
-    tasks: list[str], *, data_dir: Path | None = None, tasks_dir: list[Path] | None = None, limit: int | None = None
+    tasks: list[str],
+    *,
+    data_dir: Path | None = None,
+    tasks_dir: list[Path] | None = None,
+    limit: int | None = None,
+    text: list[str] | None = None,
+    text_format: str | None = None,
 ) -> list[SampleText]:
-    """Every scored document of ``tasks`` as ``llamabench run --num-fewshot 0`` renders it, with its own
-    characters marked (bad task names or data: one-line errors)."""
-    config = RunConfig(tasks=tasks, data_dir=data_dir, tasks_dir=tasks_dir or [], limit=limit, num_fewshot=0)
+    """Every scored document of ``tasks`` (and of the ``--text`` files ``text``) as ``llamabench run
+    --num-fewshot 0`` renders it, with its own characters marked (bad task names or data: one-line errors)."""
+    config = RunConfig(
+        tasks=tasks,
+        data_dir=data_dir,
+        tasks_dir=tasks_dir or [],
+        limit=limit,
+        num_fewshot=0,
+        text=text or [],
+        text_format=text_format,
+    )
     texts = []
     for task in prepare_tasks(config.validate()):
         kind = kind_of(task.spec)
