@@ -25,22 +25,34 @@ from llamabench.contamination.scan import scan
 # --- fractions by hand ---------------------------------------------------------------------------------------
 
 
-def _scan_tokens(samples: list[list[int]], texts: list[list[int]], n: int, counted=None) -> list[tuple[float, int]]:
-    index = SampleIndex([np.array(s) for s in samples], n, counted)
-    starts: dict[int, set] = {}
+def _scan_tokens(samples, texts, n: int, counted=None, skip: int = 0) -> list[tuple[float, int]]:
+    index = SampleIndex([np.array(s) for s in samples], n, counted, skip)
+    spans: dict[int, set] = {}
     longest: dict[int, int] = {}
     for text in texts:
-        hits = index.hits(np.array(text))
-        for hit in hits:
-            starts.setdefault(hit.sample, set()).add(hit.sample_pos)
-        for sample, span in index.longest_spans(hits).items():
-            longest[sample] = max(longest.get(sample, 0), span.length)
-    return [(index.fraction(i, np.array(sorted(starts.get(i, ())))), longest.get(i, 0)) for i in range(len(samples))]
+        for span in index.spans(np.array(text)):
+            spans.setdefault(span.sample, set()).add((span.start, span.end))
+            longest[span.sample] = max(longest.get(span.sample, 0), span.length)
+    return [(index.fraction(i, spans.get(i, set())), longest.get(i, 0)) for i in range(len(samples))]
 
 
 def test_worked_example_of_the_module():
     # Windows (5,6,7) and (7,8,9) are in the corpus: all 5 tokens covered, two runs of 3.
     assert _scan_tokens([[5, 6, 7, 8, 9]], [[1, 5, 6, 7, 2, 7, 8, 9]], 3) == [(1.0, 3)]
+    assert _scan_tokens([[5, 6, 7, 8, 9]], [[5, 6, 0, 8, 9]], 3, skip=1) == [(1.0, 5)]
+
+
+def test_skip_budget_by_hand():
+    sample = list(range(20))
+    # Two changed positions (5 and 12): one span of 20 with budget 2, two overlapping with 1, three exact runs.
+    text = [*range(5), 99, *range(6, 12), 99, *range(13, 20)]
+    assert _scan_tokens([sample], [text], 5, skip=2) == [(1.0, 20)]
+    assert _scan_tokens([sample], [text], 5, skip=1) == [(1.0, 14)]  # 0-11 (12), and 6-19 (14, from the run at 6)
+    assert _scan_tokens([sample], [text], 5) == [(0.9, 7)]  # runs 0-4, 6-11, 13-19 (7): 5 and 12 left out
+    # No mismatch in the first min_ngram - 1 tokens: a change at 2 leaves the run from 3 only.
+    assert _scan_tokens([sample], [[0, 1, 99, *range(3, 20)]], 5, skip=4) == [(17 / 20, 17)]
+    # No trailing mismatch: the span stops at its last matching token.
+    assert _scan_tokens([sample], [[*range(8), 99, 99]], 5, skip=4) == [(8 / 20, 8)]
 
 
 def test_fractions_by_hand():
@@ -77,15 +89,27 @@ def test_own_characters_mark_the_fields_not_the_template():
 # --- a naive quadratic scan as the oracle -------------------------------------------------------------------
 
 
-def _naive(sample: str, corpus_texts: list[str], n: int) -> tuple[float, int]:
-    """Every substring of the sample of >= n characters (one byte, one token) looked up in every corpus text."""
+def _naive(sample: str, corpus_texts: list[str], n: int, skip: int = 0) -> tuple[float, int]:
+    """Every run of the sample of >= n characters (one byte, one token) against every equally long run of every
+    corpus text: at most ``skip`` differences, none in the first n - 1 and none at the end."""
     covered = [False] * len(sample)
     longest = 0
     for a in range(len(sample)):
         for b in range(a + n, len(sample) + 1):
-            if any(sample[a:b] in text for text in corpus_texts):
-                covered[a:b] = [True] * (b - a)
-                longest = max(longest, b - a)
+            piece = sample[a:b]
+            if not skip:  # the exact case, at the speed of str.find
+                if any(piece in text for text in corpus_texts):
+                    covered[a:b] = [True] * (b - a)
+                    longest = max(longest, b - a)
+                continue
+            for text in corpus_texts:
+                for c in range(len(text) - len(piece) + 1):
+                    other = text[c : c + len(piece)]
+                    differ = [i for i in range(len(piece)) if piece[i] != other[i]]
+                    if len(differ) <= skip and all(n - 1 <= i < len(piece) - 1 for i in differ):
+                        covered[a:b] = [True] * (b - a)
+                        longest = max(longest, b - a)
+                        break
     return (sum(covered) / len(sample) if sample else 0.0), longest
 
 
@@ -104,25 +128,26 @@ def _byte_samples(texts: list[str], tokenizer_json: str) -> list[EvalSample]:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    samples=st.lists(st.text("ab\n", min_size=1, max_size=14), min_size=1, max_size=4),
-    lines=st.lists(st.text("ab", max_size=30), max_size=8),
+    samples=st.lists(st.text("ab\n", min_size=1, max_size=12), min_size=1, max_size=3),
+    lines=st.lists(st.text("ab", max_size=20), max_size=6),
     n=st.integers(2, 5),
+    skip=st.integers(0, 2),
     unit_bytes=st.integers(1, 40),
 )
-def test_scan_equals_naive_oracle(tmp_path_factory, byte_tokenizer_json, samples, lines, n, unit_bytes):
+def test_scan_equals_naive_oracle(tmp_path_factory, byte_tokenizer_json, samples, lines, n, skip, unit_bytes):
     folder = tmp_path_factory.mktemp("corpus")
     text = "\n".join(lines)
     (folder / "c.txt").write_text(text)
     eval_samples = _byte_samples(samples, byte_tokenizer_json)
-    index = SampleIndex([s.tokens for s in eval_samples], n)
+    index = SampleIndex([s.tokens for s in eval_samples], n, skip_budget=skip)
     overlap = max(len(s) for s in samples)
     units = corpus.units(folder / "c.txt", overlap, unit_bytes)
     found = scan(units, byte_tokenizer_json, index, "text", workers=1)
     table = contamination_rows(eval_samples, found, index)["t"]
     for sample, row in zip(samples, table.itertuples(), strict=True):
-        fraction, longest = _naive(sample, [text], n)
+        fraction, longest = _naive(sample, [text], n, skip)
         assert (row.contaminated_fraction, row.longest_span) == (pytest.approx(fraction), longest)
-        if longest:  # the location holds the longest span
+        if longest and not skip:  # the location holds the longest span
             start = row.longest_offset
             assert any(text.encode()[start : start + longest] == sample.encode()[a : a + longest] for a in range(14))
     assert sum(found.tokens.values()) == len(text.encode())  # overlaps counted once
@@ -239,3 +264,17 @@ def test_bad_input_is_one_line(capsys, tmp_path, data_dir):
     (tmp_path / "c.txt").write_text("hello")
     assert "--min-ngram 0" in cli_error(capsys, *base, "--corpus", str(tmp_path / "c.txt"), "--min-ngram", "0")
     assert "unknown task" in cli_error(capsys, *base[:1], "--tasks", "nope", "--corpus", str(tmp_path / "c.txt"))
+
+
+def test_skip_budget_joins_the_changed_copy(planted, data_dir):
+    from llamabench.contamination.result import ScanSettings, contamination_tables
+
+    corpus_dir = str(planted["root"] / "corpus")
+    settings = ScanSettings([corpus_dir], ["cnndm"], data_dir=data_dir, limit=8, skip_budget=4)
+    tables, manifest = contamination_tables(settings)
+    changed = tables["cnndm"].set_index("doc_id").loc[planted["ids"][5]]
+    exact = planted["tables"]["cnndm"].set_index("doc_id").loc[planted["ids"][5]]
+    # A changed word of as many tokens as the original now lies inside a span (at most four changes each); one
+    # of another length shifts the alignment, which a skip (a substitution) cannot bridge.
+    assert changed.contaminated_fraction > exact.contaminated_fraction and changed.longest_span > exact.longest_span
+    assert manifest["settings"]["skip_budget"] == 4

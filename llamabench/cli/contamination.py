@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from llamabench.contamination.criterion import DEFAULT_MIN_NGRAM
+from llamabench.contamination.criterion import DEFAULT_MIN_NGRAM, PAPER_SKIP_BUDGET
 
 
 def add_contamination_parser(commands) -> None:
@@ -49,6 +49,12 @@ def add_contamination_parser(commands) -> None:
         default=DEFAULT_MIN_NGRAM,
         help=f"shortest matched run of tokens that counts (default {DEFAULT_MIN_NGRAM}: the paper's 'longer than 10')",
     )
+    scan.add_argument(
+        "--skip-budget",
+        type=int,
+        default=0,
+        help=f"positions a matched span may differ in (default 0: exact; the paper used {PAPER_SKIP_BUDGET})",
+    )
     scan.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: every core)")
     scan.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
 
@@ -65,6 +71,7 @@ def contamination_command(args: argparse.Namespace) -> int:
         model=args.model,
         field=args.field,
         min_ngram=args.min_ngram,
+        skip_budget=args.skip_budget,
         workers=args.workers,
         limit=args.limit,
         text=tuple(args.text),

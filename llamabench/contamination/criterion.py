@@ -1,19 +1,33 @@
-"""The LLaMA 2 contamination criterion (Touvron et al. 2023, appendix A.6), exact-match form, on token ids.
+"""The LLaMA 2 contamination criterion (Touvron et al. 2023, appendix A.6) on token ids, with its skip budget.
 
-A token of an evaluation sample is contaminated when it lies in a run of at least ``min_ngram`` consecutive tokens
-of the sample that also occurs, contiguously, in the corpus. Every such run is covered by the length-``min_ngram``
-windows inside it, each of which occurs in the corpus too, and a window that occurs in the corpus is such a run
-itself, so the contaminated tokens are exactly the union of the sample's length-``min_ngram`` windows found in the
-corpus. That is what is computed: the sample's windows are hashed into the :class:`SampleIndex`; a corpus text is
-hashed the same way and looked up; every hash hit is confirmed token by token (a hash collision never counts).
+A *matched span* of an evaluation sample is a run of its tokens ``sample[a:b]`` laid against a run of corpus
+tokens of the same length ``corpus[c:c + b - a]`` such that
 
-The longest contaminated span (Singh et al. 2024) is the longest run of tokens of the sample found contiguously in
-the corpus; at least ``min_ngram`` or 0. Consecutive window hits on one diagonal (corpus position - sample
-position constant) are one run of ``hits + min_ngram - 1`` tokens.
+- it is at least ``min_ngram`` tokens long (the paper: "longer than 10 tokens", so 11);
+- its first ``min_ngram - 1`` tokens match exactly ("no mismatches in the first 10 tokens") and so does its last
+  ("no trailing mismatches");
+- at most ``skip_budget`` positions differ (the paper's "skipgram budget" of 4; 0, the default, is exact match).
 
-Worked example (``min_ngram`` 3): sample ``[5, 6, 7, 8, 9]``, corpus ``[1, 5, 6, 7, 2, 7, 8, 9]``. The windows
-``(5,6,7)`` (sample position 0, corpus 1) and ``(7,8,9)`` (sample 2, corpus 5) hit; tokens 0-4 are covered, the
-fraction is 5/5 = 1.0, and the longest span is 3 (the two hits lie on different diagonals).
+A token is contaminated when it lies in a matched span (a position inside a span that differs counts too: the
+span is what was found); a sample's contamination is the share of its counted tokens (see below) so covered, and
+its longest contaminated span (Singh et al. 2024) the most counted tokens of one matched span.
+
+How it is found: every exact run of ``min_ngram - 1`` sample tokens (a *seed*) is hashed into the
+:class:`SampleIndex`; a corpus text is hashed the same way and looked up, and each hit is confirmed token by token
+(a hash collision never counts). A matched span starts inside an exact run of seeds on one diagonal (corpus
+position - sample position constant) and, starting at that run's first seed instead, reaches at least as far
+(the tokens in between all match), so each first seed of a run is extended along its diagonal up to the
+``skip_budget + 1``-th mismatch, less any trailing mismatches: the union and the longest of these spans are those
+of all matched spans.
+
+``counted[s]`` marks the tokens of sample ``s`` that are its document's own text (None: all); the rest (a task
+template's words) are matched but never counted, and a seed of template words alone is not indexed, so a corpus
+holding one rendered document does not flag the template in every other.
+
+Worked example (``min_ngram`` 3, exact): sample ``[5, 6, 7, 8, 9]``, corpus ``[1, 5, 6, 7, 2, 7, 8, 9]``. The
+spans ``[5, 6, 7]`` (sample 0-2, corpus 1-3) and ``[7, 8, 9]`` (sample 2-4, corpus 5-7) cover all five tokens:
+fraction 1.0, longest span 3. With ``skip_budget`` 1, corpus ``[5, 6, 0, 8, 9]`` gives one span of 5 (one
+mismatch, at position 2, neither in the first 2 nor trailing).
 """
 
 from __future__ import annotations
@@ -27,6 +41,8 @@ DEFAULT_MIN_NGRAM = 11
 # The paper's subsets: clean < 20 % < not clean; not dirty < 80 % <= dirty.
 CLEAN_BELOW = 0.2
 DIRTY_FROM = 0.8
+# The paper's skipgram budget (an option here: the default is exact match).
+PAPER_SKIP_BUDGET = 4
 
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial hash (arithmetic modulo 2**64)
 
@@ -45,21 +61,20 @@ def window_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Hit:
-    """Window ``sample_pos`` of sample ``sample`` equals window ``corpus_pos`` of a corpus text."""
+class Span:
+    """Sample ``sample``'s tokens ``start:end`` matched from ``corpus_pos`` of a corpus text, holding ``length``
+    counted tokens."""
 
     sample: int
-    sample_pos: int
+    start: int
+    end: int
     corpus_pos: int
+    length: int
 
 
 @dataclass
 class SampleIndex:
-    """Every length-``min_ngram`` window of the evaluation samples, by hash: the only thing held in memory.
-
-    ``counted[s]`` marks the tokens of sample ``s`` that are its document's own text (None: all of them); the
-    rest (a task template's words) are matched but never counted, and a window of template words alone is not
-    indexed, so a corpus holding one rendered document does not flag the template in every other.
+    """Every seed (``min_ngram - 1`` tokens) of the evaluation samples, by hash: the only thing held in memory.
 
     ``keys`` are the distinct hashes, sorted; the samples and positions holding hash ``keys[k]`` are
     ``entries[starts[k]:starts[k + 1]]`` (rows of ``(sample, position)``).
@@ -68,18 +83,22 @@ class SampleIndex:
     samples: list[np.ndarray]
     min_ngram: int
     counted: list[np.ndarray] | None = None
+    skip_budget: int = 0
     keys: np.ndarray = field(init=False)
     starts: np.ndarray = field(init=False)
     entries: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.min_ngram < 2 or self.skip_budget < 0:
+            raise ValueError(f"min_ngram {self.min_ngram} must be >= 2 and skip_budget {self.skip_budget} >= 0")
         self.samples = [np.asarray(tokens, dtype=np.int64) for tokens in self.samples]
         if self.counted is None:
             self.counted = [np.ones(len(tokens), dtype=bool) for tokens in self.samples]
+        seed = self.seed
         owners, positions, hashes = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.uint64)]
         for number, (tokens, counted) in enumerate(zip(self.samples, self.counted, strict=True)):
-            windows = window_hashes(tokens, self.min_ngram)
-            own = np.flatnonzero(_window_sums(counted, self.min_ngram)[: len(windows)] > 0)
+            windows = window_hashes(tokens, seed)
+            own = np.flatnonzero(_window_sums(counted, seed)[: len(windows)] > 0)
             hashes.append(windows[own])
             positions.append(own)
             owners.append(np.full(len(own), number))
@@ -88,57 +107,71 @@ class SampleIndex:
         self.keys, self.starts = np.unique(all_hashes[order], return_index=True)
         self.starts = np.append(self.starts, len(order))
         self.entries = np.stack([np.concatenate(owners)[order], np.concatenate(positions)[order]], axis=1)
+        self._flat = np.concatenate([np.empty(0, np.int64), *self.samples])
+        self._offsets = np.concatenate([[0], np.cumsum([len(tokens) for tokens in self.samples])])
 
-    def hits(self, tokens: np.ndarray) -> list[Hit]:
-        """Every (indexed sample window, corpus window) pair of equal tokens in the corpus text ``tokens``."""
+    @property
+    def seed(self) -> int:
+        return self.min_ngram - 1
+
+    def hits(self, tokens: np.ndarray) -> np.ndarray:
+        """Rows ``(sample, sample_pos, corpus_pos)``: every seed of a sample equal to the corpus text ``tokens``
+        at ``corpus_pos``, token for token."""
         tokens = np.asarray(tokens, dtype=np.int64)
-        hashes = window_hashes(tokens, self.min_ngram)
+        hashes = window_hashes(tokens, self.seed)
         if not len(hashes) or not len(self.keys):
-            return []
+            return np.empty((0, 3), dtype=np.int64)
         slots = np.searchsorted(self.keys, hashes).clip(max=len(self.keys) - 1)
         found = np.flatnonzero(self.keys[slots] == hashes)
-        n = self.min_ngram
-        hits = []
-        for corpus_pos in found.tolist():
-            key = slots[corpus_pos]
-            window = tokens[corpus_pos : corpus_pos + n]
-            for sample, sample_pos in self.entries[self.starts[key] : self.starts[key + 1]].tolist():
-                if np.array_equal(self.samples[sample][sample_pos : sample_pos + n], window):
-                    hits.append(Hit(sample, sample_pos, corpus_pos))
-        return hits
+        first, last = self.starts[slots[found]], self.starts[slots[found] + 1]
+        counts = last - first
+        corpus_pos = np.repeat(found, counts)
+        # The entries of each found hash, in one array: first[k], first[k] + 1, ... for every k.
+        entry = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        sample, sample_pos = self.entries[entry, 0], self.entries[entry, 1]
+        steps = np.arange(self.seed)
+        theirs = self._flat[(self._offsets[sample] + sample_pos)[:, None] + steps]
+        ours = tokens[corpus_pos[:, None] + steps]
+        equal = (theirs == ours).all(axis=1)
+        return np.stack([sample[equal], sample_pos[equal], corpus_pos[equal]], axis=1)
 
-    def longest_spans(self, hits: list[Hit]) -> dict[int, Span]:
-        """Each hit sample's longest run in one corpus text (consecutive hits on a diagonal joined), measured in
-        the sample's counted tokens."""
-        best: dict[int, Span] = {}
-        ordered = sorted(hits, key=lambda h: (h.sample, h.corpus_pos - h.sample_pos, h.corpus_pos))
-        start = 0
-        for i, hit in enumerate(ordered):
-            following = ordered[i + 1] if i + 1 < len(ordered) else None
-            if (
-                following is not None
-                and following.sample == hit.sample
-                and following.sample_pos == hit.sample_pos + 1
-                and following.corpus_pos == hit.corpus_pos + 1
-            ):
-                continue  # the run goes on
-            first = ordered[start]
-            end = hit.sample_pos + self.min_ngram
-            length = int(self.counted[first.sample][first.sample_pos : end].sum())
-            if first.sample not in best or length > best[first.sample].length:
-                best[first.sample] = Span(first.sample, first.sample_pos, first.corpus_pos, length)
-            start = i + 1
-        return best
+    def spans(self, tokens: np.ndarray) -> list[Span]:
+        """The matched spans of every sample in the corpus text ``tokens``, one per exact run of seeds."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        hits = self.hits(tokens)
+        if not len(hits):
+            return []
+        seen = {tuple(row) for row in hits.tolist()}
+        spans = []
+        for sample, start, corpus_pos in hits.tolist():
+            if (sample, start - 1, corpus_pos - 1) in seen:
+                continue  # not the first seed of its run: that one's span reaches at least as far
+            end = start + self._reach(self.samples[sample][start:], tokens[corpus_pos:])
+            if end - start >= self.min_ngram:
+                length = int(self.counted[sample][start:end].sum())
+                spans.append(Span(sample, start, end, corpus_pos, length))
+        return spans
 
-    def fraction(self, sample: int, window_starts: np.ndarray) -> float:
-        """The share of the sample's counted tokens inside a matched window starting at one of ``window_starts``."""
+    def _reach(self, theirs: np.ndarray, ours: np.ndarray) -> int:
+        """How far a span starting with a seed goes: up to the ``skip_budget + 1``-th mismatch, then back over
+        trailing mismatches."""
+        size = min(len(theirs), len(ours))
+        mismatches = np.flatnonzero(theirs[:size] != ours[:size])
+        end = int(mismatches[self.skip_budget]) if len(mismatches) > self.skip_budget else size
+        inside = set(mismatches[mismatches < end].tolist())
+        while end - 1 in inside:
+            end -= 1
+        return end
+
+    def fraction(self, sample: int, spans: set[tuple[int, int]]) -> float:
+        """The share of the sample's counted tokens inside one of ``spans`` (``(start, end)`` pairs)."""
         counted = self.counted[sample]
         if not counted.any():
             return 0.0
         covered = np.zeros(len(counted) + 1, dtype=np.int64)
-        starts = np.asarray(window_starts, dtype=np.int64)
-        np.add.at(covered, starts, 1)
-        np.add.at(covered, starts + self.min_ngram, -1)
+        for start, end in spans:
+            covered[start] += 1
+            covered[end] -= 1
         inside = np.cumsum(covered[: len(counted)]) > 0
         return float((inside & counted).sum() / counted.sum())
 
@@ -148,17 +181,6 @@ def _window_sums(flags: np.ndarray, n: int) -> np.ndarray:
     total = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
     ends = np.minimum(np.arange(len(flags)) + n, len(flags))
     return total[ends] - total[: len(flags)]
-
-
-@dataclass(frozen=True)
-class Span:
-    """A run of sample ``sample``'s tokens from ``sample_pos``, found at ``corpus_pos`` of a corpus text, holding
-    ``length`` counted tokens."""
-
-    sample: int
-    sample_pos: int
-    corpus_pos: int
-    length: int
 
 
 def subsets(fraction: float) -> dict[str, bool]:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from llamabench import __version__, escaping
@@ -62,6 +61,7 @@ class ScanSettings:
     model: str | None = None
     field: str = "text"
     min_ngram: int = DEFAULT_MIN_NGRAM
+    skip_budget: int = 0
     workers: int = 1
     limit: int | None = None
     text: tuple[str, ...] = ()
@@ -71,8 +71,10 @@ class ScanSettings:
     def validate(self) -> None:
         if not (self.tasks or self.text):
             raise LlamabenchError("nothing to scan for: pass --tasks NAMES, or --text PATH for your own files")
-        if self.min_ngram < 1:
-            raise LlamabenchError(f"--min-ngram {self.min_ngram} must be at least 1 token")
+        if self.min_ngram < 2:
+            raise LlamabenchError(f"--min-ngram {self.min_ngram} must be at least 2 tokens")
+        if not 0 <= self.skip_budget < self.min_ngram:
+            raise LlamabenchError(f"--skip-budget {self.skip_budget} must be from 0 to --min-ngram - 1")
         if self.workers < 1:
             raise LlamabenchError(f"--workers {self.workers} must be at least 1")
         if self.limit is not None and self.limit < 1:
@@ -96,7 +98,9 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
     started = time.perf_counter()
     tokenizer = load_tokenizer(settings.model)
     samples = tokenize_samples(texts, tokenizer.load())
-    index = SampleIndex([s.tokens for s in samples], settings.min_ngram, [s.counted for s in samples])
+    index = SampleIndex(
+        [s.tokens for s in samples], settings.min_ngram, [s.counted for s in samples], settings.skip_budget
+    )
     overlap = max(len(s.text.encode()) for s in samples) + _OVERLAP_SLACK
     work = [unit for file in files for unit in corpus.units(file, overlap, settings.unit_bytes)]
     found = scan(work, tokenizer.json, index, settings.field, settings.workers)
@@ -107,9 +111,9 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
         "llamabench_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {
-            "criterion": "llama2-exact",
+            "criterion": "llama2",
             "min_ngram": settings.min_ngram,
-            "skip_budget": 0,
+            "skip_budget": settings.skip_budget,
             "clean_below": CLEAN_BELOW,
             "dirty_from": DIRTY_FROM,
             "model": tokenizer.model,
@@ -142,8 +146,7 @@ def contamination_rows(samples: list[EvalSample], found: Findings, index: Sample
     """Each task's table (:data:`COLUMNS`) from what a scan ``found`` for ``samples`` (numbered as in ``index``)."""
     rows: dict[str, list[dict]] = {}
     for number, sample in enumerate(samples):
-        starts = np.fromiter(found.starts.get(number, ()), dtype=np.int64)
-        fraction = index.fraction(number, starts)
+        fraction = index.fraction(number, found.spans.get(number, set()))
         length, where = found.longest.get(number, (0, None))
         rows.setdefault(sample.task, []).append(
             {

@@ -3,7 +3,7 @@
 The parent builds the :class:`~llamabench.contamination.criterion.SampleIndex` (the samples' windows: small) and
 cuts the corpus into units (``corpus.py``); worker processes (``spawn``ed, each holding the index and the
 tokenizer) read, tokenise and match one unit at a time and send back only what they found: per sample, the
-window starts it matched and its longest span with where it lies. Memory is the index plus one unit per worker,
+spans it matched and its longest span with where it lies. Memory is the index plus one unit per worker,
 whatever the corpus size. ``workers=1`` scans in this process.
 
 Scaling beyond one machine needs nothing new from this module: :func:`scan_unit` is a pure function of a unit
@@ -40,16 +40,17 @@ class Location:
 
 @dataclass
 class Findings:
-    """What a scan found: per sample, the starts of its matched windows, and its longest span and where."""
+    """What a scan found: per sample, its matched spans (``(start, end)`` token positions), and its longest span
+    (in counted tokens) and where."""
 
-    starts: dict[int, set[int]] = field(default_factory=dict)
+    spans: dict[int, set[tuple[int, int]]] = field(default_factory=dict)
     longest: dict[int, tuple[int, Location]] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)  # tokens scanned, per corpus file
 
     def merge(self, other: Findings) -> Findings:
         """Add ``other`` (found later in corpus order: on equal lengths the earlier location is kept)."""
-        for sample, starts in other.starts.items():
-            self.starts.setdefault(sample, set()).update(starts)
+        for sample, spans in other.spans.items():
+            self.spans.setdefault(sample, set()).update(spans)
         for sample, (length, where) in other.longest.items():
             if sample not in self.longest or length > self.longest[sample][0]:
                 self.longest[sample] = (length, where)
@@ -78,16 +79,14 @@ def scan_unit(unit: Unit) -> Findings:
     for text, record, encoding in zip(texts, records, encodings, strict=True):
         tokens = np.asarray(encoding.ids, dtype=np.int64)
         found.tokens[unit.path] += _counted(unit, text, encoding.offsets)
-        hits = index.hits(tokens)
-        for hit in hits:
-            found.starts.setdefault(hit.sample, set()).add(hit.sample_pos)
-        for sample, span in index.longest_spans(hits).items():
+        for span in index.spans(tokens):
+            found.spans.setdefault(span.sample, set()).add((span.start, span.end))
             char = encoding.offsets[span.corpus_pos][0]
             if unit.format == "text":
                 where = Location(unit.path, None, unit.start + len(text[:char].encode()))
             else:
                 where = Location(unit.path, record, char)
-            found.merge(Findings(longest={sample: (span.length, where)}))
+            found.merge(Findings(longest={span.sample: (span.length, where)}))
     return found
 
 
