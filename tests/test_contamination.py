@@ -278,3 +278,19 @@ def test_skip_budget_joins_the_changed_copy(planted, data_dir):
     # of another length shifts the alignment, which a skip (a substitution) cannot bridge.
     assert changed.contaminated_fraction > exact.contaminated_fraction and changed.longest_span > exact.longest_span
     assert manifest["settings"]["skip_budget"] == 4
+
+
+def test_parquet_corpus_rows_and_bad_fields(tmp_path, byte_tokenizer_json, capsys, data_dir):
+    rows = ["nothing here", "xx the quick brown fox jumps", "the quick brown"]
+    pd.DataFrame({"body": rows}).to_parquet(tmp_path / "c.parquet", row_group_size=2)
+    eval_samples = _byte_samples(["the quick brown fox"], byte_tokenizer_json)
+    index = SampleIndex([s.tokens for s in eval_samples], 6)
+    units = corpus.units(tmp_path / "c.parquet", 0)
+    assert len(units) == 2  # one per row group
+    row = contamination_rows(eval_samples, scan(units, byte_tokenizer_json, index, "body", 1), index)["t"].iloc[0]
+    assert (row.contaminated_fraction, row.longest_span) == (1.0, 19)
+    assert (row.longest_record, row.longest_offset) == (1, 3)  # row 1, from its fourth character
+    base = ["contamination", "--tasks", "bleu", "--data-dir", str(data_dir), "--corpus", str(tmp_path / "c.parquet")]
+    assert "has no column 'text'" in cli_error(capsys, *base)
+    (tmp_path / "later.jsonl").write_text('{"text": "fine"}\nnot json\n')
+    assert "line at byte 17 is not JSON" in cli_error(capsys, *base[:-1], str(tmp_path / "later.jsonl"))
