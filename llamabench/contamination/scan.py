@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from llamabench.contamination.corpus import Unit, record_text
-from llamabench.contamination.criterion import SampleIndex
+from llamabench.contamination.criterion import SampleIndex, Span
 from llamabench.errors import LlamabenchError
 
 
@@ -78,24 +78,39 @@ def scan_unit(unit: Unit) -> Findings:
     found = Findings(tokens={unit.path: 0})
     for text, record, encoding in zip(texts, records, encodings, strict=True):
         tokens = np.asarray(encoding.ids, dtype=np.int64)
-        found.tokens[unit.path] += _counted(unit, text, encoding.offsets)
+        longest: dict[int, Span] = {}
         for span in index.spans(tokens):
             found.spans.setdefault(span.sample, set()).add((span.start, span.end))
-            char = encoding.offsets[span.corpus_pos][0]
+            if span.sample not in longest or span.length > longest[span.sample].length:
+                longest[span.sample] = span
+        overlapped = unit.format == "text" and unit.counted_from > unit.start
+        # ``encoding.offsets`` builds a list of every token's offsets on each access: once, and only when needed.
+        offsets = encoding.offsets if longest or overlapped else []
+        found.tokens[unit.path] += _counted(unit, text, offsets) if overlapped else len(tokens)
+        chars = {sample: offsets[span.corpus_pos][0] for sample, span in longest.items()}
+        places = _byte_offsets(text, sorted(chars.values())) if unit.format == "text" else {}
+        for sample, span in longest.items():
             if unit.format == "text":
-                where = Location(unit.path, None, unit.start + len(text[:char].encode()))
+                where = Location(unit.path, None, unit.start + places[chars[sample]])
             else:
-                where = Location(unit.path, record, char)
-            found.merge(Findings(longest={span.sample: (span.length, where)}))
+                where = Location(unit.path, record, chars[sample])
+            found.merge(Findings(longest={sample: (span.length, where)}))
     return found
 
 
 def _counted(unit: Unit, text: str, offsets: list[tuple[int, int]]) -> int:
-    """Tokens of ``text`` this unit counts: in a text unit, those past the overlap read by the previous unit."""
-    if unit.format != "text" or unit.counted_from == unit.start:
-        return len(offsets)
+    """Tokens of a text unit's ``text`` past the overlap that the previous unit read too."""
     skip_chars = len(text.encode()[: unit.counted_from - unit.start].decode(errors="ignore"))
     return sum(1 for start, _ in offsets if start >= skip_chars)
+
+
+def _byte_offsets(text: str, chars: list[int]) -> dict[int, int]:
+    """The UTF-8 byte offset in ``text`` of each character offset in ``chars`` (sorted): one pass over the text."""
+    places, done, position = {}, 0, 0
+    for char in chars:
+        done += len(text[position:char].encode())
+        places[char], position = done, char
+    return places
 
 
 def _read(unit: Unit, field_name: str) -> tuple[list[str], list[int | None]]:
