@@ -152,7 +152,7 @@ def compare_runs(
             if (task, metric_name) in left_out:
                 continue
             metric = get_metric(metric_name)
-            base_stats, cand_stats = _stats(base, metric_name), _stats(cand, metric_name)
+            base_stats, cand_stats = metric_stats(base, metric_name), metric_stats(cand, metric_name)
             sign = 1.0 if metric.higher_is_better else -1.0
             base_value, cand_value = metric.aggregate(base_stats), metric.aggregate(cand_stats)
             deltas = sign * paired_bootstrap(metric.aggregate, base_stats, cand_stats, iters=iters, seed=seed)
@@ -215,7 +215,8 @@ def _aligned_samples(baseline: RunResult, candidate: RunResult) -> dict[str, tup
     return aligned
 
 
-def _stats(samples: pd.DataFrame, metric: str) -> np.ndarray:
+def metric_stats(samples: pd.DataFrame, metric: str) -> np.ndarray:
+    """A metric's per-document sufficient statistics from a samples table's ``stats`` column (rows in order)."""
     return np.array([json.loads(stats)[metric] for stats in samples.stats])
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from llamabench import __version__
+from llamabench.cli.contamination import add_contamination_parser, contamination_command
 from llamabench.cli.run import add_evaluation_options, run_command
 from llamabench.cli.watch import add_watch_parser, watch_command
 from llamabench.errors import LlamabenchError, first_line, is_network_error, network_advice, note, say
@@ -37,8 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         "SmolLM2-135M-Instruct Q4_1 GGUF dequantised to fp32); repeat for several",
     )
     add_evaluation_options(run)
+    run.add_argument(
+        "--contamination", type=Path, default=None, metavar="DIR", help="also show scores by contamination subset"
+    )
 
     add_watch_parser(commands)
+    add_contamination_parser(commands)
 
     tasks = commands.add_parser("tasks", help="list the available tasks and their metrics")
     tasks.add_argument("--tasks-dir", type=Path, action="append", default=[], help="extra folder of task YAML files")
@@ -54,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="*", metavar="RUN", help="run ids, unique prefixes or folders (default: all)")
     report.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default: reports/)")
     report.add_argument("--label", action="append", default=[], metavar="RUN=LABEL", help="a run's name and x")
+    report.add_argument(
+        "--contamination", type=Path, default=None, metavar="DIR", help="also scores by contamination subset"
+    )
     check = commands.add_parser("check", parents=[store], help="fail when a candidate run regresses on a baseline")
     check.add_argument("--baseline", required=True, metavar="RUN", help="run id, unique prefix or folder")
     check.add_argument("--candidate", required=True, metavar="RUN", help="run id, unique prefix or folder")
@@ -64,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
     check.add_argument("--bootstrap-iters", type=int, default=1000, help="paired bootstrap resamples")
     check.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    check.add_argument(
+        "--exclude-contaminated", type=Path, default=None, metavar="DIR", help="check clean documents only"
+    )
     return parser
 
 
@@ -76,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": _list_runs,
         "report": _report,
         "check": _check,
+        "contamination": contamination_command,
     }
     try:
         return handlers[args.command](args)
@@ -160,6 +172,11 @@ def _report(args: argparse.Namespace) -> int:
     for line in notes:
         note(line)
     paths = write_report(runs, args.out, parse_labels(args.label, store.resolve))
+    if args.contamination is not None:
+        from llamabench.cli.contamination import report_subsets
+
+        refs = args.runs or [run.manifest.run_id for run in runs]
+        paths += report_subsets([store.load(ref) for ref in refs], args.contamination, args.out)
     print("report written to " + ", ".join(map(str, paths)))
     return 0
 
@@ -172,12 +189,19 @@ def _check(args: argparse.Namespace) -> int:
     max_drops = parse_max_drops(args.max_drop)
     store = RunStore.in_dir(_runs_folder(args))
     baseline, candidate = store.load(args.baseline), store.load(args.candidate)
+    if args.exclude_contaminated is not None:
+        from llamabench.analysis.subsets import clean_only
+
+        baseline, candidate = (clean_only(run, args.exclude_contaminated) for run in (baseline, candidate))
     rows = compare_runs(
         baseline, candidate, max_drops=max_drops, alpha=args.alpha, iters=args.bootstrap_iters, seed=args.seed
     )
     left_out = unchecked(baseline, candidate)
     names = [f"{run.manifest.model} ({run.manifest.run_id})" for run in (candidate, baseline)]
-    print(terminal(f"candidate {names[0]} vs baseline {names[1]}") + "\n")
+    print(terminal(f"candidate {names[0]} vs baseline {names[1]}"))
+    if args.exclude_contaminated is not None:
+        print(terminal(f"clean documents only (< 20% contaminated in {args.exclude_contaminated})"))
+    print()
     print(format_comparisons(rows, args.alpha, left_out))
     if args.junit:
         write_junit(rows, args.junit, f"llamabench check: {names[0]} vs {names[1]}", left_out)
