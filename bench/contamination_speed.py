@@ -4,7 +4,7 @@ Builds a corpus of ``--mb`` megabytes of English text (the WikiText-2 raw test f
 so units split as on real shards), indexes the documents of ``--tasks`` (all of them), and scans the corpus with
 ``--workers`` processes in turn, alternating the sides ``--rounds`` times. Prints the index's size, and for each
 worker count the scan's tokens per second in all and per worker; then tokenisation alone on one core (the share
-of the scan that is the tokenizer) over the same text.
+of the scan that is the tokenizer) over the same text, and the peak memory of this process and of a worker.
 
     python bench/contamination_speed.py --mb 20 --workers 1 2 --rounds 2
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +73,9 @@ def main() -> None:
         count = sum(len(e.ids) for e in tok.encode_batch([source] * min(copies, 4), add_special_tokens=False))
         seconds = time.perf_counter() - tick
         print(f"tokenisation alone, one core: {count / seconds / 1e6:.3f} M tokens/s")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: this process {own:.0f} MB (index, samples, one in-process scan), a worker {workers:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def add_contamination_parser(commands) -> None:
 def contamination_command(args: argparse.Namespace) -> int:
     from llamabench.contamination.result import ScanSettings, contamination_tables, write_contamination
     from llamabench.escaping import terminal
+    from llamabench.records.results import ensure_writable
 
     settings = ScanSettings(
         corpus=args.corpus,
@@ -77,6 +78,7 @@ def contamination_command(args: argparse.Namespace) -> int:
         text=tuple(args.text),
         text_format=args.text_format,
     )
+    ensure_writable(args.output_dir)  # before the scan, not after it
     tables, manifest = contamination_tables(settings)
     folder = write_contamination(tables, manifest, args.output_dir)
     for task, table in tables.items():
