@@ -65,9 +65,6 @@ class RunConfig:
     no_cache: bool = False
     refresh: bool = False
     log_to: list[str] = field(default_factory=list)
-    # A `llamabench contamination` result folder: the run also shows its scores by contamination subset (display
-    # only, it changes no number of the run).
-    contamination: Path | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -144,16 +141,11 @@ class RunConfig:
             problem = tracker_problem(name)
             if problem:
                 raise LlamabenchError(problem)
-        if self.contamination is not None:
-            from llamabench.contamination.result import read_contamination  # loaded on use
-
-            read_contamination(self.contamination)  # a wrong folder fails before any model loads
         return replace(
             self,
             batch_size=batch_size,
             data_dir=None if self.data_dir is None else Path(self.data_dir),
             output_dir=None if self.output_dir is None else Path(self.output_dir),
-            contamination=None if self.contamination is None else Path(self.contamination),
             tasks_dir=[Path(path) for path in self.tasks_dir],
             include_path=[Path(path) for path in self.include_path],
             metrics_module=[Path(path) for path in self.metrics_module],

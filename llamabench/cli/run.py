@@ -104,6 +104,11 @@ def run_command(args: argparse.Namespace) -> int:
     from llamabench.training.checkpoints import expand_models
 
     config = RunConfig.from_args(args)
+    contamination = getattr(args, "contamination", None)  # presentation only: not a setting of the run
+    if contamination is not None:
+        from llamabench.contamination.result import read_contamination
+
+        read_contamination(contamination)  # a wrong folder fails before any model loads
     models = expand_models(config.model)
     evaluation = None
     try:
@@ -117,10 +122,10 @@ def run_command(args: argparse.Namespace) -> int:
             if folder is not None:
                 print(format_table(run.results))
                 print(f"\nresults written to {folder}")
-                if evaluation.config.contamination is not None:
+                if contamination is not None:
                     from llamabench.cli.contamination import report_subsets
 
-                    report_subsets([run], evaluation.config.contamination, None)
+                    report_subsets([run], contamination, None)
                 run_ids.append(run.manifest.run_id)
         if len(run_ids) > 1:
             print(f"\nruns: {' '.join(run_ids)} (pass them to `llamabench report` or `llamabench check`)")
