@@ -7,24 +7,15 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from llamabench.cli.app import build_parser, main
+from llamabench.cli.app import main
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_every_run_flag_is_a_runconfig_field_and_back():
-    """The README says the Python keyword arguments are `llamabench run`'s flags: one field per flag, same name."""
-    parser = build_parser()
-    run = parser._subparsers._group_actions[0].choices["run"]
-    flags = {action.dest for action in run._actions if action.dest != "help"}
-    assert flags == {item.name for item in fields(RunConfig)}
 
 
 def test_a_repeatable_flag_given_one_path_as_text_is_refused():
