@@ -31,9 +31,10 @@ from llamabench.config import RunConfig
 from llamabench.distributed import agree, init_distributed, is_main_process, world_size
 from llamabench.errors import LlamabenchError, warn
 from llamabench.interop import LM_EVAL_PREFIX
-from llamabench.native import PreparedTask, evaluate_tasks, prepare_tasks
+from llamabench.native import PreparedTask, evaluate_tasks, prepare_tasks, select_shard
 from llamabench.records.results import RunResult, build_run, ensure_writable, write_run
 from llamabench.records.store import RunStore
+from llamabench.scale.shards import parse_shard
 
 if TYPE_CHECKING:
     from llamabench.interop.lm_eval.tasks import LmEvalTasks
@@ -62,6 +63,8 @@ class Evaluation:
         if config.output_dir is not None:
             ensure_writable(config.output_dir)
         native, lm_eval = agree(lambda: _prepare_tasks(config), "preparing the tasks")
+        if config.shard is not None:
+            native = select_shard(native, parse_shard(config.shard))
         return cls(config, native, lm_eval, open_cache(config.cache_mode))
 
     def run_checkpoint(self, model: str | None, *, step: int | None = None) -> RunResult:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from llamabench import __version__
-from llamabench.cli.run import add_evaluation_options, run_command
+from llamabench.cli.run import add_evaluation_options, add_scale_options, run_command
 from llamabench.cli.watch import add_watch_parser, watch_command
 from llamabench.errors import LlamabenchError, first_line, note, say
 from llamabench.escaping import terminal
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model directory, .gguf file, hub id, alias or quoted glob (default: smollm2-135m); repeat for several",
     )
     add_evaluation_options(run)
+    add_scale_options(run)
 
     add_watch_parser(commands)
 
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="*", metavar="RUN", help="run ids, unique prefixes or folders (default: all)")
     report.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default: reports/)")
     report.add_argument("--label", action="append", default=[], metavar="RUN=LABEL", help="a run's name and x")
+    merge = commands.add_parser(
+        "merge", parents=[store], help="join the partial runs of --shard 0/N .. N-1/N into the unsharded run"
+    )
+    merge.add_argument("runs", nargs="+", metavar="RUN", help="the shards' run ids, unique prefixes or folders")
     check = commands.add_parser("check", parents=[store], help="fail when a candidate run regresses on a baseline")
     check.add_argument("--baseline", required=True, metavar="RUN", help="run id, unique prefix or folder")
     check.add_argument("--candidate", required=True, metavar="RUN", help="run id, unique prefix or folder")
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": _list_runs,
         "report": _report,
         "check": _check,
+        "merge": _merge,
     }
     try:
         return handlers[args.command](args)
@@ -158,6 +164,20 @@ def _report(args: argparse.Namespace) -> int:
         note(line)
     paths = write_report(runs, args.out, parse_labels(args.label, store.resolve))
     print("report written to " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from llamabench.records.results import format_table, write_run
+    from llamabench.records.store import RunStore
+    from llamabench.scale.merge import merge_runs
+
+    store = RunStore.in_dir(_runs_folder(args))
+    run = merge_runs([store.load(ref) for ref in args.runs], list(args.runs))
+    folder = write_run(run, store.path.parent)
+    store.add(run, folder)
+    print(format_table(run.results))
+    print(f"\nmerged run {run.manifest.run_id} written to {folder}")
     return 0
 
 

@@ -81,6 +81,23 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refresh", action="store_true", help="recompute every request, overwriting stored results")
 
 
+def add_scale_options(parser: argparse.ArgumentParser) -> None:
+    """``run``'s flags that spread one run over machines (a watch evaluates each checkpoint whole, here)."""
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N|auto",
+        help="evaluate shard I (from 0) of N of every task's documents, a partial run for `llamabench merge` "
+        "(auto: a Slurm array's task)",
+    )
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS|local",
+        help="run the requests on a Ray cluster (local: start one here); needs pip install 'llamabench[ray]'",
+    )
+
+
 def run_command(args: argparse.Namespace) -> int:
     from llamabench.distributed import leave_ranks
     from llamabench.pipeline import Evaluation
