@@ -67,9 +67,18 @@ class Evaluation:
             native = select_shard(native, parse_shard(config.shard))
         return cls(config, native, lm_eval, open_cache(config.cache_mode))
 
-    def run_checkpoint(self, model: str | None, *, step: int | None = None) -> RunResult:
-        """Load ``model`` (a directory, ``.gguf``, hub id, or None for the embedded default) and evaluate it."""
-        return self.run_backend(load_backend(self.config, model), model=model, step=step)
+    def run_checkpoint(self, model: str | None, *, step: int | None = None, replicas: int | None = None) -> RunResult:
+        """Load ``model`` (a directory, ``.gguf``, hub id, or None for the embedded default) and evaluate it; with
+        ``--ray``, in ``replicas`` Ray actors (default: one per free slot of the cluster) answering this driver."""
+        if self.config.ray is None:
+            return self.run_backend(load_backend(self.config, model), model=model, step=step)
+        from llamabench.scale.ray_backend import RayBackend
+
+        backend = RayBackend.start(self.config, model, replicas)
+        try:
+            return self.run_backend(backend, model=model, layout="single", step=step)
+        finally:
+            backend.release()
 
     def run_backend(
         self,
