@@ -112,8 +112,13 @@ def run_command(args: argparse.Namespace) -> int:
         for model in models:  # every checkpoint's small files, before any weights load
             check_before_loading(model, evaluation.native, evaluation.config.max_length)
         run_ids = []
-        for model in models:
-            run = evaluation.run_checkpoint(model)  # the backend is freed before the next checkpoint loads
+        if evaluation.config.ray is not None and len(models) > 1:
+            from llamabench.scale.ray_backend import run_checkpoints
+
+            runs = run_checkpoints(evaluation, models)  # in parallel, over the cluster's free slots
+        else:  # one after another: each backend is freed before the next checkpoint loads
+            runs = (evaluation.run_checkpoint(model) for model in models)
+        for run in runs:
             folder = evaluation.record(run)
             if folder is not None:
                 print(format_table(run.results))

@@ -76,6 +76,20 @@ def free_slots(config: RunConfig) -> tuple[int, dict]:
     return max(1, int(available.get("CPU", 1))), {"num_gpus": 0, "num_cpus": 1}
 
 
+def run_checkpoints(evaluation, models: list[str | None]):
+    """Each of ``models`` evaluated by ``evaluation`` (its ``--ray`` cluster), the checkpoints in parallel: one
+    driver thread per checkpoint, the cluster's free slots shared among them (at least one replica each); yields
+    the runs in the order of ``models``. The threads share the driver's request cache (one call at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    connect(evaluation.config.ray)
+    slots, _ = free_slots(evaluation.config)
+    parallel = max(1, min(len(models), slots))
+    replicas = max(1, slots // parallel)
+    with ThreadPoolExecutor(parallel, thread_name_prefix="llamabench-ray") as pool:
+        yield from pool.map(lambda model: evaluation.run_checkpoint(model, replicas=replicas), models)
+
+
 class Replica:
     """One loaded backend in a Ray actor: answers batches of one call kind (made a Ray actor class on use)."""
 
