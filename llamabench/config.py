@@ -65,6 +65,8 @@ class RunConfig:
     no_cache: bool = False
     refresh: bool = False
     log_to: list[str] = field(default_factory=list)
+    shard: str | None = None  # "I/N" or "auto" (a Slurm array); validated into "I/N" (see scale/shards.py)
+    ray: str | None = None  # a Ray cluster address, or "local" (see scale/ray_backend.py)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -103,7 +105,9 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Check every value; return the config with ``batch_size`` and the paths in their effective types.
         Raises :class:`LlamabenchError` naming the flag at fault."""
+        from llamabench.interop import LM_EVAL_PREFIX
         from llamabench.metrics.perplexity import WORD_RULES  # the rules are functions there; loaded on use
+        from llamabench.scale.shards import parse_shard
 
         batch_size = _batch_size(self.batch_size)
         for item in fields(self):
@@ -113,7 +117,13 @@ class RunConfig:
                 raise LlamabenchError(
                     f"{item.name} takes a list ({flag} may be given several times): write {item.name}=[{value!r}]"
                 )
+        shard = None if self.shard is None else str(parse_shard(self.shard))
         checks = [
+            (
+                shard is None or not any(name.startswith(LM_EVAL_PREFIX) for name in self.tasks),
+                f"--shard splits llamabench's own tasks, not {LM_EVAL_PREFIX} ones; run those without --shard",
+            ),
+            (not (self.ray and self.device_map), "--ray and --device-map conflict: Ray runs one replica per worker"),
             (
                 bool(self.text) or not (self.text_format or self.word_rule),
                 "--text-format and --word-rule apply to --text tasks; add --text PATH or drop them",
@@ -144,6 +154,7 @@ class RunConfig:
         return replace(
             self,
             batch_size=batch_size,
+            shard=shard,
             data_dir=None if self.data_dir is None else Path(self.data_dir),
             output_dir=None if self.output_dir is None else Path(self.output_dir),
             tasks_dir=[Path(path) for path in self.tasks_dir],

@@ -5,7 +5,7 @@ tasks are the other, in ``interop/lm_eval/tasks.py``)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +20,8 @@ from llamabench.metrics.loading import load_metric_modules
 from llamabench.records import settings
 from llamabench.records.comparability import data_hash, seed_changes_numbers
 from llamabench.records.results import RunResult, result_rows, results_frame
-from llamabench.requests import DocRequests
+from llamabench.requests import DocRequests, request_size
+from llamabench.scale.shards import Shard, split_documents
 from llamabench.scoring import score, truncation_notes
 from llamabench.tasks import registry
 from llamabench.tasks.build import build_requests
@@ -44,6 +45,20 @@ class PreparedTask:
     skipped_empty: int = 0
     data_hash: str | None = None
     available: int | None = None  # documents before --limit: a limit at or above it is no limit
+    positions: list[int] | None = None  # the documents (positions in ``requests``) a --shard runs; None: all
+
+    @property
+    def selected(self) -> list[DocRequests]:
+        """The documents this run scores: every one, or its shard's."""
+        return self.requests if self.positions is None else [self.requests[i] for i in self.positions]
+
+
+def select_shard(tasks: list[PreparedTask], shard: Shard) -> list[PreparedTask]:
+    """``tasks`` with the documents of ``shard`` selected (:func:`~llamabench.scale.shards.split_documents`, by the
+    characters of each document's requests); every document stays rendered, so settings see the whole task."""
+    sizes = [[sum(map(request_size, doc.requests)) for doc in task.requests] for task in tasks]
+    mine = split_documents(sizes, shard.count)[shard.index]
+    return [replace(task, positions=positions) for task, positions in zip(tasks, mine, strict=True)]
 
 
 def prepare_tasks(config: RunConfig) -> list[PreparedTask]:
@@ -127,18 +142,20 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
     wrapped = []
     for task in tasks:
         kind = kind_of(task.spec)
-        if info.max_length:
+        if info.max_length:  # every document, a shard's or not: a task that cannot fit fails on every shard
             kind.check_fits(task.spec.name, task.requests, info.max_length)
         if kind.generates:
             backend.require_generation(task.spec.name)
         chat = task.spec.chat_template
         wrapped.append(
-            [kind.with_chat_template(doc, backend.apply_chat_template) for doc in task.requests]
+            [kind.with_chat_template(doc, backend.apply_chat_template) for doc in task.selected]
             if chat
-            else task.requests
+            else task.selected
         )
     for task, docs in zip(tasks, wrapped, strict=True):
         spec = task.spec
+        if not docs:  # a shard given none of this task's documents: the other shards score them
+            continue
         tick = time.perf_counter()
         try:
             outcomes = run_documents(backend, spec, docs)
@@ -169,9 +186,21 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
             "seconds": round(time.perf_counter() - tick, 2),
             "task_hash": spec.config_hash,
             **truncation_notes(spec.name, samples[spec.name]),
-            "settings": task_settings(task, config, info, docs).record(),
+            # A shard's settings are the whole task's, as the unsharded run records them.
+            "settings": task_settings(task, config, info, docs if task.positions is None else None).record(),
         }
-    return RunResult(results_frame(rows), samples, {"tasks": task_notes})
+    sections = {} if config.shard is None else {"shard": shard_record(tasks, config.shard)}
+    return RunResult(results_frame(rows), samples, {"tasks": task_notes, **sections})
+
+
+def shard_record(tasks: list[PreparedTask], shard: str) -> dict:
+    """The manifest's ``shard`` section of a partial run: which shard, and each task's documents in it (positions
+    among the task's scored documents, which ``llamabench merge`` puts back in order) out of how many."""
+    return {
+        "shard": shard,
+        "positions": {task.spec.name: task.positions for task in tasks},
+        "documents": {task.spec.name: len(task.requests) for task in tasks},
+    }
 
 
 def task_settings(task: PreparedTask, config: RunConfig, info: BackendInfo, docs: list[DocRequests] | None = None):

@@ -31,9 +31,10 @@ from llamabench.config import RunConfig
 from llamabench.distributed import agree, init_distributed, is_main_process, world_size
 from llamabench.errors import LlamabenchError, warn
 from llamabench.interop import LM_EVAL_PREFIX
-from llamabench.native import PreparedTask, evaluate_tasks, prepare_tasks
+from llamabench.native import PreparedTask, evaluate_tasks, prepare_tasks, select_shard
 from llamabench.records.results import RunResult, build_run, ensure_writable, write_run
 from llamabench.records.store import RunStore
+from llamabench.scale.shards import parse_shard
 from llamabench.trackers import Trackers
 
 if TYPE_CHECKING:
@@ -65,11 +66,22 @@ class Evaluation:
         if config.output_dir is not None:
             ensure_writable(config.output_dir)
         native, lm_eval = agree(lambda: _prepare_tasks(config), "preparing the tasks")
+        if config.shard is not None:
+            native = select_shard(native, parse_shard(config.shard))
         return cls(config, native, lm_eval, open_cache(config.cache_mode), Trackers(config.log_to, config.output_dir))
 
-    def run_checkpoint(self, model: str | None, *, step: int | None = None) -> RunResult:
-        """Load ``model`` (a directory, ``.gguf``, hub id, or None for the embedded default) and evaluate it."""
-        return self.run_backend(load_backend(self.config, model), model=model, step=step)
+    def run_checkpoint(self, model: str | None, *, step: int | None = None, replicas: int | None = None) -> RunResult:
+        """Load ``model`` (a directory, ``.gguf``, hub id, or None for the embedded default) and evaluate it; with
+        ``--ray``, in ``replicas`` Ray actors (default: one per free slot of the cluster) answering this driver."""
+        if self.config.ray is None:
+            return self.run_backend(load_backend(self.config, model), model=model, step=step)
+        from llamabench.scale.ray_backend import RayBackend
+
+        backend = RayBackend.start(self.config, model, replicas)
+        try:
+            return self.run_backend(backend, model=model, layout="single", step=step)
+        finally:
+            backend.release()
 
     def run_backend(
         self,

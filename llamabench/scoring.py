@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from llamabench.backends.finite import DIVERGED
@@ -54,7 +55,10 @@ def score(
         stats = metric.stats(outcomes)
         stats_by_metric[name] = stats.tolist()
         samples[name] = per_sample = metric.per_sample(stats)
-        value = metric.aggregate(stats)
+        values.append(
+            metric_value(name, stats, signature=metric.signature(outcomes), bootstrap_iters=bootstrap_iters, seed=seed)
+        )
+        value = values[-1].value
         # A document's own figure may be undefined (NaN: no value for it alone); an infinite one has overflowed.
         overflowed = [i for i, v in enumerate(per_sample) if math.isinf(v)] if math.isfinite(value) else [0]
         if overflowed:  # the outcomes are finite (checked above): the figure itself overflows
@@ -64,21 +68,33 @@ def score(
                 "past what a float holds (a perplexity whose exponent passes about 709: too many nats per unit, as "
                 "for text with few words); drop the metric from the task or score bits_per_byte instead"
             )
-        values.append(
-            MetricValue(
-                metric=name,
-                value=value,
-                stderr=metric.standard_error(stats, iters=bootstrap_iters, seed=seed),
-                n=len(outcomes),
-                higher_is_better=metric.higher_is_better,
-                signature=metric.signature(outcomes),
-            )
-        )
     # Each metric's sufficient statistics per document: any subset re-aggregates exactly (paired tests, rescoring).
     samples["stats"] = [
         json.dumps({name: rows[i] for name, rows in stats_by_metric.items()}) for i in range(len(outcomes))
     ]
     return values, samples
+
+
+def metric_value(
+    name: str, stats: np.ndarray, *, signature: str | None, bootstrap_iters: int, seed: int
+) -> MetricValue:
+    """The aggregate row of metric ``name`` over the documents whose sufficient statistics are ``stats``: how a
+    run scores a task, and how ``llamabench merge`` scores the joined documents of its shards."""
+    metric = get_metric(name)
+    return MetricValue(
+        metric=name,
+        value=metric.aggregate(stats),
+        stderr=metric.standard_error(stats, iters=bootstrap_iters, seed=seed),
+        n=len(stats),
+        higher_is_better=metric.higher_is_better,
+        signature=signature,
+    )
+
+
+def sample_stats(samples: pd.DataFrame, metric: str) -> np.ndarray:
+    """Metric ``metric``'s ``[n, k]`` sufficient statistics of the documents of a per-sample table, in its order
+    (read from the ``stats`` column :func:`score` writes)."""
+    return np.array([json.loads(stats)[metric] for stats in samples.stats])
 
 
 def _counts(values: list[int | None]) -> list[int] | pd.arrays.IntegerArray:

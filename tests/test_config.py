@@ -10,7 +10,7 @@ from conftest import byte_tokenizer, tiny_llama
 
 import llamabench
 from llamabench.cli.app import build_parser
-from llamabench.cli.run import add_evaluation_options
+from llamabench.cli.run import add_evaluation_options, add_scale_options
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
 
@@ -19,6 +19,7 @@ def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", action="append", default=[])
     add_evaluation_options(parser)
+    add_scale_options(parser)
     return parser
 
 

@@ -17,7 +17,6 @@ status and JUnit alike.
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from llamabench.metrics import get_metric
 from llamabench.metrics.uncertainty import paired_bootstrap
 from llamabench.records.comparability import require_same_prompts, require_same_settings, same_tokenizer
 from llamabench.records.results import RunResult, format_number, terminal_table
+from llamabench.scoring import sample_stats
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def compare_runs(
             if (task, metric_name) in left_out:
                 continue
             metric = get_metric(metric_name)
-            base_stats, cand_stats = metric_stats(base, metric_name), metric_stats(cand, metric_name)
+            base_stats, cand_stats = sample_stats(base, metric_name), sample_stats(cand, metric_name)
             sign = 1.0 if metric.higher_is_better else -1.0
             base_value, cand_value = metric.aggregate(base_stats), metric.aggregate(cand_stats)
             deltas = sign * paired_bootstrap(metric.aggregate, base_stats, cand_stats, iters=iters, seed=seed)
@@ -213,11 +213,6 @@ def _aligned_samples(baseline: RunResult, candidate: RunResult) -> dict[str, tup
         require_same_prompts(task, base, cand)
         aligned[task] = (base, cand)
     return aligned
-
-
-def metric_stats(samples: pd.DataFrame, metric: str) -> np.ndarray:
-    """A metric's per-document sufficient statistics from a samples table's ``stats`` column (rows in order)."""
-    return np.array([json.loads(stats)[metric] for stats in samples.stats])
 
 
 def format_comparisons(rows: list[Comparison], alpha: float, left_out: list[Unchecked]) -> str:

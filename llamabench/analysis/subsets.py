@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llamabench.analysis.check import metric_stats
 from llamabench.contamination.result import read_contamination
 from llamabench.errors import LlamabenchError, note
 from llamabench.metrics import get_metric
 from llamabench.records.results import RunResult, format_number, terminal_table
+from llamabench.scoring import sample_stats
 
 SUBSETS = ("clean", "not_clean", "not_dirty", "dirty")
 DRAWS = 1000
@@ -44,7 +44,7 @@ def subset_scores(run: RunResult, contamination: Path | str, *, draws: int = DRA
         flags = _flags(task, samples, tables[task], contamination)
         for metric_name in run.results[run.results.task == task].metric:
             metric = get_metric(metric_name)
-            stats = metric_stats(samples, metric_name)
+            stats = sample_stats(samples, metric_name)
             rows.append(_row(task, metric_name, "all", len(stats), metric.aggregate(stats)))
             rng = np.random.default_rng(seed)
             for subset in SUBSETS:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from llamabench import __version__
 from llamabench.cli.contamination import add_contamination_parser, contamination_command
-from llamabench.cli.run import add_evaluation_options, run_command
+from llamabench.cli.run import add_evaluation_options, add_scale_options, run_command
 from llamabench.cli.watch import add_watch_parser, watch_command
 from llamabench.errors import LlamabenchError, first_line, is_network_error, network_advice, note, say
 from llamabench.escaping import terminal
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--contamination", type=Path, default=None, metavar="DIR", help="also show scores by contamination subset"
     )
+    add_scale_options(run)
 
     add_watch_parser(commands)
     add_contamination_parser(commands)
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--contamination", type=Path, default=None, metavar="DIR", help="also scores by contamination subset"
     )
+    merge = commands.add_parser(
+        "merge", parents=[store], help="join the partial runs of --shard 0/N .. N-1/N into the unsharded run"
+    )
+    merge.add_argument("runs", nargs="+", metavar="RUN", help="the shards' run ids, unique prefixes or folders")
     check = commands.add_parser("check", parents=[store], help="fail when a candidate run regresses on a baseline")
     check.add_argument("--baseline", required=True, metavar="RUN", help="run id, unique prefix or folder")
     check.add_argument("--candidate", required=True, metavar="RUN", help="run id, unique prefix or folder")
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": _report,
         "check": _check,
         "contamination": contamination_command,
+        "merge": _merge,
     }
     try:
         return handlers[args.command](args)
@@ -178,6 +184,20 @@ def _report(args: argparse.Namespace) -> int:
         refs = args.runs or [run.manifest.run_id for run in runs]
         paths += report_subsets([store.load(ref) for ref in refs], args.contamination, args.out)
     print("report written to " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from llamabench.records.results import format_table, write_run
+    from llamabench.records.store import RunStore
+    from llamabench.scale.merge import merge_runs
+
+    store = RunStore.in_dir(_runs_folder(args))
+    run = merge_runs([store.load(ref) for ref in args.runs], list(args.runs))
+    folder = write_run(run, store.path.parent)
+    store.add(run, folder)
+    print(format_table(run.results))
+    print(f"\nmerged run {run.manifest.run_id} written to {folder}")
     return 0
 
 

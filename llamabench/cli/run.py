@@ -96,6 +96,23 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_scale_options(parser: argparse.ArgumentParser) -> None:
+    """``run``'s flags that spread one run over machines (a watch evaluates each checkpoint whole, here)."""
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N|auto",
+        help="evaluate shard I (from 0) of N of every task's documents, a partial run for `llamabench merge` "
+        "(auto: a Slurm array's task)",
+    )
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS|local",
+        help="run the requests on a Ray cluster (local: start one here); needs pip install 'llamabench[ray]'",
+    )
+
+
 def run_command(args: argparse.Namespace) -> int:
     from llamabench.distributed import leave_ranks
     from llamabench.pipeline import Evaluation
@@ -116,8 +133,13 @@ def run_command(args: argparse.Namespace) -> int:
         for model in models:  # every checkpoint's small files, before any weights load
             check_before_loading(model, evaluation.native, evaluation.config.max_length)
         run_ids = []
-        for model in models:
-            run = evaluation.run_checkpoint(model)  # the backend is freed before the next checkpoint loads
+        if evaluation.config.ray is not None and len(models) > 1:
+            from llamabench.scale.ray_backend import run_checkpoints
+
+            runs = run_checkpoints(evaluation, models)  # in parallel, over the cluster's free slots
+        else:  # one after another: each backend is freed before the next checkpoint loads
+            runs = (evaluation.run_checkpoint(model) for model in models)
+        for run in runs:
             folder = evaluation.record(run)
             if folder is not None:
                 print(format_table(run.results))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from numbers import Real
@@ -34,10 +35,12 @@ class RequestCache:
     """A key → JSON value table in one SQLite file, safe to share between processes.
 
     The file is checked when opened, before any model loads: a corrupt one fails in one line naming it and the
-    fix, or with ``rebuild`` (``--refresh``) is moved aside and started anew."""
+    fix, or with ``rebuild`` (``--refresh``) is moved aside and started anew. One connection serves every thread
+    of the process (``--ray`` evaluates checkpoints in parallel threads), one call at a time."""
 
     def __init__(self, path: Path, *, rebuild: bool = False):
         self.path = Path(path)
+        self._lock = threading.Lock()
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
@@ -49,7 +52,7 @@ class RequestCache:
     def _open(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=60)
+            db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         except sqlite3.OperationalError as exc:  # locked, read-only or unreachable: not the file's content
@@ -82,6 +85,10 @@ class RequestCache:
         """The stored values of ``keys`` that are there; a value that is not JSON is left out (computed again)."""
         found: dict[str, object] = {}
         unique = list(dict.fromkeys(keys))
+        with self._lock:
+            return self._get_many(unique, found)
+
+    def _get_many(self, unique: list[str], found: dict[str, object]) -> dict[str, object]:
         try:
             for start in range(0, len(unique), 500):
                 part = unique[start : start + 500]
@@ -100,7 +107,7 @@ class RequestCache:
     def put_many(self, items: dict[str, object]) -> bool:
         """Store ``items``; False (nothing stored) when the disk is full or read-only, so a run goes on uncached."""
         try:
-            with self._db:
+            with self._lock, self._db:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
                     [(key, json.dumps(value)) for key, value in items.items()],
@@ -113,7 +120,8 @@ class RequestCache:
         return True
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
 
 class CachedBackend(BackendWrapper):
