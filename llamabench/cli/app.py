@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _runs_folder(args: argparse.Namespace) -> Path:
     """The runs folder of ``runs``, ``report`` and ``check``: ``--output-dir``, or ``--results-dir``, its old name
-    (deprecated in the README, but silent: scripts that parse stderr keep working)."""
+    (deprecated in docs/ci.md, but silent: scripts that parse stderr keep working)."""
     if args.results_dir is None:
         return args.output_dir or Path("runs")
     if args.output_dir is not None and args.output_dir != args.results_dir:
