@@ -130,7 +130,7 @@ class ServerBackend(Backend):
     def _fingerprint(self) -> str:
         probe_tokens = self.tokens.encode(PROBE_TEXT)
         if self.logprob_form is not None:
-            answer = [value for value, _ in self._prompt_logprobs(probe_tokens, 1)]
+            answer = [value for value, _ in self._prompt_logprobs(probe_tokens, len(probe_tokens) - 1)]
         else:
             answer = self._greedy_logprobs(probe_tokens)
         rounded = [round(value, PROBE_DECIMALS) + 0.0 for value in answer]  # + 0.0: no -0.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -69,6 +70,7 @@ class ServerClient:
         self.policy = policy
         self.sent = 0  # requests sent, retries included
         self.retried = 0
+        self._count = threading.Lock()  # the counts are updated from the request threads
 
     def __repr__(self) -> str:  # the key stays out of any repr a traceback or log may print
         return f"ServerClient({self.base_url!r})"
@@ -88,7 +90,8 @@ class ServerClient:
         problem = ""
         for attempt in range(self.policy.attempts):
             if attempt:
-                self.retried += 1
+                with self._count:
+                    self.retried += 1
             retry_after = None
             try:
                 return self._once(url, data)
@@ -115,7 +118,8 @@ class ServerClient:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
-        self.sent += 1
+        with self._count:
+            self.sent += 1
         with urllib.request.urlopen(request, timeout=self.policy.timeout) as response:
             raw = response.read()
         value = json.loads(raw)  # ValueError (JSONDecodeError, UnicodeDecodeError) on a truncated body

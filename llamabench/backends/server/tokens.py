@@ -67,7 +67,7 @@ class ServerTokens(Tokens):
         self.client = client
         self.model = model
         self.form = self._probe_form()
-        self.encode = lru_cache(maxsize=65536)(self._encode)  # contexts repeat across choices and windows
+        self._memo = lru_cache(maxsize=65536)(self._encode)  # contexts repeat across choices and windows
         self.prefix_token = self._describe()
         self.identity = f"server:{self.form}:prefix={self.prefix_token}"
 
@@ -94,8 +94,11 @@ class ServerTokens(Tokens):
             raise LlamabenchError(f"server {self.client.base_url}: /tokenize answered without a list of token ids")
         return tokens
 
-    def _encode(self, text: str) -> list[int]:
-        return self._tokenize(self.form, text) if text else []
+    def encode(self, text: str) -> list[int]:
+        return list(self._memo(text))
+
+    def _encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self._tokenize(self.form, text)) if text else ()
 
     def _describe(self) -> int | None:
         """The prefix token the server describes (None where it does not)."""
