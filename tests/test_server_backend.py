@@ -230,9 +230,10 @@ def test_sampled_generations_follow_their_seed(served, prompts):
 
 
 def test_a_killed_server_loses_nothing_and_repeats_no_finished_request(vllm_server, texts, tmp_path):
-    reference = ServerBackend.connect(f"{vllm_server}/v1", max_length=MAX_LENGTH).loglikelihood_rolling(texts)
+    direct = ServerBackend.connect(f"{vllm_server}/v1", max_length=MAX_LENGTH)
+    reference = direct.loglikelihood_rolling(texts)
     cache = RequestCache(tmp_path / "cache.db")
-    proxy = FaultProxy(vllm_server, die_after=2 + 3).start()  # the two probes, then three windows
+    proxy = FaultProxy(vllm_server, die_after=2 + 6).start()  # the two probes, then six windows
     killed = CachedBackend(_connect(proxy, max_in_flight=2), cache)
     with pytest.raises(ServerError, match="connection failed|attempts"):
         killed.loglikelihood_rolling(texts)
@@ -249,7 +250,7 @@ def test_a_killed_server_loses_nothing_and_repeats_no_finished_request(vllm_serv
     assert [n for _, n in results] == [n for _, n in reference]
     assert max(_relative(g, w) for (g, _), (w, _) in zip(results, reference, strict=True) if w) <= 1e-5
     repeated = [body["prompt"] for body in again.completions()[2:]]
-    windows = {index: _windows(text, rerun) for index, text in enumerate(texts)}
+    windows = {index: _windows(text, direct) for index, text in enumerate(texts)}
     stored = [index for index, spans in windows.items() if texts[index].text and all(w in finished for w in spans)]
     assert stored, "the kill came before any text finished: raise die_after"
     assert rerun.hits >= len(stored)
@@ -258,10 +259,10 @@ def test_a_killed_server_loses_nothing_and_repeats_no_finished_request(vllm_serv
     assert finished_windows and not any(w in repeated for w in finished_windows)
 
 
-def _windows(text: RollingRequest, backend: CachedBackend) -> list[list[int]]:
+def _windows(text: RollingRequest, backend: ServerBackend) -> list[list[int]]:
     from llamabench.backends.hf.score_rows import rolling_windows
 
-    tokens = backend.inner.tokens
+    tokens = backend.tokens
     return [w.tokens for w in rolling_windows(tokens.encode(text.text), tokens.prefix_token, MAX_LENGTH, text.stride)]
 
 
