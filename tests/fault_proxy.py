@@ -8,6 +8,7 @@ Each fault applies to the next ``count`` requests to ``/v1/completions`` (the sc
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import urllib.error
@@ -53,8 +54,7 @@ class FaultProxy:
                 proxy._handle(self, self.rfile.read(length))
 
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", self.port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -134,6 +134,17 @@ class FaultProxy:
             handler.send_header(key, value)
         handler.end_headers()
         handler.wfile.write(payload)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Handler threads die with the process; a client that hung up (a timeout, a dropped connection) is expected
+    here, not a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _swapped(answer: dict) -> dict:
