@@ -396,3 +396,22 @@ def test_a_server_that_is_not_there_fails_in_one_line_after_bounded_retries():
         ServerBackend.connect(
             f"http://127.0.0.1:{port}/v1", policy=RetryPolicy(timeout=1, attempts=3, first_wait=0.01, max_wait=0.02)
         )
+
+
+def test_a_run_through_the_server_gives_the_in_process_perplexity(vllm_server, data_dir, tmp_path, monkeypatch):
+    """Two engines, one pipeline: ``--text`` perplexity through ``--model URL`` and through the embedded model."""
+    from llamabench.pipeline import evaluate_checkpoint
+
+    rows = _jsonl(data_dir / "wikitext2_raw_test" / "test.jsonl", 2, lambda row: len(row["text"]) > 300)
+    text = tmp_path / "wiki.txt"
+    text.write_text("\n".join(row["text"][:1200] for row in rows), encoding="utf-8")
+    flags = {"text": [str(text)], "max_length": MAX_LENGTH, "output_dir": tmp_path / "runs"}
+    with monkeypatch.context() as patch:
+        patch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))  # the served run's request cache: this test's own
+        served_run = evaluate_checkpoint(f"{vllm_server}/v1", [], **flags)
+    local_run = evaluate_checkpoint(None, [], dtype="float32", device="cpu", no_cache=True, **flags)
+    task = served_run.results.task.iloc[0]
+    for metric in ("word_perplexity", "bits_per_byte"):
+        assert math.isclose(served_run.value(task, metric), local_run.value(task, metric), rel_tol=RELATIVE_TOLERANCE)
+    backend = served_run.manifest.to_dict()["backend"]
+    assert backend["model"] == "smollm2" and backend["fingerprint"].startswith("server-")
