@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Fault:
-    kind: str  # "429", "truncate", "malformed", "slow", "die", "swap"
+    kind: str  # "429", "truncate", "malformed", "slow", "swap", "skew"
     count: int = 1_000_000  # requests it applies to
     seconds: float = 0.0  # "slow": the delay
 
@@ -108,8 +108,8 @@ class FaultProxy:
             answer = answer[: len(answer) // 2]
         elif fault is not None and fault.kind == "malformed":
             answer = b"<html>502 Bad Gateway</html>" + answer[:10]
-        elif fault is not None and fault.kind == "swap":
-            answer = json.dumps(_swapped(json.loads(answer))).encode()
+        elif fault is not None and fault.kind in ("swap", "skew"):
+            answer = json.dumps(_shifted(json.loads(answer), fault.kind)).encode()
         self._send(handler, status, answer, {})
 
     def _forward(self, handler: BaseHTTPRequestHandler, raw: bytes | None) -> tuple[int, bytes]:
@@ -147,12 +147,18 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def _swapped(answer: dict) -> dict:
-    """The answer another model would give: every prompt log-probability 0.5 lower, every text reversed."""
+def _shifted(answer: dict, kind: str) -> dict:
+    """``swap``: the answer another model would give (every log-probability 0.5 lower, every text reversed);
+    ``skew``: prompt log-probabilities that disagree with the generation's (0.7 lower, the generation's kept)."""
     for choice in answer.get("choices", []):
         for position in choice.get("prompt_logprobs") or []:
             for entry in (position or {}).values():
-                entry["logprob"] -= 0.5
-        if isinstance(choice.get("text"), str):
-            choice["text"] = choice["text"][::-1]
+                entry["logprob"] -= 0.5 if kind == "swap" else 0.7
+        generated = (choice.get("logprobs") or {}).get("token_logprobs") or []
+        if kind == "swap":
+            choice.setdefault("logprobs", {})
+            if generated:
+                choice["logprobs"]["token_logprobs"] = [None if v is None else v - 0.5 for v in generated]
+            if isinstance(choice.get("text"), str):
+                choice["text"] = choice["text"][::-1]
     return answer

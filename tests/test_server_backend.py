@@ -353,6 +353,19 @@ def test_a_server_without_prompt_logprobs_fails_before_any_request_naming_the_ta
     assert len({json.dumps(body["prompt"]) for body in sent}) == 1  # the probes only: no document was sent
 
 
+def test_prompt_logprobs_at_the_wrong_positions_are_refused_for_scoring(vllm_server, choices):
+    """A server whose prompt log-probabilities disagree with its own generation's (as llama-cpp-python's echo does
+    for a prompt without BOS) is never used for scoring: a wrong number that looks right is worse than none."""
+    proxy = FaultProxy(vllm_server, faults=[Fault("skew")]).start()
+    try:
+        backend = _connect(proxy)
+        with pytest.raises(LlamabenchError, match="at the positions its own generation reports"):
+            backend.require_loglikelihoods("squad_mc")
+    finally:
+        proxy.stop()
+    assert backend.logprob_form is None
+
+
 def test_the_api_key_is_sent_and_recorded_nowhere(vllm_server, choices, tmp_path, monkeypatch):
     secret = "sk-test-4f1c9a77"
     monkeypatch.setenv("LLAMABENCH_TEST_KEY", secret)

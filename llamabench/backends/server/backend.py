@@ -150,7 +150,8 @@ class ServerBackend(Backend):
         if self.logprob_form is None:
             raise LlamabenchError(
                 f"{where} the prompt's log-probabilities, which server {self.client.base_url} (model "
-                f"{self.model_id}) does not return (neither vLLM's prompt_logprobs nor echo with logprobs); "
+                f"{self.model_id}) does not return (neither vLLM's prompt_logprobs nor echo with logprobs, at the "
+                "positions its own generation reports); "
                 "serve the model with vLLM, or run the task in-process"
             )
         if self.tokens.prefix_token is None:
@@ -197,6 +198,10 @@ class ServerBackend(Backend):
 
     def _prompt_logprobs(self, tokens: list[int], n_target: int) -> list[tuple[float, bool]]:
         """(log-probability, is-argmax) of each of the last ``n_target`` of ``tokens`` given those before it."""
+        return [(own, greedy) for own, _, greedy in self._positions(tokens, n_target)]
+
+    def _positions(self, tokens: list[int], n_target: int) -> list[tuple[float, float, bool]]:
+        """(log-probability, best log-probability there, is-argmax) of each of the last ``n_target`` tokens."""
         form = self.logprob_form
         body: dict = {"model": self.model_id, "prompt": tokens, "max_tokens": 1, "temperature": 0}
         body |= {"prompt_logprobs": 1} if form == "prompt_logprobs" else {"echo": True, "logprobs": 1}
@@ -204,27 +209,38 @@ class ServerBackend(Backend):
         read = _read_prompt_logprobs if form == "prompt_logprobs" else _read_echo_logprobs
         try:
             scored = read(choice, tokens, n_target)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise ServerError(
                 f"server {self.client.base_url} answered without the prompt's log-probabilities ({form}: "
                 f"{type(exc).__name__} {exc})"
             ) from None
-        if not all(math.isfinite(value) for value, _ in scored):
+        if not all(math.isfinite(value) and math.isfinite(best) for value, best, _ in scored):
             raise NonFiniteError(f"the server returned non-finite log-probabilities; {DIVERGED}")
         return scored
 
     def _probe_logprob_form(self) -> str | None:
-        """The first of :data:`LOGPROB_FORMS` the server answers correctly, or None."""
+        """The first of :data:`LOGPROB_FORMS` the server answers, at the right positions, or None."""
         probe = self.tokens.encode(PROBE_TEXT)
         for form in LOGPROB_FORMS:
             self.logprob_form = form
             try:
-                scored = self._prompt_logprobs(probe, len(probe) - 1)
+                scored = self._positions(probe, len(probe) - 1)
+                if len(scored) == len(probe) - 1 and self._agrees_with_generation(probe, scored[-1][1]):
+                    return form
             except (RequestRefused, ServerError):
                 continue
-            if len(scored) == len(probe) - 1:
-                return form
         return None
+
+    def _agrees_with_generation(self, probe: list[int], best_last: float) -> bool:
+        """Whether the prompt log-probabilities sit at the right positions: the best log-probability before the
+        probe's last token, as the prompt form reports it, must be that of the token a greedy completion of the
+        probe less its last token generates. A server that pairs each prompt token with the next position's
+        distribution (llama-cpp-python's ``echo`` for a prompt without BOS) fails, and is not used for scoring."""
+        body = {"model": self.model_id, "prompt": probe[:-1], "max_tokens": 1, "temperature": 0, "logprobs": 1}
+        values = (_choice(self.client.post("/completions", body)).get("logprobs") or {}).get("token_logprobs") or []
+        if not values or not isinstance(values[0], int | float):
+            return False
+        return math.isclose(float(values[0]), best_last, rel_tol=1e-3, abs_tol=1e-3)
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -354,7 +370,7 @@ def _choice(answer: dict) -> dict:
     return choices[0]
 
 
-def _read_prompt_logprobs(choice: dict, tokens: list[int], n_target: int) -> list[tuple[float, bool]]:
+def _read_prompt_logprobs(choice: dict, tokens: list[int], n_target: int) -> list[tuple[float, float, bool]]:
     """vLLM's ``prompt_logprobs``: per prompt position (None first) ``{token id: {logprob, rank, ...}}``, holding
     the prompt's own token and the top 1."""
     positions = choice["prompt_logprobs"]
@@ -366,11 +382,12 @@ def _read_prompt_logprobs(choice: dict, tokens: list[int], n_target: int) -> lis
         own = candidates[str(tokens[position])]
         best = max(float(entry["logprob"]) for entry in candidates.values())
         rank = own.get("rank")
-        scored.append((float(own["logprob"]), rank == 1 if isinstance(rank, int) else float(own["logprob"]) >= best))
+        value = float(own["logprob"])
+        scored.append((value, best, rank == 1 if isinstance(rank, int) else value >= best))
     return scored
 
 
-def _read_echo_logprobs(choice: dict, tokens: list[int], n_target: int) -> list[tuple[float, bool]]:
+def _read_echo_logprobs(choice: dict, tokens: list[int], n_target: int) -> list[tuple[float, float, bool]]:
     """OpenAI's ``echo`` with ``logprobs``: ``token_logprobs`` and ``top_logprobs`` per token, the prompt's first."""
     logprobs = choice["logprobs"]
     values, tops = logprobs["token_logprobs"], logprobs["top_logprobs"]
@@ -379,7 +396,8 @@ def _read_echo_logprobs(choice: dict, tokens: list[int], n_target: int) -> list[
     scored = []
     for position in range(len(tokens) - n_target, len(tokens)):
         value = float(values[position])
-        scored.append((value, value >= max(float(v) for v in tops[position].values())))
+        best = max(float(v) for v in tops[position].values())
+        scored.append((value, best, value >= best))
     return scored
 
 
