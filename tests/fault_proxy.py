@@ -109,7 +109,7 @@ class FaultProxy:
         elif fault is not None and fault.kind == "malformed":
             answer = b"<html>502 Bad Gateway</html>" + answer[:10]
         elif fault is not None and fault.kind in ("swap", "skew"):
-            answer = json.dumps(_shifted(json.loads(answer), fault.kind)).encode()
+            answer = json.dumps(_shifted(json.loads(answer), fault.kind, body or {})).encode()
         self._send(handler, status, answer, {})
 
     def _forward(self, handler: BaseHTTPRequestHandler, raw: bytes | None) -> tuple[int, bytes]:
@@ -147,10 +147,17 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def _shifted(answer: dict, kind: str) -> dict:
+def _shifted(answer: dict, kind: str, request: dict) -> dict:
     """``swap``: the answer another model would give (every log-probability 0.5 lower, every text reversed);
-    ``skew``: prompt log-probabilities that disagree with the generation's (0.7 lower, the generation's kept)."""
+    ``skew``: prompt log-probabilities that disagree with the generation's (0.7 lower, in both the
+    ``prompt_logprobs`` and the ``echo`` form; a plain generation's kept)."""
     for choice in answer.get("choices", []):
+        echoed = choice.get("logprobs") or {}
+        if kind == "skew" and request.get("echo") and echoed.get("token_logprobs"):
+            echoed["token_logprobs"] = [None if v is None else v - 0.7 for v in echoed["token_logprobs"]]
+            echoed["top_logprobs"] = [
+                None if top is None else {key: v - 0.7 for key, v in top.items()} for top in echoed["top_logprobs"]
+            ]
         for position in choice.get("prompt_logprobs") or []:
             for entry in (position or {}).values():
                 entry["logprob"] -= 0.5 if kind == "swap" else 0.7

@@ -355,7 +355,8 @@ def test_a_server_without_prompt_logprobs_fails_before_any_request_naming_the_ta
 
 def test_prompt_logprobs_at_the_wrong_positions_are_refused_for_scoring(vllm_server, choices):
     """A server whose prompt log-probabilities disagree with its own generation's (as llama-cpp-python's echo does
-    for a prompt without BOS) is never used for scoring: a wrong number that looks right is worse than none."""
+    for a prompt without BOS) is never used for scoring: a wrong number that looks right is worse than none. (vLLM
+    answers both forms correctly, so the proxy skews both.)"""
     proxy = FaultProxy(vllm_server, faults=[Fault("skew")]).start()
     try:
         backend = _connect(proxy)
