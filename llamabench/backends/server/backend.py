@@ -404,4 +404,4 @@ def _read_echo_logprobs(choice: dict, tokens: list[int], n_target: int) -> list[
 def _without_credentials(url: str) -> str:
     """``url`` without a ``user:password@`` part."""
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
