@@ -18,10 +18,12 @@ flag otherwise, before any task is read or any model loads.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from llamabench.backends.server.url import is_server_url
 from llamabench.errors import LlamabenchError
 
 # Seeds feed numpy, Python and torch generators; 2**63 keeps every one of them happy.
@@ -67,6 +69,13 @@ class RunConfig:
     log_to: list[str] = field(default_factory=list)
     shard: str | None = None  # "I/N" or "auto" (a Slurm array); validated into "I/N" (see scale/shards.py)
     ray: str | None = None  # a Ray cluster address, or "local" (see scale/ray_backend.py)
+    # A model served over HTTP (--model http://HOST:PORT/v1): see docs/servers.md.
+    served_model: str | None = None
+    tokenizer: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrent_requests: int = 8
+    request_timeout: float = 120.0
+    request_retries: int = 5
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -140,6 +149,20 @@ class RunConfig:
             (self.num_fewshot is None or self.num_fewshot >= 0, f"--num-fewshot {self.num_fewshot} must be >= 0"),
             (self.max_length is None or self.max_length >= 2, f"--max-length {self.max_length} must be >= 2 tokens"),
             (0 <= self.seed < MAX_SEED, f"--seed {self.seed} must be a whole number from 0 to {MAX_SEED - 1}"),
+            (
+                all(is_server_url(model) for model in self.model) or not (self.served_model or self.tokenizer),
+                "--served-model and --tokenizer apply to a served model; pass --model http://HOST:PORT/v1",
+            ),
+            (
+                _ENV_NAME.fullmatch(self.api_key_env or "") is not None,
+                f"--api-key-env {self.api_key_env} must name an environment variable (letters, digits, _)",
+            ),
+            (
+                self.max_concurrent_requests >= 1,
+                f"--max-concurrent-requests {self.max_concurrent_requests} must be >= 1",
+            ),
+            (self.request_timeout > 0, f"--request-timeout {self.request_timeout} must be > 0 seconds"),
+            (self.request_retries >= 0, f"--request-retries {self.request_retries} must be >= 0"),
             (self.bootstrap_iters >= 0, f"--bootstrap-iters {self.bootstrap_iters} must be >= 0 (0 or 1: no stderr)"),
         ]
         for ok, message in checks:
@@ -172,6 +195,8 @@ class RunConfig:
 # The fields of flags given once per value (``--tasks-dir A --tasks-dir B``), and ``tasks`` and ``model``: lists,
 # so that one path given as text is not read character by character.
 _LIST_FIELDS = ("tasks", "model", "text", "tasks_dir", "include_path", "metrics_module")
+# An environment variable's name, as POSIX shells accept one.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _batch_size(value: int | str) -> int | str:

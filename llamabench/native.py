@@ -146,6 +146,8 @@ def evaluate_tasks(backend: Backend, tasks: list[PreparedTask], config: RunConfi
             kind.check_fits(task.spec.name, task.requests, info.max_length)
         if kind.generates:
             backend.require_generation(task.spec.name)
+        else:
+            backend.require_loglikelihoods(task.spec.name)
         chat = task.spec.chat_template
         wrapped.append(
             [kind.with_chat_template(doc, backend.apply_chat_template) for doc in task.selected]

@@ -135,6 +135,10 @@ class Backend(ABC):
         """Refuse, before any request of a run is computed, generation this backend cannot run as transformers'
         ``generate`` would (one line naming ``task``); a backend that can always generate does nothing."""
 
+    def require_loglikelihoods(self, task: str | None = None) -> None:  # noqa: B027 (optional: a default that passes)
+        """Refuse, before any request of a run is computed, log-likelihood scoring this backend cannot do (a
+        server that returns no prompt log-probabilities), in one line naming ``task``; by default it can."""
+
     def apply_chat_template(self, text: str) -> str:
         """Wrap ``text`` as one user turn in the model's chat template."""
         raise LlamabenchError(f"model {self.model_id} has no chat template; set chat_template: false in the task")
@@ -174,6 +178,9 @@ class BackendWrapper(Backend, ABC):
 
     def require_generation(self, task: str | None = None) -> None:
         self.inner.require_generation(task)
+
+    def require_loglikelihoods(self, task: str | None = None) -> None:
+        self.inner.require_loglikelihoods(task)
 
     def info(self) -> BackendInfo:
         return self.inner.info()

@@ -3,14 +3,18 @@ a hub id or the embedded default). Every rank loads its own copy, and all ranks 
 
 from __future__ import annotations
 
+from llamabench.backends.base import Backend
 from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.server.url import is_server_url
 from llamabench.config import RunConfig
 from llamabench.distributed import agree
 
 
-def load_backend(config: RunConfig, model: str | None) -> HFBackend:
+def load_backend(config: RunConfig, model: str | None) -> Backend:
     """The backend of ``model`` loaded as ``config`` says (device, dtype, device map, KV cache, batch size,
-    context length, remote code)."""
+    context length, remote code); a URL (``http://HOST:PORT/v1``) connects to the server there instead."""
+    if is_server_url(model):
+        return agree(lambda: _connect(config, model), "connecting to the server")
 
     def load() -> HFBackend:
         return HFBackend.load(
@@ -25,3 +29,18 @@ def load_backend(config: RunConfig, model: str | None) -> HFBackend:
         )
 
     return agree(load, "loading the model")
+
+
+def _connect(config: RunConfig, url: str) -> Backend:
+    from llamabench.backends.server.backend import ServerBackend
+    from llamabench.backends.server.client import RetryPolicy
+
+    return ServerBackend.connect(
+        url,
+        served_model=config.served_model,
+        tokenizer=config.tokenizer,
+        api_key_env=config.api_key_env,
+        max_length=config.max_length,
+        max_in_flight=config.max_concurrent_requests,
+        policy=RetryPolicy(timeout=config.request_timeout, attempts=config.request_retries + 1),
+    )

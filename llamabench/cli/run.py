@@ -87,6 +87,24 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor store finished request results")
     parser.add_argument("--refresh", action="store_true", help="recompute every request, overwriting stored results")
+    served = parser.add_argument_group("served models (--model http://HOST:PORT/v1; see docs/servers.md)")
+    served.add_argument("--served-model", default=None, help="the server's model to evaluate (default: its only one)")
+    served.add_argument(
+        "--tokenizer", default=None, metavar="PATH", help="tokenize here with this tokenizer (default: the server's)"
+    )
+    served.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="NAME",
+        help="environment variable holding the server's API key (default: OPENAI_API_KEY; never recorded)",
+    )
+    served.add_argument("--max-concurrent-requests", type=int, default=8, help="requests in flight (default: 8)")
+    served.add_argument(
+        "--request-timeout", type=float, default=120.0, help="seconds one request may take (default: 120)"
+    )
+    served.add_argument(
+        "--request-retries", type=int, default=5, help="retries on 429, 5xx, timeouts and bad answers (default: 5)"
+    )
     parser.add_argument(
         "--log-to",
         action="append",

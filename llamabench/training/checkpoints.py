@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llamabench.analysis.report import checkpoint_step
 from llamabench.backends.loading.model_source import resolve_model
+from llamabench.backends.server.url import is_server_url
 from llamabench.errors import LlamabenchError, note
 
 _GLOB_CHARS = set("*?[")
@@ -47,13 +48,16 @@ def _once_each(models: list[str]) -> list[str]:
     kept: dict[object, str] = {}
     dropped: list[str] = []
     for index, model in enumerate(models):
-        try:
-            source = resolve_model(model)
-            identity: object = (source.location, source.gguf_file)
-        except LlamabenchError:
-            if index:
-                raise
-            identity = model  # the first value is refused where it loads, after the device checks
+        if is_server_url(model):  # a server: its URL is its identity
+            identity: object = model
+        else:
+            try:
+                source = resolve_model(model)
+                identity = (source.location, source.gguf_file)
+            except LlamabenchError:
+                if index:
+                    raise
+                identity = model  # the first value is refused where it loads, after the device checks
         if identity in kept:
             dropped.append(model)
         else:

@@ -32,6 +32,8 @@ from llamabench.backends.hf.score_rows import (
     RollingTotals,
     ScoreItem,
     ScoreRow,
+    context_continuation_item,
+    context_continuation_tokens,
     plain_row,
     rolling_windows,
     score_batch,
@@ -225,28 +227,10 @@ class HFBackend(Backend):
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def _context_continuation_item(self, context: str, continuation: str) -> ScoreItem:
-        # As lm-eval: trailing whitespace (any, as str.rstrip: newlines and tabs too, not only spaces) moves to
-        # the continuation, whose log-likelihood then counts it, which changes acc_norm; the continuation's tokens
-        # are those the joint encoding adds after the context's, so merges across the boundary are scored as the
-        # model sees them.
-        whole, n_continuation = self._context_continuation_tokens(context, continuation)
-        tokens = whole[-(self.max_length + 1) :]  # lm-eval's left truncation: the last token is never fed
-        return ScoreItem(tokens, min(n_continuation, len(tokens) - 1))
+        return context_continuation_item(self._encode, self.prefix_token, self.max_length, context, continuation)
 
     def _context_continuation_tokens(self, context: str, continuation: str) -> tuple[list[int], int]:
-        """Context and continuation tokens before truncation (the prefix token for an empty context), and how
-        many of them are the continuation's."""
-        stripped = context.rstrip()
-        continuation = context[len(stripped) :] + continuation
-        if not continuation:
-            raise LlamabenchError("a loglikelihood request has an empty continuation; every choice needs text")
-        if stripped:
-            context_tokens = self._encode(stripped)
-            whole = self._encode(stripped + continuation)
-            continuation_tokens = whole[len(context_tokens) :]
-        else:
-            context_tokens, continuation_tokens = [self.prefix_token], self._encode(continuation)
-        return context_tokens + continuation_tokens, len(continuation_tokens)
+        return context_continuation_tokens(self._encode, self.prefix_token, context, continuation)
 
     def truncated_tokens(self, requests: Sequence[Request]) -> list[int]:
         return [self._truncated(request) for request in requests]

@@ -1,0 +1,13 @@
+"""Whether a ``--model`` value names a server (``http://HOST:PORT/v1``) rather than a checkpoint; light to import
+(the configuration checks it)."""
+
+from __future__ import annotations
+
+import re
+
+_SERVER_URL = re.compile(r"https?://", re.IGNORECASE)
+
+
+def is_server_url(model: str | None) -> bool:
+    """Whether ``--model`` names a server rather than a checkpoint."""
+    return bool(model) and _SERVER_URL.match(model) is not None

