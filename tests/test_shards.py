@@ -201,3 +201,14 @@ def test_the_split_is_the_same_in_every_process_whatever_its_hash_seed(data_dir)
     squad, wikitext = eval(splits[0])  # noqa: S307  (our own printed lists)
     assert splits[0] == splits[1]
     assert 12 <= len(squad) <= 18 and 0 < len(wikitext) < 60  # about a quarter of each task
+
+
+def test_the_split_of_the_module_docstring():
+    """The worked example in scale/shards.py, by hand: sizes 5, 2, 4, 3 over two shards, longest first to the
+    shard with less work: 5 -> 0, 4 -> 1, 3 -> 1 (4 < 5), 2 -> 0 (5 < 7)."""
+    import doctest
+
+    from llamabench.scale import shards
+
+    assert doctest.testmod(shards).failed == 0
+    assert shards.split_documents([[5, 2, 4, 3]], 2) == [[[0, 1]], [[2, 3]]]
