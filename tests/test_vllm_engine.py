@@ -149,3 +149,11 @@ def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+@pytest.mark.parametrize(
+    "flag", [["--tensor-parallel-size", "2"], ["--gpu-memory-utilization", "0.5"], ["--enforce-eager"]]
+)
+def test_vllm_options_without_engine_vllm_are_refused_before_loading(capsys, flag):
+    assert main(["run", "--tasks", "ppl", *flag]) == 2
+    assert f"{flag[0]} applies to --engine vllm only" in capsys.readouterr().err
