@@ -122,10 +122,12 @@ class VLLMBackend(Backend):
             generation_config = None
         max_length = effective_max_length(SimpleNamespace(config=config), tokenizer, max_length, source.name)
         # Scoring feeds a window's max_length + 1 tokens (the last one's logits are dropped, as the HF backend
-        # never feeds it), so vLLM is given one position more than the window; past the trained positions only
-        # when the window fills them all, and then that one position predicts nothing that is read.
+        # never feeds it) and vLLM generates at least one token after a prompt, so it is given two positions more
+        # than the window; past the trained positions only when the window fills them, and then those positions
+        # predict nothing that is read.
+        model_len = max_length + 2
         trained = trained_positions(SimpleNamespace(config=config))
-        if trained is not None and max_length + 1 > trained:
+        if trained is not None and model_len > trained:
             os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
         memory = gpu_memory_utilization or DEFAULT_MEMORY[device_type]
         settings = {"tensor_parallel_size": tensor_parallel_size, "enforce_eager": enforce_eager}
@@ -134,7 +136,7 @@ class VLLMBackend(Backend):
                 model=location,
                 tokenizer=location,
                 dtype=dtype,
-                max_model_len=max_length + 1,
+                max_model_len=model_len,
                 gpu_memory_utilization=memory,
                 trust_remote_code=trust_remote_code,
                 generation_config="vllm",  # every sampling setting is given per request
