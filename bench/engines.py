@@ -73,7 +73,10 @@ def run_llamabench(backend, folder: Path, task: str) -> tuple[float, list]:
     run = evaluation.run_backend(backend)
     seconds = time.perf_counter() - start
     rows = run.samples[task]
-    outputs = list(rows.prediction) if task in (SQUAD.name, WMT.name) else list(rows.loglikelihood)
+    if task in (SQUAD.name, WMT.name):
+        return seconds, list(rows.prediction)
+    # a multiple-choice row holds its choices' log-likelihoods as JSON text
+    outputs = [json.loads(value) if isinstance(value, str) else value for value in rows.loglikelihood]
     return seconds, outputs
 
 
