@@ -6,9 +6,12 @@ one ``llamabench run --engine vllm`` runs there as a subprocess over every task 
 command runs here with the HF engine; the tests compare the two run folders. Under ``CI`` a missing vLLM
 environment fails instead of skipping.
 
-Measured tolerances (this CPU, vLLM 0.32 CPU build, ``--enforce-eager``): the two engines sum in different orders,
-so log-likelihoods agree to a relative :data:`REL_TOL`; greedy texts agree except where the HF model's two best
-logits at the first differing token are closer than :data:`NEAR_TIE` (each difference is printed).
+Tolerances: the two engines sum in different orders, so log-likelihoods agree to a relative :data:`REL_TOL`;
+greedy texts agree except where the HF model's two best logits at the first differing token are closer than
+:data:`NEAR_TIE` (each difference is printed). Measured on the 2-core CI machine (vLLM 0.32 CPU build,
+``--enforce-eager``, ``--max-length 512``, 3 documents a task): worst relative difference 8.9e-08 over the
+rolling log-likelihoods of 3 articles (1,000+ tokens each, several full windows), 7.1e-06 over 8 choices, greedy
+generations 3/3 identical on SQuAD (prompts truncated to the window) and 3/3 on WMT22; the file takes ~2 minutes.
 """
 
 from __future__ import annotations
