@@ -141,7 +141,7 @@ def main() -> None:
     VLLM = lm_eval_vllm_class()
 
     folder = Path(tempfile.mkdtemp(prefix="bench-engines-"))
-    write_inputs(folder, argparse.Namespace(**vars(args), data_dir=args.data_dir))
+    write_inputs(folder, args)
     write_mc(folder, args.data_dir, args.mc_docs)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     memory = args.gpu_memory_utilization or (0.9 if device == "cuda" else 0.15) / 2  # two vLLM engines at once
