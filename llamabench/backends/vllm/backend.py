@@ -70,6 +70,7 @@ class VLLMBackend(Backend):
         self.llm = llm
         self.vllm = vllm
         self.tokenizer = tokenizer
+        self.tokenizer_hash = tokenizer_hash(tokenizer)
         self.model_id = model_id
         self.fingerprint = model_fingerprint
         self.max_length = max_length
@@ -175,7 +176,7 @@ class VLLMBackend(Backend):
             kv_cache="vllm-paged",
             trust_remote_code=self.trust_remote_code,
             generation_settings=self.generation_settings.record(),
-            tokenizer=tokenizer_hash(self.tokenizer),
+            tokenizer=self.tokenizer_hash,
             device=self.device_type,
             # Another engine computes other floating-point sums: its name and version, how it splits and runs
             # the model, and the libraries that tokenise, all change a stored number.
