@@ -172,8 +172,8 @@ class RunConfig:
             (
                 self.data_parallel_size == 1,
                 f"--data-parallel-size {self.data_parallel_size}: vLLM {_vllm_version()} runs no data-parallel "
-                "replicas inside one process (LLM(data_parallel_size>1) refuses); run one llamabench per replica "
-                "with CUDA_VISIBLE_DEVICES and --limit, or use 1",
+                "replicas inside one process (LLM(data_parallel_size>1) refuses); use 1, and split one model over "
+                "several GPUs with --tensor-parallel-size",
             ),
             (memory is None or 0 < memory <= 1, f"--gpu-memory-utilization {memory} must be in (0, 1]"),
         ]
