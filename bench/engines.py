@@ -145,7 +145,9 @@ def main() -> None:
     write_inputs(folder, args)
     write_mc(folder, args.data_dir, args.mc_docs)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    memory = args.gpu_memory_utilization or (0.9 if device == "cuda" else 0.15) / 2  # two vLLM engines at once
+    # Each of the two vLLM engines: 0.15 of host memory on a CPU (half that leaves no room for a KV cache beside
+    # SmolLM2's fp32 weights), 0.45 of a GPU.
+    memory = args.gpu_memory_utilization or (0.45 if device == "cuda" else 0.15)
     hf = HFBackend.load(None, device=device, dtype="float32", batch_size="auto")
     ours = VLLMBackend.load(None, dtype="float32", gpu_memory_utilization=memory, enforce_eager=args.enforce_eager)
     dense = checkpoint_location(resolve_model(None))
