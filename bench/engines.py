@@ -154,7 +154,7 @@ def main() -> None:
     try:  # a second vLLM engine in one process: said plainly when it does not start, the others still run
         theirs = VLLM(
             pretrained=dense, dtype="float32", gpu_memory_utilization=memory, enforce_eager=args.enforce_eager,
-            max_model_len=ours.max_length + 2, max_length=ours.max_length, batch_size="auto",
+            max_model_len=ours.max_length, batch_size="auto",
         )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 (any start failure: reported, not fatal to the other sides)
         print(f"lm-eval's vllm backend did not start beside llamabench's: {type(exc).__name__}: {exc}"[:500])
