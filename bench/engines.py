@@ -67,8 +67,9 @@ def write_mc(folder: Path, data_dir: Path, docs: int) -> None:
 def run_llamabench(backend, folder: Path, task: str) -> tuple[float, list]:
     """Seconds and, per document, the log-likelihood(s) or the generated text."""
     config = RunConfig(
-        tasks=[task], data_dir=folder, tasks_dir=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0
-    )
+        tasks=[task], data_dir=folder, tasks_dir=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0,
+        no_cache=True,  # timed computing, never the request cache
+    )  # fmt: skip
     evaluation = Evaluation.prepare(config)
     start = time.perf_counter()
     run = evaluation.run_backend(backend)
@@ -153,7 +154,9 @@ def main() -> None:
     dense = checkpoint_location(resolve_model(None))
     try:  # a second vLLM engine in one process: said plainly when it does not start, the others still run
         theirs = VLLM(
-            pretrained=dense, dtype="float32", gpu_memory_utilization=memory, enforce_eager=args.enforce_eager,
+            # vLLM on a CPU counts the whole process's memory as used, the first engine's included: twice the share
+            pretrained=dense, dtype="float32", gpu_memory_utilization=min(2 * memory, 0.9),
+            enforce_eager=args.enforce_eager,
             max_model_len=ours.max_length, batch_size="auto",
         )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 (any start failure: reported, not fatal to the other sides)
