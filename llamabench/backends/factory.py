@@ -11,12 +11,26 @@ from llamabench.distributed import agree
 
 
 def load_backend(config: RunConfig, model: str | None) -> Backend:
-    """The backend of ``model`` loaded as ``config`` says (device, dtype, device map, KV cache, batch size,
-    context length, remote code); a URL (``http://HOST:PORT/v1``) connects to the server there instead."""
+    """The backend of ``model`` loaded as ``config`` says (engine, device, dtype, device map, KV cache, batch
+    size, context length, remote code, the vLLM engine's options); a URL (``http://HOST:PORT/v1``) connects to the
+    server there instead."""
     if is_server_url(model):
         return agree(lambda: _connect(config, model), "connecting to the server")
 
-    def load() -> HFBackend:
+    def load() -> Backend:
+        if config.engine == "vllm":
+            from llamabench.backends.vllm.backend import VLLMBackend  # imports vLLM, installed apart
+
+            return VLLMBackend.load(
+                model,
+                dtype=config.dtype,
+                max_length=config.max_length,
+                batch_size=config.batch_size,
+                tensor_parallel_size=config.tensor_parallel_size,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+                enforce_eager=config.enforce_eager,
+                trust_remote_code=config.trust_remote_code,
+            )
         return HFBackend.load(
             model,
             device=config.device,

@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from llamabench.config import DEVICE_MAPS, KV_CACHES, TEXT_FORMATS, RunConfig
+from llamabench.config import DEVICE_MAPS, ENGINES, KV_CACHES, TEXT_FORMATS, RunConfig
 from llamabench.metrics.perplexity import WORD_RULES
 
 
@@ -112,6 +112,26 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="also log results to mlflow, wandb or tensorboard, configured by their own variables (repeatable)",
     )
+
+    add_engine_options(parser)
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Which engine runs the model, and the vLLM engine's own options (docs/engines.md)."""
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="hf", help="transformers in-process (hf, default) or vLLM (vllm)"
+    )
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: split one model over this many GPUs")
+    parser.add_argument(
+        "--data-parallel-size", type=int, default=1, help="vllm: model replicas (only 1 in one process today)"
+    )
+    parser.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=None,
+        help="vllm: share of GPU memory (of host memory on CPU) it reserves (default: 0.9 on GPU, 0.15 on CPU)",
+    )
+    parser.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (slower, starts faster)")
 
 
 def add_scale_options(parser: argparse.ArgumentParser) -> None:

@@ -20,22 +20,18 @@ from llamabench.backends.hf.jobs import GenerationJob
 from llamabench.backends.hf.model_facts import (
     DTYPES,
     default_dtype,
-    model_max_length,
+    effective_max_length,
     refuse_logit_postprocessing,
     require_text,
     require_tokens_in_vocabulary,
     tokenizer_hash,
-    trained_positions,
 )
 from llamabench.backends.hf.score_rows import (
     LOGIT_ROWS,
     RollingTotals,
     ScoreItem,
     ScoreRow,
-    context_continuation_item,
-    context_continuation_tokens,
     plain_row,
-    rolling_windows,
     score_batch,
     shared_prefix_rows,
 )
@@ -43,6 +39,7 @@ from llamabench.backends.hf.static_generation import generate_static_batch
 from llamabench.backends.hf.stops import eos_token_ids
 from llamabench.backends.loading.load import check_device_map, load_model_and_tokenizer
 from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
+from llamabench.backends.request_tokens import RequestTokens
 from llamabench.config import KV_CACHES
 from llamabench.errors import LlamabenchError
 from llamabench.escaping import terminal
@@ -51,7 +48,6 @@ from llamabench.requests import (
     LoglikelihoodRequest,
     Request,
     RollingRequest,
-    require_prompt_room,
 )
 
 
@@ -81,13 +77,7 @@ class HFBackend(Backend):
         self.device = model.get_input_embeddings().weight.device  # where inputs go, also under a device map
         # The effective window, decided here once (--max-length was range-checked by RunConfig.validate) and read
         # from info().max_length by everything after.
-        self.max_length = max_length or model_max_length(model, tokenizer)
-        trained = trained_positions(model)
-        if trained is not None and self.max_length > trained:
-            raise LlamabenchError(
-                f"--max-length {self.max_length} exceeds the {trained} positions model {model_id} was trained for "
-                "(its max_position_embeddings); scores past them are extrapolation, so lower --max-length"
-            )
+        self.max_length = effective_max_length(model, tokenizer, max_length, model_id)
         self.eos_tokens = eos_token_ids(model, tokenizer)
         self.trust_remote_code = trust_remote_code
         self.tokenizer_hash = tokenizer_hash(tokenizer)
@@ -95,6 +85,7 @@ class HFBackend(Backend):
         require_tokens_in_vocabulary(model, tokenizer, model_id)
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.tokens = RequestTokens.of_tokenizer(tokenizer, self.prefix_token, self.max_length)
         self.progress = progress
         self.budget: BudgetInputs | None = None  # what --batch-size auto's budget was computed from
         if batch_size == "auto":
@@ -209,40 +200,26 @@ class HFBackend(Backend):
     def loglikelihood(
         self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
     ) -> list[tuple[float, bool]]:
-        items = [self._context_continuation_item(r.context, r.continuation) for r in requests]
+        items = [self.tokens.loglikelihood_item(r.context, r.continuation) for r in requests]
         return self._score(items, "loglikelihood", on_done, share_prefixes=True)
 
     def loglikelihood_rolling(
         self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
     ) -> list[tuple[float, int]]:
-        windows_per_request = [
-            rolling_windows(self._encode(r.text), self.prefix_token, self.max_length, r.stride) for r in requests
-        ]
+        windows_per_request = [self.tokens.rolling_items(r) for r in requests]
         totals = RollingTotals(windows_per_request, on_done)
         flat = [window for windows in windows_per_request for window in windows]
         self._score(flat, "perplexity windows", totals.add)
         return [totals.result(request) for request in range(len(requests))]
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids
+        return self.tokens.encode(text)
 
     def _context_continuation_item(self, context: str, continuation: str) -> ScoreItem:
-        return context_continuation_item(self._encode, self.prefix_token, self.max_length, context, continuation)
-
-    def _context_continuation_tokens(self, context: str, continuation: str) -> tuple[list[int], int]:
-        return context_continuation_tokens(self._encode, self.prefix_token, context, continuation)
+        return self.tokens.loglikelihood_item(context, continuation)
 
     def truncated_tokens(self, requests: Sequence[Request]) -> list[int]:
-        return [self._truncated(request) for request in requests]
-
-    def _truncated(self, request: Request) -> int:
-        if isinstance(request, RollingRequest):
-            return 0  # windows cover every token
-        if isinstance(request, GenerationRequest):
-            require_prompt_room(request.max_new_tokens, self.max_length)
-            return max(0, len(self._encode(request.prompt)) - (self.max_length - request.max_new_tokens))
-        tokens, _ = self._context_continuation_tokens(request.context, request.continuation)
-        return max(0, len(tokens) - (self.max_length + 1))
+        return [self.tokens.truncated(request) for request in requests]
 
     def _score(
         self, items: list[ScoreItem], what: str, on_done: OnDone | None, share_prefixes: bool = False
@@ -303,10 +280,9 @@ class HFBackend(Backend):
         return results  # type: ignore[return-value]
 
     def _generation_job(self, request: GenerationRequest) -> GenerationJob:
-        require_prompt_room(request.max_new_tokens, self.max_length)
         for what, text in [("prompt", request.prompt), *(("stop sequence", stop) for stop in request.until)]:
             require_text(text, what)
-        prompt = self._encode(request.prompt)[-(self.max_length - request.max_new_tokens) :]
+        prompt = self.tokens.generation_prompt(request)
         seed = None if request.greedy else request.seed
         return GenerationJob(prompt, request.max_new_tokens, request.until, seed)
 

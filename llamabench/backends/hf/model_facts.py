@@ -77,6 +77,19 @@ def model_max_length(model, tokenizer) -> int:
     return int(limit) if limit and limit < 10**9 else 2048
 
 
+def effective_max_length(model, tokenizer, max_length: int | None, model_id: str) -> int:
+    """The window a run uses: ``--max-length`` (range-checked by ``RunConfig.validate``) or the model's own, and
+    never more positions than the model was trained for."""
+    effective = max_length or model_max_length(model, tokenizer)
+    trained = trained_positions(model)
+    if trained is not None and effective > trained:
+        raise LlamabenchError(
+            f"--max-length {effective} exceeds the {trained} positions model {model_id} was trained for "
+            "(its max_position_embeddings); scores past them are extrapolation, so lower --max-length"
+        )
+    return effective
+
+
 def require_tokens_in_vocabulary(model, tokenizer, model_id: str) -> None:
     """Refuse a tokenizer that can give ids past the model's embedding rows (an ``added_tokens.json`` or a special
     token the model was never given a row for): any text holding such a token would fail deep inside the model,

@@ -18,14 +18,12 @@ log-likelihoods equal the unshared ones up to floating-point summation order; th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from llamabench.backends.base import OnDone
 from llamabench.backends.finite import require_finite
-from llamabench.errors import LlamabenchError
 
 # Rows of hidden states projected to vocabulary logits at once: bounds the [rows, vocab] fp32 buffer.
 LOGIT_ROWS = 2048
@@ -51,39 +49,6 @@ class ScoreRow:
     items: list[int]
     predictors: list[list[int]]
     targets: list[list[int]]
-
-
-def context_continuation_tokens(
-    encode: Callable[[str], list[int]], prefix: int, context: str, continuation: str
-) -> tuple[list[int], int]:
-    """Context and continuation tokens before truncation (``prefix`` for an empty context), and how many of them
-    are the continuation's, by ``Backend.loglikelihood``'s rules.
-
-    As lm-eval: trailing whitespace (any, as str.rstrip: newlines and tabs too, not only spaces) moves to the
-    continuation, whose log-likelihood then counts it, which changes acc_norm; the continuation's tokens are those
-    the joint encoding adds after the context's, so merges across the boundary are scored as the model sees them.
-    """
-    stripped = context.rstrip()
-    continuation = context[len(stripped) :] + continuation
-    if not continuation:
-        raise LlamabenchError("a loglikelihood request has an empty continuation; every choice needs text")
-    if stripped:
-        context_tokens = encode(stripped)
-        whole = encode(stripped + continuation)
-        continuation_tokens = whole[len(context_tokens) :]
-    else:
-        context_tokens, continuation_tokens = [prefix], encode(continuation)
-    return context_tokens + continuation_tokens, len(continuation_tokens)
-
-
-def context_continuation_item(
-    encode: Callable[[str], list[int]], prefix: int, max_length: int, context: str, continuation: str
-) -> ScoreItem:
-    """The request as a scored item, left-truncated to its last ``max_length + 1`` tokens (lm-eval's rule: the
-    last token is never fed)."""
-    whole, n_continuation = context_continuation_tokens(encode, prefix, context, continuation)
-    tokens = whole[-(max_length + 1) :]
-    return ScoreItem(tokens, min(n_continuation, len(tokens) - 1))
 
 
 def rolling_windows(tokens: list[int], prefix: int, max_length: int, stride: int | None) -> list[ScoreItem]:

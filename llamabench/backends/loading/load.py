@@ -24,6 +24,15 @@ def check_device_map(device_map: str | None, device: str | None) -> None:
         )
 
 
+def checkpoint_location(source: ModelSource, pinned: PinnedFiles | None = None) -> str:
+    """The folder (or hub id) an engine loads ``source`` from: a GGUF's dense copy, written first if missing and
+    named by the GGUF's bytes (``pinned``, hashed here when not given), else the source's own location."""
+    if not source.gguf_file:
+        return source.location
+    pinned = pinned or pin(source)
+    return str(dense_copy(source, pinned.fingerprint, verify=lambda: pinned.check("converted")))
+
+
 def load_model_and_tokenizer(
     source: ModelSource,
     *,
@@ -39,10 +48,7 @@ def load_model_and_tokenizer(
     they were read are refused (:meth:`PinnedFiles.check`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    location, gguf_kwargs = source.location, {}
-    if source.gguf_file:
-        pinned = pinned or pin(source)
-        location = str(dense_copy(source, pinned.fingerprint, verify=lambda: pinned.check("converted")))
+    location, gguf_kwargs = checkpoint_location(source, pinned), {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code, **gguf_kwargs)
         model = AutoModelForCausalLM.from_pretrained(

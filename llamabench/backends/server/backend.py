@@ -28,19 +28,14 @@ from tqdm.auto import tqdm
 from llamabench import __version__
 from llamabench.backends.base import Backend, BackendInfo, OnDone
 from llamabench.backends.finite import DIVERGED, NonFiniteError
-from llamabench.backends.hf.score_rows import (
-    RollingTotals,
-    ScoreItem,
-    context_continuation_item,
-    context_continuation_tokens,
-    rolling_windows,
-)
+from llamabench.backends.hf.score_rows import RollingTotals, ScoreItem
 from llamabench.backends.hf.stops import cut_at_stop
+from llamabench.backends.request_tokens import RequestTokens
 from llamabench.backends.server.client import RequestRefused, RetryPolicy, ServerClient, ServerError, run_bounded
 from llamabench.backends.server.tokens import LocalTokens, ServerTokens, Tokens
 from llamabench.errors import LlamabenchError
 from llamabench.escaping import terminal
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, require_prompt_room
+from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
 
 # The text whose log-probabilities identify the served weights (see the module docstring).
 PROBE_TEXT = "The capital of France is Paris. 1 2 3 4 5, and the quick brown fox jumps over the lazy dog."
@@ -67,6 +62,7 @@ class ServerBackend(Backend):
     ):
         self.client = client
         self.tokens = tokens
+        self.request_tokens = RequestTokens(tokens.encode, tokens.prefix_token, max_length)
         self.model_id = model
         self.max_length = max_length
         self.server_context = server_context
@@ -167,10 +163,7 @@ class ServerBackend(Backend):
         if not requests:
             return []
         self.require_loglikelihoods()
-        items = [
-            context_continuation_item(self.tokens.encode, self._prefix, self.max_length, r.context, r.continuation)
-            for r in requests
-        ]
+        items = [self.request_tokens.loglikelihood_item(r.context, r.continuation) for r in requests]
         return self._score(items, "loglikelihood", on_done)
 
     def loglikelihood_rolling(
@@ -178,16 +171,10 @@ class ServerBackend(Backend):
     ) -> list[tuple[float, int]]:
         if any(request.text for request in requests):
             self.require_loglikelihoods()
-        windows_per_request = [
-            rolling_windows(self.tokens.encode(r.text), self._prefix, self.max_length, r.stride) for r in requests
-        ]
+        windows_per_request = [self.request_tokens.rolling_items(r) for r in requests]
         totals = RollingTotals(windows_per_request, on_done)
         self._score([window for windows in windows_per_request for window in windows], "perplexity windows", totals.add)
         return [totals.result(request) for request in range(len(requests))]
-
-    @property
-    def _prefix(self) -> int:
-        return self.tokens.prefix_token  # type: ignore[return-value]  (require_loglikelihoods checked it)
 
     def _score(self, items: list[ScoreItem], what: str, on_done: OnDone | None) -> list[tuple[float, bool]]:
         def score(item: ScoreItem) -> tuple[float, bool]:
@@ -248,8 +235,7 @@ class ServerBackend(Backend):
         return self._run(self._generate_one, list(requests), "generation", on_done)
 
     def _generate_one(self, request: GenerationRequest) -> str:
-        require_prompt_room(request.max_new_tokens, self.max_length)
-        prompt = self.tokens.encode(request.prompt)[-(self.max_length - request.max_new_tokens) :]
+        prompt = self.request_tokens.generation_prompt(request)
         until = [stop for stop in request.until if stop]
         body: dict = {
             "model": self.model_id,
@@ -279,17 +265,9 @@ class ServerBackend(Backend):
     # -- shared --------------------------------------------------------------------------------
 
     def truncated_tokens(self, requests: Sequence[Request]) -> list[int]:
-        return [self._truncated(request) for request in requests]
-
-    def _truncated(self, request: Request) -> int:
-        if isinstance(request, RollingRequest):
-            return 0
-        if isinstance(request, GenerationRequest):
-            require_prompt_room(request.max_new_tokens, self.max_length)
-            return max(0, len(self.tokens.encode(request.prompt)) - (self.max_length - request.max_new_tokens))
-        self.require_loglikelihoods()
-        tokens, _ = context_continuation_tokens(self.tokens.encode, self._prefix, request.context, request.continuation)
-        return max(0, len(tokens) - (self.max_length + 1))
+        if any(isinstance(request, LoglikelihoodRequest) for request in requests):
+            self.require_loglikelihoods()  # an empty context is scored after the prefix token
+        return [self.request_tokens.truncated(request) for request in requests]
 
     def _run(self, work: Callable, items: list, what: str, on_done: OnDone | None) -> list:
         """``work`` on each item, ``max_in_flight`` at a time; each finished item is reported to ``on_done`` at

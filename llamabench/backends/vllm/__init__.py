@@ -1,0 +1,1 @@
+"""The vLLM engine (``--engine vllm``); importing this package does not import vLLM."""
