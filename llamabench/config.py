@@ -18,6 +18,7 @@ flag otherwise, before any task is read or any model loads.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -37,6 +38,8 @@ DEVICE_MAPS = ("auto", "balanced", "sequential")
 ENGINES = ("hf", "vllm")
 # The settings only the vLLM engine reads, each with the value that means "not asked for".
 VLLM_ONLY = {"tensor_parallel_size": 1, "data_parallel_size": 1, "gpu_memory_utilization": None, "enforce_eager": False}
+# Experiment trackers for --log-to: each name is also the Python package it needs and the pip extra installing it.
+TRACKERS = ("mlflow", "wandb", "tensorboard")
 # How a --text file or folder is cut into documents: one per file, per line, or per blank-line paragraph.
 TEXT_FORMATS = ("text", "lines", "paragraphs")
 
@@ -177,10 +180,8 @@ class RunConfig:
         for ok, message in checks + self._engine_checks():
             if not ok:
                 raise LlamabenchError(message)
-        from llamabench.trackers import tracker_problem  # names only: no tracker's tool is imported here
-
         for name in self.log_to:
-            problem = tracker_problem(name)
+            problem = _tracker_problem(name)
             if problem:
                 raise LlamabenchError(problem)
         return replace(
@@ -251,6 +252,20 @@ def _vllm_version() -> str:
         except PackageNotFoundError:
             continue
     return "(not installed)"
+
+
+def _tracker_problem(name: str) -> str | None:
+    """Why ``--log-to NAME`` cannot log (unknown, or its tool not installed), as one line; None when it can. The
+    tool is looked up, not imported."""
+    if name not in TRACKERS:
+        return f"--log-to {name}: unknown tracker; pick one of {', '.join(TRACKERS)}"
+    try:
+        installed = importlib.util.find_spec(name) is not None
+    except ValueError:  # set to None in sys.modules: import blocked, as good as not installed
+        installed = False
+    if not installed:
+        return f"--log-to {name}: {name} is not installed; install it with pip install 'llamabench[{name}]'"
+    return None
 
 
 def _batch_size(value: int | str) -> int | str:

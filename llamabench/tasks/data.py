@@ -149,10 +149,17 @@ def load_documents(
     )
 
 
+def builtin_tasks_dir() -> Path:
+    """The repository's ``builtin_tasks/`` folder (installed as ``llamabench/builtin_tasks`` in a wheel)."""
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here.parent / "builtin_tasks", here / "builtin_tasks"):
+        if candidate.is_dir():
+            return candidate
+    raise LlamabenchError("built-in tasks folder not found; reinstall llamabench")
+
+
 def samples_dir() -> Path:
     """The folder of the data samples shipped inside llamabench (``builtin_tasks/samples/``)."""
-    from llamabench.tasks.registry import builtin_tasks_dir
-
     return builtin_tasks_dir() / "samples"
 
 

@@ -8,20 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llamabench.errors import LlamabenchError, warn
+from llamabench.tasks.data import builtin_tasks_dir
 from llamabench.tasks.spec import TaskSpec
 from llamabench.tasks.task_file import load_task_file, names_in_task_file
 
 # Both spellings of the YAML suffix are task files; a folder holding `qa.yml` means it as much as `qa.yaml`.
 TASK_FILE_SUFFIXES = (".yaml", ".yml")
-
-
-def builtin_tasks_dir() -> Path:
-    """The repository's ``builtin_tasks/`` folder (installed as ``llamabench/builtin_tasks`` in a wheel)."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here.parent / "builtin_tasks", here / "builtin_tasks"):
-        if candidate.is_dir():
-            return candidate
-    raise LlamabenchError("built-in tasks folder not found; reinstall llamabench")
 
 
 def task_dirs(extra: Sequence[Path] = ()) -> list[Path]:

@@ -21,25 +21,10 @@ from llamabench.errors import LlamabenchError, first_line, warn
 from llamabench.records.results import RunResult, write_run
 from llamabench.trackers.base import TrackedRun, Tracker, run_metrics, run_params
 
-# Each tracker's name, which is also the Python package it needs and the pip extra that installs it.
-TOOLS = ("mlflow", "wandb", "tensorboard")
 # Environment variables holding secrets, whose values never reach a warning.
 SECRET_VARIABLES = ("WANDB_API_KEY", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "DATABRICKS_TOKEN")
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _SECRET_QUERY = re.compile(r"(?i)((?:token|key|password|secret)=)[^&\s]+")
-
-
-def tracker_problem(name: str) -> str | None:
-    """Why ``--log-to NAME`` cannot log (unknown, or its tool not installed), as one line; None when it can."""
-    if name not in TOOLS:
-        return f"--log-to {name}: unknown tracker; pick one of {', '.join(TOOLS)}"
-    try:
-        installed = importlib.util.find_spec(name) is not None
-    except ValueError:  # set to None in sys.modules: import blocked, as good as not installed
-        installed = False
-    if not installed:
-        return f"--log-to {name}: {name} is not installed; install it with pip install 'llamabench[{name}]'"
-    return None
 
 
 def redact(text: str) -> str:
