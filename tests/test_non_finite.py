@@ -14,6 +14,7 @@ from conftest import byte_tokenizer, save_tiny_model, tiny_llama
 
 from llamabench.analysis.check import compare_runs, format_comparisons, write_junit
 from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.hf.generation import cache_keyword
 from llamabench.cli.app import main
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
@@ -142,10 +143,11 @@ def test_a_drafted_position_that_is_not_a_number_chooses_no_token(tiny_backend):
     # of a pass is NaN, so a confirmed draft would hand the next position's argmax over NaNs on as a token.
     backend = tiny_backend(batch_size=1)
     forward = backend.model.forward
+    cache = cache_keyword(backend.model)  # the keyword decoding passes its key/value cache under
 
     def nan_after_first_position(*args, **kwargs):
         output = forward(*args, **kwargs)
-        if output.logits.shape[1] > 1 and kwargs.get("past_key_values") is not None:
+        if output.logits.shape[1] > 1 and kwargs.get(cache) is not None:
             output.logits[:, 1:] = math.nan
         return output
 
