@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from transformers import GenerationConfig
 
-from llamabench.backends.hf.checkpoint_generation import CheckpointGeneration
-from llamabench.backends.hf.model_facts import POSITION_KEYS
+from llamabench.backends.common.generation_config import CheckpointGeneration
+from llamabench.backends.common.model_facts import POSITION_KEYS
 from llamabench.backends.loading.model_source import resolve_model
 from llamabench.errors import LlamabenchError
 from llamabench.tasks.kinds import kind_of

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.hf.batching import BatchPolicy
-from llamabench.backends.hf.stops import cut_at_stop
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import byte_tokenizer, lm_eval_instances, tiny_llama
 
+from llamabench.backends.common.score_items import rolling_windows
 from llamabench.backends.hf.backend import HFBackend
-from llamabench.backends.hf.score_rows import rolling_windows
 from llamabench.requests import LoglikelihoodRequest, RollingRequest
 
 TEXTS = [
@@ -192,7 +192,7 @@ def test_bf16_smollm2_scores_are_fp32_scores_within_tolerance(smollm2):
     [("cpu", True, "float32"), ("cuda", True, "bfloat16"), ("cuda:1", False, "float16")],
 )
 def test_default_dtype_falls_back_where_the_gpu_lacks_bf16(monkeypatch, device, bf16_supported, expected):
-    from llamabench.backends.hf.model_facts import default_dtype
+    from llamabench.backends.common.model_facts import default_dtype
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
     assert default_dtype(device) == expected

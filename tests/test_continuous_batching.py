@@ -8,9 +8,10 @@ import torch
 from conftest import byte_tokenizer
 from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
 
+from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.hf import generation
 from llamabench.backends.hf.backend import HFBackend
-from llamabench.backends.hf.stops import StopCheck, cut_at_stop
+from llamabench.backends.hf.stops import StopCheck
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest
 

@@ -260,7 +260,7 @@ def test_a_killed_server_loses_nothing_and_repeats_no_finished_request(vllm_serv
 
 
 def _windows(text: RollingRequest, backend: ServerBackend) -> list[list[int]]:
-    from llamabench.backends.hf.score_rows import rolling_windows
+    from llamabench.backends.common.score_items import rolling_windows
 
     tokens = backend.tokens
     return [w.tokens for w in rolling_windows(tokens.encode(text.text), tokens.prefix_token, MAX_LENGTH, text.stride)]

@@ -4,7 +4,8 @@ request on a row of its own (the reference path, which the packing must not chan
 import pytest
 import torch
 
-from llamabench.backends.hf.score_rows import ScoreItem, attention_mask, shared_prefix_rows
+from llamabench.backends.common.score_items import ScoreItem
+from llamabench.backends.hf.score_rows import attention_mask, shared_prefix_rows
 from llamabench.requests import LoglikelihoodRequest
 
 QUESTION = "Question: which of these is a colour?\nAnswer:"

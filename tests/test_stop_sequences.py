@@ -4,7 +4,7 @@ engine paths: checked by hand and against lm-eval's own stop handling."""
 import pytest
 from lm_eval.models.utils import postprocess_generated_text
 
-from llamabench.backends.hf.stops import cut_at_stop
+from llamabench.backends.common.stops import cut_at_stop
 from llamabench.requests import GenerationRequest
 
 PROMPTS = ["Once upon a time", "A", "The rain in Spain stays mainly in the", "1, 2, 3,"]

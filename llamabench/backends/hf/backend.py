@@ -12,12 +12,8 @@ from tqdm.auto import tqdm
 
 from llamabench import __version__
 from llamabench.backends.base import Backend, BackendInfo, OnDone
-from llamabench.backends.hf.batching import BatchPolicy, peak_memory
-from llamabench.backends.hf.budget import BudgetInputs, budget_inputs, token_budget
-from llamabench.backends.hf.checkpoint_generation import CheckpointGeneration
-from llamabench.backends.hf.generation import ContinuousBatcher
-from llamabench.backends.hf.jobs import GenerationJob
-from llamabench.backends.hf.model_facts import (
+from llamabench.backends.common.generation_config import CheckpointGeneration
+from llamabench.backends.common.model_facts import (
     DTYPES,
     default_dtype,
     effective_max_length,
@@ -26,20 +22,17 @@ from llamabench.backends.hf.model_facts import (
     require_tokens_in_vocabulary,
     tokenizer_hash,
 )
-from llamabench.backends.hf.score_rows import (
-    LOGIT_ROWS,
-    RollingTotals,
-    ScoreItem,
-    ScoreRow,
-    plain_row,
-    score_batch,
-    shared_prefix_rows,
-)
+from llamabench.backends.common.request_tokens import RequestTokens
+from llamabench.backends.common.score_items import RollingTotals, ScoreItem
+from llamabench.backends.common.stops import eos_token_ids
+from llamabench.backends.hf.batching import BatchPolicy, peak_memory
+from llamabench.backends.hf.budget import BudgetInputs, budget_inputs, token_budget
+from llamabench.backends.hf.generation import ContinuousBatcher
+from llamabench.backends.hf.jobs import GenerationJob
+from llamabench.backends.hf.score_rows import LOGIT_ROWS, ScoreRow, plain_row, score_batch, shared_prefix_rows
 from llamabench.backends.hf.static_generation import generate_static_batch
-from llamabench.backends.hf.stops import eos_token_ids
 from llamabench.backends.loading.load import check_device_map, load_model_and_tokenizer
 from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
-from llamabench.backends.request_tokens import RequestTokens
 from llamabench.config import KV_CACHES
 from llamabench.errors import LlamabenchError
 from llamabench.escaping import terminal

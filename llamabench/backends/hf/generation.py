@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, LogitsProcessorList
 
+from llamabench.backends.common.generation_config import CheckpointGeneration
+from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.finite import require_finite
 from llamabench.backends.hf.batching import release_memory
-from llamabench.backends.hf.checkpoint_generation import CheckpointGeneration, logits_device, process_row
+from llamabench.backends.hf.checkpoint_generation import logits_device, process_row, request_processors
 from llamabench.backends.hf.draft_lookup import DRAFT_LIMIT, DraftLookup
 from llamabench.backends.hf.jobs import GenerationJob, GenerationStats, attends_by_column, seeded_draws
 from llamabench.backends.hf.prompt_prefixes import (
@@ -34,7 +36,7 @@ from llamabench.backends.hf.prompt_prefixes import (
     common_prefix_groups,
 )
 from llamabench.backends.hf.step_cost import draft_width, fixed_tokens, prefill_chunks
-from llamabench.backends.hf.stops import StopCheck, cut_at_stop
+from llamabench.backends.hf.stops import StopCheck
 from llamabench.errors import LlamabenchError
 
 # Cache columns beyond the widest row's own tokens (holes left by rejected drafts) tolerated before repacking.
@@ -223,7 +225,7 @@ class _Batch:
         processors = None
         if engine.settings is not None:
             length, eos = len(spec.prompt), engine.eos_tokens
-            processors = engine.settings.processors(length, spec.max_new, eos, engine.logits_device)
+            processors = request_processors(engine.settings, length, spec.max_new, eos, engine.logits_device)
         plain = spec.seed is None and processors is None
         drafts = DraftLookup(spec.prompt) if plain and not engine.windowed else None
         return _Row(job, StopCheck(engine.tokenizer, spec.until), generator, drafts, processors)

@@ -9,10 +9,12 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from llamabench.backends.common.generation_config import CheckpointGeneration
+from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.finite import FiniteLogits
-from llamabench.backends.hf.checkpoint_generation import OFF, CheckpointGeneration, RowProcessors, logits_device
+from llamabench.backends.hf.checkpoint_generation import OFF, RowProcessors, logits_device, request_processors
 from llamabench.backends.hf.jobs import GenerationJob, GenerationStats, seeded_draws
-from llamabench.backends.hf.stops import StopCheck, cut_at_stop
+from llamabench.backends.hf.stops import StopCheck
 from llamabench.errors import LlamabenchError
 
 
@@ -42,7 +44,9 @@ def generate_static_batch(
     # Sampling draws each row's tokens from that row's own generator, so a sample depends on its request's
     # seed only, not on the batch it lands in; transformers then keeps the drawn token by greedy selection.
     device = model.get_input_embeddings().weight.device
-    rows = [settings.processors(len(job.prompt), job.max_new, eos_tokens, logits_device(model)) for job in jobs]
+    rows = [
+        request_processors(settings, len(job.prompt), job.max_new, eos_tokens, logits_device(model)) for job in jobs
+    ]
     # FiniteLogits first: it sees the model's own scores, before a processor or a sampler changes them.
     processors = LogitsProcessorList([FiniteLogits()])
     if any(rows):

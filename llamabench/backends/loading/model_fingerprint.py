@@ -24,7 +24,7 @@ MEMORY_PREFIX = "memory:"
 
 def fingerprint_model(model: torch.nn.Module, tokenizer, *, sharded: bool = False) -> str:
     """The fingerprint of ``model`` (a transformers model, unwrapped) with ``tokenizer``; ``sharded``: FSDP2."""
-    from llamabench.backends.hf.model_facts import tokenizer_hash
+    from llamabench.backends.common.model_facts import tokenizer_hash
 
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)  # large tensors hash on every core
     for part in (_config_text(model), tokenizer_hash(tokenizer)):

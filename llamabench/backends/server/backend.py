@@ -2,11 +2,11 @@
 http://HOST:PORT/v1``.
 
 Every request goes as token ids, computed here by the contract's rules (``base.py``) with the same helpers the
-transformers backend uses (``hf/score_rows.py``: the context/continuation split, left truncation, rolling windows),
-so a server scores exactly the tokens the in-process engine scores. Scoring reads the prompt's log-probabilities:
-vLLM's ``prompt_logprobs`` extra parameter, or the OpenAI ``echo`` with ``logprobs``; which one the server has is
-probed once, when the backend connects. A server with neither still generates; a scoring task then fails before
-any request with one line naming the task and the missing capability.
+transformers backend uses (``common/request_tokens.py``: the context/continuation split, left truncation, rolling
+windows), so a server scores exactly the tokens the in-process engine scores. Scoring reads the prompt's
+log-probabilities: vLLM's ``prompt_logprobs`` extra parameter, or the OpenAI ``echo`` with ``logprobs``; which one
+the server has is probed once, when the backend connects. A server with neither still generates; a scoring task then
+fails before any request with one line naming the task and the missing capability.
 
 Cache identity: a server's files are not here to hash, so its fingerprint is the served model's name and
 maximum context plus a *probe*, the log-probabilities of a fixed text rounded to 2 decimals (greedy completion
@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 from llamabench import __version__
 from llamabench.backends.base import Backend, BackendInfo, OnDone
+from llamabench.backends.common.request_tokens import RequestTokens
+from llamabench.backends.common.score_items import RollingTotals, ScoreItem
+from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.finite import DIVERGED, NonFiniteError
-from llamabench.backends.hf.score_rows import RollingTotals, ScoreItem
-from llamabench.backends.hf.stops import cut_at_stop
-from llamabench.backends.request_tokens import RequestTokens
 from llamabench.backends.server.client import RequestRefused, RetryPolicy, ServerClient, ServerError, run_bounded
 from llamabench.backends.server.tokens import LocalTokens, ServerTokens, Tokens
 from llamabench.errors import LlamabenchError

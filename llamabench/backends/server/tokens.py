@@ -34,7 +34,7 @@ class LocalTokens(Tokens):
     def __init__(self, path: str):
         from transformers import AutoTokenizer
 
-        from llamabench.backends.hf.model_facts import tokenizer_hash
+        from llamabench.backends.common.model_facts import tokenizer_hash
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)

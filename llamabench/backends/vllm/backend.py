@@ -21,9 +21,8 @@ from tqdm.auto import tqdm
 
 from llamabench import __version__
 from llamabench.backends.base import Backend, BackendInfo, OnDone
-from llamabench.backends.finite import require_finite
-from llamabench.backends.hf.checkpoint_generation import CheckpointGeneration
-from llamabench.backends.hf.model_facts import (
+from llamabench.backends.common.generation_config import CheckpointGeneration
+from llamabench.backends.common.model_facts import (
     DTYPES,
     default_dtype,
     effective_max_length,
@@ -31,11 +30,12 @@ from llamabench.backends.hf.model_facts import (
     tokenizer_hash,
     trained_positions,
 )
-from llamabench.backends.hf.score_rows import RollingTotals, ScoreItem
-from llamabench.backends.hf.stops import cut_at_stop, eos_token_ids
+from llamabench.backends.common.request_tokens import RequestTokens
+from llamabench.backends.common.score_items import RollingTotals, ScoreItem
+from llamabench.backends.common.stops import cut_at_stop, eos_token_ids
+from llamabench.backends.finite import require_finite
 from llamabench.backends.loading.load import checkpoint_location
 from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
-from llamabench.backends.request_tokens import RequestTokens
 from llamabench.errors import LlamabenchError, first_line
 from llamabench.escaping import terminal
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest

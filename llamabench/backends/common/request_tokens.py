@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from llamabench.backends.hf.score_rows import ScoreItem, rolling_windows
+from llamabench.backends.common.score_items import ScoreItem, rolling_windows
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, Request, RollingRequest, require_prompt_room
 
@@ -52,7 +52,7 @@ class RequestTokens:
         return context_tokens + continuation_tokens, len(continuation_tokens)
 
     def rolling_items(self, request: RollingRequest) -> list[ScoreItem]:
-        """The windows of a rolling request (see ``score_rows.rolling_windows``)."""
+        """The windows of a rolling request (see ``score_items.rolling_windows``)."""
         return rolling_windows(self.encode(request.text), self.prefix_token, self.max_length, request.stride)
 
     def generation_prompt(self, request: GenerationRequest) -> list[int]:

@@ -1,4 +1,4 @@
-"""What the transformers backend reads off a model and its tokenizer: dtypes, the context it was trained for, the
+"""What an engine reads off a model and its tokenizer: dtypes, the context it was trained for, the
 tokenizer's identity, logit post-processing it cannot apply, and text no tokenizer encodes."""
 
 from __future__ import annotations
