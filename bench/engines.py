@@ -117,12 +117,12 @@ def tokens_of(job: str, hf: HFBackend, folder: Path, reference: list) -> int:
     """Tokens the job scores (perplexity: every token; multiple choice: each choice with its context) or
     generates (llamabench-HF's texts)."""
     if job in ("squad", "wmt"):
-        return sum(len(hf._encode(text)) for text in reference)
+        return sum(len(hf.tokens.encode(text)) for text in reference)
     if job == "ppl":
-        return sum(len(hf._encode(page)) for page in _pages(folder))
+        return sum(len(hf.tokens.encode(page)) for page in _pages(folder))
     rows = read_jsonl(folder / "bench_mc.jsonl")
     prompt = "{context}\n\nQ: {question}\nA: {choice}"
-    return sum(len(hf._encode(prompt.format(choice=choice, **row))) for row in rows for choice in row["choices"])
+    return sum(len(hf.tokens.encode(prompt.format(choice=choice, **row))) for row in rows for choice in row["choices"])
 
 
 def _pages(folder: Path) -> list[str]:

@@ -169,7 +169,7 @@ def run_llamabench(backend: HFBackend, folder: Path, task: str) -> dict:
 def divergence_gap(backend: HFBackend, prompt: str, ours: str, theirs: str) -> tuple[int, float]:
     """Where two continuations of ``prompt`` first differ (in tokens), and the top-2 logit gap there, computed
     for the one sequence alone."""
-    encode = backend._encode
+    encode = backend.tokens.encode
     mine, other = encode(ours), encode(theirs)
     common = next((k for k, (a, b) in enumerate(zip(mine, other, strict=False)) if a != b), min(len(mine), len(other)))
     with torch.inference_mode():
@@ -268,7 +268,7 @@ def report_generation(job: GenerationJob, peer: dict, ours: dict, backend: HFBac
     mine = list(ours["run"].samples[job.name].prediction)
     theirs = [s["filtered_resps"][0] for s in peer["samples"]]
     prompts = [s["arguments"][0][0] for s in peer["samples"]]
-    n_tokens = [sum(len(backend._encode(text)) for text in side) for side in (theirs, mine)]
+    n_tokens = [sum(len(backend.tokens.encode(text)) for text in side) for side in (theirs, mine)]
     seconds = [peer["seconds"], ours["seconds"]]
     row_steps = [peer["row_steps"], ours["row_steps"]]
     forwards = [peer["forwards"], ours["forwards"]]

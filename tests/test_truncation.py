@@ -36,7 +36,7 @@ def test_generation_keeps_the_last_max_length_minus_max_new_tokens():
     backend = ours("dynamic")
     for prompt in PROMPTS:
         tokens = byte_tokenizer()(prompt, add_special_tokens=False).input_ids
-        kept = backend._generation_job(GenerationRequest(prompt, MAX_NEW)).prompt
+        kept = backend.tokens.generation_prompt(GenerationRequest(prompt, MAX_NEW))
         assert kept == tokens[len(tokens) - (MAX_LENGTH - MAX_NEW) :]  # by hand: lm-eval's max_ctx_len
         assert len(kept) == min(len(tokens), MAX_LENGTH - MAX_NEW)
 

@@ -53,7 +53,7 @@ def test_generation_counts_prompt_tokens_beyond_the_room(tiny_backend):
     assert backend.truncated_tokens(requests) == expected
     # The count is the rule the generation itself applies: the prompt it keeps is the rest.
     for request, dropped in zip(requests, expected, strict=True):
-        assert len(backend._generation_job(request).prompt) == len(request.prompt) - dropped
+        assert len(backend.tokens.generation_prompt(request)) == len(request.prompt) - dropped
 
 
 def test_rolling_perplexity_never_truncates(tiny_backend):

@@ -129,8 +129,8 @@ def test_vllm_engine_greedy_generations_match_hf_engine_but_near_ties(runs, smol
 def _first_difference_gap(backend, prompt: str, ours: str, theirs: str) -> float:
     """The HF model's top-1 minus top-2 logit where its greedy text ``ours`` stops being a prefix of ``theirs``:
     its own new tokens, teacher-forced after the prompt."""
-    prompt_ids = backend._encode(prompt)
-    new = backend._encode(prompt + ours)[len(prompt_ids) :]
+    prompt_ids = backend.tokens.encode(prompt)
+    new = backend.tokens.encode(prompt + ours)[len(prompt_ids) :]
     step = next(
         (k for k in range(len(new)) if not theirs.startswith(backend.tokenizer.decode(new[: k + 1]))), len(new) - 1
     )

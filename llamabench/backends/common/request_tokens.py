@@ -6,10 +6,22 @@ the same tokens."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from llamabench.backends.common.score_items import ScoreItem, rolling_windows
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, Request, RollingRequest, require_prompt_room
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """One generation request as an engine runs it: prompt tokens, its own limits, and its sampling seed (None:
+    greedy)."""
+
+    prompt: list[int]
+    max_new: int
+    until: tuple[str, ...] = ()
+    seed: int | None = None
 
 
 class RequestTokens:
@@ -23,9 +35,10 @@ class RequestTokens:
         self.max_length = max_length
 
     @classmethod
-    def of_tokenizer(cls, tokenizer, prefix_token: int, max_length: int) -> RequestTokens:
-        """A transformers tokenizer's encoding, without special tokens."""
-        return cls(lambda text: tokenizer(text, add_special_tokens=False).input_ids, prefix_token, max_length)
+    def of_tokenizer(cls, tokenizer, max_length: int) -> RequestTokens:
+        """A transformers tokenizer's encoding, without special tokens, and its prefix token (BOS, else EOS)."""
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        return cls(lambda text: tokenizer(text, add_special_tokens=False).input_ids, prefix, max_length)
 
     def loglikelihood_item(self, context: str, continuation: str) -> ScoreItem:
         # As lm-eval: trailing whitespace (any, as str.rstrip: newlines and tabs too, not only spaces) moves to
@@ -69,3 +82,12 @@ class RequestTokens:
             return max(0, len(self.encode(request.prompt)) - (self.max_length - request.max_new_tokens))
         tokens, _ = self.context_continuation(request.context, request.continuation)
         return max(0, len(tokens) - (self.max_length + 1))
+
+
+def tokenizer_chat_turn(tokenizer, text: str) -> str | None:
+    """``text`` as one user turn in a transformers tokenizer's chat template, ready for generation; None when the
+    tokenizer has no template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    messages = [{"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

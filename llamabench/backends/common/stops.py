@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 
-def eos_token_ids(model, tokenizer) -> list[int]:
-    """Every token that ends a generation: the model's generation config may list several (Llama-3-Instruct's
-    ``<|eot_id|>`` beside ``<|end_of_text|>``), the tokenizer names one."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+def eos_token_ids(generation_config, tokenizer) -> list[int]:
+    """Every token that ends a generation: the model's generation config (None: it has none) may list several
+    (Llama-3-Instruct's ``<|eot_id|>`` beside ``<|end_of_text|>``), the tokenizer names one."""
+    configured = getattr(generation_config, "eos_token_id", None)
     ids = configured if isinstance(configured, list | tuple) else [configured]
     ids = [*ids, tokenizer.eos_token_id]
     return sorted({int(token) for token in ids if token is not None})

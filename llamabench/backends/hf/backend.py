@@ -2,49 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict
 
-import tokenizers
 import torch
-import transformers
-from tqdm.auto import tqdm
 
-from llamabench import __version__
-from llamabench.backends.base import Backend, BackendInfo, OnDone
-from llamabench.backends.common.generation_config import CheckpointGeneration
+from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.common.model_facts import (
     DTYPES,
     default_dtype,
     effective_max_length,
     refuse_logit_postprocessing,
-    require_text,
     require_tokens_in_vocabulary,
-    tokenizer_hash,
 )
-from llamabench.backends.common.request_tokens import RequestTokens
-from llamabench.backends.common.score_items import RollingTotals, ScoreItem
-from llamabench.backends.common.stops import eos_token_ids
+from llamabench.backends.common.request_tokens import GenerationJob
+from llamabench.backends.common.score_items import ScoreItem
+from llamabench.backends.common.tokenizer_backend import EngineDecided, TokenizerBackend
 from llamabench.backends.hf.batching import BatchPolicy, peak_memory
 from llamabench.backends.hf.budget import BudgetInputs, budget_inputs, token_budget
 from llamabench.backends.hf.generation import ContinuousBatcher
-from llamabench.backends.hf.jobs import GenerationJob
 from llamabench.backends.hf.score_rows import LOGIT_ROWS, ScoreRow, plain_row, score_batch, shared_prefix_rows
 from llamabench.backends.hf.static_generation import generate_static_batch
 from llamabench.backends.loading.load import check_device_map, load_model_and_tokenizer
 from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
 from llamabench.config import KV_CACHES
 from llamabench.errors import LlamabenchError
-from llamabench.escaping import terminal
-from llamabench.requests import (
-    GenerationRequest,
-    LoglikelihoodRequest,
-    Request,
-    RollingRequest,
-)
 
 
-class HFBackend(Backend):
+class HFBackend(TokenizerBackend):
     """Any transformers causal LM; GPU-batched by a token budget, fp32 on CPU by default."""
 
     def __init__(
@@ -64,29 +48,27 @@ class HFBackend(Backend):
             raise LlamabenchError(f"--kv-cache {kv_cache} is not one of {', '.join(KV_CACHES)}")
         self.model = model
         self.kv_cache = kv_cache
-        self.tokenizer = tokenizer
-        self.model_id = model_id
-        self.fingerprint = model_fingerprint
         self.device = model.get_input_embeddings().weight.device  # where inputs go, also under a device map
         # The effective window, decided here once (--max-length was range-checked by RunConfig.validate) and read
         # from info().max_length by everything after.
-        self.max_length = effective_max_length(model, tokenizer, max_length, model_id)
-        self.eos_tokens = eos_token_ids(model, tokenizer)
-        self.trust_remote_code = trust_remote_code
-        self.tokenizer_hash = tokenizer_hash(tokenizer)
+        super().__init__(
+            tokenizer,
+            getattr(model, "generation_config", None),
+            model_id=model_id,
+            model_fingerprint=model_fingerprint,
+            max_length=effective_max_length(model, tokenizer, max_length, model_id),
+            trust_remote_code=trust_remote_code,
+            progress=progress,
+        )
         refuse_logit_postprocessing(model, model_id)
         require_tokens_in_vocabulary(model, tokenizer, model_id)
-        self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.tokens = RequestTokens.of_tokenizer(tokenizer, self.prefix_token, self.max_length)
-        self.progress = progress
         self.budget: BudgetInputs | None = None  # what --batch-size auto's budget was computed from
         if batch_size == "auto":
             self.budget = budget_inputs(model, self.device, LOGIT_ROWS)
             self.policy = BatchPolicy(token_budget=token_budget(self.budget))
         else:
             self.policy = BatchPolicy(token_budget=0, max_items=int(batch_size))
-        self.generation_settings = CheckpointGeneration(getattr(model, "generation_config", None), model_id)
         self.engine = ContinuousBatcher(
             model,
             tokenizer,
@@ -144,29 +126,14 @@ class HFBackend(Backend):
             trust_remote_code=trust_remote_code,
         )
 
-    def info(self) -> BackendInfo:
-        return BackendInfo(
-            model=self.model_id,
-            fingerprint=self.fingerprint,
-            max_length=self.max_length,
+    def decided(self) -> EngineDecided:
+        return EngineDecided(
             dtype=str(self.model.dtype).removeprefix("torch."),
             kv_cache=self.kv_cache,
-            trust_remote_code=self.trust_remote_code,
-            generation_settings=self.generation_settings.record(),
-            tokenizer=self.tokenizer_hash,
             device=str(self.device),
-            # The rest of what can change a stored number: how the weights run and the code that runs them (an
-            # upgrade of torch, transformers, tokenizers or llamabench recomputes rather than trusting results
-            # from other kernels, tokenisation or windowing), and the token every text is scored after.
-            engine=(
-                f"prefix={self.prefix_token}",
+            placement=(
                 f"device={self.device.type}",
                 f"attention={getattr(self.model.config, '_attn_implementation', None)}",
-                f"eos={self.eos_tokens}",
-                f"torch={torch.__version__}",
-                f"transformers={transformers.__version__}",
-                f"tokenizers={tokenizers.__version__}",
-                f"llamabench={__version__}",
             ),
         )
 
@@ -182,102 +149,32 @@ class HFBackend(Backend):
             return {}
         return {"token_budget": {"tokens": token_budget(self.budget), "inputs": asdict(self.budget)}}
 
-    def apply_chat_template(self, text: str) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            return super().apply_chat_template(text)
-        messages = [{"role": "user", "content": text}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     # -- scoring -------------------------------------------------------------------------------
 
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
-    ) -> list[tuple[float, bool]]:
-        items = [self.tokens.loglikelihood_item(r.context, r.continuation) for r in requests]
-        return self._score(items, "loglikelihood", on_done, share_prefixes=True)
-
-    def loglikelihood_rolling(
-        self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
-    ) -> list[tuple[float, int]]:
-        windows_per_request = [self.tokens.rolling_items(r) for r in requests]
-        totals = RollingTotals(windows_per_request, on_done)
-        flat = [window for windows in windows_per_request for window in windows]
-        self._score(flat, "perplexity windows", totals.add)
-        return [totals.result(request) for request in range(len(requests))]
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tokens.encode(text)
-
-    def _context_continuation_item(self, context: str, continuation: str) -> ScoreItem:
-        return self.tokens.loglikelihood_item(context, continuation)
-
-    def truncated_tokens(self, requests: Sequence[Request]) -> list[int]:
-        return [self.tokens.truncated(request) for request in requests]
-
-    def _score(
-        self, items: list[ScoreItem], what: str, on_done: OnDone | None, share_prefixes: bool = False
-    ) -> list[tuple[float, bool]]:
-        """(log-likelihood, is-greedy) of each item; with ``share_prefixes``, items sharing the tokens before their
-        targets run those tokens once (see score_rows)."""
+    def score_items(self, items: list[ScoreItem], finished: OnDone, *, share_prefixes: bool) -> None:
+        """Token-budget batches of rows; with ``share_prefixes``, items sharing the tokens before their targets
+        run those tokens once (see score_rows)."""
         if share_prefixes:
             rows = shared_prefix_rows(items, max_tokens=self.max_length)
         else:
             rows = [plain_row(index, item) for index, item in enumerate(items)]
-        results: list[tuple[float, bool] | None] = [None] * len(items)
-        with self._progress(len(items), what) as bar:
-            for batch in self.policy.plan([len(row.tokens) for row in rows]):
-                scored = self.policy.run([rows[b] for b in batch], self._score_batch)
-                done = [index for b in batch for index in rows[b].items]
-                flat = [result for row_results in scored for result in row_results]
-                for index, result in zip(done, flat, strict=True):
-                    results[index] = result
-                if on_done is not None:
-                    on_done(done, flat)
-                bar.update(len(done))
-        return results  # type: ignore[return-value]
-
-    def _progress(self, total: int, what: str) -> tqdm:
-        """A progress bar of ``total`` sequences, named by the model (escaped: a folder name is untrusted text)."""
-        return tqdm(
-            total=total, desc=terminal(f"{self.model_id}: {what}"), disable=not self.progress or not total, unit="seq"
-        )
+        for batch in self.policy.plan([len(row.tokens) for row in rows]):
+            scored = self.policy.run([rows[b] for b in batch], self._score_batch)
+            done = [index for b in batch for index in rows[b].items]
+            finished(done, [result for row_results in scored for result in row_results])
 
     def _score_batch(self, rows: list[ScoreRow]) -> list[list[tuple[float, bool]]]:
         return score_batch(self.model, rows, self.pad_token)
 
     # -- generation ----------------------------------------------------------------------------
 
-    def require_generation(self, task: str | None = None) -> None:
-        self.generation_settings.require(task)
-
-    def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
-        if requests:
-            self.require_generation()
-        jobs = [self._generation_job(request) for request in requests]
-        results: list[str | None] = [None] * len(requests)
-        with self._progress(len(requests), "generation") as bar:
-
-            def finished(indices: list[int], texts: list[str]) -> None:
-                for index, text in zip(indices, texts, strict=True):
-                    results[index] = text
-                if on_done is not None:
-                    on_done(indices, texts)
-                bar.update(len(indices))
-
-            if self.kv_cache == "static":
-                self._generate_static(jobs, finished)
-            elif jobs:
-                slots = self._generation_slots(jobs)
-                self.policy.sizes_used[slots] += 1
-                self.engine.run(jobs, slots, finished)
-        return results  # type: ignore[return-value]
-
-    def _generation_job(self, request: GenerationRequest) -> GenerationJob:
-        for what, text in [("prompt", request.prompt), *(("stop sequence", stop) for stop in request.until)]:
-            require_text(text, what)
-        prompt = self.tokens.generation_prompt(request)
-        seed = None if request.greedy else request.seed
-        return GenerationJob(prompt, request.max_new_tokens, request.until, seed)
+    def generate_jobs(self, jobs: list[GenerationJob], finished: OnDone) -> None:
+        if self.kv_cache == "static":
+            self._generate_static(jobs, finished)
+        elif jobs:
+            slots = self._generation_slots(jobs)
+            self.policy.sizes_used[slots] += 1
+            self.engine.run(jobs, slots, finished)
 
     def _generation_slots(self, jobs: list[GenerationJob]) -> int:
         """Concurrent rows: ``--batch-size N``, else as many of the longest request as the token budget holds."""

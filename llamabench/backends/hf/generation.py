@@ -21,12 +21,13 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList
 
 from llamabench.backends.common.generation_config import CheckpointGeneration
+from llamabench.backends.common.request_tokens import GenerationJob
 from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.finite import require_finite
 from llamabench.backends.hf.batching import release_memory
 from llamabench.backends.hf.checkpoint_generation import logits_device, process_row, request_processors
 from llamabench.backends.hf.draft_lookup import DRAFT_LIMIT, DraftLookup
-from llamabench.backends.hf.jobs import GenerationJob, GenerationStats, attends_by_column, seeded_draws
+from llamabench.backends.hf.jobs import GenerationStats, attends_by_column, seeded_draws
 from llamabench.backends.hf.prompt_prefixes import (
     MIN_SHARED,
     NEVER,

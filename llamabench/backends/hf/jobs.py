@@ -1,5 +1,5 @@
-"""What the generation engines run and what they count: a request as token ids with its limits and seed, the work
-done, seeded sampling (one generator per row), and which models window attention over cache columns."""
+"""What the transformers generation paths count (the work done), seeded sampling (one generator per row), and which
+models window attention over cache columns."""
 
 from __future__ import annotations
 
@@ -7,16 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-
-
-@dataclass(frozen=True)
-class GenerationJob:
-    """One request as the engine runs it: prompt tokens, its own limits, and its sampling seed (None: greedy)."""
-
-    prompt: list[int]
-    max_new: int
-    until: tuple[str, ...] = ()
-    seed: int | None = None
 
 
 @dataclass

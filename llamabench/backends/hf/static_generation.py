@@ -10,10 +10,11 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from llamabench.backends.common.generation_config import CheckpointGeneration
+from llamabench.backends.common.request_tokens import GenerationJob
 from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.finite import FiniteLogits
 from llamabench.backends.hf.checkpoint_generation import OFF, RowProcessors, logits_device, request_processors
-from llamabench.backends.hf.jobs import GenerationJob, GenerationStats, seeded_draws
+from llamabench.backends.hf.jobs import GenerationStats, seeded_draws
 from llamabench.backends.hf.stops import StopCheck
 from llamabench.errors import LlamabenchError
 

@@ -2,7 +2,7 @@
 http://HOST:PORT/v1``.
 
 Every request goes as token ids, computed here by the contract's rules (``base.py``) with the same helpers the
-transformers backend uses (``common/request_tokens.py``: the context/continuation split, left truncation, rolling
+transformers backend uses (``common/token_backend.py``: the context/continuation split, left truncation, rolling
 windows), so a server scores exactly the tokens the in-process engine scores. Scoring reads the prompt's
 log-probabilities: vLLM's ``prompt_logprobs`` extra parameter, or the OpenAI ``echo`` with ``logprobs``; which one
 the server has is probed once, when the backend connects. A server with neither still generates; a scoring task then
@@ -20,22 +20,19 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from tqdm.auto import tqdm
-
 from llamabench import __version__
-from llamabench.backends.base import Backend, BackendInfo, OnDone
-from llamabench.backends.common.request_tokens import RequestTokens
-from llamabench.backends.common.score_items import RollingTotals, ScoreItem
+from llamabench.backends.base import BackendInfo, OnDone
+from llamabench.backends.common.request_tokens import GenerationJob, RequestTokens
+from llamabench.backends.common.score_items import ScoreItem
 from llamabench.backends.common.stops import cut_at_stop
+from llamabench.backends.common.token_backend import TokenBackend
 from llamabench.backends.finite import DIVERGED, NonFiniteError
 from llamabench.backends.server.client import RequestRefused, RetryPolicy, ServerClient, ServerError, run_bounded
 from llamabench.backends.server.tokens import LocalTokens, ServerTokens, Tokens
 from llamabench.errors import LlamabenchError
-from llamabench.escaping import terminal
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
 
 # The text whose log-probabilities identify the served weights (see the module docstring).
 PROBE_TEXT = "The capital of France is Paris. 1 2 3 4 5, and the quick brown fox jumps over the lazy dog."
@@ -47,8 +44,10 @@ LOGPROB_FORMS = ("prompt_logprobs", "echo")
 SERVER_ROOM = 2
 
 
-class ServerBackend(Backend):
+class ServerBackend(TokenBackend):
     """A served model, driven through the completions API with at most ``max_in_flight`` requests at once."""
+
+    progress_unit = "req"
 
     def __init__(
         self,
@@ -61,8 +60,8 @@ class ServerBackend(Backend):
         max_in_flight: int = 8,
     ):
         self.client = client
-        self.tokens = tokens
-        self.request_tokens = RequestTokens(tokens.encode, tokens.prefix_token, max_length)
+        self.server_tokens = tokens
+        self.tokens = RequestTokens(tokens.encode, tokens.prefix_token, max_length)
         self.model_id = model
         self.max_length = max_length
         self.server_context = server_context
@@ -106,7 +105,7 @@ class ServerBackend(Backend):
             model=self.model_id,
             fingerprint=self.fingerprint,
             max_length=self.max_length,
-            tokenizer=self.tokens.identity,
+            tokenizer=self.server_tokens.identity,
             engine=(
                 "engine=server",
                 f"server_version={self.version}",
@@ -157,31 +156,12 @@ class ServerBackend(Backend):
                 "--enable-tokenizer-info-endpoint"
             )
 
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
-    ) -> list[tuple[float, bool]]:
-        if not requests:
-            return []
-        self.require_loglikelihoods()
-        items = [self.request_tokens.loglikelihood_item(r.context, r.continuation) for r in requests]
-        return self._score(items, "loglikelihood", on_done)
-
-    def loglikelihood_rolling(
-        self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
-    ) -> list[tuple[float, int]]:
-        if any(request.text for request in requests):
-            self.require_loglikelihoods()
-        windows_per_request = [self.request_tokens.rolling_items(r) for r in requests]
-        totals = RollingTotals(windows_per_request, on_done)
-        self._score([window for windows in windows_per_request for window in windows], "perplexity windows", totals.add)
-        return [totals.result(request) for request in range(len(requests))]
-
-    def _score(self, items: list[ScoreItem], what: str, on_done: OnDone | None) -> list[tuple[float, bool]]:
+    def score_items(self, items: list[ScoreItem], finished: OnDone, *, share_prefixes: bool) -> None:
         def score(item: ScoreItem) -> tuple[float, bool]:
             scored = self._prompt_logprobs(item.tokens, item.n_target)
             return math.fsum(value for value, _ in scored), all(greedy for _, greedy in scored)
 
-        return self._run(score, items, what, on_done)
+        self._run(score, items, finished)
 
     def _prompt_logprobs(self, tokens: list[int], n_target: int) -> list[tuple[float, bool]]:
         """(log-probability, is-argmax) of each of the last ``n_target`` of ``tokens`` given those before it."""
@@ -231,17 +211,16 @@ class ServerBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
-        return self._run(self._generate_one, list(requests), "generation", on_done)
+    def generate_jobs(self, jobs: list[GenerationJob], finished: OnDone) -> None:
+        self._run(self._generate_one, jobs, finished)
 
-    def _generate_one(self, request: GenerationRequest) -> str:
-        prompt = self.request_tokens.generation_prompt(request)
-        until = [stop for stop in request.until if stop]
+    def _generate_one(self, job: GenerationJob) -> str:
+        until = [stop for stop in job.until if stop]
         body: dict = {
             "model": self.model_id,
-            "prompt": prompt,
-            "max_tokens": request.max_new_tokens,
-            "temperature": 0.0 if request.greedy else 1.0,
+            "prompt": job.prompt,
+            "max_tokens": job.max_new,
+            "temperature": 0.0 if job.seed is None else 1.0,
             # Plain sampling at temperature 1, as the transformers backend does: servers' own defaults (llama.cpp's
             # top_k 40 and min_p 0.05) would otherwise narrow it.
             "top_p": 1.0,
@@ -251,39 +230,20 @@ class ServerBackend(Backend):
         }
         if until:
             body["stop"] = until
-        if not request.greedy:
-            body["seed"] = request.seed
+        if job.seed is not None:
+            body["seed"] = job.seed
         text = _choice(self.client.post("/completions", body)).get("text")
         if not isinstance(text, str):
             raise ServerError(f"server {self.client.base_url} answered a completion without its text")
-        return cut_at_stop(text, request.until)
+        return cut_at_stop(text, job.until)
 
-    def apply_chat_template(self, text: str) -> str:
-        wrapped = self.tokens.chat(text)
-        return super().apply_chat_template(text) if wrapped is None else wrapped
+    def chat_turn(self, text: str) -> str | None:
+        return self.server_tokens.chat(text)
 
-    # -- shared --------------------------------------------------------------------------------
-
-    def truncated_tokens(self, requests: Sequence[Request]) -> list[int]:
-        if any(isinstance(request, LoglikelihoodRequest) for request in requests):
-            self.require_loglikelihoods()  # an empty context is scored after the prefix token
-        return [self.request_tokens.truncated(request) for request in requests]
-
-    def _run(self, work: Callable, items: list, what: str, on_done: OnDone | None) -> list:
-        """``work`` on each item, ``max_in_flight`` at a time; each finished item is reported to ``on_done`` at
-        once (a batch of one), so a kill loses only the requests in flight."""
-        results: list = [None] * len(items)
-        desc = terminal(f"{self.model_id}: {what}")
-        with tqdm(total=len(items), desc=desc, unit="req", disable=not self.progress or not items) as bar:
-
-            def finished(index: int, result) -> None:
-                results[index] = result
-                if on_done is not None:
-                    on_done([index], [result])
-                bar.update(1)
-
-            run_bounded(work, items, self.max_in_flight, finished)
-        return results
+    def _run(self, work: Callable, items: list, finished: OnDone) -> None:
+        """``work`` on each item, ``max_in_flight`` at a time; each finished item is reported at once (a batch of
+        one), so a kill loses only the requests in flight."""
+        run_bounded(work, items, self.max_in_flight, lambda index, result: finished([index], [result]))
 
 
 def _served_entry(client: ServerClient, served_model: str | None) -> dict:

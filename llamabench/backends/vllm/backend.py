@@ -1,6 +1,6 @@
 """The vLLM engine (``--engine vllm``): the backend contract of ``base.py`` answered by vLLM's offline ``LLM``.
 
-Tokenisation is llamabench's own (``request_tokens.py``, the transformers backend's rules and windows): vLLM is
+Tokenisation is llamabench's own (``common/token_backend.py``, the transformers backend's rules and windows): vLLM is
 given token ids, never text, so both engines score and continue exactly the same tokens. Scores come from vLLM's
 prompt log-probabilities (``prompt_logprobs=1``: each prompt token's own log-probability, computed from the raw
 logits, and its rank, 1 when it is the argmax); generation from its sampler, with the checkpoint's generation
@@ -14,31 +14,17 @@ from collections.abc import Sequence
 from itertools import takewhile
 from types import SimpleNamespace
 
-import tokenizers
 import torch
-import transformers
-from tqdm.auto import tqdm
 
-from llamabench import __version__
-from llamabench.backends.base import Backend, BackendInfo, OnDone
-from llamabench.backends.common.generation_config import CheckpointGeneration
-from llamabench.backends.common.model_facts import (
-    DTYPES,
-    default_dtype,
-    effective_max_length,
-    require_text,
-    tokenizer_hash,
-    trained_positions,
-)
-from llamabench.backends.common.request_tokens import RequestTokens
-from llamabench.backends.common.score_items import RollingTotals, ScoreItem
-from llamabench.backends.common.stops import cut_at_stop, eos_token_ids
-from llamabench.backends.finite import require_finite
+from llamabench.backends.base import Backend, OnDone
+from llamabench.backends.common.model_facts import DTYPES, default_dtype, effective_max_length, trained_positions
+from llamabench.backends.common.request_tokens import GenerationJob
+from llamabench.backends.common.score_items import ScoreItem
+from llamabench.backends.common.stops import cut_at_stop
+from llamabench.backends.common.tokenizer_backend import EngineDecided, TokenizerBackend
 from llamabench.backends.loading.load import checkpoint_location
 from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
 from llamabench.errors import LlamabenchError, first_line
-from llamabench.escaping import terminal
-from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
 
 # Requests handed to vLLM at once: it schedules within them as it likes; on_done is called after each chunk, so
 # a kill loses at most one chunk.
@@ -48,7 +34,7 @@ CHUNK = 256
 DEFAULT_MEMORY = {"cuda": 0.9, "cpu": 0.15}
 
 
-class VLLMBackend(Backend):
+class VLLMBackend(TokenizerBackend):
     """A causal LM run by vLLM in this process; ``load`` builds it from ``--model`` as the HF backend would."""
 
     def __init__(
@@ -67,22 +53,20 @@ class VLLMBackend(Backend):
     ):
         import vllm
 
+        super().__init__(
+            tokenizer,
+            generation_config,
+            model_id=model_id,
+            model_fingerprint=model_fingerprint,
+            max_length=max_length,
+            trust_remote_code=trust_remote_code,
+            progress=progress,
+        )
         self.llm = llm
         self.vllm = vllm
-        self.tokenizer = tokenizer
-        self.tokenizer_hash = tokenizer_hash(tokenizer)
-        self.model_id = model_id
-        self.fingerprint = model_fingerprint
-        self.max_length = max_length
         self.dtype = dtype
         self.settings = settings  # the engine settings that change numbers, for the cache identity
-        self.trust_remote_code = trust_remote_code
-        self.progress = progress
         self.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-        self.eos_tokens = eos_token_ids(SimpleNamespace(generation_config=generation_config), tokenizer)
-        self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        self.tokens = RequestTokens.of_tokenizer(tokenizer, self.prefix_token, max_length)
-        self.generation_settings = CheckpointGeneration(generation_config, model_id)
 
     @classmethod
     def load(
@@ -167,85 +151,38 @@ class VLLMBackend(Backend):
             trust_remote_code=trust_remote_code,
         )
 
-    def info(self) -> BackendInfo:
-        return BackendInfo(
-            model=self.model_id,
-            fingerprint=self.fingerprint,
-            max_length=self.max_length,
+    def decided(self) -> EngineDecided:
+        # Another engine computes other floating-point sums: its name and version and how it splits and runs the
+        # model change a stored number.
+        return EngineDecided(
             dtype=self.dtype,
             kv_cache="vllm-paged",
-            trust_remote_code=self.trust_remote_code,
-            generation_settings=self.generation_settings.record(),
-            tokenizer=self.tokenizer_hash,
             device=self.device_type,
-            # Another engine computes other floating-point sums: its name and version, how it splits and runs
-            # the model, and the libraries that tokenise, all change a stored number.
             engine=(
                 "engine=vllm",
                 f"vllm={self.vllm.__version__}",
                 *(f"{name}={value}" for name, value in sorted(self.settings.items())),
-                f"prefix={self.prefix_token}",
-                f"device={self.device_type}",
-                f"eos={self.eos_tokens}",
-                f"torch={torch.__version__}",
-                f"transformers={transformers.__version__}",
-                f"tokenizers={tokenizers.__version__}",
-                f"llamabench={__version__}",
             ),
+            placement=(f"device={self.device_type}",),
         )
-
-    def apply_chat_template(self, text: str) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            return super().apply_chat_template(text)
-        messages = [{"role": "user", "content": text}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def truncated_tokens(self, requests: Sequence[Request]) -> list[int]:
-        return [self.tokens.truncated(request) for request in requests]
 
     # -- scoring -------------------------------------------------------------------------------
 
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest], on_done: OnDone | None = None
-    ) -> list[tuple[float, bool]]:
-        items = [self.tokens.loglikelihood_item(r.context, r.continuation) for r in requests]
-        return self._score(items, "loglikelihood", on_done)
-
-    def loglikelihood_rolling(
-        self, requests: Sequence[RollingRequest], on_done: OnDone | None = None
-    ) -> list[tuple[float, int]]:
-        windows_per_request = [self.tokens.rolling_items(r) for r in requests]
-        totals = RollingTotals(windows_per_request, on_done)
-        flat = [window for windows in windows_per_request for window in windows]
-        self._score(flat, "perplexity windows", totals.add)
-        return [totals.result(request) for request in range(len(requests))]
-
-    def _score(self, items: list[ScoreItem], what: str, on_done: OnDone | None) -> list[tuple[float, bool]]:
+    def score_items(self, items: list[ScoreItem], finished: OnDone, *, share_prefixes: bool) -> None:
         """(log-likelihood, is-greedy) of each item from the log-probability and rank vLLM reports for each of
         its target tokens (one token is generated per item and thrown away: vLLM generates at least one)."""
         params = self.vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
-        results: list[tuple[float, bool]] = []
-        with self._progress(len(items), what) as bar:
-            for start in range(0, len(items), CHUNK):
-                chunk = items[start : start + CHUNK]
-                prompts = [{"prompt_token_ids": item.tokens} for item in chunk]
-                outputs = self.llm.generate(prompts, params, use_tqdm=False)
-                scored = [_item_score(item, out.prompt_logprobs) for item, out in zip(chunk, outputs, strict=True)]
-                results += scored
-                if on_done is not None:
-                    on_done(list(range(start, start + len(chunk))), scored)
-                bar.update(len(chunk))
-        return results
-
-    def _progress(self, total: int, what: str) -> tqdm:
-        return tqdm(
-            total=total, desc=terminal(f"{self.model_id}: {what}"), disable=not self.progress or not total, unit="seq"
-        )
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            prompts = [{"prompt_token_ids": item.tokens} for item in chunk]
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            scored = [_item_score(item, out.prompt_logprobs) for item, out in zip(chunk, outputs, strict=True)]
+            finished(list(range(start, start + len(chunk))), scored)
 
     # -- generation ----------------------------------------------------------------------------
 
     def require_generation(self, task: str | None = None) -> None:
-        self.generation_settings.require(task)
+        super().require_generation(task)
         if self.generation_settings.settings:
             where = f"task {task}: " if task else ""
             raise LlamabenchError(
@@ -254,38 +191,22 @@ class VLLMBackend(Backend):
                 "and --engine vllm does not; run this model's generation tasks with --engine hf"
             )
 
-    def generate(self, requests: Sequence[GenerationRequest], on_done: OnDone | None = None) -> list[str]:
-        if requests:
-            self.require_generation()
-        prompts, params = [], []
-        for request in requests:
-            for what, text in [("prompt", request.prompt), *(("stop sequence", stop) for stop in request.until)]:
-                require_text(text, what)
-            prompts.append({"prompt_token_ids": self.tokens.generation_prompt(request)})
-            params.append(self._sampling(request))
-        results: list[str] = []
-        with self._progress(len(requests), "generation") as bar:
-            for start in range(0, len(requests), CHUNK):
-                chunk = slice(start, start + CHUNK)
-                outputs = self.llm.generate(prompts[chunk], params[chunk], use_tqdm=False)
-                texts = [
-                    self._text(output.outputs[0].token_ids, request.until)
-                    for output, request in zip(outputs, requests[chunk], strict=True)
-                ]
-                results += texts
-                if on_done is not None:
-                    on_done(list(range(start, start + len(texts))), texts)
-                bar.update(len(texts))
-        return results
+    def generate_jobs(self, jobs: list[GenerationJob], finished: OnDone) -> None:
+        for start in range(0, len(jobs), CHUNK):
+            chunk = jobs[start : start + CHUNK]
+            prompts = [{"prompt_token_ids": job.prompt} for job in chunk]
+            outputs = self.llm.generate(prompts, [self._sampling(job) for job in chunk], use_tqdm=False)
+            texts = [self._text(out.outputs[0].token_ids, job.until) for out, job in zip(outputs, chunk, strict=True)]
+            finished(list(range(start, start + len(texts))), texts)
 
-    def _sampling(self, request: GenerationRequest):
+    def _sampling(self, job: GenerationJob):
         """Greedy: the argmax of the raw logits. Sampled: temperature 1 over the whole vocabulary, from vLLM's
-        generator seeded per request with ``request.seed`` (its own stream: not the HF engine's sample)."""
+        generator seeded per request with its seed (its own stream: not the HF engine's sample)."""
         return self.vllm.SamplingParams(
-            max_tokens=request.max_new_tokens,
-            temperature=0.0 if request.greedy else 1.0,
-            seed=None if request.greedy else request.seed,
-            stop=[stop for stop in request.until if stop],
+            max_tokens=job.max_new,
+            temperature=0.0 if job.seed is None else 1.0,
+            seed=job.seed,
+            stop=[stop for stop in job.until if stop],
             stop_token_ids=self.eos_tokens,
             skip_special_tokens=True,
         )
@@ -302,5 +223,4 @@ def _item_score(item: ScoreItem, prompt_logprobs) -> tuple[float, bool]:
     first = len(item.tokens) - item.n_target
     picked = [prompt_logprobs[position][item.tokens[position]] for position in range(first, len(item.tokens))]
     values = torch.tensor([logprob.logprob for logprob in picked], dtype=torch.float64)
-    require_finite(values, "log-probabilities")
-    return float(values.sum()), all(logprob.rank == 1 for logprob in picked)
+    return float(values.sum()), all(logprob.rank == 1 for logprob in picked)  # TokenBackend refuses a non-finite sum
