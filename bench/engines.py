@@ -29,6 +29,7 @@ from llamabench.backends.hf.backend import HFBackend
 from llamabench.backends.loading.load import checkpoint_location
 from llamabench.backends.loading.model_source import resolve_model
 from llamabench.backends.vllm.backend import VLLMBackend
+from llamabench.backends.vllm.engine import VLLMOptions
 from llamabench.config import RunConfig
 from llamabench.pipeline import Evaluation
 from llamabench.tasks.data import read_jsonl
@@ -150,7 +151,8 @@ def main() -> None:
     # SmolLM2's fp32 weights), 0.45 of a GPU.
     memory = args.gpu_memory_utilization or (0.45 if device == "cuda" else 0.15)
     hf = HFBackend.load(None, device=device, dtype="float32", batch_size="auto")
-    ours = VLLMBackend.load(None, dtype="float32", gpu_memory_utilization=memory, enforce_eager=args.enforce_eager)
+    options = VLLMOptions(dtype="float32", gpu_memory_utilization=memory, enforce_eager=args.enforce_eager)
+    ours = VLLMBackend.load(None, options)
     dense = checkpoint_location(resolve_model(None))
     try:  # a second vLLM engine in one process: said plainly when it does not start, the others still run
         theirs = VLLM(

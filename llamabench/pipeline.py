@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from llamabench.backends.base import Backend
 from llamabench.backends.factory import load_backend
 from llamabench.backends.loading.cache_dir import CACHE_DB, cache_root
+from llamabench.backends.registry import check_engines
 from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
 from llamabench.backends.wrappers.sharded import ShardedBackend
 from llamabench.config import RunConfig
@@ -34,7 +35,7 @@ from llamabench.interop import LM_EVAL_PREFIX
 from llamabench.native import PreparedTask, evaluate_tasks, prepare_tasks, select_shard
 from llamabench.records.results import RunResult, build_run, ensure_writable, write_run
 from llamabench.records.store import RunStore
-from llamabench.scale.shards import parse_shard
+from llamabench.shard_spec import parse_shard
 from llamabench.trackers import Trackers
 
 if TYPE_CHECKING:
@@ -57,12 +58,13 @@ class Evaluation:
 
     @classmethod
     def prepare(cls, config: RunConfig) -> Evaluation:
-        """Check ``config`` (:meth:`RunConfig.validate`), join the ranks of a torchrun job, check the output
-        folder, resolve and render every task (on every rank, which agree on any failure) and open the request
-        cache: all before any model loads."""
+        """Check ``config`` (:meth:`RunConfig.validate`), join the ranks of a torchrun job, check each model's
+        engine and its options (``backends/registry.py``), check the output folder, resolve and render every task
+        (on every rank, which agree on any failure) and open the request cache: all before any model loads."""
         if not (config.tasks or config.text):  # `--tasks ""` or `--tasks ,` would store an empty run
             raise LlamabenchError("nothing to run: pass --tasks NAMES, or --text PATH to score your own text files")
         config = join_ranks(config.validate())
+        check_engines(config)
         if config.output_dir is not None:
             ensure_writable(config.output_dir)
         native, lm_eval = agree(lambda: _prepare_tasks(config), "preparing the tasks")

@@ -391,17 +391,18 @@ def test_the_api_key_is_sent_and_recorded_nowhere(vllm_server, choices, tmp_path
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ({"model": ["ckpt"], "served_model": "m"}, "--served-model and --tokenizer apply to a served model"),
+        ({"model": ["ckpt"], "served_model": "m"}, "--served-model applies to --engine server only"),
         ({"model": ["http://127.0.0.1:1/v1"], "api_key_env": "MY-KEY"}, "--api-key-env MY-KEY must name"),
         ({"model": ["http://127.0.0.1:1/v1"], "max_concurrent_requests": 0}, "--max-concurrent-requests 0"),
         ({"model": ["http://127.0.0.1:1/v1"], "request_timeout": 0}, "--request-timeout 0 must be > 0"),
     ],
 )
 def test_server_flags_are_checked_before_anything_runs(flags, message):
+    from llamabench.backends.registry import check_engines
     from llamabench.config import RunConfig
 
     with pytest.raises(LlamabenchError, match=message):
-        RunConfig(tasks=["ppl"], **flags).validate()
+        check_engines(RunConfig(tasks=["ppl"], **flags).validate())
 
 
 def test_a_server_that_is_not_there_fails_in_one_line_after_bounded_retries():

@@ -7,7 +7,8 @@ import argparse
 import os
 from pathlib import Path
 
-from llamabench.config import DEVICE_MAPS, ENGINES, KV_CACHES, TEXT_FORMATS, RunConfig
+from llamabench.backends.registry import ENGINES
+from llamabench.config import DEVICE_MAPS, KV_CACHES, TEXT_FORMATS, RunConfig
 from llamabench.metrics.perplexity import WORD_RULES
 
 
@@ -119,7 +120,10 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """Which engine runs the model, and the vLLM engine's own options (docs/engines.md)."""
     parser.add_argument(
-        "--engine", choices=ENGINES, default="hf", help="transformers in-process (hf, default) or vLLM (vllm)"
+        "--engine",
+        choices=list(ENGINES),
+        default="hf",
+        help="transformers in-process (hf, default), vLLM (vllm), or a served model (server; a --model URL implies it)",
     )
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: split one model over this many GPUs")
     parser.add_argument(

@@ -1,4 +1,5 @@
 """Interoperation with EleutherAI's lm-evaluation-harness (the optional ``lm-eval`` dependency)."""
 
-# Task names that start with this run lm-eval's task of the rest of the name.
-LM_EVAL_PREFIX = "lm_eval:"
+from llamabench.config import LM_EVAL_PREFIX
+
+__all__ = ["LM_EVAL_PREFIX"]

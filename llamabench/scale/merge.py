@@ -23,8 +23,8 @@ import pandas as pd
 from llamabench.errors import LlamabenchError
 from llamabench.records.manifest import Manifest
 from llamabench.records.results import RunResult, result_rows, results_frame, sample_file_stems
-from llamabench.scale.shards import parse_shard
 from llamabench.scoring import metric_value, sample_stats, truncation_notes
+from llamabench.shard_spec import parse_shard
 
 # Flags that say where and how a shard ran, not what it computed: shards may differ in them (another machine's
 # paths, batch size or device). Every other flag must be equal; the settings of each task are compared as well.

@@ -6,11 +6,9 @@ a rerun of a shard evaluates the same documents (its finished requests come back
 document is rendered as in the unsharded run (few-shot examples are drawn per document from the whole pool), and a
 shard runs only its own; ``llamabench merge`` joins the shards into the unsharded run.
 
-Shards are numbered from 0: ``--shard 0/4`` .. ``--shard 3/4``. ``--shard auto`` reads a Slurm array job's
-``SLURM_ARRAY_TASK_ID`` minus ``SLURM_ARRAY_TASK_MIN`` (so ``--array=1-4`` works) of ``SLURM_ARRAY_TASK_COUNT``.
+Shards are numbered from 0: ``--shard 0/4`` .. ``--shard 3/4``; ``--shard auto`` reads a Slurm array job's
+variables (``shard_spec.py`` parses the flag).
 
-    >>> parse_shard("1/3")
-    Shard(index=1, count=3)
     >>> split_documents([[5, 2, 4, 3]], 2)  # one task of four documents, their sizes; two shards
     [[[0, 1]], [[2, 3]]]
 """
@@ -18,58 +16,7 @@ Shards are numbered from 0: ``--shard 0/4`` .. ``--shard 3/4``. ``--shard auto``
 from __future__ import annotations
 
 import heapq
-import os
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-
-from llamabench.errors import LlamabenchError
-
-AUTO = "auto"
-_FORM = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` (from 0) of ``count``."""
-
-    index: int
-    count: int
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
-def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> Shard:
-    """``I/N`` (0 <= I < N), or ``auto`` read from the Slurm array variables of ``environ`` (default: this
-    process's); raises a one-line :class:`LlamabenchError` naming ``--shard`` otherwise."""
-    if text.strip() == AUTO:
-        return _slurm_shard(os.environ if environ is None else environ)
-    found = _FORM.fullmatch(text)
-    if not found or not 0 <= int(found[1]) < int(found[2]):
-        raise LlamabenchError(
-            f"--shard {text} must be I/N with 0 <= I < N (shards count from 0: 0/4 .. 3/4), or auto in a Slurm array"
-        )
-    return Shard(int(found[1]), int(found[2]))
-
-
-def _slurm_shard(environ: Mapping[str, str]) -> Shard:
-    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
-    missing = [name for name in names if not environ.get(name, "").strip().isdigit()]
-    if missing:
-        raise LlamabenchError(
-            f"--shard auto reads {' and '.join(names)} of a Slurm array job, and {', '.join(missing)} is not set "
-            "to a number here; run inside `sbatch --array`, or give --shard I/N"
-        )
-    first = environ.get("SLURM_ARRAY_TASK_MIN", "0").strip()
-    index = int(environ["SLURM_ARRAY_TASK_ID"]) - (int(first) if first.isdigit() else 0)
-    count = int(environ["SLURM_ARRAY_TASK_COUNT"])
-    if not 0 <= index < count:
-        raise LlamabenchError(
-            f"--shard auto: array task {environ['SLURM_ARRAY_TASK_ID']} (minimum {first}) is not one of "
-            f"{count} consecutive tasks; submit a contiguous array (--array=0-{count - 1}), or give --shard I/N"
-        )
-    return Shard(index, count)
+from collections.abc import Sequence
 
 
 def split_documents(sizes: Sequence[Sequence[int]], count: int) -> list[list[list[int]]]:

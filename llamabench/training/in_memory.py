@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from llamabench.backends.hf.backend import HFBackend
+from llamabench.backends.hf.engine import HFEngine
 from llamabench.backends.loading.model_fingerprint import fingerprint_model
 from llamabench.config import RunConfig
 from llamabench.distributed import RankFailure, every_rank, world_size
@@ -58,6 +59,12 @@ def prepare_in_memory(tasks: Sequence[str], flags: dict, caller: str = "evaluate
         raise LlamabenchError(
             f"{caller}: {', '.join(given)} apply to checkpoints loaded from files; the model is evaluated "
             "where and as it is (move or cast it first, or use evaluate_checkpoint)"
+        )
+    engine = flags.get("engine", HFEngine.name)
+    if engine != HFEngine.name:
+        raise LlamabenchError(
+            f"{caller}: engine {engine}: a model in memory runs on the transformers engine that holds it "
+            f"(engine='{HFEngine.name}'); save it, then evaluate_checkpoint(path, ..., engine='{engine}')"
         )
     return Evaluation.prepare(RunConfig.from_keywords(caller, tasks, flags))
 

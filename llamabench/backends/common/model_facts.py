@@ -21,6 +21,14 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
 
 
+def resolve_dtype(dtype: str | None, device: str) -> str:
+    """``--dtype``, or the device's default (:func:`default_dtype`); one line naming the flag if it is unknown."""
+    dtype = dtype or default_dtype(device)
+    if dtype not in DTYPES:
+        raise LlamabenchError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
+    return dtype
+
+
 def require_text(text: str, what: str) -> None:
     """Refuse a lone surrogate (from JSON escapes such as ``\\ud800``): no tokenizer encodes it, and the error
     would otherwise come from deep inside one, or late, when the text is written, as if the disk had failed."""

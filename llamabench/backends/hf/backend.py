@@ -9,10 +9,10 @@ import torch
 from llamabench.backends.base import Backend, OnDone
 from llamabench.backends.common.model_facts import (
     DTYPES,
-    default_dtype,
     effective_max_length,
     refuse_logit_postprocessing,
     require_tokens_in_vocabulary,
+    resolve_dtype,
 )
 from llamabench.backends.common.request_tokens import GenerationJob
 from llamabench.backends.common.score_items import ScoreItem
@@ -101,9 +101,7 @@ class HFBackend(TokenizerBackend):
             raise LlamabenchError(f"--device {device} is not a device; use cpu, cuda, cuda:1, ...") from None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise LlamabenchError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu")
-        dtype = dtype or default_dtype(device)
-        if dtype not in DTYPES:
-            raise LlamabenchError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
+        dtype = resolve_dtype(dtype, device)
         source = resolve_model(model)
         pinned = pin(source) if source.is_local else None  # checked again once the files are read
         loaded, tokenizer = load_model_and_tokenizer(

@@ -17,13 +17,14 @@ from types import SimpleNamespace
 import torch
 
 from llamabench.backends.base import Backend, OnDone
-from llamabench.backends.common.model_facts import DTYPES, default_dtype, effective_max_length, trained_positions
+from llamabench.backends.common.model_facts import effective_max_length, resolve_dtype, trained_positions
 from llamabench.backends.common.request_tokens import GenerationJob
 from llamabench.backends.common.score_items import ScoreItem
 from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.common.tokenizer_backend import EngineDecided, TokenizerBackend
 from llamabench.backends.loading.load import checkpoint_location
 from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
+from llamabench.backends.vllm.engine import VLLMOptions
 from llamabench.errors import LlamabenchError, first_line
 
 # Requests handed to vLLM at once: it schedules within them as it likes; on_done is called after each chunk, so
@@ -47,8 +48,7 @@ class VLLMBackend(TokenizerBackend):
         model_fingerprint: str,
         max_length: int,
         dtype: str,
-        settings: dict,
-        trust_remote_code: bool = False,
+        options: VLLMOptions,
         progress: bool = True,
     ):
         import vllm
@@ -59,37 +59,26 @@ class VLLMBackend(TokenizerBackend):
             model_id=model_id,
             model_fingerprint=model_fingerprint,
             max_length=max_length,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=options.trust_remote_code,
             progress=progress,
         )
         self.llm = llm
         self.vllm = vllm
         self.dtype = dtype
-        self.settings = settings  # the engine settings that change numbers, for the cache identity
+        # The engine settings that change numbers, for the cache identity.
+        self.settings = {"tensor_parallel_size": options.tensor_parallel_size, "enforce_eager": options.enforce_eager}
         self.device_type = "cuda" if torch.cuda.is_available() else "cpu"
 
     @classmethod
-    def load(
-        cls,
-        model: str | None,
-        *,
-        dtype: str | None = None,
-        max_length: int | None = None,
-        batch_size: int | str = "auto",
-        tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float | None = None,
-        enforce_eager: bool = False,
-        trust_remote_code: bool = False,
-    ) -> VLLMBackend:
+    def load(cls, model: str | None, options: VLLMOptions) -> VLLMBackend:
         """Load ``model`` (alias, directory, .gguf or hub id) into a vLLM engine. A GGUF is loaded through the
         same dense copy the HF backend makes (vLLM's own GGUF loader dequantises with other kernels)."""
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
         from vllm import LLM
 
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = dtype or default_dtype(device_type)
-        if dtype not in DTYPES:
-            raise LlamabenchError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
+        dtype = resolve_dtype(options.dtype, device_type)
+        trust_remote_code = options.trust_remote_code
         source = resolve_model(model)
         pinned = pin(source) if source.is_local else None  # checked again once the engine has read the files
         location = checkpoint_location(source, pinned)
@@ -105,7 +94,7 @@ class VLLMBackend(TokenizerBackend):
             generation_config = GenerationConfig.from_pretrained(location)
         except OSError:  # no generation_config.json: transformers' defaults, as the HF backend sees them
             generation_config = None
-        max_length = effective_max_length(SimpleNamespace(config=config), tokenizer, max_length, source.name)
+        max_length = effective_max_length(SimpleNamespace(config=config), tokenizer, options.max_length, source.name)
         # Scoring feeds a window's max_length + 1 tokens (the last one's logits are dropped, as the HF backend
         # never feeds it) and vLLM generates at least one token after a prompt, so it is given two positions more
         # than the window; past the trained positions only when the window fills them, and then those positions
@@ -114,22 +103,23 @@ class VLLMBackend(TokenizerBackend):
         trained = trained_positions(SimpleNamespace(config=config))
         if trained is not None and model_len > trained:
             os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
-        memory = gpu_memory_utilization or DEFAULT_MEMORY[device_type]
-        settings = {"tensor_parallel_size": tensor_parallel_size, "enforce_eager": enforce_eager}
+        memory = options.gpu_memory_utilization or DEFAULT_MEMORY[device_type]
+        engine_args = {
+            "model": location,
+            "tokenizer": location,
+            "dtype": dtype,
+            "max_model_len": model_len,
+            "gpu_memory_utilization": memory,
+            "trust_remote_code": trust_remote_code,
+            "generation_config": "vllm",  # every sampling setting is given per request
+            "logprobs_mode": "raw_logprobs",
+            "max_num_seqs": options.batch_size if isinstance(options.batch_size, int) else None,
+            "seed": 0,
+            "tensor_parallel_size": options.tensor_parallel_size,
+            "enforce_eager": options.enforce_eager,
+        }
         try:
-            llm = LLM(
-                model=location,
-                tokenizer=location,
-                dtype=dtype,
-                max_model_len=model_len,
-                gpu_memory_utilization=memory,
-                trust_remote_code=trust_remote_code,
-                generation_config="vllm",  # every sampling setting is given per request
-                logprobs_mode="raw_logprobs",
-                max_num_seqs=batch_size if isinstance(batch_size, int) else None,
-                seed=0,
-                **settings,
-            )
+            llm = LLM(**engine_args)
         except (OSError, ValueError, RuntimeError) as exc:
             raise LlamabenchError(
                 f"vLLM could not start model {source.name} from {location}: "
@@ -139,17 +129,8 @@ class VLLMBackend(TokenizerBackend):
         if pinned is not None and not source.gguf_file:  # a GGUF was checked as its dense copy was written
             pinned.check("loaded")
         content = pinned.fingerprint if pinned else fingerprint(source)
-        return cls(
-            llm,
-            tokenizer,
-            generation_config,
-            model_id=source.name,
-            model_fingerprint=content or Backend.fingerprint,
-            max_length=max_length,
-            dtype=dtype,
-            settings=settings,
-            trust_remote_code=trust_remote_code,
-        )
+        identity = {"model_id": source.name, "model_fingerprint": content or Backend.fingerprint}
+        return cls(llm, tokenizer, generation_config, **identity, max_length=max_length, dtype=dtype, options=options)
 
     def decided(self) -> EngineDecided:
         # Another engine computes other floating-point sums: its name and version and how it splits and runs the
