@@ -29,7 +29,7 @@ from llamabench.backends.hf.backend import HFBackend
 from llamabench.backends.loading.load import checkpoint_location
 from llamabench.backends.loading.model_source import resolve_model
 from llamabench.backends.vllm.backend import VLLMBackend
-from llamabench.backends.vllm.engine import VLLMOptions
+from llamabench.backends.vllm.options import VLLMOptions
 from llamabench.config import RunConfig
 from llamabench.pipeline import Evaluation
 from llamabench.tasks.data import read_jsonl

@@ -76,14 +76,15 @@ class Evaluation:
         """Load ``model`` (a directory, ``.gguf``, hub id, or None for the embedded default) and evaluate it; with
         ``--ray``, in ``replicas`` Ray actors (default: one per free slot of the cluster) answering this driver."""
         if self.config.ray is None:
-            return self.run_backend(load_backend(self.config, model), model=model, step=step)
-        from llamabench.scale.ray_backend import RayBackend
+            backend, layout = load_backend(self.config, model), "replicated"
+        else:
+            from llamabench.scale.ray_backend import RayBackend
 
-        backend = RayBackend.start(self.config, model, replicas)
+            backend, layout = RayBackend.start(self.config, model, replicas), "single"
         try:
-            return self.run_backend(backend, model=model, layout="single", step=step)
+            return self.run_backend(backend, model=model, layout=layout, step=step)
         finally:
-            backend.release()
+            backend.close()  # before the next model loads: its engine's memory goes back
 
     def run_backend(
         self,

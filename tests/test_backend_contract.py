@@ -144,3 +144,24 @@ def test_non_finite_logits_raise_instead_of_giving_a_number():
         backend(broken).loglikelihood([LoglikelihoodRequest("abc", " d")])
     with pytest.raises(NonFiniteError):
         backend(broken).loglikelihood_rolling([RollingRequest("abcdef")])
+
+
+# The contract's methods that run no model: a backend standing for another (Ray's replicas, a wrapper) answers
+# each as the backend it stands for would, so none may fall back to Backend's default.
+ANSWERED_BY_THE_INNER_BACKEND = (
+    "truncated_tokens",
+    "require_generation",
+    "require_loglikelihoods",
+    "apply_chat_template",
+    "info",
+    "statistics",
+)
+
+
+@pytest.mark.parametrize("name", ANSWERED_BY_THE_INNER_BACKEND)
+def test_ray_and_wrappers_answer_every_contract_method_their_inner_backend_answers(name):
+    from llamabench.backends.base import Backend, BackendWrapper
+    from llamabench.scale.ray_backend import RayBackend
+
+    for standing_in in (RayBackend, BackendWrapper):
+        assert getattr(standing_in, name) is not getattr(Backend, name), f"{standing_in.__name__}.{name}"

@@ -125,7 +125,7 @@ def test_a_worker_killed_mid_run_still_gives_the_full_correct_run(cluster, data_
         cache = outcome["run"].manifest.backend["cache"]
         assert cache["computed"] == 6  # every document's request counted once, the retried one too
     finally:
-        backend.release()
+        backend.close()
 
 
 DRIVER = [sys.executable, "-m", "llamabench", "run", "--tasks", "ppl", "--limit", "12", "--batch-size", "1"]

@@ -212,3 +212,20 @@ def test_the_split_of_the_module_docstring():
 
     assert doctest.testmod(shards).failed == 0
     assert shards.split_documents([[5, 2, 4, 3]], 2) == [[[0, 1]], [[2, 3]]]
+
+
+def test_shards_that_differ_only_in_flags_that_change_no_number_merge(workspace, data_dir):
+    """``--log-to``, the server's request flags and the like change no number (records/settings.NO_NUMBER_FLAGS):
+    shards run with other values of them (edited in, as a server and a tracker are not at hand here) merge."""
+    tasks = "wmt_choice"
+    parts = [run(workspace, data_dir, "relogged", "--limit", "4", "--shard", f"{i}/2", tasks=tasks) for i in (0, 1)]
+    edited = workspace / "relogged" / "edited"
+    shutil.copytree(parts[1], edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    flags = {"log_to": ["mlflow"], "request_timeout": 30.0, "max_concurrent_requests": 2, "request_retries": 1}
+    config = {**manifest["config"], **flags}
+    (edited / "manifest.json").write_text(json.dumps({**manifest, "run_id": "edited", "config": config}))
+    merged = read_run(merge(workspace, "relogged-merged", parts[0], edited))
+    unedited = read_run(merge(workspace, "relogged-merged", *parts))
+    for metric in ("acc", "acc_norm"):
+        assert merged.value(tasks, metric) == unedited.value(tasks, metric)

@@ -86,7 +86,15 @@ def runs(tmp_path_factory, data_dir, vllm_python) -> tuple[dict, dict]:
         [*command, "--output-dir", str(tmp / "vllm")], env=env, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # A successful run closes its engine before exit: no teardown traceback (vLLM's process groups).
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert main([*common, "--device", "cpu", "--output-dir", str(tmp / "hf")]) == 0
+    # The manifest names the engine that ran (the setting ``engine``: a vLLM run never stands for an HF run).
+    for engine in ("hf", "vllm"):
+        (folder,) = [path for path in (tmp / engine).iterdir() if path.is_dir()]
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["backend"]["engine_name"] == engine
+        assert {task["settings"]["engine"] for task in manifest["tasks"].values()} == {engine}
     return _samples(tmp / "hf"), _samples(tmp / "vllm")
 
 

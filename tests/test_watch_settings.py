@@ -107,6 +107,7 @@ CASES: dict[str, dict[str, Callable[[Workspace], list[str]]]] = {
     "trust_remote_code": {"flag": _flags("--trust-remote-code")},
     "generation_settings": {"checkpoint_generation_config": _generation_config},
     "kv_cache": {"flag": _flags("--kv-cache", "static")},
+    "engine": {"flag": _flags("--engine", "other")},  # "other": the transformers engine registered under a new name
     "data_hash": {"data_dir": _other_data},
     "metric_versions": {"exact_match_version": None},  # patched in the test: a metric's definition changed
 }
@@ -130,6 +131,14 @@ def test_a_restarted_watch_evaluates_again_when_a_setting_changed(workspace, set
     assert setting in CASES, f"Settings field {setting} has no watch case: add one to CASES"
     assert workspace.watch() == 0
     assert workspace.runs() == 1
+    if setting == "engine":
+        from llamabench.backends import registry
+        from llamabench.backends.hf.engine import HFEngine
+
+        class OtherEngine(HFEngine):
+            name = "other"
+
+        monkeypatch.setitem(registry.ENGINES, "other", OtherEngine())
     if setting == "metric_versions":
         from llamabench.metrics import get_metric
 
@@ -186,3 +195,22 @@ def test_a_restarted_watch_evaluates_again_when_an_lm_eval_task_or_its_data_chan
     else:
         data.write_text(data.read_text().replace("cat", "dog"))
     assert workspace.watch() == 0 and workspace.runs() == 2
+
+
+def test_a_restarted_vllm_watch_of_generation_tasks_expects_the_kv_cache_vllm_decides():
+    """vLLM decodes with its paged cache whatever --kv-cache says (it is refused with vllm): a stored vLLM run of a
+    generating task records kv_cache vllm-paged, and the same watch restarted must see no difference."""
+    from llamabench.backends.base import BackendInfo
+    from llamabench.config import RunConfig
+    from llamabench.records import settings as records
+
+    config = RunConfig(tasks=["qa"], engine="vllm")
+    stored_config = config.record("out/checkpoint-100")
+    common = {"task_hash": "t", "num_fewshot": 0, "limit": None, "seed": 0, "chat_template": False}
+    common |= {"data_hash": "d", "metric_versions": {"exact_match": "1"}}
+    ran = BackendInfo("m", "f", max_length=2048, dtype="float32", kv_cache="vllm-paged", engine_name="vllm")
+    stored = {"qa": records.make(**common, backend=ran)}
+    requested = BackendInfo("", "", kv_cache=config.kv_cache, trust_remote_code=config.trust_remote_code)
+    expected = {"qa": records.make(**common, backend=requested)}
+    assert records.watch_differences(stored_config, stored, config, expected) == []
+    assert records.watch_differences(stored_config, stored, RunConfig(tasks=["qa"]), expected) == ["engine vllm vs hf"]

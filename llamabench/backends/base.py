@@ -139,6 +139,11 @@ class Backend(ABC):
         """Refuse, before any request of a run is computed, log-likelihood scoring this backend cannot do (a
         server that returns no prompt log-probabilities), in one line naming ``task``; by default it can."""
 
+    def close(self) -> None:  # noqa: B027 (optional: a backend that holds nothing does nothing)
+        """Release what this backend holds (an engine's memory and processes, worker actors), once, after its last
+        call. Whoever opened a backend closes it; a wrapper (cache, shards) does not close the backend it wraps,
+        which its opener closes."""
+
     def apply_chat_template(self, text: str) -> str:
         """Wrap ``text`` as one user turn in the model's chat template."""
         raise LlamabenchError(f"model {self.model_id} has no chat template; set chat_template: false in the task")
@@ -213,6 +218,7 @@ class BackendInfo:
     tokenizer: str | None = None  # a hash of the tokenizer as loaded
     device: str | None = None
     engine: tuple[str, ...] = field(default=(), compare=True)
+    engine_name: str | None = None  # the engine that computed (hf, vllm, server): a setting (records/settings.py)
 
     def cache_identity(self) -> str:
         """The part of a request cache key that names the backend: everything here but where it ran (``device``:

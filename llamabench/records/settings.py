@@ -9,7 +9,9 @@ Everything that decides whether two numbers may be compared or one may stand for
   :meth:`BackendInfo.cache_identity`; the others change the requests themselves (their text, few-shot draw,
   seed), which the key holds;
 - the task hash: :attr:`Settings.task_hash` is :attr:`TaskSpec.config_hash`;
-- ``watch``'s "already evaluated" rule: :func:`watch_differences`;
+- ``watch``'s "already evaluated" rule: :func:`watch_differences` (and :func:`flag_differences` for lm-eval tasks,
+  whose settings are recorded once lm-eval ran them);
+- ``merge``'s rule for shards: their settings equal, and every flag equal but :data:`NO_NUMBER_FLAGS`;
 - the ``signature`` column is not a setting of the task: it is per metric (sacrebleu's signature, a word rule), what
   besides the data one row's figure depends on, and is compared row by row with the rows.
 
@@ -24,7 +26,13 @@ read as they are; a setting one of two records lacks (added in a later format) i
 compare exactly as they did.
 
 Batch size is no setting: it changes how requests are grouped and padded, which moves a score by float rounding
-only (the request cache serves one batch size's results to another, and ``check`` compares such runs).
+only (the request cache serves one batch size's results to another, and ``check`` compares such runs). Nor is the
+version of an engine (torch, transformers, vLLM, a server's): an upgrade runs other kernels, which moves a score by
+float rounding only; the request cache key holds the versions (stored results are recomputed), ``check``, ``merge``
+and ``watch`` compare across them. The engine itself is a setting (``engine``): hf, vllm and a server tokenise
+alike but sum in other orders, sample from other generator streams and may break a near-tie of greedy decoding
+the other way, so a run on one engine is never compared with, merged with or standing for a run on another
+(docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -35,10 +43,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llamabench.backends.base import BACKEND_SETTINGS
+from llamabench.config import RunConfig
 
 if TYPE_CHECKING:
     from llamabench.backends.base import BackendInfo
-    from llamabench.config import RunConfig
 
 FORMAT = 2
 RUN, MODEL = "run", "model"
@@ -61,7 +69,9 @@ class Settings:
     chat_template: bool | None = _setting()  # prompts wrapped in the model's chat template
     trust_remote_code: bool | None = _setting()  # the model ran its own code
     generation_settings: dict | None = _setting(MODEL)  # generating tasks: the checkpoint's honoured fields
-    kv_cache: str | None = _setting()  # generating tasks: --kv-cache (the static path decodes otherwise)
+    # generating tasks: the KV cache the engine decoded with (--kv-cache on hf: the static path decodes otherwise)
+    kv_cache: str | None = _setting(MODEL, ("kv_cache", "engine"))
+    engine: str | None = _setting(MODEL, ("engine",))  # the engine that computed (hf, vllm, server): see above
     data_hash: str | None = _setting()  # every loaded document, every field
     metric_versions: Mapping[str, str] | None = _setting()  # bumped when a metric's definition changes a number
     # Not settings: which of them cannot change a number here, and which an older record does not hold.
@@ -138,14 +148,42 @@ def make(
         data_hash=data_hash,
         metric_versions=dict(metric_versions),
         **{name: getattr(backend, name) for name in BACKEND_SETTINGS},
+        engine=backend.engine_name,
         no_effect=frozenset(no_effect),
     ).for_generation(generates)
+
+
+# The flags that change no number, each with why: shards and restarted watches may differ in them. Every other
+# flag is compared where runs are joined (merge) or one stands for another (watch of lm-eval tasks).
+NO_NUMBER_FLAGS = (
+    *("shard", "ray", "model"),  # which part, where and which checkpoint ran: recorded apart (shard, fingerprint)
+    *("output_dir", "data_dir", "tasks_dir", "include_path"),  # paths: the data and tasks are hashed (data_hash)
+    *("device", "batch_size"),  # where and how grouped: float rounding only (see the module docstring)
+    *("no_cache", "refresh"),  # whether stored results were reused: the cache key holds every setting
+    "log_to",  # where results are also sent
+    *("request_timeout", "request_retries", "max_concurrent_requests", "api_key_env"),  # how a server is asked
+)
 
 
 def requested(config: RunConfig) -> dict:
     """The ``RunConfig`` fields that request the ``model``-decided settings, as a manifest's config holds them."""
     keys = [key for f in fields(Settings) if f.metadata for key in f.metadata["requested_by"]]
     return {key: _plain(getattr(config, key)) for key in dict.fromkeys(keys)}
+
+
+def flag_differences(stored_config: Mapping, config: RunConfig, keys: Sequence[str] | None = None) -> list[str]:
+    """The flags (of ``keys``; default: the tasks, the flags requesting a setting and the settings that are flags,
+    every flag that can change a number before any model loads) whose value in a stored run's config differs from
+    ``config``'s. A flag the stored run does not record (it predates the flag) had the flag's default."""
+    default = RunConfig()
+    if keys is None:
+        keys = ["tasks", *requested(config), *(name for name in Settings.names(RUN) if hasattr(default, name))]
+    why = []
+    for key in dict.fromkeys(keys):
+        before, now = stored_config.get(key, _plain(getattr(default, key))), _plain(getattr(config, key))
+        if before != now:
+            why.append(f"{key} {before} vs {now}")
+    return why
 
 
 def watch_differences(
@@ -159,11 +197,7 @@ def watch_differences(
     """
     if set(stored) != set(expected):
         return [f"tasks {sorted(stored)} vs {sorted(expected)}"]
-    why = [
-        f"{key} {stored_config.get(key)} vs {value}"
-        for key, value in requested(config).items()
-        if stored_config.get(key) != value
-    ]
+    why = flag_differences(stored_config, config, list(requested(config)))
     for task, settings in expected.items():
         before = stored[task]
         if before is None:

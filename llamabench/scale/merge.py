@@ -23,24 +23,9 @@ import pandas as pd
 from llamabench.errors import LlamabenchError
 from llamabench.records.manifest import Manifest
 from llamabench.records.results import RunResult, result_rows, results_frame, sample_file_stems
+from llamabench.records.settings import NO_NUMBER_FLAGS
 from llamabench.scoring import metric_value, sample_stats, truncation_notes
 from llamabench.shard_spec import parse_shard
-
-# Flags that say where and how a shard ran, not what it computed: shards may differ in them (another machine's
-# paths, batch size or device). Every other flag must be equal; the settings of each task are compared as well.
-WHERE_IT_RAN = (
-    "shard",
-    "ray",
-    "model",
-    "output_dir",
-    "data_dir",
-    "tasks_dir",
-    "include_path",
-    "device",
-    "batch_size",
-    "no_cache",
-    "refresh",
-)
 
 
 def merge_runs(shards: Sequence[RunResult], names: Sequence[str] | None = None) -> RunResult:
@@ -141,7 +126,7 @@ def _require_same(first: Manifest, other: Manifest, first_name: str, name: str) 
     flags = sorted(
         key
         for key in set(first.config) | set(other.config)
-        if key not in WHERE_IT_RAN and first.config.get(key) != other.config.get(key)
+        if key not in NO_NUMBER_FLAGS and first.config.get(key) != other.config.get(key)
     )
     if flags:
         refuse(f"--{flags[0].replace('_', '-')}", first.config.get(flags[0]), other.config.get(flags[0]))

@@ -114,6 +114,9 @@ class Replica:
     def require_generation(self, task: str | None) -> None:
         self.backend.require_generation(task)
 
+    def require_loglikelihoods(self, task: str | None) -> None:
+        self.backend.require_loglikelihoods(task)
+
     def statistics(self) -> dict:
         return self.backend.statistics()
 
@@ -155,7 +158,7 @@ class RayBackend(Backend):
                 raise cause from None
             raise LlamabenchError(f"--ray: a replica failed to load {model}: {type(cause).__name__}: {cause}") from exc
 
-    def release(self) -> None:
+    def close(self) -> None:
         """Stop the replicas (their slots go back to the cluster)."""
         ray = import_ray()
         for handle in self.replicas:
@@ -181,6 +184,9 @@ class RayBackend(Backend):
 
     def require_generation(self, task: str | None = None) -> None:
         self._unwrap(lambda: import_ray().get(self.replicas[0].require_generation.remote(task)))
+
+    def require_loglikelihoods(self, task: str | None = None) -> None:
+        self._unwrap(lambda: import_ray().get(self.replicas[0].require_loglikelihoods.remote(task)))
 
     def statistics(self) -> dict:
         return {

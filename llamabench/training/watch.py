@@ -126,6 +126,9 @@ class Watcher:
             if backend is not None and not isinstance(exc, LlamabenchError) and self.unchanged(checkpoint, files):
                 raise  # the model loaded and its files are as they were: a failure of llamabench, not of them
             return self.not_evaluated(checkpoint, files, exc)
+        finally:
+            if backend is not None:
+                backend.close()  # before the next checkpoint loads
         if not self.unchanged(checkpoint, files):
             return self.changed(checkpoint)
         folder = self.evaluation.record(run)
@@ -258,7 +261,7 @@ class Watcher:
     def differences(self, manifest: Manifest) -> list[str]:
         """Why a stored run is not this watch's evaluation of its checkpoint (empty: it is)."""
         from llamabench.interop import LM_EVAL_PREFIX
-        from llamabench.records.settings import watch_differences
+        from llamabench.records.settings import flag_differences, watch_differences
 
         if self.expected is None:
             self.expected = self.expected_settings()
@@ -268,11 +271,7 @@ class Watcher:
         if self.evaluation.lm_eval is not None:
             # lm-eval tasks' settings are recorded once lm-eval ran them: compared by what asked for them, and by
             # their definitions and documents, which are known before.
-            why += [
-                f"{key} {config.get(key)} vs {getattr(self.config, key)}"
-                for key in ("tasks", "num_fewshot", "limit", "seed")
-                if config.get(key) != getattr(self.config, key)
-            ]
+            why += flag_differences(config, self.config)
             for task, (task_hash, data) in self.evaluation.lm_eval.identities.items():
                 before = manifest.settings(task)
                 if before is None or (before.task_hash, before.data_hash) != (task_hash, data):

@@ -28,6 +28,7 @@ class TokenBackend(Backend, ABC):
     contract's requests and those token-level calls is here."""
 
     tokens: RequestTokens
+    engine_name: str  # its --engine name (backends/registry.py), recorded as the setting ``engine``
     progress_unit = "seq"  # what the progress bar counts
 
     @abstractmethod

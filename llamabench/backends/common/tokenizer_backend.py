@@ -65,6 +65,7 @@ class TokenizerBackend(TokenBackend, ABC):
             generation_settings=self.generation_settings.record(),
             tokenizer=self.tokenizer_hash,
             device=decided.device,
+            engine_name=self.engine_name,
             # The rest of what can change a stored number: the engine and how it runs the weights, the token every
             # text is scored after, and the code that computes (an upgrade of torch, transformers, tokenizers or
             # llamabench recomputes rather than trusting results from other kernels, tokenisation or windowing).

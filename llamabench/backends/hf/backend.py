@@ -20,6 +20,7 @@ from llamabench.backends.common.tokenizer_backend import EngineDecided, Tokenize
 from llamabench.backends.hf.batching import BatchPolicy, peak_memory
 from llamabench.backends.hf.budget import BudgetInputs, budget_inputs, token_budget
 from llamabench.backends.hf.generation import ContinuousBatcher
+from llamabench.backends.hf.options import NAME
 from llamabench.backends.hf.score_rows import LOGIT_ROWS, ScoreRow, plain_row, score_batch, shared_prefix_rows
 from llamabench.backends.hf.static_generation import generate_static_batch
 from llamabench.backends.loading.load import check_device_map, load_model_and_tokenizer
@@ -30,6 +31,8 @@ from llamabench.errors import LlamabenchError
 
 class HFBackend(TokenizerBackend):
     """Any transformers causal LM; GPU-batched by a token budget, fp32 on CPU by default."""
+
+    engine_name = NAME
 
     def __init__(
         self,

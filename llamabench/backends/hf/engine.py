@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from llamabench.backends.base import Backend
 from llamabench.backends.engine import Engine
-
-
-@dataclass(frozen=True)
-class HFOptions:
-    """The flags the transformers engine reads (``llamabench run --help``)."""
-
-    device: str | None
-    device_map: str | None
-    kv_cache: str
-    dtype: str | None
-    batch_size: int | str
-    max_length: int | None
-    trust_remote_code: bool
+from llamabench.backends.hf.options import NAME, HFOptions
 
 
 class HFEngine(Engine):
-    name = "hf"
+    name = NAME
     options_type = HFOptions
 
     def open(self, options: HFOptions, model: str | None) -> Backend:

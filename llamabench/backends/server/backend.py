@@ -31,6 +31,7 @@ from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.common.token_backend import TokenBackend
 from llamabench.backends.finite import DIVERGED, NonFiniteError
 from llamabench.backends.server.client import RequestRefused, RetryPolicy, ServerClient, ServerError, run_bounded
+from llamabench.backends.server.options import NAME
 from llamabench.backends.server.tokens import LocalTokens, ServerTokens, Tokens
 from llamabench.errors import LlamabenchError
 
@@ -47,6 +48,7 @@ SERVER_ROOM = 2
 class ServerBackend(TokenBackend):
     """A served model, driven through the completions API with at most ``max_in_flight`` requests at once."""
 
+    engine_name = NAME
     progress_unit = "req"
 
     def __init__(
@@ -106,6 +108,7 @@ class ServerBackend(TokenBackend):
             fingerprint=self.fingerprint,
             max_length=self.max_length,
             tokenizer=self.server_tokens.identity,
+            engine_name=self.engine_name,
             engine=(
                 "engine=server",
                 f"server_version={self.version}",

@@ -3,27 +3,13 @@ it connects."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from llamabench.backends.base import Backend
 from llamabench.backends.engine import Engine
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """The flags a served model reads (docs/servers.md); their values are checked by ``RunConfig.validate``."""
-
-    served_model: str | None
-    tokenizer: str | None
-    api_key_env: str
-    max_length: int | None
-    max_concurrent_requests: int
-    request_timeout: float
-    request_retries: int
+from llamabench.backends.server.options import NAME, ServerOptions
 
 
 class ServerEngine(Engine):
-    name = "server"
+    name = NAME
     options_type = ServerOptions
     opening = "connecting to the server"
 

@@ -24,7 +24,7 @@ from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.common.tokenizer_backend import EngineDecided, TokenizerBackend
 from llamabench.backends.loading.load import checkpoint_location
 from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
-from llamabench.backends.vllm.engine import VLLMOptions
+from llamabench.backends.vllm.options import NAME, VLLMOptions
 from llamabench.errors import LlamabenchError, first_line
 
 # Requests handed to vLLM at once: it schedules within them as it likes; on_done is called after each chunk, so
@@ -37,6 +37,8 @@ DEFAULT_MEMORY = {"cuda": 0.9, "cpu": 0.15}
 
 class VLLMBackend(TokenizerBackend):
     """A causal LM run by vLLM in this process; ``load`` builds it from ``--model`` as the HF backend would."""
+
+    engine_name = NAME
 
     def __init__(
         self,
@@ -131,6 +133,14 @@ class VLLMBackend(TokenizerBackend):
         content = pinned.fingerprint if pinned else fingerprint(source)
         identity = {"model_id": source.name, "model_fingerprint": content or Backend.fingerprint}
         return cls(llm, tokenizer, generation_config, **identity, max_length=max_length, dtype=dtype, options=options)
+
+    def close(self) -> None:
+        """Shut vLLM's engine core down now (its workers, KV cache and process groups), not in a finalizer at
+        interpreter exit, when torch's process groups are already gone (a ``ValueError: Invalid process group
+        specified`` traceback after a successful run); the next model then loads into the memory this one held."""
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
 
     def decided(self) -> EngineDecided:
         # Another engine computes other floating-point sums: its name and version and how it splits and runs the

@@ -4,29 +4,15 @@ how it starts an engine for a checkpoint."""
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 
 from llamabench.backends.base import Backend
 from llamabench.backends.engine import Engine
+from llamabench.backends.vllm.options import NAME, VLLMOptions
 from llamabench.errors import LlamabenchError
 
 
-@dataclass(frozen=True)
-class VLLMOptions:
-    """The flags the vLLM engine reads (docs/engines.md), with their defaults."""
-
-    dtype: str | None = None
-    max_length: int | None = None
-    batch_size: int | str = "auto"
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1  # checked: vLLM runs one replica in one process
-    gpu_memory_utilization: float | None = None
-    enforce_eager: bool = False
-    trust_remote_code: bool = False
-
-
 class VLLMEngine(Engine):
-    name = "vllm"
+    name = NAME
     options_type = VLLMOptions
 
     def check(self, options: VLLMOptions) -> None:
