@@ -31,8 +31,8 @@ from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.common.token_backend import TokenBackend
 from llamabench.backends.finite import DIVERGED, NonFiniteError
 from llamabench.backends.server.client import RequestRefused, RetryPolicy, ServerClient, ServerError, run_bounded
-from llamabench.backends.server.options import NAME
 from llamabench.backends.server.tokens import LocalTokens, ServerTokens, Tokens
+from llamabench.backends.server.url import NAME
 from llamabench.errors import LlamabenchError
 
 # The text whose log-probabilities identify the served weights (see the module docstring).

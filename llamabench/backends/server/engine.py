@@ -3,9 +3,24 @@ it connects."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from llamabench.backends.base import Backend
 from llamabench.backends.engine import Engine
-from llamabench.backends.server.options import NAME, ServerOptions
+from llamabench.backends.server.url import NAME
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """The flags a served model reads (docs/servers.md); their values are checked by ``RunConfig.validate``."""
+
+    served_model: str | None
+    tokenizer: str | None
+    api_key_env: str
+    max_length: int | None
+    max_concurrent_requests: int
+    request_timeout: float
+    request_retries: int
 
 
 class ServerEngine(Engine):

@@ -1,10 +1,11 @@
-"""Whether a ``--model`` value names a server (``http://HOST:PORT/v1``) rather than a checkpoint; light to import
-(the configuration checks it)."""
+"""Whether a ``--model`` value names a server (``http://HOST:PORT/v1``) rather than a checkpoint, and the name of
+the engine that runs a served model; light to import (the registry reads both)."""
 
 from __future__ import annotations
 
 import re
 
+NAME = "server"  # --engine server
 _SERVER_URL = re.compile(r"https?://", re.IGNORECASE)
 
 
