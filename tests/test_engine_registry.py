@@ -44,3 +44,13 @@ def test_evaluate_model_refuses_an_engine_it_cannot_honour():
 
     with pytest.raises(LlamabenchError, match="evaluate_model: engine vllm: a model in memory runs on the transf"):
         prepare_in_memory(["ppl"], {"engine": "vllm"})
+
+
+def test_runs_on_different_engines_are_not_comparable_and_older_runs_are_not_compared_on_it():
+    """docs/reproducibility.md's policy: the engine is a setting (check, merge and watch read Settings)."""
+    from llamabench.records.settings import Settings
+
+    hf = Settings.from_record({"task_hash": "t", "engine": "hf"})
+    assert hf.differences(Settings.from_record({"task_hash": "t", "engine": "vllm"})) == ["engine hf vs vllm"]
+    older = Settings.from_record({"task_hash": "t"})  # written before the engine was recorded
+    assert hf.differences(older) == []
