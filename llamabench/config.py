@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from llamabench.backends.server.url import is_server_url
+from llamabench.digits import ascii_int
 from llamabench.errors import LlamabenchError
 
 # Seeds feed numpy, Python and torch generators; 2**63 keeps every one of them happy.
@@ -274,8 +275,8 @@ def _batch_size(value: int | str) -> int | str:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
-        return int(value)
+    if isinstance(value, str) and (ascii_int(value) or 0) >= 1:
+        return ascii_int(value)
     raise LlamabenchError(f"--batch-size {value} must be 'auto' or a positive whole number")
 
 

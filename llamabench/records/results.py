@@ -18,6 +18,7 @@ import pandas as pd
 
 from llamabench import __version__, escaping
 from llamabench.backends.base import Backend
+from llamabench.digits import ascii_int
 from llamabench.errors import LlamabenchError
 from llamabench.records.manifest import Manifest
 
@@ -163,9 +164,9 @@ def remove_killed_run_folders(output_dir: Path) -> list[Path]:
     removed = []
     for folder in sorted(Path(output_dir).glob(f".*{TEMPORARY_MARK}*")) if Path(output_dir).is_dir() else []:
         pid = folder.name.rpartition(TEMPORARY_MARK)[2]
-        if not pid.isdigit() or not folder.is_dir() or _written_within(folder, RUN_WRITE_QUIET_S):
+        if ascii_int(pid) is None or not folder.is_dir() or _written_within(folder, RUN_WRITE_QUIET_S):
             continue
-        if writer_gone(int(pid), folder):
+        if writer_gone(ascii_int(pid), folder):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
