@@ -5,7 +5,7 @@ candidate − baseline in the metric's good direction (negative = worse; for per
 baseline − candidate). The one-sided p-value for "the candidate is worse" is the metric's own paired test
 (``Metric.paired_test_of``): for right-or-wrong metrics (``BinaryMetric``) the exact McNemar test; for the others
 the exact permutation test (every way of swapping the documents whose statistics differ between the runs: a
-sign flip of a mean metric's per-document difference) when at most 16 documents differ, else a paired
+sign flip of a mean metric's per-document difference) when at most 12 documents differ, else a paired
 bootstrap, the share of resampled deltas that are >= 0. The bootstrap resamples the same documents for both runs,
 each aggregated with ``Metric.aggregate`` over its sufficient statistics, so corpus metrics (BLEU, perplexity) are
 resampled exactly; the interval shown is its [alpha, 1 − alpha] percentile range (90 % for alpha 0.05; none on

@@ -7,12 +7,12 @@ signature that keeps figures computed under other settings apart. Two types cove
 
 - :class:`MeanMetric`: a score per document, averaged (SQuAD F1, ROUGE). Its statistics are the scores
   (``k = 1``); its standard error is analytic; ``check`` tests it with the exact sign-flip permutation test when
-  at most 16 documents differ between the runs, else with a paired bootstrap.
+  at most 12 documents differ between the runs, else with a paired bootstrap.
   :class:`BinaryMetric` is a mean metric whose scores are right or wrong (accuracy, exact match): ``check``
   tests it with the exact McNemar test.
 - :class:`CorpusMetric`: a figure computed from summed statistics (BLEU from n-gram counts, perplexity from
   log-likelihoods and word counts). Resampling sums resampled rows, so bootstrap errors and paired tests are
-  exact, as in sacrebleu; on at most 16 differing documents ``check`` swaps them between the runs instead
+  exact, as in sacrebleu; on at most 12 differing documents ``check`` swaps them between the runs instead
   (the exact permutation test).
 
 Worked example, a new metric in one file of ``llamabench/metrics/`` (it registers itself by its ``name``, and a
