@@ -202,7 +202,7 @@ def compare_runs(
                     regression=dropped and test.p_value < alpha,
                     smallest_p=test.smallest_p,
                     differing=test.differing,
-                    inconclusive=dropped and test.smallest_p >= alpha,
+                    inconclusive=dropped and test.smallest_p >= alpha and not non_finite,
                     non_finite=non_finite,
                 )
             )
