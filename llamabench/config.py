@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from llamabench.digits import ascii_int
 from llamabench.errors import LlamabenchError
 from llamabench.shard_spec import parse_shard
 
@@ -221,8 +222,8 @@ def _batch_size(value: int | str) -> int | str:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
-        return int(value)
+    if isinstance(value, str) and (ascii_int(value) or 0) >= 1:
+        return ascii_int(value)
     raise LlamabenchError(f"--batch-size {value} must be 'auto' or a positive whole number")
 
 

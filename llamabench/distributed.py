@@ -7,13 +7,13 @@ Launch with ``torchrun --nproc-per-node N -m llamabench run ...`` on one node, o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
+from llamabench.digits import environment_int
 from llamabench.errors import LlamabenchError, first_line
 
 T = TypeVar("T")
@@ -25,7 +25,7 @@ class RankFailure(LlamabenchError):
 
 def launched_distributed() -> bool:
     """Whether this process was started by torchrun (or another launcher) as one of several ranks."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return environment_int("WORLD_SIZE", 1) > 1
 
 
 def init_distributed(device: str | None) -> str:
@@ -34,7 +34,7 @@ def init_distributed(device: str | None) -> str:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+        local = environment_int("LOCAL_RANK", 0)
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return "cpu"

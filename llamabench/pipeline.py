@@ -29,6 +29,7 @@ from llamabench.backends.registry import check_engines
 from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
 from llamabench.backends.wrappers.sharded import ShardedBackend
 from llamabench.config import RunConfig
+from llamabench.digits import environment_int
 from llamabench.distributed import agree, init_distributed, is_main_process, world_size
 from llamabench.errors import LlamabenchError, warn
 from llamabench.interop import LM_EVAL_PREFIX
@@ -173,7 +174,7 @@ def _prepare_tasks(config: RunConfig) -> tuple[list[PreparedTask], LmEvalTasks |
 
 def join_ranks(config: RunConfig) -> RunConfig:
     """Under torchrun, join the process group and pick this rank's device; refuse what cannot run there."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if environment_int("WORLD_SIZE", 1) <= 1:
         return config
     if config.device_map:
         raise LlamabenchError(

@@ -12,10 +12,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from llamabench.digits import environment_int
 from llamabench.errors import LlamabenchError
 
 AUTO = "auto"
-_FORM = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+_FORM = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,26 @@ def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> Shard:
 
 def _slurm_shard(environ: Mapping[str, str]) -> Shard:
     names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
-    missing = [name for name in names if not environ.get(name, "").strip().isdigit()]
+    missing = [name for name in names if name not in environ]
     if missing:
         raise LlamabenchError(
             f"--shard auto reads {' and '.join(names)} of a Slurm array job, and {', '.join(missing)} is not set "
-            "to a number here; run inside `sbatch --array`, or give --shard I/N"
+            "here; run inside `sbatch --array`, or give --shard I/N"
         )
-    first = environ.get("SLURM_ARRAY_TASK_MIN", "0").strip()
-    index = int(environ["SLURM_ARRAY_TASK_ID"]) - (int(first) if first.isdigit() else 0)
-    count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+    task, count, first = (_slurm_number(environ, name) for name in (*names, "SLURM_ARRAY_TASK_MIN"))
+    index = task - first
     if not 0 <= index < count:
         raise LlamabenchError(
             f"--shard auto: array task {environ['SLURM_ARRAY_TASK_ID']} (minimum {first}) is not one of "
             f"{count} consecutive tasks; submit a contiguous array (--array=0-{count - 1}), or give --shard I/N"
         )
     return Shard(index, count)
+
+
+def _slurm_number(environ: Mapping[str, str], name: str) -> int:
+    """A Slurm array variable as a whole number (SLURM_ARRAY_TASK_MIN: 0 when unset); one line naming it if it is
+    not one in ASCII digits."""
+    try:
+        return environment_int(name, 0, environ)
+    except LlamabenchError as exc:
+        raise LlamabenchError(f"--shard auto: {exc}; run inside `sbatch --array`, or give --shard I/N") from None

@@ -80,7 +80,7 @@ def test_leaderboard_markdown_renders_hostile_names_as_text(tmp_path):
 
 def test_junit_parses_whatever_the_names(tmp_path):
     base, cand = hostile_runs()
-    rows = compare_runs(base, cand, iters=20)
+    rows = compare_runs(base, cand, iters=20, alpha=0.3)  # two documents, both worse: exact p 1/4
     path = tmp_path / "check.xml"
     write_junit(rows, path, f"check {HOSTILE_MODEL}", [Unchecked(HOSTILE_TASK, None, "no per-sample statistics")])
     root = ET.parse(path).getroot()
@@ -112,14 +112,16 @@ def test_csv_files_neutralise_formulas_but_keep_numbers(tmp_path):
 
 def test_terminal_tables_show_escapes_not_control_sequences(tmp_path, capsys):
     base, cand = hostile_runs()
-    for text in (format_table(base.results), format_comparisons(compare_runs(base, cand, iters=20), 0.05, [])):
+    comparisons = compare_runs(base, cand, iters=20, alpha=0.3)  # two documents, both worse: exact p 1/4
+    for text in (format_table(base.results), format_comparisons(comparisons, 0.3, [])):
         assert "\x1b" not in text and "\x00" not in text
         assert "\\x1b" in text
     store = RunStore.in_dir(tmp_path)
     store.add(base)
     store.add(cand)
     ids = [run.manifest["run_id"] for run in (base, cand)]
-    assert main(["check", "--output-dir", str(tmp_path), "--baseline", ids[0], "--candidate", ids[1]]) == 1
+    argv = ["check", "--output-dir", str(tmp_path), "--alpha", "0.3", "--baseline", ids[0], "--candidate", ids[1]]
+    assert main(argv) == 1
     assert main(["runs", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert CLEAR_SCREEN not in out and "\x00" not in out and "\\x1b[2J" in out

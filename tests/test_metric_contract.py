@@ -62,7 +62,9 @@ def test_mcnemar_p_value_counts_discordant_documents():
     baseline = np.array([[1.0]] * 8 + [[0.0]] * 2)
     candidate = np.array([[0.0]] * 7 + [[1.0], [0.0], [1.0]])  # 7 right -> wrong, 1 wrong -> right (document 9)
     # P(X >= 7), X ~ Bin(8, 1/2) = (C(8,7) + C(8,8)) / 256
-    assert acc.paired_p_value(baseline, candidate, np.zeros(1)) == 9 / 256
+    test = acc.paired_test_of(baseline, candidate, np.zeros(1))
+    assert (test.name, test.p_value, test.differing) == ("mcnemar", 9 / 256, 8)
+    assert test.smallest_p == 1 / 256  # all 8 discordant documents worse
 
 
 def test_corpus_metric_aggregates_summed_statistics():

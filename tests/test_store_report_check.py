@@ -4,6 +4,7 @@ import json
 import math
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,7 +17,8 @@ from llamabench.backends.hf.backend import HFBackend
 from llamabench.cli.app import main
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
-from llamabench.metrics.uncertainty import mcnemar_p
+from llamabench.metrics import get_metric
+from llamabench.metrics.uncertainty import mcnemar_p, paired_bootstrap
 from llamabench.pipeline import Evaluation
 from llamabench.records.results import RunResult, read_run, results_frame, write_run
 from llamabench.records.store import RunStore
@@ -57,7 +59,7 @@ def test_check_uses_mcnemar_on_exact_match():
 
 
 def test_bootstrap_of_a_constant_per_document_shift():
-    f1 = [40.0, 60.0, 80.0, 20.0, 50.0]
+    f1 = [40.0, 60.0, 80.0, 20.0, 50.0] * 4  # 20 documents: more than the permutation test enumerates
     base = make_run("base", {"squad": {"f1": [[v] for v in f1]}})
     worse = make_run("worse", {"squad": {"f1": [[v - 5] for v in f1]}})
     better = make_run("better", {"squad": {"f1": [[v + 5] for v in f1]}})
@@ -72,25 +74,30 @@ def test_bootstrap_of_a_constant_per_document_shift():
 
 
 def test_bootstrap_signs_lower_is_better_metrics_and_resamples_corpus_statistics():
-    # word_perplexity rows are [loglikelihood, words]; the candidate loses 3 nats on every document.
-    base_rows = [[-100.0, 10], [-200.0, 20], [-150.0, 15]]
+    # word_perplexity rows are [loglikelihood, words]; the candidate loses 3 nats on every one of 18 documents.
+    base_rows = [[-100.0, 10], [-200.0, 20], [-150.0, 15]] * 6
     cand_rows = [[ll - 3, words] for ll, words in base_rows]
     base = make_run("base", {"wikitext2": {"word_perplexity": base_rows}})
     cand = make_run("cand", {"wikitext2": {"word_perplexity": cand_rows}})
     row = one_row(compare_runs(base, cand), "word_perplexity")
     assert row.baseline == pytest.approx(math.exp(450 / 45)) and row.candidate == pytest.approx(math.exp(459 / 45))
     assert row.delta == pytest.approx(math.exp(10) - math.exp(10.2))  # baseline - candidate: worse is negative
-    assert row.p_value == 0.0 and row.regression  # every resample has a lower total loglikelihood
+    assert row.test == "bootstrap" and row.p_value == 0.0 and row.regression  # every resample loses loglikelihood
 
 
-def test_bootstrap_p_value_on_two_documents():
+def test_bootstrap_on_two_documents():
     # Per-document deltas +1 and -3: a resample holds doc 0 twice (1/4, mean +1), doc 1 twice (1/4, -3) or
-    # both (1/2, -1), so P(delta >= 0) = 1/4 and the 5th / 95th percentiles are -3 and +1.
+    # both (1/2, -1), so P(delta >= 0) = 1/4 and the 5th / 95th percentiles are -3 and +1. The p-value of
+    # two documents is the exact sign flip's: sums -2 (observed), +4, -4, +2, of which two are <= -2.
     base = make_run("base", {"squad": {"f1": [[50.0], [50.0]]}})
     cand = make_run("cand", {"squad": {"f1": [[51.0], [47.0]]}})
     row = one_row(compare_runs(base, cand, iters=20000, seed=1), "f1")
-    assert row.p_value == pytest.approx(0.25, abs=0.015)
+    assert (row.test, row.p_value) == ("permutation", 0.5)
     assert (row.ci_low, row.ci_high) == (-3.0, 1.0) and row.delta == -1.0 and not row.regression
+    deltas = paired_bootstrap(
+        get_metric("f1").aggregate, np.array([[50.0], [50.0]]), np.array([[51.0], [47.0]]), iters=20000, seed=1
+    )
+    assert (deltas >= 0).mean() == pytest.approx(0.25, abs=0.015)
 
 
 def test_max_drop_and_alpha_validation():

@@ -111,7 +111,9 @@ def watched(tmp_path_factory, mlflow_uri, data_dir):
         "WANDB_PROJECT": "llamabench-test",
         "WANDB_SILENT": "true",
     }
-    flags = ("--every", "0.1", "--once", "--log-to", "mlflow", "--log-to", "wandb", "--log-to", "tensorboard")
+    # --alpha 0.2: three documents, all worse at step 300, give the exact test p = 1/8 (INCONCLUSIVE at 0.05).
+    flags = ("--every", "0.1", "--once", "--alpha", "0.2")
+    flags += ("--log-to", "mlflow", "--log-to", "wandb", "--log-to", "tensorboard")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
             patch.setenv(name, value)
@@ -208,6 +210,7 @@ def test_watch_logs_to_wandb_offline_the_store_figures_at_their_steps_with_table
     figures = wandb_figures(wandb_history(records))
     assert figures.pop("check/passed") == [(200, 1.0), (300, 0.0)]
     assert dict(figures.pop("check/regressed_metrics"))[300] == regressed_count(stdout)
+    assert figures.pop("check/inconclusive_metrics") == [(200, 0.0), (300, 0.0)]
     assert figures == expected_figures(tmp / "runs")
 
     config = {
@@ -263,6 +266,7 @@ def test_watch_logs_to_tensorboard_the_store_figures_at_their_steps(watched):
     figures = tensorboard_figures(tmp / "runs" / "tensorboard")
     assert figures.pop("check/passed") == [(200, 1.0), (300, 0.0)]
     assert dict(figures.pop("check/regressed_metrics"))[300] == regressed_count(stdout)
+    assert figures.pop("check/inconclusive_metrics") == [(200, 0.0), (300, 0.0)]
     assert figures == as_float32(expected_figures(tmp / "runs"))
     # The tracker's folder beside the runs is not taken for a broken run folder.
     code, _, err = run_captured(lambda: main(["runs", "--output-dir", str(tmp / "runs")]))
@@ -288,7 +292,12 @@ def test_an_mlflow_server_stopped_mid_watch_costs_no_run_and_gives_one_warning_w
     root.mkdir()
     write_checkpoint(root / "checkpoint-100", HEAD_SCALES[100])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": secret_uri}
-    argv = [sys.executable, "-m", "llamabench", *watch_argv(root, tmp_path, data_dir, "--every", "0.3")]
+    argv = [
+        sys.executable,
+        "-m",
+        "llamabench",
+        *watch_argv(root, tmp_path, data_dir, "--every", "0.3", "--alpha", "0.2"),
+    ]
     stderr = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115  (the watch writes it while it runs)
     watcher = subprocess.Popen([*argv, "--log-to", "mlflow"], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     lines: list[str] = []

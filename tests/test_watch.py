@@ -21,6 +21,9 @@ from llamabench.training.checkpoints import snapshot
 REPO = Path(__file__).resolve().parents[1]
 # lm_head scaled: 1 is the random model (near-uniform predictions), 25 makes confident random guesses (far worse).
 HEAD_SCALES = {100: 1.0, 200: 1.0, 300: 25.0}
+# The notes have three documents: even all three worse give the exact test p = 1/8, a regression only at an alpha
+# above it (at the default 0.05 the check is INCONCLUSIVE).
+ALPHA = ("--alpha", "0.2")
 
 
 def stored_runs(results: Path) -> list[dict]:
@@ -30,7 +33,7 @@ def stored_runs(results: Path) -> list[dict]:
 def wait_for_checks(lines: list[str], count: int, watcher: subprocess.Popen, timeout: float = 120) -> None:
     """Until the watch has printed ``count`` check verdicts (it checks each checkpoint after the first)."""
     deadline = time.monotonic() + timeout
-    while sum(line.startswith(("PASS:", "FAIL:")) for line in lines) < count:
+    while sum(line.startswith(("PASS:", "FAIL:", "INCONCLUSIVE:")) for line in lines) < count:
         assert watcher.poll() is None, watcher.communicate()[1][-2000:]
         assert time.monotonic() < deadline, f"watch printed {count} verdicts in {timeout} s: " + "\n".join(lines)
         time.sleep(0.2)
@@ -42,7 +45,7 @@ def test_watch_evaluates_each_checkpoint_once_as_it_completes_and_flags_the_degr
     root = tmp_path / "train"
     root.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    argv = [sys.executable, "-m", "llamabench", *watch_argv(root, tmp_path, data_dir, "--every", "0.3")]
+    argv = [sys.executable, "-m", "llamabench", *watch_argv(root, tmp_path, data_dir, "--every", "0.3", *ALPHA)]
     watcher = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: [lines.append(line) for line in watcher.stdout], daemon=True)
@@ -70,11 +73,24 @@ def test_watch_evaluates_each_checkpoint_once_as_it_completes_and_flags_the_degr
     assert f"text:{notes_file}".replace("/", "_") + "/word_perplexity" in regressions[0]
 
     # Restarted, it evaluates nothing again; a new degraded checkpoint fails `--once` with exit 1.
-    assert main(watch_argv(root, tmp_path, data_dir, "--every", "0.1", "--once")) == 0
+    assert main(watch_argv(root, tmp_path, data_dir, "--every", "0.1", "--once", *ALPHA)) == 0
     assert len(stored_runs(tmp_path / "runs")) == 3
     write_checkpoint(root / "step400", 60.0)
-    assert main(watch_argv(root, tmp_path, data_dir, "--every", "0.1", "--once")) == 1
+    assert main(watch_argv(root, tmp_path, data_dir, "--every", "0.1", "--once", *ALPHA)) == 1
     assert [run["step"] for run in stored_runs(tmp_path / "runs")] == [100, 200, 300, 400]
+
+
+def test_watch_once_on_three_documents_is_inconclusive_and_exits_0(tmp_path, data_dir, notes_file, capsys):
+    root = tmp_path / "train"
+    root.mkdir()
+    for step in (100, 300):
+        write_checkpoint(root / f"checkpoint-{step}", HEAD_SCALES[step])
+    assert main(watch_argv(root, tmp_path, data_dir, "--every", "0.1", "--once")) == 0
+    out = capsys.readouterr().out
+    assert "REGRESSION" not in out and "PASS:" not in out
+    (line,) = [line for line in out.splitlines() if line.startswith("INCONCLUSIVE at step 300:")]
+    assert "/word_perplexity" in line
+    assert "on 3 document(s), 3 differing: the smallest p they can give is 0.125, not below alpha 0.05" in out
 
 
 def test_a_checkpoint_is_complete_once_its_weights_are_there_and_its_files_stop_changing(tmp_path):
@@ -129,7 +145,7 @@ def test_run_evaluates_several_checkpoints_and_check_takes_their_runs(tmp_path, 
         expected = pd.read_csv(folder / "results.csv").value.tolist()
         assert runs.load(run_id).results.value.tolist() == expected
     check = ["check", "--output-dir", str(tmp_path / "runs"), "--baseline", first_id, "--candidate", second_id]
-    assert main(check) == 1  # the degraded checkpoint regresses
+    assert main([*check, *ALPHA]) == 1  # the degraded checkpoint regresses
     assert main(["report", "--output-dir", str(tmp_path / "runs"), first_id, second_id, "--out", str(tmp_path)]) == 0
 
 

@@ -2,13 +2,20 @@
 
 Both runs' per-sample tables are aligned by (task, doc_id). For each task × metric, ``delta`` is
 candidate − baseline in the metric's good direction (negative = worse; for perplexities it is
-baseline − candidate). Its uncertainty comes from a paired bootstrap: the same resampled documents for
-both runs, each aggregated with ``Metric.aggregate`` over its sufficient statistics, so corpus metrics
-(BLEU, perplexity) are resampled exactly. The one-sided p-value for "the candidate is worse" is the
-metric's own paired test (``Metric.paired_p_value``): the share of resampled deltas that are >= 0, or for
-right-or-wrong metrics (``BinaryMetric``) the exact McNemar test. The interval shown is the bootstrap's
-[alpha, 1 − alpha] percentile range (90 % for alpha 0.05), whose upper end is below 0 when the bootstrap p
-is below alpha. A row is a regression when its drop exceeds the allowed drop and p < alpha.
+baseline − candidate). The one-sided p-value for "the candidate is worse" is the metric's own paired test
+(``Metric.paired_test_of``): for right-or-wrong metrics (``BinaryMetric``) the exact McNemar test; for the others
+the exact permutation test (every way of swapping the documents whose statistics differ between the runs: a
+sign flip of a mean metric's per-document difference) when at most 12 documents differ, else a paired
+bootstrap, the share of resampled deltas that are >= 0. The bootstrap resamples the same documents for both runs,
+each aggregated with ``Metric.aggregate`` over its sufficient statistics, so corpus metrics (BLEU, perplexity) are
+resampled exactly; the interval shown is its [alpha, 1 − alpha] percentile range (90 % for alpha 0.05; none on
+one document, where every resample is the same). A row is a regression when its drop exceeds the allowed drop
+and p < alpha.
+
+A row whose drop exceeds the allowed one but whose documents could not show it at alpha, because even the most
+extreme outcome on them (every differing document worse, the smallest p the test can give: 1 / 2**differing)
+has p >= alpha, is ``INCONCLUSIVE``: neither a pass nor a regression. It does not fail the check (exit 0, the
+verdict line says INCONCLUSIVE, not PASS) and is a skipped testcase in JUnit.
 
 A row whose figures or per-document statistics hold a NaN or an infinity (a diverged checkpoint, an overflowed
 perplexity) has no number to compare: it fails as ``NOT A NUMBER``, whatever its p-value, in the table, the exit
@@ -50,8 +57,9 @@ class Comparison:
     """One task × metric of the check.
 
     ``delta`` is candidate − baseline in the metric's good direction (negative = worse), ``ci_low``/``ci_high``
-    its bootstrap interval, and ``p_value`` the one-sided p-value that the candidate is worse, from ``test``
-    ("bootstrap" or "mcnemar").
+    its bootstrap interval (nan on one document), and ``p_value`` the one-sided p-value that the candidate is
+    worse, from ``test`` ("permutation", "bootstrap" or "mcnemar"), whose ``smallest_p`` is the smallest it
+    could give on these documents, of which ``differing`` differ between the runs.
     """
 
     task: str
@@ -66,6 +74,10 @@ class Comparison:
     test: str
     allowed_drop: float
     regression: bool
+    smallest_p: float = 0.0
+    differing: int = 0
+    # A drop beyond the allowed one that these documents could not show at alpha, whatever their outcome.
+    inconclusive: bool = False
     non_finite: bool = False  # a figure or statistic of either run is NaN or infinite: nothing was compared
 
     @property
@@ -74,8 +86,17 @@ class Comparison:
         return self.regression or self.non_finite
 
     @property
+    def power(self) -> str:
+        """How far these documents can go: why an ``inconclusive`` row is one."""
+        return (
+            f"{self.n} document(s), {self.differing} differing: the smallest p they can give is {self.smallest_p:.4g}"
+        )
+
+    @property
     def verdict(self) -> str:
-        return "NOT A NUMBER" if self.non_finite else "REGRESSION" if self.regression else "ok"
+        if self.non_finite:
+            return "NOT A NUMBER"
+        return "REGRESSION" if self.regression else "INCONCLUSIVE" if self.inconclusive else "ok"
 
 
 def parse_max_drops(specs: list[str]) -> dict[str, MaxDrop]:
@@ -156,10 +177,15 @@ def compare_runs(
             sign = 1.0 if metric.higher_is_better else -1.0
             base_value, cand_value = metric.aggregate(base_stats), metric.aggregate(cand_stats)
             deltas = sign * paired_bootstrap(metric.aggregate, base_stats, cand_stats, iters=iters, seed=seed)
-            p_value = metric.paired_p_value(base_stats, cand_stats, deltas)
+            test = metric.paired_test_of(base_stats, cand_stats, deltas)
             delta = sign * (cand_value - base_value)
             allowed = max_drops[metric_name].allowed(base_value) if metric_name in max_drops else 0.0
             non_finite = not all(np.isfinite(x).all() for x in (base_stats, cand_stats, [base_value, cand_value]))
+            dropped = -delta > allowed
+            # One document resamples to itself every time: the bootstrap has no interval to give.
+            low, high = (
+                (np.quantile(deltas, alpha), np.quantile(deltas, 1 - alpha)) if len(base) > 1 else (math.nan,) * 2
+            )
             rows.append(
                 Comparison(
                     task=task,
@@ -168,12 +194,15 @@ def compare_runs(
                     baseline=base_value,
                     candidate=cand_value,
                     delta=delta,
-                    ci_low=float(np.quantile(deltas, alpha)),
-                    ci_high=float(np.quantile(deltas, 1 - alpha)),
-                    p_value=p_value,
-                    test=metric.paired_test,
+                    ci_low=float(low),
+                    ci_high=float(high),
+                    p_value=test.p_value,
+                    test=test.name,
                     allowed_drop=allowed,
-                    regression=-delta > allowed and p_value < alpha,
+                    regression=dropped and test.p_value < alpha,
+                    smallest_p=test.smallest_p,
+                    differing=test.differing,
+                    inconclusive=dropped and test.smallest_p >= alpha and not non_finite,
                     non_finite=non_finite,
                 )
             )
@@ -225,7 +254,7 @@ def format_comparisons(rows: list[Comparison], alpha: float, left_out: list[Unch
             "baseline": [_figure(r.baseline) for r in rows],
             "candidate": [_figure(r.candidate) for r in rows],
             "delta (+ = better)": [_signed(r.delta) for r in rows],
-            f"{ci_level}% CI": [f"[{_signed(r.ci_low)}, {_signed(r.ci_high)}]" for r in rows],
+            f"{ci_level}% CI": [_interval(r) for r in rows],
             "p (worse)": [f"{r.p_value:.4f}" for r in rows],
             "test": [r.test for r in rows],
             "allowed drop": [format_number(r.allowed_drop) for r in rows],
@@ -234,11 +263,18 @@ def format_comparisons(rows: list[Comparison], alpha: float, left_out: list[Unch
     )
     regressions = [f"{r.task}/{r.metric}" for r in rows if r.regression and not r.non_finite]
     not_numbers = [f"{r.task}/{r.metric}" for r in rows if r.non_finite]
+    undecided = [r for r in rows if r.inconclusive]
+    inconclusive = "; ".join(f"{r.task}/{r.metric} on {r.power}, not below alpha {alpha}" for r in undecided)
     if regressions or not_numbers:
         failures = [f"{len(regressions)} regression(s) at alpha {alpha}: {', '.join(regressions)}"] * bool(regressions)
         if not_numbers:
             failures.append(f"{len(not_numbers)} not a number (NaN or infinite): {', '.join(not_numbers)}")
         verdict = f"FAIL: {terminal('; '.join(failures))}"
+        if inconclusive:
+            verdict += f"\ninconclusive: {terminal(inconclusive)}"
+    elif inconclusive:
+        others = len(rows) - len(undecided)
+        verdict = f"INCONCLUSIVE: {terminal(inconclusive)}; no regression in the other {others} task-metric comparisons"
     else:
         verdict = f"PASS: no regression in {len(rows)} task-metric comparisons at alpha {alpha}"
     if left_out:
@@ -251,6 +287,11 @@ def _figure(value: float) -> str:
     return format_number(value) if not math.isnan(value) else "nan"
 
 
+def _interval(row: Comparison) -> str:
+    """The bootstrap interval, or – where there is none (one document)."""
+    return "–" if math.isnan(row.ci_low) else f"[{_signed(row.ci_low)}, {_signed(row.ci_high)}]"
+
+
 def _signed(value: float) -> str:
     text = _figure(value + 0.0)  # + 0.0 turns -0.0 into 0.0
     return text if text[0] in "-–" or text == "nan" else "+" + text
@@ -258,7 +299,7 @@ def _signed(value: float) -> str:
 
 def write_junit(rows: list[Comparison], path: Path | str, suite: str, left_out: list[Unchecked]) -> None:
     """Write JUnit XML: a testcase per task × metric (class ``llamabench.<task>``), a failure per regression,
-    and a skipped testcase per task or metric ``left_out``."""
+    and a skipped testcase per inconclusive row and per task or metric ``left_out``."""
     failures = sum(r.failed for r in rows)
     attrs = {
         "name": xml_text(suite),
@@ -267,7 +308,8 @@ def write_junit(rows: list[Comparison], path: Path | str, suite: str, left_out: 
         "errors": "0",
     }
     root = ET.Element("testsuites", attrs)
-    testsuite = ET.SubElement(root, "testsuite", {**attrs, "skipped": str(len(left_out))})
+    skipped = len(left_out) + sum(r.inconclusive for r in rows)
+    testsuite = ET.SubElement(root, "testsuite", {**attrs, "skipped": str(skipped)})
     for item in left_out:
         name = xml_text(item.metric or "all metrics")
         case = ET.SubElement(testsuite, "testcase", {"classname": f"llamabench.{xml_text(item.task)}", "name": name})
@@ -278,7 +320,7 @@ def write_junit(rows: list[Comparison], path: Path | str, suite: str, left_out: 
         )
         details = (
             f"baseline {r.baseline:.6g}, candidate {r.candidate:.6g}, delta {r.delta:+.6g} "
-            f"(CI {r.ci_low:+.6g} to {r.ci_high:+.6g}), p {r.p_value:.4g} ({r.test}), "
+            f"({_interval(r)}), p {r.p_value:.4g} ({r.test}), "
             f"allowed drop {r.allowed_drop:.6g}, n {r.n}"
         )
         if r.failed:
@@ -286,6 +328,9 @@ def write_junit(rows: list[Comparison], path: Path | str, suite: str, left_out: 
             message = xml_text(f"{r.task}/{r.metric} {what}: {details}")
             kind = "non-finite" if r.non_finite else "regression"
             ET.SubElement(case, "failure", {"message": message, "type": kind}).text = message
+        elif r.inconclusive:
+            message = xml_text(f"inconclusive: {r.power}, too few to show this drop; {details}")
+            ET.SubElement(case, "skipped", {"message": message})
         else:
             ET.SubElement(case, "system-out").text = details
     try:

@@ -67,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         "merge", parents=[store], help="join the partial runs of --shard 0/N .. N-1/N into the unsharded run"
     )
     merge.add_argument("runs", nargs="+", metavar="RUN", help="the shards' run ids, unique prefixes or folders")
-    check = commands.add_parser("check", parents=[store], help="fail when a candidate run regresses on a baseline")
+    check = commands.add_parser(
+        "check",
+        parents=[store],
+        help="fail when a candidate run regresses on a baseline",
+        description="Compare a candidate run with a baseline, document by document. Exit status: 1 when a row is a "
+        "REGRESSION or NOT A NUMBER; 2 when the runs cannot be compared or the input is bad; else 0, with the verdict "
+        "PASS, or INCONCLUSIVE when a row dropped but its documents are too few to show a drop at --alpha even if "
+        "every one of them were worse (a skipped testcase in --junit).",
+    )
     check.add_argument("--baseline", required=True, metavar="RUN", help="run id, unique prefix or folder")
     check.add_argument("--candidate", required=True, metavar="RUN", help="run id, unique prefix or folder")
     check.add_argument(

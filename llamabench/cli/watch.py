@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from llamabench.cli.run import add_evaluation_options
 from llamabench.config import RunConfig
+from llamabench.digits import environment_int
 from llamabench.errors import LlamabenchError
 
 
@@ -26,7 +26,7 @@ def add_watch_parser(commands) -> None:
 
 
 def watch_command(args: argparse.Namespace) -> int:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if environment_int("WORLD_SIZE", 1) > 1:
         raise LlamabenchError("watch runs in one process; start it without torchrun")
     if not args.every > 0:
         raise LlamabenchError(f"--every {args.every} must be a positive number of seconds")

@@ -6,12 +6,14 @@ the metric's type: the per-document values, the standard error, the paired test 
 signature that keeps figures computed under other settings apart. Two types cover the built-in metrics:
 
 - :class:`MeanMetric`: a score per document, averaged (SQuAD F1, ROUGE). Its statistics are the scores
-  (``k = 1``); its standard error is analytic; ``check`` tests it with a paired bootstrap.
+  (``k = 1``); its standard error is analytic; ``check`` tests it with the exact sign-flip permutation test when
+  at most 12 documents differ between the runs, else with a paired bootstrap.
   :class:`BinaryMetric` is a mean metric whose scores are right or wrong (accuracy, exact match): ``check``
   tests it with the exact McNemar test.
 - :class:`CorpusMetric`: a figure computed from summed statistics (BLEU from n-gram counts, perplexity from
   log-likelihoods and word counts). Resampling sums resampled rows, so bootstrap errors and paired tests are
-  exact, as in sacrebleu.
+  exact, as in sacrebleu; on at most 12 differing documents ``check`` swaps them between the runs instead
+  (the exact permutation test).
 
 Worked example, a new metric in one file of ``llamabench/metrics/`` (it registers itself by its ``name``, and a
 task YAML may then list it under ``metrics:``)::
@@ -42,7 +44,14 @@ from typing import ClassVar
 import numpy as np
 
 from llamabench.errors import LlamabenchError
-from llamabench.metrics.uncertainty import bootstrap_standard_error, mcnemar_p, mean_standard_error
+from llamabench.metrics.uncertainty import (
+    EXACT_MAX_DIFFERING,
+    bootstrap_standard_error,
+    differing_documents,
+    mcnemar_p,
+    mean_standard_error,
+    paired_permutation,
+)
 
 
 @dataclass
@@ -63,6 +72,18 @@ class Outcome:
     truncated_tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class PairedTest:
+    """A one-sided paired test that the candidate is worse: its ``name`` ("permutation", "bootstrap" or
+    "mcnemar"), ``p_value``, the ``smallest_p`` any outcome on these documents could give it (0: no bound below),
+    and the number of documents whose statistics differ between the runs."""
+
+    name: str
+    p_value: float
+    smallest_p: float
+    differing: int
+
+
 # Every concrete metric class, instantiated once, by name: filled as the classes are defined.
 REGISTRY: dict[str, Metric] = {}
 # What a metric class must set (its type, MeanMetric, BinaryMetric or CorpusMetric, supplies the rest).
@@ -79,7 +100,7 @@ class Metric(ABC):
     # The ``Outcome`` fields this metric reads (``prediction``, ``choice_loglikelihoods``, ...): a task may list
     # it only if its kind's outcomes fill them all (``TaskKind.outcome_fields``), checked when the task is parsed.
     needs: ClassVar[tuple[str, ...]]
-    # How ``check`` tests a paired difference: "bootstrap" or "mcnemar".
+    # How ``check`` tests a paired difference on many documents: "bootstrap" or "mcnemar" (see ``paired_test_of``).
     paired_test: ClassVar[str] = "bootstrap"
     # Bumped whenever a change to the metric's definition changes a number: runs scored by different versions
     # of a metric are not compared (see ``comparability.py``).
@@ -127,10 +148,16 @@ class Metric(ABC):
         """What, besides the data, the figure depends on (sacrebleu's signature, a word rule); None if nothing."""
         return None
 
-    def paired_p_value(self, baseline: np.ndarray, candidate: np.ndarray, deltas: np.ndarray) -> float:
-        """One-sided p-value that the candidate is worse, given both runs' aligned statistics and the bootstrap
-        ``deltas`` of candidate − baseline in the metric's good direction: the share of deltas >= 0."""
-        return float((deltas >= 0).mean())
+    def paired_test_of(self, baseline: np.ndarray, candidate: np.ndarray, deltas: np.ndarray) -> PairedTest:
+        """The one-sided test that the candidate is worse, given both runs' aligned statistics and the bootstrap
+        ``deltas`` of candidate − baseline in the metric's good direction: the exact permutation test when at most
+        ``EXACT_MAX_DIFFERING`` documents differ, else the share of bootstrap deltas >= 0."""
+        differing = len(differing_documents(baseline, candidate))
+        if differing > EXACT_MAX_DIFFERING:
+            return PairedTest(self.paired_test, float((deltas >= 0).mean()), 0.0, differing)
+        sign = 1.0 if self.higher_is_better else -1.0
+        exact = paired_permutation(self.aggregate, baseline, candidate, sign=sign)
+        return PairedTest("permutation", exact.p_value, exact.smallest_p, exact.differing)
 
 
 class MeanMetric(Metric, ABC):
@@ -158,10 +185,13 @@ class BinaryMetric(MeanMetric, ABC):
 
     paired_test = "mcnemar"
 
-    def paired_p_value(self, baseline: np.ndarray, candidate: np.ndarray, deltas: np.ndarray) -> float:
+    def paired_test_of(self, baseline: np.ndarray, candidate: np.ndarray, deltas: np.ndarray) -> PairedTest:
+        """The exact McNemar test, on any number of documents; the smallest p it can give is that of every
+        discordant document going the candidate's worse way, 1 / 2**discordant."""
         sign = 1.0 if self.higher_is_better else -1.0
         per_document = sign * (candidate[:, 0] - baseline[:, 0])
-        return mcnemar_p(int((per_document < 0).sum()), int((per_document > 0).sum()))
+        worse, better = int((per_document < 0).sum()), int((per_document > 0).sum())
+        return PairedTest(self.paired_test, mcnemar_p(worse, better), mcnemar_p(worse + better, 0), worse + better)
 
 
 class CorpusMetric(Metric, ABC):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from llamabench import __version__, escaping
 from llamabench.backends.base import Backend
+from llamabench.digits import ascii_int
 from llamabench.errors import LlamabenchError
 from llamabench.records.manifest import Manifest
 
@@ -163,9 +164,9 @@ def remove_killed_run_folders(output_dir: Path) -> list[Path]:
     removed = []
     for folder in sorted(Path(output_dir).glob(f".*{TEMPORARY_MARK}*")) if Path(output_dir).is_dir() else []:
         pid = folder.name.rpartition(TEMPORARY_MARK)[2]
-        if not pid.isdigit() or not folder.is_dir() or _written_within(folder, RUN_WRITE_QUIET_S):
+        if ascii_int(pid) is None or not folder.is_dir() or _written_within(folder, RUN_WRITE_QUIET_S):
             continue
-        if writer_gone(int(pid), folder):
+        if writer_gone(ascii_int(pid), folder):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
@@ -226,13 +227,26 @@ def read_run(folder: Path) -> RunResult:
     if problem:
         raise _incomplete(folder, problem)
     try:
-        manifest = Manifest.from_dict(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
-        results = pd.read_parquet(folder / "results.parquet")
+        manifest = Manifest.from_dict(json.loads(_inside(folder, "manifest.json").read_text(encoding="utf-8")))
+        results = pd.read_parquet(_inside(folder, "results.parquet"))
         stems = manifest.sample_files or {task: f"samples_{escaping.safe_name(task)}" for task in results.task.unique()}
-        samples = {task: pd.read_parquet(folder / f"{stem}.parquet") for task, stem in stems.items()}
+        samples = {task: pd.read_parquet(_inside(folder, f"{stem}.parquet")) for task, stem in stems.items()}
     except (OSError, ValueError) as exc:  # pyarrow's errors on a corrupt file are ValueErrors
         raise _incomplete(folder, _one_line(exc)) from exc
     return RunResult(results, samples, manifest)
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name``, refused unless it is inside ``folder`` once links are followed: a run folder is read
+    only from itself, whatever its manifest names (``../``, an absolute path) or its files link to."""
+    path = folder / name
+    resolved, root = path.resolve(), folder.resolve()
+    if not resolved.is_relative_to(root) or resolved == root:
+        raise LlamabenchError(
+            f"{folder}: {name} is {resolved}, outside the run folder; a run folder is read only from inside it "
+            "(was its manifest.json edited or a file replaced by a link?)"
+        )
+    return path
 
 
 def _incomplete(folder: Path, why: str) -> LlamabenchError:

@@ -9,7 +9,9 @@ standard errors are the unsharded run's whenever the per-document values are (to
 
 Shards are joined only when they are one split of one evaluation: all N present once, and the same settings of
 every task (``records/settings.py``: task definition, data hash, few-shot count, seed, ...), model fingerprint,
-llamabench version and run-wide flags; anything else is refused with one line.
+llamabench version and run-wide flags; anything else is refused with one line. A merged run (its manifest has
+``merged_from``, whatever its folder is called) is never taken for a shard: named among shards (the docs' glob
+over the runs folder, run a second time) it is left out with a note; named alone, refused.
 """
 
 from __future__ import annotations
@@ -20,17 +22,21 @@ from datetime import datetime
 
 import pandas as pd
 
-from llamabench.errors import LlamabenchError
+from llamabench.errors import LlamabenchError, note
 from llamabench.records.manifest import Manifest
 from llamabench.records.results import RunResult, result_rows, results_frame, sample_file_stems
 from llamabench.records.settings import NO_NUMBER_FLAGS
 from llamabench.scoring import metric_value, sample_stats, truncation_notes
 from llamabench.shard_spec import parse_shard
 
+# The manifest section of a merged run: the shards it joined.
+MERGED = "merged_from"
+
 
 def merge_runs(shards: Sequence[RunResult], names: Sequence[str] | None = None) -> RunResult:
     """The run the shards (``names`` name them in errors, default their run ids) are parts of; see the module."""
     names = list(names or [shard.manifest.run_id or "?" for shard in shards])
+    shards, names = _without_merged_runs(shards, names)
     ordered = _in_order(shards, names)
     first = ordered[0].manifest
     for shard, name in zip(ordered[1:], names[1:], strict=False):
@@ -63,13 +69,27 @@ def merge_runs(shards: Sequence[RunResult], names: Sequence[str] | None = None) 
         sample_files=sample_file_stems(list(samples)),
         sections={
             **{key: value for key, value in first.sections.items() if key != "shard"},
-            "merged_from": [
+            MERGED: [
                 {"shard": shard.manifest.sections["shard"]["shard"], "run_id": shard.manifest.run_id}
                 for shard in ordered
             ],
         },
     )
     return RunResult(results_frame(rows), samples, manifest)
+
+
+def _without_merged_runs(shards: Sequence[RunResult], names: list[str]) -> tuple[list[RunResult], list[str]]:
+    """The runs that are not merged runs, and their names; a note for each merged run left out."""
+    kept = [(shard, name) for shard, name in zip(shards, names, strict=True) if MERGED not in shard.manifest.sections]
+    for shard in shards:
+        if MERGED in shard.manifest.sections:
+            parts = ", ".join(str(part.get("run_id")) for part in shard.manifest.sections[MERGED])
+            if not kept:
+                raise LlamabenchError(
+                    f"merge: run {shard.manifest.run_id} is a merged run (of {parts}), not a shard; merge only shards"
+                )
+            note(f"merge: {shard.manifest.run_id} is a merged run (of {parts}), not a shard; left out")
+    return [shard for shard, _ in kept], [name for _, name in kept]
 
 
 def _in_order(shards: Sequence[RunResult], names: list[str]) -> list[RunResult]:

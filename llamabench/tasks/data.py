@@ -190,7 +190,9 @@ def _local_files(source, task_name: str, data_dir: Path, allow_outside: bool, na
     """The files ``source.local`` names under ``data_dir``, in sorted path order, checked to stay inside it.
 
     A path that exists is read as that file or folder, even when its name holds glob characters (``a[1].txt``,
-    ``*.txt``); it is a glob pattern only when nothing has that name. Files are named by their real path (symlinks
+    ``*.txt``); it is a glob pattern only when nothing has that name. Hidden files and folders below a named folder
+    are skipped, as a glob's wildcards skip them; named explicitly (or by a pattern part starting with ".") they
+    are read. Files are named by their real path (symlinks
     followed) relative to the real data dir, and each is read once, so one folder named several ways (``data/``,
     ``./data``, absolute, through a symlink) gives the same documents with the same ids.
     """
@@ -207,8 +209,8 @@ def _local_files(source, task_name: str, data_dir: Path, allow_outside: bool, na
     _check_inside(path, Path(os.path.normpath(data_dir.absolute())), label, task_name, allow_outside)
     text_format = source.local_format in TEXT_FORMATS
     if path.exists():
-        files = [file for file in path.rglob("*") if file.is_file()] if text_format and path.is_dir() else [path]
-    elif text_format and glob.has_magic(local):
+        files = _visible_files(path) if text_format and path.is_dir() else [path]
+    elif text_format and glob.has_magic(local):  # a wildcard does not match a hidden name, as in a shell
         files = [Path(match) for match in glob.glob(str(path), recursive=True) if Path(match).is_file()]
     else:
         files = []
@@ -219,6 +221,16 @@ def _local_files(source, task_name: str, data_dir: Path, allow_outside: bool, na
     for file in real:
         _check_inside(file, root, label, task_name, allow_outside)  # symlinks followed
     return sorted(real, key=lambda file: relative_name(file, root))
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` but the hidden ones (a name, of the file or a folder between, starting with
+    "."): the files a glob over the folder (``folder/**``) matches, so both give the same documents."""
+    return [
+        file
+        for file in folder.rglob("*")
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(folder).parts)
+    ]
 
 
 def _not_found(task_name: str, local: str, named_by: str, data_dir: Path, pattern: bool) -> LlamabenchError:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from llamabench.digits import ascii_int
 from llamabench.errors import LlamabenchError
 from llamabench.metrics.base import Outcome
 from llamabench.requests import (
@@ -264,7 +265,8 @@ class MultipleChoice(TaskKind):
 def _resolve_label(spec: TaskSpec, label: str, choices: list[str], doc_id: str) -> int:
     """The gold choice's index: ``label`` is an index or the gold choice's text, and must not be both for
     different choices (label "3" with choices ["2", "3", "4", "1"]: index 3 is "1", text "3" is index 1)."""
-    as_index = int(label) if label.strip().isdigit() and int(label) < len(choices) else None
+    number = ascii_int(label)
+    as_index = number if number is not None and number < len(choices) else None
     as_text = choices.index(label) if label in choices else None
     if as_index is not None and as_text is not None and as_index != as_text:
         raise LlamabenchError(

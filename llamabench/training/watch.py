@@ -67,7 +67,8 @@ class Watcher:
 
     def loop(self, every: float, once: bool) -> int:
         """Poll until interrupted (or, with ``once``, twice); 1 when ``once`` found a regression or a check that
-        could not run (refused, or numbers that are not numbers), else 0."""
+        could not run (refused, or numbers that are not numbers), else 0 (an INCONCLUSIVE check too, as ``check``
+        exits)."""
         regressions, polls = 0, 0
         print(f"watching {self.root} every {every:g} s; runs go to {self.config.output_dir}", flush=True)
         try:
@@ -240,10 +241,17 @@ class Watcher:
         print(terminal(f"check: {run.manifest.model} vs {reference.manifest.model}"))
         print(format_comparisons(rows, self.alpha, unchecked(reference, run)), flush=True)
         regressed = [f"{row.task}/{row.metric}" for row in rows if row.failed]
-        verdict = {"check/passed": float(not regressed), "check/regressed_metrics": float(len(regressed))}
+        undecided = [f"{row.task}/{row.metric}" for row in rows if row.inconclusive]
+        verdict = {
+            "check/passed": float(not regressed),
+            "check/regressed_metrics": float(len(regressed)),
+            "check/inconclusive_metrics": float(len(undecided)),
+        }
         self.evaluation.trackers.log_values(verdict, run.manifest.step)
         if regressed:
             print(terminal(f"REGRESSION at step {run.manifest.step}: {', '.join(regressed)}"), flush=True)
+        elif undecided:
+            print(terminal(f"INCONCLUSIVE at step {run.manifest.step}: {', '.join(undecided)}"), flush=True)
         return len(regressed)
 
     def watched_manifests(self) -> list[Manifest]:

@@ -11,19 +11,20 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from llamabench.digits import ascii_int
 from llamabench.errors import LlamabenchError
 from llamabench.metrics import METRICS
 from llamabench.records.comparability import differences, same_tokenizer
 from llamabench.records.results import RunResult, format_number
 from llamabench.records.summary import RunSummary, summarize
 
-_STEP = re.compile(r"(?:step|checkpoint|ckpt|iter)[-_]?(\d+)", re.IGNORECASE)
+_STEP = re.compile(r"(?:step|checkpoint|ckpt|iter)[-_]?([0-9]+)", re.IGNORECASE)
 
 
 def checkpoint_step(name: str) -> int | None:
     """The training step in a name such as ``step1000``, ``checkpoint-1000`` or ``ckpt_1000``, or a bare number."""
-    if name.strip().isdigit():
-        return int(name)
+    if ascii_int(name) is not None:
+        return ascii_int(name)
     found = _STEP.findall(name)
     return int(found[-1]) if found else None
 
