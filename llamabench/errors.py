@@ -8,8 +8,12 @@ class LlamabenchError(Exception):
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message (at most ``limit`` characters), or "" when it has none."""
-    return (str(exc).strip().splitlines() or [""])[0][:limit]
+    """The first line of an exception's message, or "" when it has none. A longer line than ``limit`` characters is
+    cut between words (never inside a URL or a path) and ends in `` [...]``, so the cut shows."""
+    line = (str(exc).strip().splitlines() or [""])[0]
+    if len(line) <= limit:
+        return line
+    return line[: limit - len(" [...]") + 1].rsplit(" ", 1)[0].rstrip() + " [...]"
 
 
 def warn(message: str) -> None:

@@ -3,6 +3,9 @@ from pathlib import Path
 
 import pytest
 
+# The tiny random LLaMA and its byte tokenizer are those of `llamabench examples` (the docs' checkpoints).
+from llamabench.examples import byte_tokenizer, tiny_llama
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -17,7 +20,10 @@ def data_dir() -> Path:
     if not path.is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"shared data not found at {path}; CI must have ../shared beside the checkout")
-        pytest.skip(f"shared data not found at {path}; set LLAMABENCH_DATA")
+        pytest.skip(
+            f"shared test data not found at {path} (WikiText-2 test, WMT22 de-en, CNN/DM REALSumm-100, SQuAD v1.1 dev, "
+            "XSum ROUGE pairs): docs/ci.md 'The test data' says where each comes from; set LLAMABENCH_DATA to it"
+        )
     return path
 
 
@@ -39,45 +45,6 @@ LM_EVAL_ROLLING_TASK = {
     "doc_to_target": "{{text}}",
     "metric_list": [{"metric": metric} for metric in PERPLEXITIES],
 }
-
-
-def byte_tokenizer():
-    """A byte-level tokenizer (one token per UTF-8 byte) with <s>=256 and </s>=257, built offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    vocab.update({"<s>": 256, "</s>": 257})
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    core.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="</s>")
-
-
-def tiny_llama(
-    seed: int = 0, max_positions: int = 256, hidden_size: int = 48, intermediate_size: int = 96, vocab_size: int = 258
-):
-    """A randomly initialised 2-layer LlamaForCausalLM over the byte vocabulary (``vocab_size`` rows: more leave
-    room for added tokens)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
-        bos_token_id=256,
-        eos_token_id=257,
-        pad_token_id=257,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 def save_tiny_model(folder: Path, seed: int = 0, **sizes) -> Path:

@@ -1,5 +1,5 @@
-"""Command line: ``llamabench run``, ``watch``, ``tasks``, ``runs``, ``report`` and ``check`` (``run`` and ``watch``
-in their own modules)."""
+"""Command line: ``llamabench run``, ``watch``, ``tasks``, ``runs``, ``report``, ``check`` and ``examples`` (``run``
+and ``watch`` in their own modules)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--exclude-contaminated", type=Path, default=None, metavar="DIR", help="check clean documents only"
     )
+    examples = commands.add_parser(
+        "examples", help="write the files the documentation's examples use (tiny checkpoints, text, the GGUF)"
+    )
+    examples.add_argument("dir", nargs="?", type=Path, default=Path("."), help="where (default: here)")
     return parser
 
 
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "check": _check,
         "contamination": contamination_command,
         "merge": _merge,
+        "examples": _examples,
     }
     try:
         return handlers[args.command](args)
@@ -152,6 +157,14 @@ def _one_line(exc: BaseException) -> str:
     else:
         reason = f"{type(exc).__name__}: {first_line(exc)}"
     return f"{reason}; check the disk, the path and its permissions (--debug shows where it happened)"
+
+
+def _examples(args: argparse.Namespace) -> int:
+    from llamabench.examples import write_examples
+
+    for path in write_examples(args.dir):
+        print(f"wrote {terminal(str(path))}")
+    return 0
 
 
 def _list_tasks(args: argparse.Namespace) -> int:

@@ -18,7 +18,10 @@ def add_watch_parser(commands) -> None:
     watch.add_argument("--baseline", default=None, metavar="RUN", help="check every checkpoint against this run")
     watch.add_argument("--every", type=float, default=60.0, help="seconds between polls (default 60)")
     watch.add_argument("--once", action="store_true", help="evaluate what is complete now (two polls), then exit")
-    watch.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default: reports/)")
+    # Not `report`'s reports/: a watch rewrites its report after every poll, and would overwrite that leaderboard.
+    watch.add_argument(
+        "--out", type=Path, default=Path("reports", "watch"), help="report folder (default: reports/watch/)"
+    )
     watch.add_argument(
         "--max-drop", action="append", default=[], metavar="METRIC=VALUE|PCT%", help="allowed drop (default 0)"
     )

@@ -25,6 +25,9 @@ from llamabench.trackers.base import TrackedRun, Tracker, run_metrics, run_param
 SECRET_VARIABLES = ("WANDB_API_KEY", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "DATABRICKS_TOKEN")
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _SECRET_QUERY = re.compile(r"(?i)((?:token|key|password|secret)=)[^&\s]+")
+# How much of a tool's refusal a warning keeps: MLflow 3's refusal of a `file:` store is one line of ~600 characters
+# whose last sentence is the way out (MLFLOW_ALLOW_FILE_STORE=true).
+_TOOL_ADVICE = 1000
 
 
 def redact(text: str) -> str:
@@ -101,8 +104,8 @@ class Trackers:
             self.started.pop(name, None)
             warn(
                 redact(
-                    f"--log-to {name}: not logged ({type(exc).__name__}: {first_line(exc)}); nothing more goes to "
-                    f"{name} in this process, the run is recorded as usual"
+                    f"--log-to {name}: not logged ({type(exc).__name__}: {first_line(exc, _TOOL_ADVICE)}); nothing "
+                    f"more goes to {name} in this process, the run is recorded as usual"
                 )
             )
 

@@ -1,6 +1,6 @@
 """``--log-to mlflow``: figures as metrics at the step, settings and fingerprint as params, files as artifacts.
 
-Configured by MLflow's own variables: ``MLFLOW_TRACKING_URI`` (default: MLflow's, ``./mlruns``),
+Configured by MLflow's own variables: ``MLFLOW_TRACKING_URI`` (default: MLflow's, ``./mlflow.db`` in 3.18),
 ``MLFLOW_EXPERIMENT_NAME`` (created when missing; default: MLflow's default experiment), credentials
 (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``). A run active in this process (``mlflow.start_run()``, a
 Trainer's MLflow integration) is logged into; otherwise a new run is made and ended afterwards. HTTP retries are
