@@ -1,0 +1,100 @@
+"""The benchmarks in bench/ at their smallest sizes: every timed run computes all the work it is timed for (no
+request cache, no memo or warm result of an earlier run), its own counters say so, and a ratio is printed only
+between runs that did the same full work (bench/common.py's rule, also tested here on hand-made records).
+
+A cache that slips into a timed path shows as a run that computed fewer requests, forward passes or positions
+than it answered, or fewer than the same side's other repeats of the same work.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import save_tiny_model
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from common import TimedRun, compare, fastest  # noqa: E402
+
+
+def run(job="job", side="side", seconds=1.0, requests=4, computed=4, work=100, forwards=10, positions=400):
+    return TimedRun(job, side, seconds, requests, computed, work, "tokens", forwards, positions)
+
+
+def test_ratio_between_runs_of_the_same_full_work():
+    slow, quick = run(side="peer", seconds=4.0), run(side="ours", seconds=1.0)
+    assert compare("speed-up", slow, quick).ratio == pytest.approx(4.0)
+    assert compare("speed-up", slow, quick).line() == "speed-up: 4.00x"
+
+
+@pytest.mark.parametrize(
+    ("other", "why"),
+    [
+        (run(seconds=0.001, forwards=0, positions=0), "ran 0 forward passes for 100 tokens"),
+        (run(seconds=0.001, computed=0), "computed 0 of 4 requests (4 served from a cache)"),
+        (run(computed=3), "computed 3 of 4 requests (1 served from a cache)"),
+        (run(work=0), "did no work"),
+        (run(positions=50), "computed 50 positions, fewer than its 100 tokens"),
+        (run(requests=5, computed=5), "answered 4 requests, side 5"),
+        (run(work=90), "did 100 tokens, side 90: not the same work"),
+    ],
+)
+def test_no_ratio_where_a_side_did_not_do_the_same_full_work(other, why):
+    refused = compare("speed-up", run(), other)
+    assert refused.ratio is None and why in refused.reason
+    assert refused.line().startswith("speed-up: no ratio: ")
+
+
+def test_work_tolerance_admits_a_small_difference_only():
+    assert compare("x", run(work=100), run(work=96), work_tolerance=0.05).ratio == pytest.approx(0.96)
+    assert compare("x", run(work=100), run(work=94), work_tolerance=0.05).ratio is None
+
+
+def test_fastest_picks_among_full_runs_only():
+    honest, cached = run(seconds=11.7), run(seconds=0.01, computed=0, forwards=0, positions=0)
+    assert fastest([honest, cached]) is honest
+    assert fastest([cached, run(seconds=20.0)]).seconds == 20.0
+    assert fastest([cached]) is cached  # and compare then refuses with its shortfall
+
+
+def assert_full_and_repeatable(runs: list[TimedRun], sides: int, per_side: int) -> None:
+    """Each run did its full work itself, and the repeats of one side counted the same work."""
+    for timed in runs:
+        assert timed.shortfall() is None, timed.line()
+    by_side: dict[tuple[str, str], list[TimedRun]] = {}
+    for timed in runs:
+        by_side.setdefault((timed.job, timed.side), []).append(timed)
+    assert len(by_side) == sides and all(len(repeats) == per_side for repeats in by_side.values()), by_side.keys()
+    for repeats in by_side.values():
+        counts = {(r.requests, r.computed, r.work, r.forwards, r.positions) for r in repeats}
+        assert len(counts) == 1, [r.line() for r in repeats]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Llama over bytes, with room for a whole SQuAD paragraph (no truncation on either side)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"), max_positions=2048)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_vs_lm_eval_repeats_compute_every_generation(tiny_model, data_dir, own_cache, capsys):
+    pytest.importorskip("lm_eval")
+    import vs_lm_eval
+
+    argv = ["--data-dir", str(data_dir), "--model", str(tiny_model), "--device", "cpu", "--jobs", "ppl,squad"]
+    runs = vs_lm_eval.main([*argv, "--ppl-docs", "1", "--qa-docs", "2", "--gen-batch-size", "2"])
+    out = capsys.readouterr().out
+    # ppl: one run a side; squad: two (--repeats 2) a side (wmt takes the same path)
+    assert_full_and_repeatable([r for r in runs if r.job == "wikitext2"], sides=2, per_side=1)
+    assert_full_and_repeatable([r for r in runs if r.job != "wikitext2"], sides=2, per_side=2)
+    assert all(timed.line() in out for timed in runs)
+    assert out.count("speed-up") == 2, out
