@@ -23,6 +23,9 @@ from pathlib import Path
 # The request methods of llamabench's backends and of lm-eval's models: what a Meter counts the requests of.
 LLAMABENCH_METHODS = ("loglikelihood", "loglikelihood_rolling", "generate")
 LM_EVAL_METHODS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+# Two greedy generations of the same prompts that part at a near-tie differ in length a little: kept tokens within
+# this fraction of each other are the same work (compare's work_tolerance for generation).
+GENERATION_TOLERANCE = 0.05
 
 
 def default_data_dir() -> Path:
@@ -111,6 +114,27 @@ def compare(label: str, base: TimedRun, other: TimedRun, *, work_tolerance: floa
     if reason is not None:
         return Comparison(label, None, reason)
     return Comparison(label, (other.work / other.seconds) / (base.work / base.seconds), None)
+
+
+def total(runs: list[TimedRun]) -> TimedRun:
+    """One side's slices of one job (the sides alternating slice by slice) as one run: times and counters summed."""
+
+    def summed(field: str) -> int | None:
+        values = [getattr(run, field) for run in runs]
+        return None if None in values else sum(values)
+
+    first = runs[0]
+    return TimedRun(
+        first.job,
+        first.side,
+        sum(run.seconds for run in runs),
+        summed("requests"),
+        summed("computed"),
+        summed("work"),
+        first.unit,
+        summed("forwards"),
+        summed("positions"),
+    )
 
 
 def fastest(runs: Iterable[TimedRun]) -> TimedRun:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import LLAMABENCH_METHODS, LM_EVAL_METHODS, Meter, TimedRun, compare, fastest
+from common import GENERATION_TOLERANCE, LLAMABENCH_METHODS, LM_EVAL_METHODS, Meter, TimedRun, compare, fastest
 
 from llamabench.backends.hf.backend import HFBackend
 from llamabench.backends.loading.gguf import dense_copy_dir
@@ -297,8 +297,8 @@ def report_generation(job: GenerationJob, runs: list[tuple[dict, dict]], backend
             f"| {side} | {record.seconds:.1f} | {record.work} | {record.work / record.seconds:.1f} | "
             f"{record.forwards} | {record.positions} | {steps} | {record.work / max(steps, 1):.1%} |"
         )
-    # Generations that part at a near-tie may differ in length: up to 5% of the kept tokens is the same work.
-    speed_up = compare("speed-up (kept tok/s)", best["lm-eval HF"], best["llamabench"], work_tolerance=0.05)
+    sides = best["lm-eval HF"], best["llamabench"]
+    speed_up = compare("speed-up (kept tok/s)", *sides, work_tolerance=GENERATION_TOLERANCE)
     same = sum(a == b for a, b in zip(theirs, mine, strict=True))
     print(f"{speed_up.line()}; identical generations: {same}/{len(mine)}")
     print(

@@ -8,8 +8,6 @@ than it answered, or fewer than the same side's other repeats of the same work.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -98,3 +96,30 @@ def test_vs_lm_eval_repeats_compute_every_generation(tiny_model, data_dir, own_c
     assert_full_and_repeatable([r for r in runs if r.job != "wikitext2"], sides=2, per_side=2)
     assert all(timed.line() in out for timed in runs)
     assert out.count("speed-up") == 2, out
+
+
+def test_mc_vs_lm_eval_both_sides_score_every_choice(tiny_model, data_dir, capsys):
+    pytest.importorskip("lm_eval")
+    import mc_vs_lm_eval
+
+    runs = mc_vs_lm_eval.main(["--data-dir", str(data_dir), "--model", str(tiny_model), "--questions", "4"])
+    out = capsys.readouterr().out
+    assert_full_and_repeatable(runs, sides=4, per_side=1)
+    assert {timed.requests for timed in runs} == {4 * mc_vs_lm_eval.N_CHOICES}
+    assert all(timed.line() in out for timed in runs)
+
+
+def test_gpu_throughput_smoke_runs_count_their_work(capsys):
+    pytest.importorskip("lm_eval")
+    import gpu_throughput
+
+    rows, _ = gpu_throughput.benchmark(["--smoke", "--model-shapes", "1b"])
+    out = capsys.readouterr().out
+    # rolling ppl (llamabench only: lm-eval's on smollm2 only), one generation a key/value cache, lm-eval's
+    runs = [row.run for row in rows]
+    assert len(runs) == 2 + len(gpu_throughput.KV_CACHES)
+    assert_full_and_repeatable(runs, sides=len(runs), per_side=1)
+    assert all(
+        row.peer is not None for row in rows if row.job.startswith("greedy generation,") and "lm-eval" not in row.job
+    )
+    assert all(timed.line() in out for timed in runs)
