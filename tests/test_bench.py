@@ -123,3 +123,32 @@ def test_gpu_throughput_smoke_runs_count_their_work(capsys):
         row.peer is not None for row in rows if row.job.startswith("greedy generation,") and "lm-eval" not in row.job
     )
     assert all(timed.line() in out for timed in runs)
+
+
+def test_profile_rolling_ppl_profiles_a_computed_window(tiny_model, data_dir, capsys):
+    pytest.importorskip("lm_eval")
+    import profile_rolling_ppl
+
+    argv = ["--data-dir", str(data_dir), "--model", str(tiny_model), "--tokens", "64", "--device", "cpu"]
+    runs = profile_rolling_ppl.main(argv)
+    out = capsys.readouterr().out
+    assert_full_and_repeatable(runs, sides=2, per_side=1)
+    assert {timed.work for timed in runs} == {64}  # every token of the window is scored (the first after <s>)
+    assert all(timed.line() in out for timed in runs)
+
+
+def test_fingerprint_speed_hashes_what_it_times(tiny_model, own_cache, capsys):
+    import fingerprint_speed
+
+    blake, sha, cold, warm, *in_memory = fingerprint_speed.main(["--mb", "1", "--model", str(tiny_model)])
+    out = capsys.readouterr().out
+    from llamabench.backends.loading.fingerprint import model_files
+
+    files = model_files(tiny_model)
+    for timed in (blake, sha, cold, *in_memory):
+        assert timed.shortfall() is None and timed.line() in out
+    assert blake.work == sha.work == 1_000_000
+    assert cold.computed == cold.requests == len(files) and cold.work == sum(p.stat().st_size for p in files)
+    # the memo figure is labelled as one: what the memo answered is counted, not passed off as hashing
+    assert warm.requests == len(files) and warm.line() in out
+    assert f"{len(files) - warm.computed} of {len(files)} files answered by the memo" in out
