@@ -152,3 +152,23 @@ def test_fingerprint_speed_hashes_what_it_times(tiny_model, own_cache, capsys):
     # the memo figure is labelled as one: what the memo answered is counted, not passed off as hashing
     assert warm.requests == len(files) and warm.line() in out
     assert f"{len(files) - warm.computed} of {len(files)} files answered by the memo" in out
+
+
+def test_cache_scale_steps_store_and_read_what_they_time(tmp_path, capsys):
+    import cache_scale
+
+    runs = cache_scale.main(["--rows", "20000", "--out", str(tmp_path / "cache-bench")])
+    out = capsys.readouterr().out
+    assert all(timed.shortfall() is None and timed.line() in out for timed in runs)
+    *batches, filled, opened, read = runs
+    assert [timed.work for timed in batches] == [200, 12_800, 20_000]  # min(20,000, 200 x batch) rows each
+    assert filled.work == 20_000 and read.work == read.requests == 200  # 100 keys from each 10,000 stored
+
+
+def test_report_scale_stores_and_reports_every_run(capsys):
+    import report_scale
+
+    runs = report_scale.main(["--runs", "2", "--docs", "3", "--prompt-chars", "20"])
+    out = capsys.readouterr().out
+    assert all(timed.shortfall() is None and timed.line() in out for timed in runs)
+    assert [(timed.requests, timed.work) for timed in runs] == [(2, 2), (2, 2)]
