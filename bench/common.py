@@ -183,7 +183,8 @@ class Meter:
             if hasattr(self.answerer, name):
                 self._wrap(self.answerer, name, self._count_requests)
         if self.vllm is not None:
-            self.vllm.reset_prefix_cache()  # nothing an earlier run left there is reused
+            if not self.vllm.reset_prefix_cache():  # nothing an earlier run left there is reused
+                raise RuntimeError("vLLM did not empty its prefix cache before a timed run")
             self._wrap(self.vllm, "generate", self._count_vllm)
         self.synchronize()
         self._start = time.perf_counter()
