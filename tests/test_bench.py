@@ -3,11 +3,16 @@ request cache, no memo or warm result of an earlier run), its own counters say s
 between runs that did the same full work (bench/common.py's rule, also tested here on hand-made records).
 
 A cache that slips into a timed path shows as a run that computed fewer requests, forward passes or positions
-than it answered, or fewer than the same side's other repeats of the same work.
+than it answered, or fewer than the same side's other repeats of the same work. engines.py needs the vLLM
+environment (``.venv-vllm`` or ``$LLAMABENCH_VLLM_PYTHON``) and is skipped without it; it is heavy: run it under
+``flock /tmp/llamabench-heavy.lock``.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -172,3 +177,49 @@ def test_report_scale_stores_and_reports_every_run(capsys):
     out = capsys.readouterr().out
     assert all(timed.shortfall() is None and timed.line() in out for timed in runs)
     assert [(timed.requests, timed.work) for timed in runs] == [(2, 2), (2, 2)]
+
+
+# A timed run's line (common.TimedRun.line) as engines.py prints it.
+RUN_LINE = re.compile(
+    r"^\s+(?P<job>\w+) (?P<side>\S+): [\d.]+ s; (?P<computed>\d+)/(?P<requests>\d+) requests computed, "
+    r"(?P<work>\d+) [a-z ]+?(?:, (?P<forwards>\d+) forward passes)?(?:, (?P<positions>\d+) positions computed)?"
+    r"(?:, \d+ prompt tokens from this run's own prefixes)?$",
+    re.MULTILINE,
+)
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> str:
+    python = os.environ.get("LLAMABENCH_VLLM_PYTHON") or str(BENCH.parent / ".venv-vllm" / "bin" / "python")
+    found = (
+        Path(python).is_file() and subprocess.run([python, "-c", "import vllm"], capture_output=True).returncode == 0
+    )
+    if not found:
+        message = f"no vLLM environment at {python}; run `bash install.sh vllm` or set LLAMABENCH_VLLM_PYTHON"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return python
+
+
+def test_engines_every_engine_computes_every_job(vllm_python, tmp_path, data_dir):
+    # vLLM's CPU attention needs a head size it has kernels for (32 here), so a wider tiny model than the others
+    model = save_tiny_model(tmp_path / "tiny", max_positions=2048, hidden_size=128, intermediate_size=256)
+    sizes = ["--ppl-docs", "1", "--mc-docs", "2", "--qa-docs", "2", "--wmt-docs", "2"]
+    command = [vllm_python, "engines.py", "--data-dir", str(data_dir), "--model", str(model), "--enforce-eager"]
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "LLAMABENCH_CACHE": str(tmp_path / "cache")}
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH.parent), env.get("PYTHONPATH", "")])
+    done = subprocess.run([*command, *sizes], cwd=BENCH, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [match.groupdict() for match in RUN_LINE.finditer(done.stdout)]
+    engines = {"llamabench-HF", "llamabench-vLLM", "lm-eval-vllm"}
+    assert {(run["job"], run["side"]) for run in runs} == {
+        (j, e) for j in ("ppl", "mc", "squad", "wmt") for e in engines
+    }
+    for run in runs:
+        assert run["computed"] == run["requests"] != "0" and int(run["work"]) > 0, run
+        assert int(run["positions"]) >= int(run["work"]), run  # vLLM's from its outputs, HF's from its passes
+        assert run["forwards"] is None or int(run["forwards"]) > 0, run
+    # a ratio may be refused only where two engines' greedy texts differ in length (a random model's near-ties)
+    shortfalls = ("served from a cache", "0 forward passes", "did no work", "positions, fewer")
+    assert not any(shortfall in done.stdout for shortfall in shortfalls), done.stdout
