@@ -2,11 +2,15 @@
 
 Three jobs, each run by lm-eval 0.4.13 (its own task machinery and HF backend, on local copies of the
 documents) and then by llamabench, interleaved so that machine load falls on both sides alike (generation jobs
-run ``--repeats`` times per side, alternating, and the faster run of each side counts):
+run ``--repeats`` times per side, alternating, and the faster of each side's runs that computed all their work
+counts):
 WikiText-2 rolling perplexity, greedy SQuAD answers (prefill-heavy: long prompts, 32 new tokens) and
 greedy WMT22 de-en translation (generation-heavy: 128 new tokens, stop at a newline). Prints wall time,
 tokens/s, the useful fraction of computed row-steps, agreement, and the speed ratio; every generation
-that differs is shown with the top-2 logit gap where the two diverge.
+that differs is shown with the top-2 logit gap where the two diverge. Every timed run computes: llamabench without
+its request cache, lm-eval without its own, each converting the documents itself; each run's counters (requests
+that reached the model, forward passes, positions) are printed beside its time, and the ratio only where both sides
+did the same full work (bench/common.py).
 
     python bench/vs_lm_eval.py --data-dir ../shared/data [--jobs ppl,squad,wmt] [--ppl-docs 62]
 
