@@ -6,6 +6,9 @@ Measures, on this machine, with the product's own ``RequestCache`` and ``CachedB
 - requests/s read back by ``get_many`` (what a restarted driver does for every request of a call);
 - seconds to open a cache holding ``--rows`` requests (``RequestCache`` runs ``PRAGMA quick_check`` on open).
 
+Each timed step prints what it did itself beside its time (rows the table gained, keys found), so a step that
+stored or read nothing cannot pass for a fast one.
+
     python bench/cache_scale.py --rows 1000000 --out /tmp/cache-bench    # about a minute, 0.3 GB of disk
 """
 
@@ -15,8 +18,9 @@ import argparse
 import os
 import random
 import shutil
-import time
 from pathlib import Path
+
+from common import Meter, TimedRun
 
 from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest
@@ -35,46 +39,63 @@ def results(count: int, start: int, rng: random.Random) -> dict[str, object]:
     return items
 
 
-def main() -> None:
+def stored(job: str, cache: RequestCache, batches: list[dict]) -> TimedRun:
+    """``put_many`` of each batch, timed; the rows the table gained are counted by SQLite itself."""
+    before = len(cache)
+    with Meter() as meter:
+        for batch in batches:
+            cache.put_many(batch)
+    gained = len(cache) - before
+    return meter.record(job, "put_many", sum(map(len, batches)), gained, "rows stored", computed=gained)
+
+
+def main(argv: list[str] | None = None) -> list[TimedRun]:
+    """Print the figures; returns every timed step."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/cache-bench"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     shutil.rmtree(args.out, ignore_errors=True)
     rng = random.Random(0)
     print(f"machine: {os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.2f}")
+    runs = []
     for batch in (1, 64, 1024):
-        cache = RequestCache(args.out / f"batch{batch}.sqlite")
         items = list(results(min(20_000, 200 * batch), 0, rng).items())
-        tick = time.perf_counter()
-        for start in range(0, len(items), batch):
-            cache.put_many(dict(items[start : start + batch]))
-        seconds = time.perf_counter() - tick
-        print(f"put_many batch {batch:>5}: {len(items) / seconds:>9.0f} requests/s ({len(items)} stored)")
+        batches = [dict(items[start : start + batch]) for start in range(0, len(items), batch)]
+        timed = stored(f"batch {batch}", RequestCache(args.out / f"batch{batch}.sqlite"), batches)
+        print(f"put_many batch {batch:>5}: {timed.work / timed.seconds:>9.0f} requests/s ({timed.line()})")
+        runs.append(timed)
     path = args.out / "big.sqlite"
     cache = RequestCache(path)
-    tick = time.perf_counter()
     keys: list[str] = []
-    for start in range(0, args.rows, 10_000):
-        items = results(min(10_000, args.rows - start), start, rng)
-        cache.put_many(items)
-        keys += rng.sample(list(items), 100)
-    filled = time.perf_counter() - tick
-    print(f"filled {args.rows} rows in {filled:.1f} s ({args.rows / filled:.0f} requests/s in batches of 10,000)")
+    with Meter() as meter:  # key hashing included, as a run pays it
+        for start in range(0, args.rows, 10_000):
+            items = results(min(10_000, args.rows - start), start, rng)
+            cache.put_many(items)
+            keys += rng.sample(list(items), min(100, len(items)))
+    gained = len(cache)
+    filled = meter.record("fill", "put_many, keys hashed", args.rows, gained, "rows stored", computed=gained)
+    print(
+        f"filled {args.rows} rows in {filled.seconds:.1f} s ({gained / filled.seconds:.0f} requests/s in batches of "
+        f"10,000; {filled.line()})"
+    )
     del cache
     size = sum(f.stat().st_size for f in args.out.glob("big.sqlite*"))
-    tick = time.perf_counter()
-    cache = RequestCache(path)
-    opened = time.perf_counter() - tick
-    print(f"open (with quick_check) of {args.rows} rows, {size / 1e6:.0f} MB: {opened:.2f} s")
-    tick = time.perf_counter()
-    found = cache.get_many(keys)
-    seconds = time.perf_counter() - tick
+    with Meter() as meter:
+        cache = RequestCache(path)
+    opened = meter.record("open", "quick_check", 1, size, "bytes in the file", computed=1)
+    print(
+        f"open (with quick_check) of {len(cache)} rows, {size / 1e6:.0f} MB: {opened.seconds:.2f} s ({opened.line()})"
+    )
+    with Meter() as meter:
+        found = cache.get_many(keys)
+    read = meter.record("get_many", "get_many", len(keys), len(found), "rows read", computed=len(found))
     print(
         f"get_many of {len(keys)} distinct keys spread over the file ({len(found)} found): "
-        f"{len(keys) / seconds:.0f} requests/s"
+        f"{len(found) / read.seconds:.0f} requests/s ({read.line()})"
     )
     print(f"load average at end {os.getloadavg()[0]:.2f}")
+    return [*runs, filled, opened, read]
 
 
 if __name__ == "__main__":

@@ -24,13 +24,21 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 import transformers
-from common import default_data_dir, instances
+from common import (
+    GENERATION_TOLERANCE,
+    LLAMABENCH_METHODS,
+    LM_EVAL_METHODS,
+    Meter,
+    TimedRun,
+    compare,
+    default_data_dir,
+    instances,
+)
 
 from llamabench.backends.hf.backend import HFBackend
 from llamabench.config import KV_CACHES
@@ -82,18 +90,18 @@ SMOKE = Sizes(256, 5, 512, 4, 8, 4, (8, 32), shrink=True)
 
 @dataclass(frozen=True)
 class Row:
-    """One timed job; ``flops_per_token`` gives its MFU and ``peer_tokens_per_s`` its ratio to lm-eval."""
+    """One timed job on one model: its run and counters; ``flops_per_token`` gives its MFU, ``peer`` (lm-eval's run
+    of the same work) its ratio."""
 
     job: str
     model: str
-    tokens: int
-    seconds: float
+    run: TimedRun
     flops_per_token: float | None = None
-    peer_tokens_per_s: float | None = None
+    peer: TimedRun | None = None
 
     @property
     def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds
+        return self.run.work / self.run.seconds
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -205,47 +213,64 @@ def lm_eval_peer(backend: HFBackend, batch_size: int):
     )
 
 
-def warm_then_time(run: Callable[[list], T], requests: list, device: torch.device) -> tuple[T, float]:
-    """Run one request untimed (kernel selection, allocator growth), then time them all."""
-    run(requests[-1:])
-    return timed(lambda: run(requests), device)
+def warm_then_time(
+    backend: HFBackend, answerer, method: str, requests: list, device: torch.device, **options
+) -> tuple[list, Meter]:
+    """``answerer.method`` (llamabench's backend or lm-eval's model, both over ``backend``'s model) on one request
+    untimed (kernel selection, allocator growth: nothing it returns is kept), then on all of them, timed by a
+    :class:`Meter` counting the model's passes and the requests reaching ``answerer``'s request methods."""
+    getattr(answerer, method)(requests[-1:], **options)
+    methods = LLAMABENCH_METHODS if answerer is backend else LM_EVAL_METHODS
+    with Meter(model=backend.model, answerer=answerer, methods=methods, synchronize=lambda: synchronize(device)) as m:
+        result = getattr(answerer, method)(requests, **options)  # looked up now: the meter's counting version
+    return result, m
 
 
 def perplexity_rows(name: str, backend: HFBackend, texts: list[str], peer, device: torch.device) -> list[Row]:
-    """Rolling log-likelihood of ``texts`` through llamabench, and through lm-eval when ``peer`` is given."""
+    """Rolling log-likelihood of ``texts`` through llamabench, and through lm-eval when ``peer`` is given; each
+    side's tokens scored counted from its own results or its own tokenizer."""
     flops = 2.0 * matmul_params(backend.model)
-    results, seconds = warm_then_time(backend.loglikelihood_rolling, [RollingRequest(t) for t in texts], device)
-    tokens = sum(n for _, n in results)
+    job = f"rolling ppl {name}"
+    requests = [RollingRequest(t) for t in texts]
+    results, meter = warm_then_time(backend, backend, "loglikelihood_rolling", requests, device)
+    run = meter.record(job, "llamabench", len(texts), sum(n for _, n in results), "tokens scored")
     if peer is None:
-        return [Row("rolling ppl", name, tokens, seconds, flops)]
-    peer_run = partial(peer.loglikelihood_rolling, disable_tqdm=True)
-    _, peer_seconds = warm_then_time(peer_run, instances("loglikelihood_rolling", [(t,) for t in texts]), device)
-    return [
-        Row("rolling ppl", name, tokens, seconds, flops, tokens / peer_seconds),
-        Row("rolling ppl, lm-eval", name, tokens, peer_seconds, flops),
-    ]
+        return [Row("rolling ppl", name, run, flops)]
+    peer_requests = instances("loglikelihood_rolling", [(t,) for t in texts])
+    _, meter = warm_then_time(backend, peer, "loglikelihood_rolling", peer_requests, device, disable_tqdm=True)
+    scored = sum(len(peer.tok_encode(t)) for t in texts)
+    peer_timed = meter.record(job, "lm-eval", len(texts), scored, "tokens scored")
+    return [Row("rolling ppl", name, run, flops, peer_timed), Row("rolling ppl, lm-eval", name, peer_timed, flops)]
 
 
 def generation_rows(
     name: str, backend: HFBackend, prompts: list[str], max_new: int, peer, device: torch.device
 ) -> tuple[list[Row], int | None]:
     """Greedy generation (stopping at EOS only) through llamabench, with each key/value cache, and lm-eval:
-    the rows, and the fewest generations equal to lm-eval's over the caches (``None`` without lm-eval)."""
+    the rows, and the fewest generations equal to lm-eval's over the caches (``None`` without lm-eval). Each run's
+    tokens are its own texts' tokens."""
+
+    def kept(texts: list[str]) -> int:
+        return sum(len(backend.tokenizer(text, add_special_tokens=False).input_ids) for text in texts)
+
+    job = f"greedy generation {name}"
     runs = {}
     for kv_cache in KV_CACHES:
         backend.kv_cache = kv_cache
-        runs[kv_cache] = warm_then_time(backend.generate, [GenerationRequest(p, max_new) for p in prompts], device)
-    tokens = sum(len(backend.tokenizer(text, add_special_tokens=False).input_ids) for text in runs["dynamic"][0])
+        requests = [GenerationRequest(p, max_new) for p in prompts]
+        texts, meter = warm_then_time(backend, backend, "generate", requests, device)
+        runs[kv_cache] = (
+            texts,
+            meter.record(job, f"llamabench {kv_cache} cache", len(prompts), kept(texts), "kept tokens"),
+        )
     if peer is None:
-        return [Row(f"greedy generation, {kv} cache", name, tokens, s) for kv, (_, s) in runs.items()], None
+        return [Row(f"greedy generation, {kv} cache", name, run) for kv, (_, run) in runs.items()], None
     settings = [(p, {"until": [], "max_gen_toks": max_new, "do_sample": False}) for p in prompts]
-    peer_run = partial(peer.generate_until, disable_tqdm=True)
-    theirs, peer_seconds = warm_then_time(peer_run, instances("generate_until", settings), device)
-    rows = [
-        Row(f"greedy generation, {kv} cache", name, tokens, s, peer_tokens_per_s=tokens / peer_seconds)
-        for kv, (_, s) in runs.items()
-    ]
-    rows.append(Row("greedy generation, lm-eval", name, tokens, peer_seconds))
+    peer_requests = instances("generate_until", settings)
+    theirs, meter = warm_then_time(backend, peer, "generate_until", peer_requests, device, disable_tqdm=True)
+    peer_timed = meter.record(job, "lm-eval", len(prompts), kept(theirs), "kept tokens")
+    rows = [Row(f"greedy generation, {kv} cache", name, run, peer=peer_timed) for kv, (_, run) in runs.items()]
+    rows.append(Row("greedy generation, lm-eval", name, peer_timed))
     equal = [sum(a == b for a, b in zip(ours, theirs, strict=True)) for ours, _ in runs.values()]
     return rows, min(equal)
 
@@ -280,21 +305,28 @@ def run_model(
 
 
 def format_table(rows: list[Row], dtype: torch.dtype, peak: float) -> str:
+    """The table, then every run's counters and every ratio left out with the reason (bench/common.py's rule)."""
     lines = [
         "| job | model | dtype | tokens | seconds | tokens/s | MFU | ratio vs lm-eval |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
+    notes = []
     for row in rows:
         mfu = "–" if row.flops_per_token is None else f"{100 * row.flops_per_token * row.tokens_per_s / peak:.1f}%"
-        ratio = "–" if row.peer_tokens_per_s is None else f"{row.tokens_per_s / row.peer_tokens_per_s:.2f}x"
+        ratio = "–"
+        if row.peer is not None:
+            tolerance = GENERATION_TOLERANCE if row.job.startswith("greedy") else 0.0
+            versus = compare(f"{row.job} {row.model} vs lm-eval", row.peer, row.run, work_tolerance=tolerance)
+            ratio = f"{versus.ratio:.2f}x" if versus.ratio is not None else "none (below)"
+            notes += [] if versus.ratio is not None else [versus.line()]
         lines.append(
-            f"| {row.job} | {row.model} | {dtype_name(dtype)} | {row.tokens} | {row.seconds:.2f} | "
+            f"| {row.job} | {row.model} | {dtype_name(dtype)} | {row.run.work} | {row.run.seconds:.2f} | "
             f"{row.tokens_per_s:,.0f} | {mfu} | {ratio} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *(row.run.line() for row in rows), *notes])
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-shapes", default="smollm2,1b,7b", help="comma-separated: smollm2, 1b, 7b")
     parser.add_argument("--ppl-tokens", type=int, help=f"tokens of rolling perplexity (default {FULL.ppl_tokens})")
@@ -303,7 +335,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help=f"sequences per batch, both backends ({FULL.batch_size})")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes and work: checks the script, on a CPU too")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="WikiText-2 and SQuAD (smollm2)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.model_shapes = [s.strip() for s in args.model_shapes.split(",") if s.strip()]
     unknown = set(args.model_shapes) - {"smollm2", *SHAPES}
     if unknown:
@@ -319,8 +351,15 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     return replace(SMOKE if args.smoke else FULL, **{f: getattr(args, f) for f in flags if getattr(args, f)})
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    """Every job on every model; 1 when generations differ from lm-eval's."""
+    rows, failed = benchmark(argv)
+    return int(failed)
+
+
+def benchmark(argv: list[str] | None = None) -> tuple[list[Row], bool]:
+    """Print the figures; returns the rows and whether generations differ from lm-eval's."""
+    args = parse_args(argv)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its warnings about being handed a model object
     sizes = sizes_from(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -350,7 +389,8 @@ def main() -> int:
         f"(random models: {CONTEXT}); {sizes.gen_prompts} prompts × at most {sizes.max_new_tokens} greedy new "
         f"tokens, stopping at EOS only; batch size {sizes.batch_size} for both backends. lm-eval's perplexity runs "
         "on smollm2 only (it keeps batch × context × vocabulary log-probabilities, too many for 128k vocabularies). "
-        "Ratio: llamabench's tokens/s over lm-eval's on the same work."
+        "Ratio: llamabench's tokens/s over lm-eval's, printed only where both computed the same work in full "
+        "(their counters follow the table)."
     )
     print(f"\n{format_table(rows, dtype, peak)}\n")
     compared = {shape: count for shape, count in equal.items() if count is not None}
@@ -359,7 +399,7 @@ def main() -> int:
     differ = [shape for shape, count in compared.items() if count != sizes.gen_prompts]
     if differ:
         print(f"FAIL: generations differ from lm-eval's on {', '.join(differ)}", file=sys.stderr)
-    return int(bool(differ))
+    return rows, bool(differ)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@
   other segments (seeded). Context and choices about as long as each other: little to share.
 
 lm-eval 0.4.13's ``HFLM`` and llamabench's backend score the same requests on the same model object (fp32),
-alternating slice by slice, after a warm-up outside the timing; the script prints each side's wall time, the ratio,
-both accuracies and the largest relative difference between their log-likelihoods.
+alternating slice by slice, after a warm-up on two other questions outside the timing; neither side has a request
+cache here. The script prints each side's wall time, the ratio (bench/common.py's rule), both accuracies, the
+largest relative difference between their log-likelihoods, and each side's counters (requests that reached it,
+forward passes and positions of the shared model).
 
     python bench/mc_vs_lm_eval.py [--data-dir ../shared/data] [--questions 48] [--lm-eval-batch-size 16]
 """
@@ -20,11 +22,19 @@ import json
 import platform
 import random
 import re
-import time
 from pathlib import Path
 
 import torch
-from common import default_data_dir, instances
+from common import (
+    LLAMABENCH_METHODS,
+    LM_EVAL_METHODS,
+    Meter,
+    TimedRun,
+    compare,
+    default_data_dir,
+    instances,
+    total,
+)
 
 from llamabench.backends.hf.backend import HFBackend
 from llamabench.requests import LoglikelihoodRequest
@@ -87,25 +97,28 @@ def accuracy(docs: list[dict], scores: list[float]) -> float:
     return right / len(docs)
 
 
-def interleaved(sides: dict, arguments: list[tuple[str, str]], rounds: int) -> dict[str, tuple[float, list[float]]]:
-    """Each side's total seconds and scores over ``rounds`` slices of whole questions, the sides alternating
-    slice by slice, so that load from other processes on a shared machine falls on both alike."""
+def interleaved(job: str, sides: dict, arguments: list[tuple[str, str]], rounds: int) -> dict[str, tuple]:
+    """Each side's run (its slices' times and counters summed) and scores over ``rounds`` slices of whole
+    questions, the sides alternating slice by slice, so that load from other processes on a shared machine falls
+    on both alike. ``sides``: name -> (score function, Meter settings)."""
     per_round = -(-len(arguments) // (rounds * N_CHOICES)) * N_CHOICES
-    totals = {name: (0.0, []) for name in sides}
+    slices: dict[str, list[TimedRun]] = {name: [] for name in sides}
+    scores: dict[str, list[float]] = {name: [] for name in sides}
     for start in range(0, len(arguments), per_round):
         chunk = arguments[start : start + per_round]
-        for name, score in sides.items():
-            began = time.perf_counter()
-            scores = score(chunk)
-            seconds, so_far = totals[name]
-            totals[name] = (seconds + time.perf_counter() - began, so_far + scores)
-    return totals
+        for name, (score, counted) in sides.items():
+            with Meter(**counted) as meter:
+                got = score(chunk)
+            slices[name].append(meter.record(job, name, len(chunk), len(got), "choices scored"))
+            scores[name] += got
+    return {name: (total(slices[name]), scores[name]) for name in sides}
 
 
 JOBS = {"SQuAD answer sentence": squad_questions, "WMT22 reference": wmt_questions}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[TimedRun]:
+    """Both jobs, each side's counters and the table; returns every side's run of each job."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
@@ -113,11 +126,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=4, help="slices the two sides alternate on")
     parser.add_argument("--lm-eval-batch-size", type=int, default=16, help="its 'auto' needs CUDA")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from lm_eval.models.huggingface import HFLM
 
-    backend = HFBackend.load(args.model, device="cpu", dtype="float32")
+    backend = HFBackend.load(args.model, device="cpu", dtype="float32")  # no request cache: the backend itself
     backend.progress = False
     peer = HFLM(pretrained=backend.model, tokenizer=backend.tokenizer, batch_size=args.lm_eval_batch_size)
 
@@ -137,25 +150,38 @@ def main() -> None:
         "| max rel. diff |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    runs, notes = [], []
     for job, build in JOBS.items():
         docs = build(args.data_dir, args.questions, args.seed)
         warm_up = pairs(build(args.data_dir, args.questions + 2, args.seed + 1)[-2:])  # two unseen questions
         for score in (lm_eval_scores, llamabench_scores):
             score(warm_up)
-        sides = {"lm-eval": lm_eval_scores, "llamabench": llamabench_scores}
-        totals = interleaved(sides, pairs(docs), args.rounds)
+        sides = {
+            "lm-eval": (lm_eval_scores, {"model": backend.model, "answerer": peer, "methods": LM_EVAL_METHODS}),
+            "llamabench": (
+                llamabench_scores,
+                {"model": backend.model, "answerer": backend, "methods": LLAMABENCH_METHODS},
+            ),
+        }
+        totals = interleaved(job, sides, pairs(docs), args.rounds)
         print(row(job, backend, docs, totals["lm-eval"], totals["llamabench"]))
+        notes += [totals["lm-eval"][0].line(), totals["llamabench"][0].line()]
+        runs += [totals["lm-eval"][0], totals["llamabench"][0]]
+    print("\n" + "\n".join(notes))
+    return runs
 
 
 def row(job: str, backend: HFBackend, docs: list[dict], theirs: tuple, mine: tuple) -> str:
-    """The job's table row: sizes, both sides' seconds and accuracy, the largest relative log-likelihood gap."""
-    (theirs_s, their_scores), (mine_s, my_scores) = theirs, mine
+    """The job's table row: sizes, both sides' seconds and accuracy, the speed-up (or why there is none), the
+    largest relative log-likelihood gap."""
+    (theirs_run, their_scores), (mine_run, my_scores) = theirs, mine
     tokens = sum(len(backend.tokenizer(c + x, add_special_tokens=False).input_ids) for c, x in pairs(docs))
     rel = max(abs(a - b) / abs(b) for a, b in zip(my_scores, their_scores, strict=True))
+    speed_up = compare("speed-up", theirs_run, mine_run)
+    ratio = f"{speed_up.ratio:.2f}x" if speed_up.ratio is not None else speed_up.line()
     return (
-        f"| {job} among {N_CHOICES} | {len(docs)} | {tokens} | {theirs_s:.1f} | {mine_s:.1f} | "
-        f"{theirs_s / mine_s:.2f}x | {accuracy(docs, their_scores):.4f} | {accuracy(docs, my_scores):.4f} | "
-        f"{rel:.1e} |"
+        f"| {job} among {N_CHOICES} | {len(docs)} | {tokens} | {theirs_run.seconds:.1f} | {mine_run.seconds:.1f} | "
+        f"{ratio} | {accuracy(docs, their_scores):.4f} | {accuracy(docs, my_scores):.4f} | {rel:.1e} |"
     )
 
 

@@ -4,7 +4,8 @@ synthetic runs, and the store's bytes per run.
 Every run has the same ``--docs`` documents per task, each with a ``--prompt-chars`` long prompt (a reading
 passage, as SQuAD has), as the runs of one training do. The store is built once with ``RunStore.add`` (the
 code on ``PYTHONPATH``), then ``llamabench report`` runs in a child process whose peak RSS is read from
-``getrusage``.
+``getrusage``. Each timed step prints what it did beside its time: the runs the store holds after it, the runs
+the report's pages name.
 
     PYTHONPATH=. python bench/report_scale.py --runs 200 --docs 500 --prompt-chars 2000
 
@@ -22,10 +23,10 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
+from common import Meter, TimedRun
 
 
 def synthetic_run(index: int, docs: int, prompt_chars: int):
@@ -63,31 +64,41 @@ def synthetic_run(index: int, docs: int, prompt_chars: int):
     return RunResult(results_frame(rows), samples, manifest)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[TimedRun]:
+    """Print the figures; returns the store's and the report's timed runs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--docs", type=int, default=500)
     parser.add_argument("--prompt-chars", type=int, default=2000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from llamabench.records.store import RunStore
 
     with tempfile.TemporaryDirectory() as scratch:
         runs_dir = Path(scratch) / "runs"
         store = RunStore.in_dir(runs_dir)
-        began = time.perf_counter()
-        for index in range(args.runs):
-            store.add(synthetic_run(index, args.docs, args.prompt_chars))
-        built = time.perf_counter() - began
+        with Meter() as meter:
+            for index in range(args.runs):
+                store.add(synthetic_run(index, args.docs, args.prompt_chars))
+        held = len(store.list())
+        built = meter.record("store", "RunStore.add", args.runs, held, "runs stored", computed=held)
         size = store.path.stat().st_size
         text = 2 * args.docs * args.prompt_chars
-        print(f"store: {args.runs} runs in {built:.1f} s, {size / 1e6:.1f} MB ({size / args.runs / 1e6:.2f} MB/run; ")
+        print(
+            f"store: {args.runs} runs in {built.seconds:.1f} s, {size / 1e6:.1f} MB "
+            f"({size / args.runs / 1e6:.2f} MB/run; "
+        )
         print(f"       the prompts of one run are {text / 1e6:.2f} MB)")
-        began = time.perf_counter()
-        argv = [sys.executable, "-m", "llamabench", "report", "--output-dir", str(runs_dir)]
-        subprocess.run([*argv, "--out", str(Path(scratch) / "report")], check=True, stdout=subprocess.DEVNULL)
-        seconds = time.perf_counter() - began
+        print(f"       {built.line()}")
+        report = Path(scratch) / "report"
+        argv = [sys.executable, "-m", "llamabench", "report", "--output-dir", str(runs_dir), "--out", str(report)]
+        with Meter() as meter:
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        pages = " ".join(page.read_text(errors="replace") for page in report.rglob("*") if page.is_file())
+        named = sum(f"run-{index:05d}" in pages for index in range(args.runs))
+        reported = meter.record("report", "llamabench report", args.runs, named, "runs named", computed=named)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kilobytes on Linux
-        print(f"report: {seconds:.1f} s, peak RSS {peak:.0f} MB")
+        print(f"report: {reported.seconds:.1f} s, peak RSS {peak:.0f} MB ({reported.line()})")
+    return [built, reported]
 
 
 if __name__ == "__main__":

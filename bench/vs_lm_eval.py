@@ -2,11 +2,15 @@
 
 Three jobs, each run by lm-eval 0.4.13 (its own task machinery and HF backend, on local copies of the
 documents) and then by llamabench, interleaved so that machine load falls on both sides alike (generation jobs
-run ``--repeats`` times per side, alternating, and the faster run of each side counts):
+run ``--repeats`` times per side, alternating, and the faster of each side's runs that computed all their work
+counts):
 WikiText-2 rolling perplexity, greedy SQuAD answers (prefill-heavy: long prompts, 32 new tokens) and
 greedy WMT22 de-en translation (generation-heavy: 128 new tokens, stop at a newline). Prints wall time,
 tokens/s, the useful fraction of computed row-steps, agreement, and the speed ratio; every generation
-that differs is shown with the top-2 logit gap where the two diverge.
+that differs is shown with the top-2 logit gap where the two diverge. Every timed run computes: llamabench without
+its request cache, lm-eval without its own, each converting the documents itself; each run's counters (requests
+that reached the model, forward passes, positions) are printed beside its time, and the ratio only where both sides
+did the same full work (bench/common.py).
 
     python bench/vs_lm_eval.py --data-dir ../shared/data [--jobs ppl,squad,wmt] [--ppl-docs 62]
 
@@ -19,11 +23,11 @@ import argparse
 import json
 import platform
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from common import GENERATION_TOLERANCE, LLAMABENCH_METHODS, LM_EVAL_METHODS, Meter, TimedRun, compare, fastest
 
 from llamabench.backends.hf.backend import HFBackend
 from llamabench.backends.loading.gguf import dense_copy_dir
@@ -35,9 +39,10 @@ from llamabench.tasks.data import read_jsonl, read_wikitext_documents
 
 QA_PROMPT = "{{ context }}\n\nQ: {{ question }}\nA (a short span copied from the text above):"
 WMT_PROMPT = "Translate the following German text into English.\nGerman: {{ source }}\nEnglish:"
+# force_redownload: every run converts the documents itself, none reads the arrow copy an earlier run left
 LOCAL_JSON = """\
 dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}}}
+dataset_kwargs: {{data_files: {{test: {data}}}, download_mode: force_redownload}}
 test_split: test
 """
 LM_EVAL_PPL = """\
@@ -111,58 +116,55 @@ def write_inputs(folder: Path, args: argparse.Namespace) -> None:
 
 
 def run_lm_eval(folder: Path, pretrained: str, args: argparse.Namespace, task: str, batch_size: str) -> dict:
-    """One lm-eval task; also counts the row-steps its HF ``generate`` computed (rows x steps per batch)."""
+    """One lm-eval task with its request cache off, timed with its counters (requests reaching the model, forward
+    passes, positions); also counts the row-steps its HF ``generate`` computed (rows x steps per batch)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     model = HFLM(pretrained=pretrained, device=args.device, dtype=args.dtype, batch_size=batch_size)
-    row_steps, forwards = [0], [0]
+    row_steps = [0]
     generate = model._model_generate
 
     def counted(context, *a, **kw):
         out = generate(context, *a, **kw)
-        forwards[0] += out.shape[1] - context.shape[1]
         row_steps[0] += out.shape[0] * (out.shape[1] - context.shape[1])
         return out
 
     model._model_generate = counted
-    start = time.perf_counter()
-    out = lm_eval.simple_evaluate(
-        model=model,
-        tasks=[task],
-        task_manager=TaskManager(include_path=str(folder)),
-        log_samples=True,
-        bootstrap_iters=0,
-    )
-    seconds = time.perf_counter() - start
+    with Meter(model=model.model, answerer=model, methods=LM_EVAL_METHODS) as meter:
+        out = lm_eval.simple_evaluate(
+            model=model,
+            tasks=[task],
+            # its index of our folder only, as llamabench reads only its tasks folder (its ~13,000 built-in task
+            # files are start-up, not evaluation)
+            task_manager=TaskManager(include_path=str(folder), include_defaults=False),
+            log_samples=True,
+            bootstrap_iters=0,
+            use_cache=None,  # its request cache: off
+            cache_requests=False,
+        )
     results = {k.split(",")[0]: v for k, v in out["results"][task].items() if "," in k and "stderr" not in k}
     samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
-    return {
-        "seconds": seconds,
-        "results": results,
-        "samples": samples,
-        "row_steps": row_steps[0],
-        "forwards": forwards[0],
-    }
+    return {"meter": meter, "results": results, "samples": samples, "row_steps": row_steps[0], "model": model}
 
 
 def run_llamabench(backend: HFBackend, folder: Path, task: str) -> dict:
     config = RunConfig(
-        tasks=[task], data_dir=folder, tasks_dir=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0
-    )
+        tasks=[task], data_dir=folder, tasks_dir=[folder / "llamabench_tasks"], num_fewshot=0, bootstrap_iters=0,
+        no_cache=True,  # every timed run computes; the request cache would answer a repeat from the first run
+    )  # fmt: skip
     stats = backend.engine.stats
-    before = (stats.row_steps, stats.forwards, stats.drafted, stats.accepted)
-    start = time.perf_counter()  # like lm-eval's timing, this includes loading and rendering the documents
-    run = Evaluation.prepare(config).run_backend(backend)
-    seconds = time.perf_counter() - start
+    before = (stats.row_steps, stats.drafted, stats.accepted)
+    # like lm-eval's timing, this includes loading and rendering the documents
+    with Meter(model=backend.model, answerer=backend, methods=LLAMABENCH_METHODS) as meter:
+        run = Evaluation.prepare(config).run_backend(backend)
     return {
-        "seconds": seconds,
+        "meter": meter,
         "run": run,
         "row_steps": stats.row_steps - before[0],
-        "forwards": stats.forwards - before[1],
-        "drafted": stats.drafted - before[2],
-        "accepted": stats.accepted - before[3],
+        "drafted": stats.drafted - before[1],
+        "accepted": stats.accepted - before[2],
     }
 
 
@@ -178,7 +180,8 @@ def divergence_gap(backend: HFBackend, prompt: str, ours: str, theirs: str) -> t
     return common, float(top[0] - top[1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[TimedRun]:
+    """Run the jobs and print their figures; returns every timed run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
@@ -194,7 +197,7 @@ def main() -> None:
     parser.add_argument("--lm-eval-ppl-batch-size", default="auto" if torch.cuda.is_available() else "1")
     parser.add_argument("--gen-batch-size", default="32", help="both sides' generation batch size (slots)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side of each generation job (fastest counts)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     jobs = args.jobs.split(",")
 
     source = resolve_model(args.model)
@@ -205,13 +208,14 @@ def main() -> None:
         args.model, device=args.device, dtype=args.dtype, kv_cache=args.kv_cache, batch_size=gen_batch
     )
     print(describe_machine(args))
+    timed: list[TimedRun] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_inputs(folder, args)
         if "ppl" in jobs:
             ppl = HFBackend.load(args.model, device=args.device, dtype=args.dtype)
             peer = run_lm_eval(folder, pretrained, args, "bench_wikitext", args.lm_eval_ppl_batch_size)
-            report_perplexity(peer, run_llamabench(ppl, folder, "wikitext2"))
+            timed += report_perplexity(peer, run_llamabench(ppl, folder, "wikitext2"))
         for job in (SQUAD, WMT):
             if job.flag in jobs:
                 # The sides alternate, and the faster run of each counts: this machine's speed drifts by 20%
@@ -223,13 +227,8 @@ def main() -> None:
                     )
                     for _ in range(args.repeats)
                 ]
-                for side, timings in (
-                    ("lm-eval", [p["seconds"] for p, _ in runs]),
-                    ("llamabench", [o["seconds"] for _, o in runs]),
-                ):
-                    print(f"{job.name} {side} wall s per run: " + ", ".join(f"{t:.1f}" for t in timings))
-                peer = min((p for p, _ in runs), key=lambda run: run["seconds"])
-                report_generation(job, peer, min((o for _, o in runs), key=lambda run: run["seconds"]), ours)
+                timed += report_generation(job, runs, ours)
+    return timed
 
 
 def describe_machine(args: argparse.Namespace) -> str:
@@ -250,37 +249,62 @@ def describe_machine(args: argparse.Namespace) -> str:
     )
 
 
-def report_perplexity(peer: dict, ours: dict) -> None:
+def report_perplexity(peer: dict, ours: dict) -> list[TimedRun]:
+    """Each side's counters and the speed-up in tokens scored per second; the tokens each side scored are counted
+    with its own tokenizer over the texts it was given."""
     run = ours["run"]
     scored = int(run.samples["wikitext2"].n_tokens.sum())
-    theirs_s, mine_s = peer["seconds"], ours["seconds"]
-    print(f"\nwikitext2 rolling perplexity: {scored} tokens scored")
-    print(
-        f"  lm-eval {theirs_s:.1f} s ({scored / theirs_s:.0f} tok/s), llamabench {mine_s:.1f} s "
-        f"({scored / mine_s:.0f} tok/s), speed-up {theirs_s / mine_s:.2f}x"
+    tokenizer = peer["model"]
+    theirs_scored = sum(len(tokenizer.tok_encode(s["arguments"][0][0])) for s in peer["samples"])
+    sides = (
+        peer["meter"].record("wikitext2", "lm-eval HF", len(peer["samples"]), theirs_scored, "tokens scored"),
+        ours["meter"].record("wikitext2", "llamabench", len(run.samples["wikitext2"]), scored, "tokens scored"),
     )
+    print(f"\nwikitext2 rolling perplexity: {scored} tokens scored")
+    for side in sides:
+        print(f"  {side.line()} ({side.work / side.seconds:.0f} tok/s)")
+    print("  " + compare("speed-up (tokens scored/s)", *sides).line())
     for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
         theirs, mine = peer["results"][metric], run.value("wikitext2", metric)
         print(f"  {metric}: lm-eval {theirs:.6f}, llamabench {mine:.6f}, rel diff {abs(mine / theirs - 1):.2e}")
+    return list(sides)
 
 
-def report_generation(job: GenerationJob, peer: dict, ours: dict, backend: HFBackend) -> None:
-    mine = list(ours["run"].samples[job.name].prediction)
-    theirs = [s["filtered_resps"][0] for s in peer["samples"]]
+def report_generation(job: GenerationJob, runs: list[tuple[dict, dict]], backend: HFBackend) -> list[TimedRun]:
+    """Every run's counters, the table of the fastest full run of each side, and the speed-up between them."""
+    texts: dict[int, list[str]] = {}
+    timed: list[tuple[TimedRun, dict]] = []
+    for repeat, (peer, ours) in enumerate(runs, 1):
+        texts[id(peer)] = [s["filtered_resps"][0] for s in peer["samples"]]
+        texts[id(ours)] = list(ours["run"].samples[job.name].prediction)
+        for side, result in (("lm-eval HF", peer), ("llamabench", ours)):
+            kept = sum(len(backend.tokens.encode(text)) for text in texts[id(result)])
+            record = result["meter"].record(job.name, side, len(texts[id(result)]), kept, "kept tokens")
+            timed.append((record, result))
+            print(f"{record.line()} (run {repeat})")
+    best = {
+        side: fastest(record for record, _ in timed if record.side == side) for side in ("lm-eval HF", "llamabench")
+    }
+    result = {side: next(r for record, r in timed if record is best[side]) for side in best}
+    peer, ours = result["lm-eval HF"], result["llamabench"]
+    mine, theirs = texts[id(ours)], texts[id(peer)]
     prompts = [s["arguments"][0][0] for s in peer["samples"]]
-    n_tokens = [sum(len(backend.tokens.encode(text)) for text in side) for side in (theirs, mine)]
-    seconds = [peer["seconds"], ours["seconds"]]
-    row_steps = [peer["row_steps"], ours["row_steps"]]
-    forwards = [peer["forwards"], ours["forwards"]]
     print(f"\n{job.name}: {len(mine)} documents, greedy, at most {job.max_tokens} new tokens, until {job.until!r}")
-    print("| side | wall s | kept tokens | kept tok/s | forward passes | row-steps computed | useful fraction |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    sides = zip(("lm-eval HF", "llamabench"), seconds, n_tokens, forwards, row_steps, strict=True)
-    for side, s, kept, passes, steps in sides:
-        print(f"| {side} | {s:.1f} | {kept} | {kept / s:.1f} | {passes} | {steps} | {kept / max(steps, 1):.1%} |")
-    ratio = (n_tokens[1] / seconds[1]) / (n_tokens[0] / seconds[0])
+    print(
+        "| side | wall s | kept tokens | kept tok/s | forward passes | positions computed | row-steps computed "
+        "| useful fraction |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for side, record in best.items():
+        steps = result[side]["row_steps"]
+        print(
+            f"| {side} | {record.seconds:.1f} | {record.work} | {record.work / record.seconds:.1f} | "
+            f"{record.forwards} | {record.positions} | {steps} | {record.work / max(steps, 1):.1%} |"
+        )
+    sides = best["lm-eval HF"], best["llamabench"]
+    speed_up = compare("speed-up (kept tok/s)", *sides, work_tolerance=GENERATION_TOLERANCE)
     same = sum(a == b for a, b in zip(theirs, mine, strict=True))
-    print(f"speed-up (kept tok/s): {ratio:.2f}x; identical generations: {same}/{len(mine)}")
+    print(f"{speed_up.line()}; identical generations: {same}/{len(mine)}")
     print(
         f"llamabench draft tokens: {ours['drafted']} checked, {ours['accepted']} confirmed "
         "(row-steps count every position a pass computed: drafts and their padding too)"
@@ -290,6 +314,7 @@ def report_generation(job: GenerationJob, peer: dict, ours: dict, backend: HFBac
             step, gap = divergence_gap(backend, prompt, a, b)
             verdict = "near-tie" if gap < 1e-3 else "NOT a near-tie"
             print(f"  doc {doc} differs from token {step}: top-2 logit gap {gap:.2e} ({verdict})")
+    return [record for record, _ in timed]
 
 
 if __name__ == "__main__":
