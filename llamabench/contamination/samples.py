@@ -11,6 +11,11 @@ characters or more); the template's words around them ("Translate the following 
 not counted (see :class:`~llamabench.contamination.criterion.SampleIndex`). A text in which no field occurs (a
 template that transforms its field, as wikitext's detokeniser does) counts whole. A token is the document's when
 any of its characters is.
+
+A document is also looked for in the form its data is distributed in: each string of its record that does not
+occur in the rendered text (wikitext's raw page, with its " @-@ " escapes, beside the detokenised page the task
+renders) is a further *form* of the document, counted whole. The raw test file used as the corpus then holds
+the document. A document's contamination is that of its most contaminated form (see ``result.py``).
 """
 
 from __future__ import annotations
@@ -27,17 +32,20 @@ from llamabench.tasks.build import build_requests
 from llamabench.tasks.kinds import kind_of
 from llamabench.tasks.spec import TaskSpec
 
+PROMPT = "prompt"
+
 
 @dataclass(frozen=True)
 class EvalSample:
-    """One document of ``task``: its id, its text as rendered, that text's token ids and which tokens count (those
-    holding a character of the document's own, :func:`own_characters`)."""
+    """One form of a document of ``task``: its id, the form's text, that text's token ids and which tokens count
+    (those holding a character of the document's own, :func:`own_characters`)."""
 
     task: str
     doc_id: str
     text: str
     tokens: np.ndarray
     counted: np.ndarray
+    form: str = PROMPT
 
 
 def sample_text(spec: TaskSpec, doc: DocRequests) -> str:
@@ -50,7 +58,7 @@ def sample_text(spec: TaskSpec, doc: DocRequests) -> str:
 def own_characters(text: str, record: dict) -> np.ndarray:
     """Which characters of ``text`` lie in an occurrence of one of ``record``'s strings (all, if none occurs)."""
     own = np.zeros(len(text), dtype=bool)
-    for value in set(_strings(record)):
+    for value in {value for _, value in _named_strings(record, "")}:
         start = text.find(value)
         while start >= 0:
             own[start : start + len(value)] = True
@@ -58,25 +66,38 @@ def own_characters(text: str, record: dict) -> np.ndarray:
     return own if own.any() else np.ones(len(text), dtype=bool)
 
 
-def _strings(value: object):
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, str) and len(value.strip()) >= 2:
-        yield value.strip()
-
-
 @dataclass(frozen=True)
 class SampleText:
-    """A document as rendered, and which of its characters are its own."""
+    """A form of a document (``prompt``: as rendered; ``record:<field>``: a string of its record), and which of its
+    characters are its own."""
 
     task: str
     doc_id: str
     text: str
     own: np.ndarray
+    form: str = PROMPT
+
+
+def record_forms(task: str, doc_id: str, rendered: str, record: dict) -> list[SampleText]:
+    """The strings of ``record`` that the rendered text does not hold, each a form counted whole."""
+    forms, seen = [], set()
+    for name, value in _named_strings(record, ""):
+        if value not in rendered and value not in seen:
+            seen.add(value)
+            forms.append(SampleText(task, doc_id, value, np.ones(len(value), dtype=bool), f"record:{name}"))
+    return forms
+
+
+def _named_strings(value: object, name: str):
+    """``(path, string)`` for every string of two characters or more in ``value``, stripped, nested ones too."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _named_strings(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            yield from _named_strings(item, f"{name}[{position}]")
+    elif isinstance(value, str) and len(value.strip()) >= 2:
+        yield name, value.strip()
 
 
 def task_texts(
@@ -89,7 +110,8 @@ def task_texts(
     text_format: str | None = None,
 ) -> list[SampleText]:
     """Every scored document of ``tasks`` (and of the ``--text`` files ``text``) as ``llamabench run
-    --num-fewshot 0`` renders it, with its own characters marked (bad task names or data: one-line errors)."""
+    --num-fewshot 0`` renders it, with its own characters marked, each followed by its record's forms (bad task
+    names or data: one-line errors)."""
     config = RunConfig(
         tasks=tasks,
         data_dir=data_dir,
@@ -107,6 +129,7 @@ def task_texts(
             if kind.scorable(doc):
                 text = sample_text(task.spec, doc)
                 texts.append(SampleText(task.spec.name, doc.doc_id, text, own_characters(text, record)))
+                texts += record_forms(task.spec.name, doc.doc_id, text, record)
     return texts
 
 
@@ -117,5 +140,5 @@ def tokenize_samples(texts: list[SampleText], tokenizer) -> list[EvalSample]:
     for item, encoding in zip(texts, encodings, strict=True):
         counted = np.array([item.own[start:end].any() for start, end in encoding.offsets], dtype=bool)
         tokens = np.asarray(encoding.ids, dtype=np.int64)
-        samples.append(EvalSample(item.task, item.doc_id, item.text, tokens, counted))
+        samples.append(EvalSample(item.task, item.doc_id, item.text, tokens, counted, item.form))
     return samples
