@@ -5,6 +5,7 @@ documents of the built-in tasks."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -254,7 +255,7 @@ def test_scan_on_worker_processes_equals_one_process(tmp_path, byte_tokenizer_js
         (tmp_path / f"{i}.txt").write_text(text)
     samples = [texts[0][100:160], texts[1][2000:2100], "abcabcabcabcabc"]
     eval_samples = _byte_samples(samples, byte_tokenizer_json)
-    index = SampleIndex([s.tokens for s in eval_samples], 8)
+    index = SampleIndex([s.tokens for s in eval_samples], (8,), skip_budget=0)
     units = [u for i in range(2) for u in corpus.units(tmp_path / f"{i}.txt", 100, 500)]
     one = contamination_rows(eval_samples, scan(units, byte_tokenizer_json, index, "text", 1), index)["t"]
     two = contamination_rows(eval_samples, scan(units, byte_tokenizer_json, index, "text", 2), index)["t"]
@@ -292,7 +293,8 @@ def planted(tmp_path_factory, data_dir):
     wmt = [json.loads(line) for line in (data_dir / "wmt22_generaltest_de-en" / "test.jsonl").open()][:40]
     records = [{"text": "unrelated line of text"}, {"text": wmt[3]["source"] + " " + wmt[3]["reference"]}]
     (root / "corpus" / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    argv = ["contamination", "--corpus", str(root / "corpus"), "--tasks", "cnndm,bleu", "--limit", "40"]
+    argv = ["contamination", "--corpus", str(root / "corpus"), "--tasks", "cnndm,bleu", "--limit", "40", "--exact"]
+    argv += ["--lengths", "11"]  # exact match of 11 tokens or more: the assertions below count the lost words
     assert main([*argv, "--data-dir", str(data_dir), "--output-dir", str(root / "out"), "--workers", "2"]) == 0
     (folder,) = (root / "out").iterdir()
     tables, manifest = read_contamination(folder)
@@ -340,7 +342,7 @@ def test_planted_locations_and_manifest(planted):
     source = json.loads(sft.splitlines()[1])["text"]
     assert 0 < bleu.longest_offset < source.index(" ")
     manifest = planted["manifest"]
-    assert manifest["settings"]["min_ngram"] == 11
+    assert (manifest["settings"]["lengths"], manifest["settings"]["skip_budget"]) == ([11], 0)
     files = {Path(item["path"]).name: item for item in manifest["corpus"]}
     import blake3
 
@@ -356,7 +358,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, data_dir):
     assert "no text field 'text'" in cli_error(capsys, *base, "--corpus", str(tmp_path / "bad.jsonl"))
     assert "matches no file" in cli_error(capsys, *base, "--corpus", str(tmp_path / "*.parquet"))
     (tmp_path / "c.txt").write_text("hello")
-    assert "--min-ngram 0" in cli_error(capsys, *base, "--corpus", str(tmp_path / "c.txt"), "--min-ngram", "0")
+    assert "--lengths" in cli_error(capsys, *base, "--corpus", str(tmp_path / "c.txt"), "--lengths", "0,10")
     assert "unknown task" in cli_error(capsys, *base[:1], "--tasks", "nope", "--corpus", str(tmp_path / "c.txt"))
 
 
@@ -364,7 +366,7 @@ def test_skip_budget_joins_the_changed_copy(planted, data_dir):
     from llamabench.contamination.result import ScanSettings, contamination_tables
 
     corpus_dir = str(planted["root"] / "corpus")
-    settings = ScanSettings([corpus_dir], ["cnndm"], data_dir=data_dir, limit=8, skip_budget=4)
+    settings = ScanSettings([corpus_dir], ["cnndm"], data_dir=data_dir, limit=8, lengths=(11,))
     tables, manifest = contamination_tables(settings)
     changed = tables["cnndm"].set_index("doc_id").loc[planted["ids"][5]]
     exact = planted["tables"]["cnndm"].set_index("doc_id").loc[planted["ids"][5]]
@@ -378,7 +380,7 @@ def test_parquet_corpus_rows_and_bad_fields(tmp_path, byte_tokenizer_json, capsy
     rows = ["nothing here", "xx the quick brown fox jumps", "the quick brown"]
     pd.DataFrame({"body": rows}).to_parquet(tmp_path / "c.parquet", row_group_size=2)
     eval_samples = _byte_samples(["the quick brown fox"], byte_tokenizer_json)
-    index = SampleIndex([s.tokens for s in eval_samples], 6)
+    index = SampleIndex([s.tokens for s in eval_samples], (6,), skip_budget=0)
     units = corpus.units(tmp_path / "c.parquet", 0)
     assert len(units) == 2  # one per row group
     row = contamination_rows(eval_samples, scan(units, byte_tokenizer_json, index, "body", 1), index)["t"].iloc[0]
@@ -388,3 +390,79 @@ def test_parquet_corpus_rows_and_bad_fields(tmp_path, byte_tokenizer_json, capsy
     assert "has no column 'text'" in cli_error(capsys, *base)
     (tmp_path / "later.jsonl").write_text('{"text": "fine"}\nnot json\n')
     assert "line at byte 17 is not JSON" in cli_error(capsys, *base[:-1], str(tmp_path / "later.jsonl"))
+
+
+# --- the test set as distributed, undetectable documents, non-regular files ----------------------------------
+
+
+def test_the_raw_wikitext_test_file_as_corpus_is_dirty(tmp_path, data_dir):
+    """The file the task reads, scanned as a corpus: every article is found whole in its raw form (the task's
+    rendered text is detokenised, so it alone is not)."""
+    from llamabench.contamination.result import ScanSettings, contamination_tables
+
+    raw = data_dir / "wikitext2_raw_test" / "wiki.test.raw"
+    tables, _ = contamination_tables(ScanSettings([str(raw)], ["wikitext2"], data_dir=data_dir, limit=8))
+    table = tables["wikitext2"]
+    assert sorted(set(table.min_length)) == [10, 20, 30, 40, 50]
+    assert len(table) == 5 * 8 and table.detectable.all()
+    # All but a token or two of each article's thousands (the whitespace at its end, tokenised with what follows).
+    assert table.dirty.all() and (table.contaminated_fraction > 0.999).all()
+    assert (table.form == "record:page").all()
+
+
+def test_planted_paragraph_with_four_substitutions_found_by_default_missed_exactly(tmp_path, data_dir):
+    """A cnndm article planted with four words changed past its first ten tokens (" the" -> " a", one token each
+    under SmolLM2): the paper's budget joins it whole; exact match loses the changed tokens' neighbourhoods."""
+    from llamabench.contamination.result import ScanSettings, contamination_tables
+    from llamabench.contamination.samples import task_texts
+
+    (article,) = [s for s in task_texts(["cnndm"], data_dir=data_dir, limit=2) if s.form == "prompt"][1:2]
+    text = article.text
+    words = text.split(" ")
+    the = [i for i, word in enumerate(words) if word == "the" and i > 20]
+    picks = the[: len(the) // 4 * 4 : max(1, len(the) // 4)][:4]
+    assert len(picks) == 4
+    for i in picks:
+        words[i] = "a"
+    unrelated = (data_dir / "wikitext2_raw_test" / "wiki.test.raw").read_text()[:20000]
+    (tmp_path / "web.txt").write_text(unrelated + "\n" + " ".join(words) + "\n" + unrelated)
+    found = {}
+    for budget in (4, 0):
+        settings = ScanSettings([str(tmp_path / "web.txt")], ["cnndm"], data_dir=data_dir, limit=2, skip_budget=budget)
+        tables, _ = contamination_tables(settings)
+        row = tables["cnndm"].query("min_length == 10").set_index("doc_id").loc[article.doc_id]
+        found[budget] = (row.contaminated_fraction, row.longest_span, row.n_tokens)
+    fraction, longest, n_tokens = found[4]
+    assert fraction == 1.0 and longest == n_tokens
+    assert found[0][0] < 1.0 and found[0][1] < n_tokens / 2
+
+
+def test_short_documents_are_undetectable_not_clean(tmp_path, capsys, data_dir):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Bring the slides.\n" + "word " * 30 + "\n")  # 4 and about 30 tokens
+    (tmp_path / "corpus.txt").write_text("nothing of the notes here\n")
+    out = tmp_path / "out"
+    argv = ["contamination", "--corpus", str(tmp_path / "corpus.txt"), "--text", str(notes)]
+    assert main([*argv, "--text-format", "lines", "--output-dir", str(out), "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "L=10: 2 documents; clean 1, not_clean 0, not_dirty 1, dirty 0; undetectable 1" in printed
+    assert "L=50: 2 documents; clean 0, not_clean 0, not_dirty 0, dirty 0; undetectable 2" in printed
+    (folder,) = out.iterdir()
+    tables, manifest = read_contamination(folder)
+    ((task, summary),) = manifest["tasks"].items()
+    assert summary["undetectable"] == {"10": 1, "20": 1, "30": 1, "40": 2, "50": 2}
+    short = tables[task][tables[task].doc_id == tables[task].doc_id.iloc[0]]
+    assert not short.detectable.any() and not short[["clean", "not_clean", "not_dirty", "dirty"]].any().any()
+    assert sorted(summary["files"]) == ["10", "20", "30", "40", "50"]
+    assert all((folder / f"{stem}.csv").is_file() for stem in summary["files"].values())
+
+
+def test_a_fifo_in_the_corpus_folder_is_refused(tmp_path, capsys, data_dir):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("some text\n")
+    os.mkfifo(folder / "pipe")
+    base = ["contamination", "--tasks", "bleu", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "o")]
+    error = cli_error(capsys, *base, "--corpus", str(folder))
+    assert "pipe is not a regular file" in error
+    assert "is not a regular file" in cli_error(capsys, *base, "--corpus", str(folder / "pipe"))

@@ -12,9 +12,9 @@ not counted (see :class:`~llamabench.contamination.criterion.SampleIndex`). A te
 template that transforms its field, as wikitext's detokeniser does) counts whole. A token is the document's when
 any of its characters is.
 
-A document is also looked for in the form its data is distributed in: each string of its record that does not
-occur in the rendered text (wikitext's raw page, with its " @-@ " escapes, beside the detokenised page the task
-renders) is a further *form* of the document, counted whole. The raw test file used as the corpus then holds
+A document is also looked for in the form its data is distributed in: each string of a record field that the
+task's templates read but that does not occur in the rendered text (wikitext's raw page, with its " @-@ "
+escapes, beside the detokenised page the task renders) is a further *form* of the document, counted whole. The raw test file used as the corpus then holds
 the document. A document's contamination is that of its most contaminated form (see ``result.py``).
 """
 
@@ -58,7 +58,7 @@ def sample_text(spec: TaskSpec, doc: DocRequests) -> str:
 def own_characters(text: str, record: dict) -> np.ndarray:
     """Which characters of ``text`` lie in an occurrence of one of ``record``'s strings (all, if none occurs)."""
     own = np.zeros(len(text), dtype=bool)
-    for value in {value for _, value in _named_strings(record, "")}:
+    for value in {value.strip() for _, value in _named_strings(record, "")}:
         start = text.find(value)
         while start >= 0:
             own[start : start + len(value)] = True
@@ -78,10 +78,22 @@ class SampleText:
     form: str = PROMPT
 
 
-def record_forms(task: str, doc_id: str, rendered: str, record: dict) -> list[SampleText]:
-    """The strings of ``record`` that the rendered text does not hold, each a form counted whole."""
+def template_fields(spec: TaskSpec) -> set[str]:
+    """The names the task's prompt, target and choices templates read (a record's fields among them)."""
+    import jinja2
+    from jinja2 import nodes
+
+    sources = [spec.prompt]
+    for templates in (spec.target, spec.choices):
+        sources += [templates] if isinstance(templates, str) else list(templates or [])
+    environment = jinja2.Environment()  # parsing only: the task's own filters are not needed to read the names
+    return {name.name for source in sources for name in environment.parse(source).find_all(nodes.Name)}
+
+
+def record_forms(task: str, doc_id: str, rendered: str, record: dict, fields: set[str]) -> list[SampleText]:
+    """The strings of ``record``'s ``fields`` that the rendered text does not hold, each a form counted whole."""
     forms, seen = [], set()
-    for name, value in _named_strings(record, ""):
+    for name, value in _named_strings({key: record[key] for key in sorted(fields) if key in record}, ""):
         if value not in rendered and value not in seen:
             seen.add(value)
             forms.append(SampleText(task, doc_id, value, np.ones(len(value), dtype=bool), f"record:{name}"))
@@ -89,7 +101,7 @@ def record_forms(task: str, doc_id: str, rendered: str, record: dict) -> list[Sa
 
 
 def _named_strings(value: object, name: str):
-    """``(path, string)`` for every string of two characters or more in ``value``, stripped, nested ones too."""
+    """``(path, string)`` for every string in ``value`` of two characters or more (stripped), nested ones too."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield from _named_strings(item, f"{name}.{key}" if name else str(key))
@@ -97,7 +109,7 @@ def _named_strings(value: object, name: str):
         for position, item in enumerate(value):
             yield from _named_strings(item, f"{name}[{position}]")
     elif isinstance(value, str) and len(value.strip()) >= 2:
-        yield name, value.strip()
+        yield name, value
 
 
 def task_texts(
@@ -124,12 +136,13 @@ def task_texts(
     texts = []
     for task in prepare_tasks(config.validate()):
         kind = kind_of(task.spec)
+        fields = template_fields(task.spec)
         # Rendered again beside their records (prepare_tasks keeps only the scored ones): the same requests.
         for record, doc in zip(task.docs, build_requests(task.spec, task.docs, num_fewshot=0), strict=True):
             if kind.scorable(doc):
                 text = sample_text(task.spec, doc)
                 texts.append(SampleText(task.spec.name, doc.doc_id, text, own_characters(text, record)))
-                texts += record_forms(task.spec.name, doc.doc_id, text, record)
+                texts += record_forms(task.spec.name, doc.doc_id, text, record, fields)
     return texts
 
 
