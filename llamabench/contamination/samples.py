@@ -14,8 +14,9 @@ any of its characters is.
 
 A document is also looked for in the form its data is distributed in: each string of a record field that the
 task's templates read but that does not occur in the rendered text (wikitext's raw page, with its " @-@ "
-escapes, beside the detokenised page the task renders) is a further *form* of the document, counted whole. The raw test file used as the corpus then holds
-the document. A document's contamination is that of its most contaminated form (see ``result.py``).
+escapes, beside the detokenised page the task renders) is a further *form* of the document, counted whole. The
+raw test file used as the corpus then holds the document. A document's contamination is that of its most
+contaminated form (see ``result.py``).
 """
 
 from __future__ import annotations
