@@ -227,7 +227,11 @@ def _ray_results(units: list[Unit], tokenizer_json: str, index: SampleIndex, fie
     scanner = ray.remote(num_cpus=1)(UnitScanner)
     shared = ray.put(index)
     actors = [scanner.remote(tokenizer_json, shared, field_name) for _ in range(min(slots, len(units)))]
-    yield from ActorPool(actors).map(lambda actor, unit: actor.scan.remote(unit), units)
+    try:
+        yield from ActorPool(actors).map(lambda actor, unit: actor.scan.remote(unit), units)
+    finally:  # the actors hold the cluster's CPUs: give them back, in a long-lived driver too
+        for actor in actors:
+            ray.kill(actor)
 
 
 def file_digest(path: Path) -> str:
