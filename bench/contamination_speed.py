@@ -21,9 +21,9 @@ from pathlib import Path
 from common import default_data_dir
 
 from llamabench.contamination import corpus
-from llamabench.contamination.criterion import DEFAULT_MIN_NGRAM, SampleIndex
+from llamabench.contamination.criterion import DEFAULT_LENGTHS, PAPER_SKIP_BUDGET, SampleIndex
 from llamabench.contamination.samples import task_texts, tokenize_samples
-from llamabench.contamination.scan import scan
+from llamabench.contamination.scan import overlap_bytes, scan
 from llamabench.contamination.tokenizer import load_tokenizer
 
 
@@ -40,7 +40,8 @@ def main() -> None:
     tick = time.perf_counter()
     texts = task_texts(args.tasks.split(","), data_dir=default_data_dir())
     samples = tokenize_samples(texts, tokenizer.load())
-    index = SampleIndex([s.tokens for s in samples], DEFAULT_MIN_NGRAM, [s.counted for s in samples])
+    # The default criterion: every length of the paper in one pass, its skip budget.
+    index = SampleIndex([s.tokens for s in samples], DEFAULT_LENGTHS, [s.counted for s in samples], PAPER_SKIP_BUDGET)
     built = time.perf_counter() - tick
     index_mb = sum(a.nbytes for a in (index.keys, index.starts, index.entries, *index.samples)) / 1e6
     print(f"index: {len(samples)} documents, {len(index.keys)} distinct windows, {index_mb:.1f} MB, {built:.1f} s")
@@ -53,7 +54,7 @@ def main() -> None:
             path = Path(folder) / f"shard{copy:03d}.txt"
             path.write_text(source)
             files.append(path)
-        overlap = max(len(s.text.encode()) for s in samples) + 1024
+        overlap = overlap_bytes([s.text for s in samples], index.skip_budget, tokenizer.json)
         units = [unit for file in files for unit in corpus.units(file, overlap)]
         size = sum(f.stat().st_size for f in files) / 1e6
         print(f"corpus: {copies} files, {size:.1f} MB, {len(units)} units")

@@ -1,19 +1,23 @@
-"""Scores by contamination subset, as the LLaMA 2 paper (appendix A.6) reports them, from a run's own samples.
+"""Scores by contamination subset, and the LLaMA 2 paper's test of them (appendix A.6), from a run's own samples.
 
-For each task of a run that a contamination folder (``llamabench contamination``) covers, and each metric, the
-figure on the whole set and on each of the paper's subsets (clean, not clean, not dirty, dirty) is
-``Metric.aggregate`` over the per-document sufficient statistics of the run's samples table, so a corpus metric
-(BLEU, perplexity) is recomputed on the subset exactly, not averaged from sentence scores. The paper's comparison:
-the subset's figure against the figures of ``draws`` random subsets of the same size drawn (seeded, without
-replacement) from the whole set: their mean and standard deviation, ``z`` = (subset - mean) / std, and the
-percentile of the subset among them (the share of draws at or below it). A subset that is empty or the whole
-set has no comparison (NaN).
+For each task of a run that a contamination folder (``llamabench contamination``) covers, each metric and each
+minimum match length L of the folder, the figure on the whole set and on each of the paper's subsets (clean, not
+clean, not dirty, dirty; documents undetectable at L are in none) is ``Metric.aggregate`` over the per-document
+sufficient statistics of the run's samples table, so a corpus metric (BLEU, perplexity) is recomputed on the subset
+exactly, not averaged from sentence scores. Each subset is then set against the sampling distribution of a subset
+of its size, ``z`` = (value - mu_n) / sigma_n, as the paper's Z_n (``contamination/verdict.py``): for a mean of
+per-document scores (accuracy, F1) mu_n is the whole set's mean and sigma_n its standard deviation over documents
+divided by √n (√(p(1 - p)/n) for right/wrong scores, ``sigma_from`` "analytic"); for a corpus metric they are the
+mean and standard deviation over ``draws`` seeded random subsets of the same size (``sigma_from`` "drawn").
+``contaminated`` is the paper's verdict for the task, metric and L (all four |z| > 2, clean worse and dirty better
+than the mean), and ``largest_length`` the largest L so claimed for the task and metric.
 
-``clean_only`` keeps a run's clean documents only, for ``check --exclude-contaminated``.
+``clean_only`` keeps a run's clean documents only (at the folder's smallest L, the strictest), for
+``check --exclude-contaminated``.
 
-Worked example: accuracies ``[1, 0, 1, 1]`` with contaminated fractions ``[0.9, 0.0, 0.1, 0.85]`` give dirty
-= documents 0 and 3 (mean 1.0) and clean = documents 1 and 2 (mean 0.5); random pairs of the four have mean
-0.75, so the dirty subset sits above its random pairs and the clean one below.
+Worked example: accuracies ``[1, 0, 1, 1]`` (p = 0.75, σ = √(0.75 · 0.25) = 0.433) with contaminated fractions
+``[0.9, 0.0, 0.1, 0.85]`` give dirty = documents 0 and 3 (mean 1.0): z = (1.0 - 0.75) / (0.433 / √2) = +0.82,
+and clean = documents 1 and 2 (mean 0.5): z = -0.82; |z| <= 2, so no contamination is claimed.
 """
 
 from __future__ import annotations
@@ -25,76 +29,88 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llamabench.contamination.criterion import SUBSETS
 from llamabench.contamination.result import read_contamination
+from llamabench.contamination.verdict import SubsetTest, contaminated, largest_benefiting, mean_test, sampling_sigma
 from llamabench.errors import LlamabenchError, note
 from llamabench.metrics import get_metric
+from llamabench.metrics.base import MeanMetric
 from llamabench.records.results import RunResult, format_number, terminal_table
 from llamabench.scoring import sample_stats
 
-SUBSETS = ("clean", "not_clean", "not_dirty", "dirty")
 DRAWS = 1000
 
 
 def subset_scores(run: RunResult, contamination: Path | str, *, draws: int = DRAWS, seed: int = 0) -> pd.DataFrame:
-    """One row per task x metric x subset ("all" first): ``n``, ``value``, and the random-subset comparison
-    (``random_mean``, ``random_std``, ``z``, ``percentile``)."""
+    """One row per task x metric x minimum length x subset ("all" first): ``n``, ``value``, the paper's ``mu_n``,
+    ``sigma_n`` and ``z`` (and ``sigma_from``), its verdict ``contaminated`` and ``largest_length`` (the module)."""
     tables, _ = read_contamination(contamination)
     rows = []
     for task, samples in _covered_tasks(run, tables, contamination).items():
-        flags = _flags(task, samples, tables[task], contamination)
         for metric_name in run.results[run.results.task == task].metric:
             metric = get_metric(metric_name)
             stats = sample_stats(samples, metric_name)
-            rows.append(_row(task, metric_name, "all", len(stats), metric.aggregate(stats)))
-            rng = np.random.default_rng(seed)
-            for subset in SUBSETS:
-                chosen = flags[subset]
-                size = int(chosen.sum())
-                value = metric.aggregate(stats[chosen]) if size else math.nan
-                row = _row(task, metric_name, subset, size, value)
-                if 0 < size < len(stats):
-                    random = np.array(
-                        [metric.aggregate(stats[rng.choice(len(stats), size, replace=False)]) for _ in range(draws)]
-                    )
-                    std = float(random.std(ddof=1)) if draws > 1 else math.nan
-                    row.update(
-                        random_mean=float(random.mean()),
-                        random_std=std,
-                        z=(value - random.mean()) / std if std > 0 else math.nan,
-                        percentile=float(100 * (random <= value).mean()),
-                    )
-                rows.append(row)
+            group = []
+            for length, table in tables[task].groupby("min_length", sort=True):
+                flags = _flags(task, samples, table, contamination)
+                everything = np.ones(len(stats), dtype=bool)
+                tests = {subset: _test(metric, stats, flags[subset], draws, seed) for subset in SUBSETS}
+                undetectable = int(len(stats) - flags["not_dirty"].sum() - flags["dirty"].sum())
+                verdict = contaminated({s: tests[s].z for s in SUBSETS}, metric.higher_is_better)
+                for subset in ("all", *SUBSETS):
+                    test = _test(metric, stats, everything, 0, seed) if subset == "all" else tests[subset]
+                    group.append(_row(task, metric_name, length, subset, test, metric, undetectable, verdict))
+            largest = largest_benefiting({row["min_length"]: row["contaminated"] for row in group})
+            rows += [{**row, "largest_length": largest} for row in group]
     return pd.DataFrame(rows)
+
+
+def _test(metric, stats: np.ndarray, chosen: np.ndarray, draws: int, seed: int) -> SubsetTest:
+    """The paper's test of the documents ``chosen``: analytic for a mean metric, drawn for a corpus metric."""
+    if isinstance(metric, MeanMetric):
+        return mean_test(metric.per_sample(stats), chosen)
+    size = int(chosen.sum())
+    value = metric.aggregate(stats[chosen]) if size else math.nan
+    if not 0 < size < len(stats) or draws < 2:
+        whole = metric.aggregate(stats)
+        return SubsetTest(size, value, whole, sampling_sigma(0.0, size) if size == len(stats) else math.nan)
+    rng = np.random.default_rng(seed)
+    random = np.array([metric.aggregate(stats[rng.choice(len(stats), size, replace=False)]) for _ in range(draws)])
+    return SubsetTest(size, value, float(random.mean()), float(random.std(ddof=1)))
 
 
 def format_subsets(scores: pd.DataFrame) -> str:
     """The scores by subset as a table to print (figures as the results table shows them)."""
-    table = scores[["task", "metric", "subset", "n"]].copy()
-    for column in ("value", "random_mean", "random_std"):
+    table = scores[["task", "metric", "min_length", "subset", "n"]].copy()
+    for column in ("value", "mu_n", "sigma_n"):
         table[column] = scores[column].map(format_number)
     table["z"] = scores["z"].map(lambda v: "–" if math.isnan(v) else f"{v:+.2f}")
-    table["percentile"] = scores["percentile"].map(lambda v: "–" if math.isnan(v) else f"{v:.1f}")
+    table["contaminated"] = scores["contaminated"].map(lambda v: "yes" if v else "no")
+    table["largest_L"] = scores["largest_length"].map(lambda v: "–" if v is None or pd.isna(v) else str(int(v)))
     return terminal_table(table)
 
 
-def _row(task: str, metric: str, subset: str, n: int, value: float) -> dict:
-    nan = math.nan
+def _row(task, metric_name, length, subset, test: SubsetTest, metric, undetectable: int, verdict: bool) -> dict:
     return {
         "task": task,
-        "metric": metric,
+        "metric": metric_name,
+        "min_length": int(length),
         "subset": subset,
-        "n": n,
-        "value": value,
-        "random_mean": nan,
-        "random_std": nan,
-        "z": nan,
-        "percentile": nan,
+        "n": test.n,
+        "undetectable": undetectable,
+        "value": test.mean,
+        "mu_n": test.mu_n,
+        "sigma_n": test.sigma_n,
+        "z": test.z if subset != "all" else math.nan,
+        "sigma_from": "analytic" if isinstance(metric, MeanMetric) else "drawn",
+        "contaminated": verdict,
     }
 
 
 def clean_only(run: RunResult, contamination: Path | str) -> RunResult:
     """``run`` with each task's samples cut to its clean documents (every task must be covered)."""
     tables, _ = read_contamination(contamination)
+    tables = {task: table[table.min_length == table.min_length.min()] for task, table in tables.items()}
     kept = {}
     for task, samples in run.samples.items():
         if task not in tables:

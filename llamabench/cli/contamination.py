@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from llamabench.contamination.criterion import DEFAULT_MIN_NGRAM, PAPER_SKIP_BUDGET
+from llamabench.contamination.criterion import DEFAULT_LENGTHS, PAPER_SKIP_BUDGET
 
 
 def add_contamination_parser(commands) -> None:
@@ -44,22 +44,48 @@ def add_contamination_parser(commands) -> None:
         "--field", default="text", help="the text field of JSONL records and Parquet rows (default: text)"
     )
     scan.add_argument(
-        "--min-ngram",
-        type=int,
-        default=DEFAULT_MIN_NGRAM,
-        help=f"shortest matched run of tokens that counts (default {DEFAULT_MIN_NGRAM}: the paper's 'longer than 10')",
+        "--lengths",
+        default=",".join(map(str, DEFAULT_LENGTHS)),
+        metavar="L,L,...",
+        help="minimum match lengths, all in one pass, a table each (default "
+        f"{','.join(map(str, DEFAULT_LENGTHS))}: the paper's)",
     )
     scan.add_argument(
+        "--longer-than",
+        action="store_true",
+        help="a span counts when longer than L (the paper's 'longer than 10 tokens'), not at least L ('10(+)')",
+    )
+    budget = scan.add_mutually_exclusive_group()
+    budget.add_argument(
         "--skip-budget",
         type=int,
-        default=0,
-        help=f"positions a matched span may differ in (default 0: exact; the paper used {PAPER_SKIP_BUDGET})",
+        default=PAPER_SKIP_BUDGET,
+        help=f"positions a matched span may differ in (default {PAPER_SKIP_BUDGET}: the paper's)",
+    )
+    budget.add_argument(
+        "--exact", dest="skip_budget", action="store_const", const=0, help="exact match (--skip-budget 0)"
+    )
+    scan.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="scan on a Ray cluster (local: start one here); needs pip install 'llamabench[ray]'",
     )
     scan.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: every core)")
     scan.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
 
 
+def _lengths(value: str) -> tuple[int, ...]:
+    from llamabench.errors import LlamabenchError
+
+    try:
+        return tuple(int(item) for item in value.split(",") if item.strip())
+    except ValueError:
+        raise LlamabenchError(f"--lengths {value} is not a comma-separated list of token counts (e.g. 10,20)") from None
+
+
 def contamination_command(args: argparse.Namespace) -> int:
+    from llamabench.contamination.criterion import SUBSETS
     from llamabench.contamination.result import ScanSettings, contamination_tables, write_contamination
     from llamabench.escaping import terminal
     from llamabench.records.results import ensure_writable
@@ -71,8 +97,10 @@ def contamination_command(args: argparse.Namespace) -> int:
         tasks_dir=tuple(args.tasks_dir),
         model=args.model,
         field=args.field,
-        min_ngram=args.min_ngram,
+        lengths=_lengths(args.lengths),
         skip_budget=args.skip_budget,
+        longer_than=args.longer_than,
+        ray=args.ray,
         workers=args.workers,
         limit=args.limit,
         text=tuple(args.text),
@@ -82,10 +110,14 @@ def contamination_command(args: argparse.Namespace) -> int:
     tables, manifest = contamination_tables(settings)
     folder = write_contamination(tables, manifest, args.output_dir)
     for task, table in tables.items():
-        counts = ", ".join(f"{subset} {int(table[subset].sum())}" for subset in ("clean", "not_clean", "dirty"))
-        print(
-            terminal(f"{task}: {len(table)} documents; {counts}; longest span {int(table.longest_span.max())} tokens")
-        )
+        for length, rows in table.groupby("min_length"):
+            counts = ", ".join(f"{subset} {int(rows[subset].sum())}" for subset in SUBSETS)
+            print(
+                terminal(
+                    f"{task} L={length}: {len(rows)} documents; {counts}; undetectable {int((~rows.detectable).sum())}"
+                    f"; longest span {int(rows.longest_span.max())} tokens"
+                )
+            )
     tokens = sum(item["tokens"] for item in manifest["corpus"])
     print(terminal(f"corpus: {len(manifest['corpus'])} file(s), {tokens} tokens in {manifest['scan']['seconds']} s"))
     print(terminal(f"contamination written to {folder}"))

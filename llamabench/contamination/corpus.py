@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,9 +46,7 @@ def corpus_files(specs: list[str]) -> list[Path]:
             if not matches:
                 raise LlamabenchError(f"--corpus {spec} matches no file; check the pattern (quote it for the shell)")
             paths = [Path(m) for m in matches]
-        elif os.path.isdir(spec):
-            paths = [Path(spec)]
-        elif os.path.isfile(spec):
+        elif os.path.exists(spec):
             paths = [Path(spec)]
         else:
             raise LlamabenchError(f"--corpus {spec} does not exist; pass text, JSONL or Parquet files or folders")
@@ -60,13 +59,27 @@ def corpus_files(specs: list[str]) -> list[Path]:
 
 
 def _files_under(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
+    if not path.is_dir():
+        return [_regular(path)]
     files = []
     for root, dirs, names in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files += [Path(root) / name for name in sorted(names) if not name.startswith(".")]
+        files += [_regular(Path(root) / name) for name in sorted(names) if not name.startswith(".")]
     return files
+
+
+def _regular(path: Path) -> Path:
+    """``path`` if it is a regular file (or a link to one): reading a FIFO, socket or device would block or never
+    end, so it is refused before any work."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise LlamabenchError(f"--corpus {path} cannot be read ({exc.strerror}); fix or remove it") from None
+    if not stat.S_ISREG(mode):
+        raise LlamabenchError(
+            f"--corpus {path} is not a regular file (a FIFO, socket or device); remove it or pass regular files only"
+        )
+    return path
 
 
 @dataclass(frozen=True)

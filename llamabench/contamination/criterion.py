@@ -1,33 +1,43 @@
 """The LLaMA 2 contamination criterion (Touvron et al. 2023, appendix A.6) on token ids, with its skip budget.
 
-A *matched span* of an evaluation sample is a run of its tokens ``sample[a:b]`` laid against a run of corpus
-tokens of the same length ``corpus[c:c + b - a]`` such that
+The paper: "we consider a token to be contaminated if it appears in any token n-gram longer than 10 tokens in
+both the evaluation sample and the training set", found as "10(+)-skipgrams" whose "matched spans [...] can differ
+in at most four positions (we do not allow trailing mismatches, or mismatches in the first 10 tokens)", and the
+analysis repeated for minimum match lengths L in {10, 20, 30, 40, 50}.
 
-- it is at least ``min_ngram`` tokens long (the paper: "longer than 10 tokens", so 11);
-- its first ``min_ngram - 1`` tokens match exactly ("no mismatches in the first 10 tokens") and so does its last
-  ("no trailing mismatches");
-- at most ``skip_budget`` positions differ (the paper's "skipgram budget" of 4; 0, the default, is exact match).
+A *matched span* of minimum length L of an evaluation sample is a run of its tokens ``sample[a:b]`` laid against a
+run of corpus tokens of the same length ``corpus[c:c + b - a]`` such that
 
-A token is contaminated when it lies in a matched span (a position inside a span that differs counts too: the
-span is what was found); a sample's contamination is the share of its counted tokens (see below) so covered, and
-its longest contaminated span (Singh et al. 2024) the most counted tokens of one matched span.
+- it is at least L tokens long (``longer_than``: more than L; see :data:`DEFAULT_LENGTHS`);
+- its first min(10, L) tokens match exactly ("no mismatches in the first 10 tokens"), and so does its last ("no
+  trailing mismatches");
+- at most ``skip_budget`` positions differ (the paper's 4, the default; 0 is exact match).
 
-How it is found: every exact run of ``min_ngram - 1`` sample tokens (a *seed*) is hashed into the
+A token is contaminated at L when it lies in a matched span of minimum length L (a position inside a span that
+differs counts too: the span is what was found); a sample's contamination is the share of its counted tokens
+(see below) so covered, and its longest contaminated span (Singh et al. 2024) the most counted tokens of one
+matched span.
+
+How it is found, for every L in one pass: every exact run of min(10, smallest L) sample tokens (a *seed*) is
+hashed into the
 :class:`SampleIndex`; a corpus text is hashed the same way and looked up, and each hit is confirmed token by token
-(a hash collision never counts). A matched span starts inside an exact run of seeds on one diagonal (corpus
-position - sample position constant) and, starting at that run's first seed instead, reaches at least as far
-(the tokens in between all match), so each first seed of a run is extended along its diagonal up to the
-``skip_budget + 1``-th mismatch, less any trailing mismatches: the union and the longest of these spans are those
-of all matched spans.
+(a hash collision never counts). Every matched span lies on one diagonal (corpus position - sample position
+constant) and starts with a seed, inside a maximal exact run of tokens on that diagonal. The span that starts
+where that run starts and grows along the diagonal up to its ``skip_budget + 1``-th mismatch, less any trailing
+mismatches (a *grown span*), holds it: it differs in no more positions, and reaches at least as far. So the
+matched spans of minimum length L are covered by the grown spans at least L long whose exact run is at least
+min(10, L) long (:meth:`SampleIndex.holds`), which are themselves matched spans: their union and their longest
+are those of all matched spans, for every L.
 
 ``counted[s]`` marks the tokens of sample ``s`` that are its document's own text (None: all); the rest (a task
 template's words) are matched but never counted, and a seed of template words alone is not indexed, so a corpus
 holding one rendered document does not flag the template in every other.
 
-Worked example (``min_ngram`` 3, exact): sample ``[5, 6, 7, 8, 9]``, corpus ``[1, 5, 6, 7, 2, 7, 8, 9]``. The
+Worked example (L = 3, so ``head`` 3, exact): sample ``[5, 6, 7, 8, 9]``, corpus ``[1, 5, 6, 7, 2, 7, 8, 9]``. The
 spans ``[5, 6, 7]`` (sample 0-2, corpus 1-3) and ``[7, 8, 9]`` (sample 2-4, corpus 5-7) cover all five tokens:
-fraction 1.0, longest span 3. With ``skip_budget`` 1, corpus ``[5, 6, 0, 8, 9]`` gives one span of 5 (one
-mismatch, at position 2, neither in the first 2 nor trailing).
+fraction 1.0, longest span 3. With L = 2 and ``skip_budget`` 1, corpus ``[5, 6, 0, 8, 9]`` gives one
+span of 5 (one mismatch, at position 2, neither in the first 2 nor trailing); with L = 3 it gives none (the
+mismatch is in the first 3).
 """
 
 from __future__ import annotations
@@ -36,12 +46,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# The paper: "any token n-gram longer than 10 tokens", so at least 11.
-DEFAULT_MIN_NGRAM = 11
-# The paper's subsets: clean < 20 % < not clean; not dirty < 80 % <= dirty.
+# The paper's minimum match lengths. A span counts at L when it is at least L tokens long: the paper's L is a
+# "minimum match length" and its spans are "10(+)-skipgrams"; its "longer than 10 tokens" (11) is the option
+# ``longer_than``. The two readings differ by one token at every L.
+DEFAULT_LENGTHS = (10, 20, 30, 40, 50)
+# "no mismatches in the first 10 tokens"
+EXACT_HEAD = 10
+# The paper's subsets: clean < 20 % <= not clean; not dirty < 80 % <= dirty.
 CLEAN_BELOW = 0.2
 DIRTY_FROM = 0.8
-# The paper's skipgram budget (an option here: the default is exact match).
+# The paper's skipgram budget, the default (0: exact match).
 PAPER_SKIP_BUDGET = 4
 
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial hash (arithmetic modulo 2**64)
@@ -62,35 +76,42 @@ def window_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Span:
-    """Sample ``sample``'s tokens ``start:end`` matched from ``corpus_pos`` of a corpus text, holding ``length``
-    counted tokens."""
+    """A grown span: sample ``sample``'s tokens ``start:end`` matched from ``corpus_pos`` of a corpus text, holding
+    ``length`` counted tokens; its first ``exact`` tokens match exactly."""
 
     sample: int
     start: int
     end: int
     corpus_pos: int
     length: int
+    exact: int
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return self.start, self.end, self.exact
 
 
 @dataclass
 class SampleIndex:
-    """Every seed (``min_ngram - 1`` tokens) of the evaluation samples, by hash: the only thing held in memory.
+    """Every seed (``head`` tokens) of the evaluation samples, by hash: the only thing held in memory.
 
     ``keys`` are the distinct hashes, sorted; the samples and positions holding hash ``keys[k]`` are
     ``entries[starts[k]:starts[k + 1]]`` (rows of ``(sample, position)``).
     """
 
     samples: list[np.ndarray]
-    min_ngram: int
+    lengths: tuple[int, ...] = DEFAULT_LENGTHS
     counted: list[np.ndarray] | None = None
-    skip_budget: int = 0
+    skip_budget: int = PAPER_SKIP_BUDGET
+    longer_than: bool = False
     keys: np.ndarray = field(init=False)
     starts: np.ndarray = field(init=False)
     entries: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.min_ngram < 2 or self.skip_budget < 0:
-            raise ValueError(f"min_ngram {self.min_ngram} must be >= 2 and skip_budget {self.skip_budget} >= 0")
+        self.lengths = tuple(sorted(set(self.lengths)))
+        if not self.lengths or self.lengths[0] < 2 or self.skip_budget < 0:
+            raise ValueError(f"lengths {self.lengths} must be >= 2 and skip_budget {self.skip_budget} >= 0")
         self.samples = [np.asarray(tokens, dtype=np.int64) for tokens in self.samples]
         if self.counted is None:
             self.counted = [np.ones(len(tokens), dtype=bool) for tokens in self.samples]
@@ -112,7 +133,21 @@ class SampleIndex:
 
     @property
     def seed(self) -> int:
-        return self.min_ngram - 1
+        """The exact head of every span, and the length of the hashed seeds."""
+        return min(EXACT_HEAD, self.lengths[0])
+
+    def shortest(self, length: int) -> int:
+        """How many tokens a span needs to count at minimum match length ``length``."""
+        return length + 1 if self.longer_than else length
+
+    def holds(self, span: tuple[int, int, int], length: int) -> bool:
+        """Whether a grown span ``(start, end, exact)`` is a matched span at minimum length ``length``."""
+        start, end, exact = span
+        return end - start >= self.shortest(length) and exact >= min(EXACT_HEAD, length)
+
+    def detectable(self, sample: int, length: int) -> bool:
+        """Whether sample ``sample`` is long enough to hold a matched span at ``length`` at all."""
+        return len(self.samples[sample]) >= self.shortest(length)
 
     def hits(self, tokens: np.ndarray) -> np.ndarray:
         """Rows ``(sample, sample_pos, corpus_pos)``: every seed of a sample equal to the corpus text ``tokens``
@@ -136,40 +171,47 @@ class SampleIndex:
         return np.stack([sample[equal], sample_pos[equal], corpus_pos[equal]], axis=1)
 
     def spans(self, tokens: np.ndarray) -> list[Span]:
-        """The matched spans of every sample in the corpus text ``tokens``, one per exact run of seeds."""
+        """The grown spans of every sample in the corpus text ``tokens`` long enough for the smallest length, one
+        per maximal exact run on a diagonal that holds a seed."""
         tokens = np.asarray(tokens, dtype=np.int64)
         hits = self.hits(tokens)
         if not len(hits):
             return []
         seen = {tuple(row) for row in hits.tolist()}
-        spans = []
+        grown: dict[tuple[int, int, int], Span] = {}
+        shortest = self.shortest(self.lengths[0])
         for sample, start, corpus_pos in hits.tolist():
             if (sample, start - 1, corpus_pos - 1) in seen:
-                continue  # not the first seed of its run: that one's span reaches at least as far
-            end = start + self._reach(self.samples[sample][start:], tokens[corpus_pos:])
-            if end - start >= self.min_ngram:
-                length = int(self.counted[sample][start:end].sum())
-                spans.append(Span(sample, start, end, corpus_pos, length))
-        return spans
+                continue  # not the first hit of its run: the run's start grows a span at least as far
+            theirs = self.samples[sample]
+            while start and corpus_pos and theirs[start - 1] == tokens[corpus_pos - 1]:
+                start, corpus_pos = start - 1, corpus_pos - 1  # back to the run's start (unindexed seeds)
+            if (sample, start, corpus_pos) in grown:
+                continue
+            reach, exact = self._reach(theirs[start:], tokens[corpus_pos:])
+            if reach >= shortest:
+                length = int(self.counted[sample][start : start + reach].sum())
+                grown[sample, start, corpus_pos] = Span(sample, start, start + reach, corpus_pos, length, exact)
+        return list(grown.values())
 
-    def _reach(self, theirs: np.ndarray, ours: np.ndarray) -> int:
-        """How far a span starting with a seed goes: up to the ``skip_budget + 1``-th mismatch, then back over
-        trailing mismatches."""
+    def _reach(self, theirs: np.ndarray, ours: np.ndarray) -> tuple[int, int]:
+        """How far a span starting with a seed goes (up to the ``skip_budget + 1``-th mismatch, then back over
+        trailing mismatches), and how many of its first tokens match exactly."""
         size = min(len(theirs), len(ours))
         mismatches = np.flatnonzero(theirs[:size] != ours[:size])
         end = int(mismatches[self.skip_budget]) if len(mismatches) > self.skip_budget else size
         inside = set(mismatches[mismatches < end].tolist())
         while end - 1 in inside:
             end -= 1
-        return end
+        return end, min(int(mismatches[0]) if len(mismatches) else size, end)
 
-    def fraction(self, sample: int, spans: set[tuple[int, int]]) -> float:
-        """The share of the sample's counted tokens inside one of ``spans`` (``(start, end)`` pairs)."""
+    def fraction(self, sample: int, spans) -> float:
+        """The share of the sample's counted tokens inside one of ``spans`` (``(start, end, ...)`` tuples)."""
         counted = self.counted[sample]
         if not counted.any():
             return 0.0
         covered = np.zeros(len(counted) + 1, dtype=np.int64)
-        for start, end in spans:
+        for start, end, *_ in spans:
             covered[start] += 1
             covered[end] -= 1
         inside = np.cumsum(covered[: len(counted)]) > 0
@@ -181,6 +223,9 @@ def _window_sums(flags: np.ndarray, n: int) -> np.ndarray:
     total = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
     ends = np.minimum(np.arange(len(flags)) + n, len(flags))
     return total[ends] - total[: len(flags)]
+
+
+SUBSETS = ("clean", "not_clean", "not_dirty", "dirty")
 
 
 def subsets(fraction: float) -> dict[str, bool]:

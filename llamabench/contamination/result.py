@@ -1,8 +1,13 @@
 """A contamination scan from tasks and a corpus to its run folder, and reading such a folder back.
 
-The folder (``<output-dir>/<UTC time>-<id>/``) holds ``contamination_<task>.csv`` and ``.parquet``, one row per
-document (:data:`COLUMNS`), and ``manifest.json``: the settings, each task's document count, and every corpus
-file with its blake3 content digest, size and the tokens scanned in it.
+The folder (``<output-dir>/<UTC time>-<id>/``) holds, per task and minimum match length L, a table
+``contamination_<task>_L<L>.csv`` and ``.parquet``, one row per document (:data:`COLUMNS`), and
+``manifest.json``: the settings, each task's document count, undetectable documents and files per length, and
+every corpus file with its blake3 content digest, size and the tokens scanned in it. In memory (and as
+:func:`read_contamination` gives them back) a task's tables are one frame, its rows by ``min_length``.
+
+A document is *undetectable* at L when none of its forms is long enough to hold a matched span: it is in none of
+the four subsets (never silently "clean"), and counted apart.
 """
 
 from __future__ import annotations
@@ -20,19 +25,23 @@ from llamabench import __version__, escaping
 from llamabench.contamination import corpus
 from llamabench.contamination.criterion import (
     CLEAN_BELOW,
-    DEFAULT_MIN_NGRAM,
+    DEFAULT_LENGTHS,
     DIRTY_FROM,
+    PAPER_SKIP_BUDGET,
     SampleIndex,
     subsets,
 )
 from llamabench.contamination.samples import EvalSample, task_texts, tokenize_samples
-from llamabench.contamination.scan import Findings, file_digest, scan
+from llamabench.contamination.scan import Findings, file_digest, scan_corpus
 from llamabench.contamination.tokenizer import load_tokenizer
 from llamabench.errors import LlamabenchError
 from llamabench.records.results import ensure_writable, sample_file_stems
 
 COLUMNS = [
     "doc_id",
+    "min_length",
+    "detectable",
+    "form",
     "n_tokens",
     "contaminated_fraction",
     "longest_span",
@@ -46,8 +55,6 @@ COLUMNS = [
 ]
 MANIFEST = "manifest.json"
 KIND = "llamabench-contamination"
-# Bytes beyond the longest sample by which text units overlap: room for the tokeniser's context at a cut.
-_OVERLAP_SLACK = 1024
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,11 @@ class ScanSettings:
     tasks_dir: tuple[Path, ...] = ()
     model: str | None = None
     field: str = "text"
-    min_ngram: int = DEFAULT_MIN_NGRAM
-    skip_budget: int = 0
+    lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    skip_budget: int = PAPER_SKIP_BUDGET
+    longer_than: bool = False
     workers: int = 1
+    ray: str | None = None
     limit: int | None = None
     text: tuple[str, ...] = ()
     text_format: str | None = None
@@ -71,10 +80,10 @@ class ScanSettings:
     def validate(self) -> None:
         if not (self.tasks or self.text):
             raise LlamabenchError("nothing to scan for: pass --tasks NAMES, or --text PATH for your own files")
-        if self.min_ngram < 2:
-            raise LlamabenchError(f"--min-ngram {self.min_ngram} must be at least 2 tokens")
-        if not 0 <= self.skip_budget < self.min_ngram:
-            raise LlamabenchError(f"--skip-budget {self.skip_budget} must be from 0 to --min-ngram - 1")
+        if not self.lengths or min(self.lengths) < 2:
+            raise LlamabenchError(f"--lengths {_joined(self.lengths)} must be match lengths of at least 2 tokens")
+        if not 0 <= self.skip_budget < min(self.lengths):
+            raise LlamabenchError(f"--skip-budget {self.skip_budget} must be from 0 to the smallest length - 1")
         if self.workers < 1:
             raise LlamabenchError(f"--workers {self.workers} must be at least 1")
         if self.limit is not None and self.limit < 1:
@@ -99,11 +108,22 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
     tokenizer = load_tokenizer(settings.model)
     samples = tokenize_samples(texts, tokenizer.load())
     index = SampleIndex(
-        [s.tokens for s in samples], settings.min_ngram, [s.counted for s in samples], settings.skip_budget
+        [s.tokens for s in samples],
+        settings.lengths,
+        [s.counted for s in samples],
+        settings.skip_budget,
+        settings.longer_than,
     )
-    overlap = max(len(s.text.encode()) for s in samples) + _OVERLAP_SLACK
-    work = [unit for file in files for unit in corpus.units(file, overlap, settings.unit_bytes)]
-    found = scan(work, tokenizer.json, index, settings.field, settings.workers)
+    found, units = scan_corpus(
+        files,
+        [s.text for s in samples],
+        tokenizer.json,
+        index,
+        settings.field,
+        settings.workers,
+        unit_bytes=settings.unit_bytes,
+        ray=settings.ray,
+    )
     seconds = time.perf_counter() - started
     tables = contamination_rows(samples, found, index)
     manifest = {
@@ -112,7 +132,9 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {
             "criterion": "llama2",
-            "min_ngram": settings.min_ngram,
+            "lengths": list(index.lengths),
+            "longer_than": settings.longer_than,
+            "exact_head": index.seed,
             "skip_budget": settings.skip_budget,
             "clean_below": CLEAN_BELOW,
             "dirty_from": DIRTY_FROM,
@@ -124,9 +146,10 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
             "text_format": settings.text_format,
             "data_dir": None if settings.data_dir is None else str(settings.data_dir),
             "limit": settings.limit,
-            "sample_text": "prompt without few-shot examples + target delimiter + gold answer",
+            "sample_text": "prompt without few-shot examples + target delimiter + gold answer; and each string of "
+            "the record the prompt does not hold",
         },
-        "tasks": {task: {"documents": len(table)} for task, table in tables.items()},
+        "tasks": {task: _task_summary(table) for task, table in tables.items()},
         "corpus": [
             {
                 "path": str(file),
@@ -137,36 +160,81 @@ def contamination_tables(settings: ScanSettings) -> tuple[dict[str, pd.DataFrame
             }
             for file in files
         ],
-        "scan": {"workers": settings.workers, "units": len(work), "seconds": round(seconds, 3)},
+        "scan": {"workers": settings.workers, "ray": settings.ray, "units": units, "seconds": round(seconds, 3)},
     }
     return tables, manifest
 
 
 def contamination_rows(samples: list[EvalSample], found: Findings, index: SampleIndex) -> dict[str, pd.DataFrame]:
-    """Each task's table (:data:`COLUMNS`) from what a scan ``found`` for ``samples`` (numbered as in ``index``)."""
-    rows: dict[str, list[dict]] = {}
+    """Each task's rows (:data:`COLUMNS`), by minimum length then document, from what a scan ``found`` for
+    ``samples`` (the forms of the documents, numbered as in ``index``): a document's row is that of its most
+    contaminated detectable form (the first on ties: the rendered prompt)."""
+    forms: dict[tuple[str, str], list[int]] = {}
     for number, sample in enumerate(samples):
-        fraction = index.fraction(number, found.spans.get(number, set()))
-        length, where = found.longest.get(number, (0, None))
-        rows.setdefault(sample.task, []).append(
-            {
-                "doc_id": sample.doc_id,
-                "n_tokens": int(sample.counted.sum()),
-                "contaminated_fraction": fraction,
-                "longest_span": length,
-                "longest_file": None if where is None else where.file,
-                "longest_record": None if where is None else where.record,
-                "longest_offset": None if where is None else where.offset,
-                **subsets(fraction),
-            }
-        )
+        forms.setdefault((sample.task, sample.doc_id), []).append(number)
+    rows: dict[str, list[dict]] = {}
+    for length in index.lengths:
+        for (task, doc_id), numbers in forms.items():
+            best = None
+            for number in numbers:
+                if not index.detectable(number, length):
+                    continue
+                spans = [span for span in found.spans.get(number, ()) if index.holds(span, length)]
+                fraction = index.fraction(number, spans)
+                if best is None or fraction > best[1]:
+                    best = (number, fraction)
+            rows.setdefault(task, []).append(_row(samples, found, doc_id, length, numbers[0], best))
     tables = {}
     for task, task_rows in rows.items():
         table = pd.DataFrame(task_rows, columns=COLUMNS)
         table["longest_record"] = table["longest_record"].astype("Int64")
         table["longest_offset"] = table["longest_offset"].astype("Int64")
+        table["contaminated_fraction"] = table["contaminated_fraction"].astype(float)
         tables[task] = table
     return tables
+
+
+def _row(samples: list[EvalSample], found: Findings, doc_id: str, length: int, first: int, best) -> dict:
+    """One document's row at ``length``: ``best`` is (form number, fraction), None when no form is detectable."""
+    if best is None:
+        flags = dict.fromkeys(("clean", "not_clean", "not_dirty", "dirty"), False)
+        return {
+            "doc_id": doc_id,
+            "min_length": length,
+            "detectable": False,
+            "form": samples[first].form,
+            "n_tokens": int(samples[first].counted.sum()),
+            "contaminated_fraction": float("nan"),
+            "longest_span": 0,
+            **flags,
+        }
+    number, fraction = best
+    span, where = found.longest.get((number, length), (0, None))
+    return {
+        "doc_id": doc_id,
+        "min_length": length,
+        "detectable": True,
+        "form": samples[number].form,
+        "n_tokens": int(samples[number].counted.sum()),
+        "contaminated_fraction": fraction,
+        "longest_span": span,
+        "longest_file": None if where is None else where.file,
+        "longest_record": None if where is None else where.record,
+        "longest_offset": None if where is None else where.offset,
+        **subsets(fraction),
+    }
+
+
+def _task_summary(table: pd.DataFrame) -> dict:
+    by_length = table.groupby("min_length")
+    return {
+        "documents": int(by_length.size().iloc[0]),
+        "undetectable": {str(length): int((~group.detectable).sum()) for length, group in by_length},
+    }
+
+
+def _joined(values) -> str:
+    return ",".join(map(str, values))
 
 
 def write_contamination(tables: dict[str, pd.DataFrame], manifest: dict, output_dir: Path) -> Path:
@@ -179,9 +247,12 @@ def write_contamination(tables: dict[str, pd.DataFrame], manifest: dict, output_
         task: "contamination_" + stem.removeprefix("samples_") for task, stem in sample_file_stems(list(tables)).items()
     }
     for task, table in tables.items():
-        table.to_parquet(folder / f"{stems[task]}.parquet", index=False)
-        escaping.csv_frame(table).to_csv(folder / f"{stems[task]}.csv", index=False)
-        manifest["tasks"][task]["file"] = stems[task]
+        files = {}
+        for length, rows in table.groupby("min_length", sort=True):
+            stem = files[str(length)] = f"{stems[task]}_L{length}"
+            rows.to_parquet(folder / f"{stem}.parquet", index=False)
+            escaping.csv_frame(rows).to_csv(folder / f"{stem}.csv", index=False)
+        manifest["tasks"][task]["files"] = files
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return folder
 
@@ -193,7 +264,12 @@ def read_contamination(folder: Path | str) -> tuple[dict[str, pd.DataFrame], dic
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("kind") != KIND:
             raise ValueError("its manifest is not a contamination manifest")
-        tables = {task: pd.read_parquet(folder / f"{info['file']}.parquet") for task, info in manifest["tasks"].items()}
+        tables = {
+            task: pd.concat(
+                [pd.read_parquet(folder / f"{stem}.parquet") for stem in info["files"].values()], ignore_index=True
+            )
+            for task, info in manifest["tasks"].items()
+        }
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LlamabenchError(
             f"--contamination {folder} is not a folder written by `llamabench contamination` ({exc}); "

@@ -11,6 +11,12 @@ characters or more); the template's words around them ("Translate the following 
 not counted (see :class:`~llamabench.contamination.criterion.SampleIndex`). A text in which no field occurs (a
 template that transforms its field, as wikitext's detokeniser does) counts whole. A token is the document's when
 any of its characters is.
+
+A document is also looked for in the form its data is distributed in: each string of a record field that the
+task's templates read but that does not occur in the rendered text (wikitext's raw page, with its " @-@ "
+escapes, beside the detokenised page the task renders) is a further *form* of the document, counted whole. The
+raw test file used as the corpus then holds the document. A document's contamination is that of its most
+contaminated form (see ``result.py``).
 """
 
 from __future__ import annotations
@@ -27,17 +33,20 @@ from llamabench.tasks.build import build_requests
 from llamabench.tasks.kinds import kind_of
 from llamabench.tasks.spec import TaskSpec
 
+PROMPT = "prompt"
+
 
 @dataclass(frozen=True)
 class EvalSample:
-    """One document of ``task``: its id, its text as rendered, that text's token ids and which tokens count (those
-    holding a character of the document's own, :func:`own_characters`)."""
+    """One form of a document of ``task``: its id, the form's text, that text's token ids and which tokens count
+    (those holding a character of the document's own, :func:`own_characters`)."""
 
     task: str
     doc_id: str
     text: str
     tokens: np.ndarray
     counted: np.ndarray
+    form: str = PROMPT
 
 
 def sample_text(spec: TaskSpec, doc: DocRequests) -> str:
@@ -50,7 +59,7 @@ def sample_text(spec: TaskSpec, doc: DocRequests) -> str:
 def own_characters(text: str, record: dict) -> np.ndarray:
     """Which characters of ``text`` lie in an occurrence of one of ``record``'s strings (all, if none occurs)."""
     own = np.zeros(len(text), dtype=bool)
-    for value in set(_strings(record)):
+    for value in {value.strip() for _, value in _named_strings(record, "")}:
         start = text.find(value)
         while start >= 0:
             own[start : start + len(value)] = True
@@ -58,25 +67,50 @@ def own_characters(text: str, record: dict) -> np.ndarray:
     return own if own.any() else np.ones(len(text), dtype=bool)
 
 
-def _strings(value: object):
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, str) and len(value.strip()) >= 2:
-        yield value.strip()
-
-
 @dataclass(frozen=True)
 class SampleText:
-    """A document as rendered, and which of its characters are its own."""
+    """A form of a document (``prompt``: as rendered; ``record:<field>``: a string of its record), and which of its
+    characters are its own."""
 
     task: str
     doc_id: str
     text: str
     own: np.ndarray
+    form: str = PROMPT
+
+
+def template_fields(spec: TaskSpec) -> set[str]:
+    """The names the task's prompt, target and choices templates read (a record's fields among them)."""
+    import jinja2
+    from jinja2 import nodes
+
+    sources = [spec.prompt]
+    for templates in (spec.target, spec.choices):
+        sources += [templates] if isinstance(templates, str) else list(templates or [])
+    environment = jinja2.Environment()  # parsing only: the task's own filters are not needed to read the names
+    return {name.name for source in sources for name in environment.parse(source).find_all(nodes.Name)}
+
+
+def record_forms(task: str, doc_id: str, rendered: str, record: dict, fields: set[str]) -> list[SampleText]:
+    """The strings of ``record``'s ``fields`` that the rendered text does not hold, each a form counted whole."""
+    forms, seen = [], set()
+    for name, value in _named_strings({key: record[key] for key in sorted(fields) if key in record}, ""):
+        if value not in rendered and value not in seen:
+            seen.add(value)
+            forms.append(SampleText(task, doc_id, value, np.ones(len(value), dtype=bool), f"record:{name}"))
+    return forms
+
+
+def _named_strings(value: object, name: str):
+    """``(path, string)`` for every string in ``value`` of two characters or more (stripped), nested ones too."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _named_strings(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            yield from _named_strings(item, f"{name}[{position}]")
+    elif isinstance(value, str) and len(value.strip()) >= 2:
+        yield name, value
 
 
 def task_texts(
@@ -89,7 +123,8 @@ def task_texts(
     text_format: str | None = None,
 ) -> list[SampleText]:
     """Every scored document of ``tasks`` (and of the ``--text`` files ``text``) as ``llamabench run
-    --num-fewshot 0`` renders it, with its own characters marked (bad task names or data: one-line errors)."""
+    --num-fewshot 0`` renders it, with its own characters marked, each followed by its record's forms (bad task
+    names or data: one-line errors)."""
     config = RunConfig(
         tasks=tasks,
         data_dir=data_dir,
@@ -102,11 +137,13 @@ def task_texts(
     texts = []
     for task in prepare_tasks(config.validate()):
         kind = kind_of(task.spec)
+        fields = template_fields(task.spec)
         # Rendered again beside their records (prepare_tasks keeps only the scored ones): the same requests.
         for record, doc in zip(task.docs, build_requests(task.spec, task.docs, num_fewshot=0), strict=True):
             if kind.scorable(doc):
                 text = sample_text(task.spec, doc)
                 texts.append(SampleText(task.spec.name, doc.doc_id, text, own_characters(text, record)))
+                texts += record_forms(task.spec.name, doc.doc_id, text, record, fields)
     return texts
 
 
@@ -117,5 +154,5 @@ def tokenize_samples(texts: list[SampleText], tokenizer) -> list[EvalSample]:
     for item, encoding in zip(texts, encodings, strict=True):
         counted = np.array([item.own[start:end].any() for start, end in encoding.offsets], dtype=bool)
         tokens = np.asarray(encoding.ids, dtype=np.int64)
-        samples.append(EvalSample(item.task, item.doc_id, item.text, tokens, counted))
+        samples.append(EvalSample(item.task, item.doc_id, item.text, tokens, counted, item.form))
     return samples

@@ -6,10 +6,10 @@ tokenizer) read, tokenise and match one unit at a time and send back only what t
 spans it matched and its longest span with where it lies. Memory is the index plus one unit per worker,
 whatever the corpus size. ``workers=1`` scans in this process.
 
-Scaling beyond one machine needs nothing new from this module: :func:`scan_unit` is a pure function of a unit
-(given the worker state of :func:`init_worker`), and :class:`Findings` merge associatively
-(:meth:`Findings.merge`), so a Ray job maps ``scan_unit`` over the units of a shared file system and folds the
-results exactly as :func:`scan` does.
+On Ray (``--ray ADDRESS``, ``local`` starts a cluster here), one actor per free CPU of the cluster holds the
+same worker state (the index goes to the object store once) and the units are mapped over the actors in corpus
+order: :func:`scan_unit` is a pure function of a unit, so the findings, merged in the same order, are those of one
+process. The corpus paths must be readable on every node (a shared file system).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llamabench.contamination import corpus
 from llamabench.contamination.corpus import Unit, record_text
 from llamabench.contamination.criterion import SampleIndex, Span
 from llamabench.errors import LlamabenchError
@@ -40,24 +41,29 @@ class Location:
 
 @dataclass
 class Findings:
-    """What a scan found: per sample, its matched spans (``(start, end)`` token positions), and its longest span
-    (in counted tokens) and where."""
+    """What a scan found: per sample, its grown spans (``(start, end, exact)``, :attr:`Span.key`: each minimum
+    length takes those that :meth:`SampleIndex.holds`), and per sample and minimum length its longest span (in
+    counted tokens) and where."""
 
-    spans: dict[int, set[tuple[int, int]]] = field(default_factory=dict)
-    longest: dict[int, tuple[int, Location]] = field(default_factory=dict)
+    spans: dict[int, set[tuple[int, int, int]]] = field(default_factory=dict)
+    longest: dict[tuple[int, int], tuple[int, Location]] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)  # tokens scanned, per corpus file
 
     def merge(self, other: Findings) -> Findings:
         """Add ``other`` (found later in corpus order: on equal lengths the earlier location is kept)."""
         for sample, spans in other.spans.items():
             self.spans.setdefault(sample, set()).update(spans)
-        for sample, (length, where) in other.longest.items():
-            if sample not in self.longest or length > self.longest[sample][0]:
-                self.longest[sample] = (length, where)
+        for key, (length, where) in other.longest.items():
+            if key not in self.longest or length > self.longest[key][0]:
+                self.longest[key] = (length, where)
         for file, count in other.tokens.items():
             self.tokens[file] = self.tokens.get(file, 0) + count
         return self
 
+
+# Bytes a unit reaches back beyond the longest passage that could match: room for the tokenizer's context, so the
+# tokens of any matching passage are those of the whole file, wherever the cut falls.
+CONTEXT_BYTES = 1024
 
 _STATE: dict = {}
 
@@ -78,23 +84,25 @@ def scan_unit(unit: Unit) -> Findings:
     found = Findings(tokens={unit.path: 0})
     for text, record, encoding in zip(texts, records, encodings, strict=True):
         tokens = np.asarray(encoding.ids, dtype=np.int64)
-        longest: dict[int, Span] = {}
+        longest: dict[tuple[int, int], Span] = {}
         for span in index.spans(tokens):
-            found.spans.setdefault(span.sample, set()).add((span.start, span.end))
-            if span.sample not in longest or span.length > longest[span.sample].length:
-                longest[span.sample] = span
+            found.spans.setdefault(span.sample, set()).add(span.key)
+            for length in index.lengths:
+                key = (span.sample, length)
+                if index.holds(span.key, length) and (key not in longest or span.length > longest[key].length):
+                    longest[key] = span
         overlapped = unit.format == "text" and unit.counted_from > unit.start
         # ``encoding.offsets`` builds a list of every token's offsets on each access: once, and only when needed.
         offsets = encoding.offsets if longest or overlapped else []
         found.tokens[unit.path] += _counted(unit, text, offsets) if overlapped else len(tokens)
-        chars = {sample: offsets[span.corpus_pos][0] for sample, span in longest.items()}
-        places = _byte_offsets(text, sorted(chars.values())) if unit.format == "text" else {}
-        for sample, span in longest.items():
+        chars = {key: offsets[span.corpus_pos][0] for key, span in longest.items()}
+        places = _byte_offsets(text, sorted(set(chars.values()))) if unit.format == "text" else {}
+        for key, span in longest.items():
             if unit.format == "text":
-                where = Location(unit.path, None, unit.start + places[chars[sample]])
+                where = Location(unit.path, None, unit.start + places[chars[key]])
             else:
-                where = Location(unit.path, record, chars[sample])
-            found.merge(Findings(longest={sample: (span.length, where)}))
+                where = Location(unit.path, record, chars[key])
+            found.merge(Findings(longest={key: (span.length, where)}))
     return found
 
 
@@ -145,10 +153,42 @@ def _read(unit: Unit, field_name: str) -> tuple[list[str], list[int | None]]:
     return texts, records
 
 
-def scan(units: list[Unit], tokenizer_json: str, index: SampleIndex, field_name: str, workers: int) -> Findings:
-    """Every unit matched against ``index`` on ``workers`` processes, the findings merged in corpus order."""
+def overlap_bytes(forms: list[str], skip_budget: int, tokenizer_json: str, context_bytes: int = CONTEXT_BYTES) -> int:
+    """How far a text unit reaches back into the one before it: the most bytes a matching corpus passage can take
+    (the longest form, with ``skip_budget`` of its tokens replaced by the vocabulary's longest), plus
+    ``context_bytes``. Every matching passage then lies whole in some unit, past its cut context."""
+    from tokenizers import Tokenizer
+
+    longest_token = max(len(token.encode()) for token in Tokenizer.from_str(tokenizer_json).get_vocab())
+    return max(len(form.encode()) for form in forms) + skip_budget * longest_token + context_bytes
+
+
+def scan_corpus(
+    files: list[Path],
+    forms: list[str],
+    tokenizer_json: str,
+    index: SampleIndex,
+    field_name: str,
+    workers: int = 1,
+    *,
+    unit_bytes: int = corpus.UNIT_BYTES,
+    context_bytes: int = CONTEXT_BYTES,
+    ray: str | None = None,
+) -> tuple[Findings, int]:
+    """``files`` cut into units (overlapping by :func:`overlap_bytes` of the sample ``forms``) and matched against
+    ``index`` on ``workers`` processes, or on the Ray cluster ``ray``; the findings and the number of units."""
+    overlap = overlap_bytes(forms, index.skip_budget, tokenizer_json, context_bytes)
+    work = [unit for file in files for unit in corpus.units(file, overlap, unit_bytes)]
+    return scan(work, tokenizer_json, index, field_name, workers, ray=ray), len(work)
+
+
+def scan(
+    units: list[Unit], tokenizer_json: str, index: SampleIndex, field_name: str, workers: int, ray: str | None = None
+) -> Findings:
+    """Every unit matched against ``index`` on ``workers`` processes (or Ray), the findings merged in corpus order."""
     total = Findings()
-    for found in _results(units, tokenizer_json, index, field_name, workers):
+    results = _ray_results if ray is not None else _results
+    for found in results(units, tokenizer_json, index, field_name, ray if ray is not None else workers):
         total.merge(found)
     return total
 
@@ -161,6 +201,37 @@ def _results(units: list[Unit], tokenizer_json: str, index: SampleIndex, field_n
     context = multiprocessing.get_context("spawn")  # a forked tokenizer's thread pool could deadlock
     with context.Pool(min(workers, len(units)), init_worker, (tokenizer_json, index, field_name)) as pool:
         yield from pool.imap(scan_unit, units)
+
+
+class UnitScanner:
+    """A Ray actor (made one on use) holding a worker's state and scanning the units it is given."""
+
+    def __init__(self, tokenizer_json: str, index: SampleIndex, field_name: str):
+        init_worker(tokenizer_json, index, field_name)
+
+    def scan(self, unit: Unit) -> Findings:
+        return scan_unit(unit)
+
+
+def _ray_results(units: list[Unit], tokenizer_json: str, index: SampleIndex, field_name: str, address: str):
+    """The units' findings in corpus order, from one :class:`UnitScanner` per free CPU of the cluster."""
+    from llamabench.scale.ray_backend import connect, import_ray
+
+    ray = import_ray()
+    connect(address)
+    from ray.util import ActorPool
+
+    if not units:
+        return
+    slots = max(1, int(ray.available_resources().get("CPU", 1)))
+    scanner = ray.remote(num_cpus=1)(UnitScanner)
+    shared = ray.put(index)
+    actors = [scanner.remote(tokenizer_json, shared, field_name) for _ in range(min(slots, len(units)))]
+    try:
+        yield from ActorPool(actors).map(lambda actor, unit: actor.scan.remote(unit), units)
+    finally:  # the actors hold the cluster's CPUs: give them back, in a long-lived driver too
+        for actor in actors:
+            ray.kill(actor)
 
 
 def file_digest(path: Path) -> str:
