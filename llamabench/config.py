@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from llamabench.backends.server.url import is_server_url
+from llamabench.backends.server.url import is_server_url, shown
 from llamabench.errors import LlamabenchError
 
 # Seeds feed numpy, Python and torch generators; 2**63 keeps every one of them happy.
@@ -232,7 +232,7 @@ class RunConfig:
     def record(self, model: str | None) -> dict:
         """The configuration as the manifest records it for one run of ``model`` (paths as text)."""
         values = {item.name: getattr(self, item.name) for item in fields(self)}
-        values["model"] = model
+        values["model"] = shown(model)  # a server URL without its user:password
         return {key: _plain(value) for key, value in values.items()}
 
 

@@ -21,7 +21,6 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
 
@@ -118,7 +117,7 @@ class ServerBackend(Backend):
 
     def statistics(self) -> dict:
         return {
-            "server": _without_credentials(self.client.base_url),
+            "server": self.client.base_url,  # without credentials (ServerClient)
             "requests_sent": self.client.sent,
             "requests_retried": self.client.retried,
         }
@@ -377,9 +376,3 @@ def _read_echo_logprobs(choice: dict, tokens: list[int], n_target: int) -> list[
         best = max(float(v) for v in tops[position].values())
         scored.append((value, best, value >= best))
     return scored
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` without a ``user:password@`` part."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
