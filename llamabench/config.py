@@ -27,6 +27,7 @@ from pathlib import Path
 from llamabench.digits import ascii_int
 from llamabench.errors import LlamabenchError
 from llamabench.shard_spec import parse_shard
+from llamabench.urls import shown
 
 # Seeds feed numpy, Python and torch generators; 2**63 keeps every one of them happy.
 MAX_SEED = 2**63
@@ -191,7 +192,7 @@ class RunConfig:
     def record(self, model: str | None) -> dict:
         """The configuration as the manifest records it for one run of ``model`` (paths as text)."""
         values = {item.name: getattr(self, item.name) for item in fields(self)}
-        values["model"] = model
+        values["model"] = shown(model)  # a server URL without its user:password
         return {key: _plain(value) for key, value in values.items()}
 
 

@@ -1,5 +1,6 @@
 """A real HTTP proxy on 127.0.0.1 in front of a real server, which injects faults into what passes through it:
-429 storms, truncated or malformed JSON, slow answers, a server that dies, a server whose model was swapped.
+429 storms, truncated or malformed JSON, slow answers, answers that never come, a server that dies, a server whose
+model was swapped, answers rewritten to hold impossible values.
 
 It counts every request it receives (``requests``: path and JSON body), so a test sees exactly what a client sent.
 Each fault applies to the next ``count`` requests to ``/v1/completions`` (the scoring and generation calls).
@@ -13,15 +14,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @dataclass
 class Fault:
-    kind: str  # "429", "truncate", "malformed", "slow", "swap", "skew"
+    kind: str  # "429", "truncate", "malformed", "slow", "hang", "swap", "skew", "rewrite"
     count: int = 1_000_000  # requests it applies to
     seconds: float = 0.0  # "slow": the delay
+    when: Callable[[dict], bool] | None = None  # which completion bodies it applies to (default: all)
+    change: Callable[[dict, dict], None] | None = None  # "rewrite": edits the JSON answer, given the request body
 
 
 @dataclass
@@ -34,7 +38,8 @@ class FaultProxy:
     requests: list[tuple[str, dict | None]] = field(default_factory=list)
     answered: list[dict] = field(default_factory=list)  # completion bodies answered with a 200
     die_after: int | None = None  # completions answered before the server "dies" (answers nothing more)
-    refuse_prompt_logprobs: bool = False  # a server without prompt log-probabilities (400, as OpenAI's API)
+    # Prompt log-probability forms answered 400, as OpenAI's API does: "prompt_logprobs" (vLLM's) and "echo".
+    refused_forms: tuple[str, ...] = ()
     authorizations: list[str] = field(default_factory=list)  # the Authorization headers received
 
     def start(self) -> FaultProxy:
@@ -54,6 +59,7 @@ class FaultProxy:
                 proxy._handle(self, self.rfile.read(length))
 
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self.server = _QuietServer(("127.0.0.1", self.port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -65,6 +71,7 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def stop(self) -> None:
+        self._stopping.set()  # releases the requests held by "hang"
         self.server.shutdown()
         self.server.server_close()
 
@@ -72,12 +79,12 @@ class FaultProxy:
         """The bodies of every completions request received."""
         return [body for path, body in self.requests if path.endswith("/completions") and body is not None]
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, body: dict | None) -> Fault | None:
         if not path.endswith("/completions"):
             return None
         with self._lock:
             for fault in self.faults:
-                if fault.count > 0:
+                if fault.count > 0 and (fault.when is None or fault.when(body or {})):
                     fault.count -= 1
                     return fault
         return None
@@ -93,13 +100,17 @@ class FaultProxy:
             handler.close_connection = True
             handler.connection.close()
             return
-        if self.refuse_prompt_logprobs and body and ("prompt_logprobs" in body or body.get("echo")):
+        form = "prompt_logprobs" if body and "prompt_logprobs" in body else "echo" if body and body.get("echo") else ""
+        if form in self.refused_forms:
             return self._send(handler, 400, b'{"error": {"message": "unsupported parameter"}}', {})
-        fault = self._take_fault(handler.path)
+        fault = self._take_fault(handler.path, body)
         if fault is not None and fault.kind == "429":
             return self._send(handler, 429, b'{"error": {"message": "rate limited"}}', {"Retry-After": "0"})
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "hang":  # no answer until the proxy stops
+            self._stopping.wait()
+            return None
         status, answer = self._forward(handler, raw)
         if status == 200 and handler.path.endswith("/completions"):
             with self._lock:
@@ -110,6 +121,10 @@ class FaultProxy:
             answer = b"<html>502 Bad Gateway</html>" + answer[:10]
         elif fault is not None and fault.kind in ("swap", "skew"):
             answer = json.dumps(_shifted(json.loads(answer), fault.kind, body or {})).encode()
+        elif fault is not None and fault.kind == "rewrite" and status == 200:
+            value = json.loads(answer)
+            fault.change(value, body or {})
+            answer = json.dumps(value).encode()
         self._send(handler, status, answer, {})
 
     def _forward(self, handler: BaseHTTPRequestHandler, raw: bytes | None) -> tuple[int, bytes]:

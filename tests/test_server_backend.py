@@ -289,36 +289,47 @@ def test_transient_faults_are_retried_to_the_same_numbers(vllm_server, served, c
     [
         (Fault("429"), "HTTP 429 rate limited, 4 attempts"),
         (Fault("malformed"), "not complete JSON"),
-        (Fault("slow", seconds=1.5), "no answer within --request-timeout 0.5 s"),
+        (Fault("hang"), "no answer within --request-timeout 3 s"),
     ],
 )
 def test_a_fault_that_persists_stops_the_run_in_bounded_time(vllm_server, choices, fault, message):
     proxy = FaultProxy(vllm_server).start()
     try:
-        backend = _connect(
-            proxy,
-            policy=RetryPolicy(timeout=0.5 if fault.kind == "slow" else 60, attempts=4, first_wait=0.05, max_wait=0.2),
-        )
+        backend = _connect(proxy)  # the connection's probes under FAST's generous deadline
+        backend.client.policy = RetryPolicy(timeout=3, attempts=4, first_wait=0.05, max_wait=0.2)
         proxy.faults.append(fault)
         started = time.monotonic()
         with pytest.raises(ServerError, match=message):
             backend.loglikelihood(choices[:2])
+        took = time.monotonic() - started
     finally:
         proxy.stop()
-    assert time.monotonic() - started < 20
+    assert took < 120  # 4 attempts of at most 3 s each (a hang): far below this on any machine
 
 
-def test_a_slow_answer_past_the_timeout_is_sent_again(vllm_server, served, choices):
+def test_an_answer_that_never_comes_is_sent_again_at_the_deadline(vllm_server, served, choices):
     want = served.loglikelihood(choices[:1])
     proxy = FaultProxy(vllm_server).start()
     try:
-        backend = _connect(proxy, policy=RetryPolicy(timeout=1.0, attempts=3, first_wait=0.05, max_wait=0.2))
-        proxy.faults.append(Fault("slow", count=1, seconds=2.5))
+        backend = _connect(proxy)
+        # A deadline far above any answer of this server, however loaded the machine: only the hang reaches it.
+        backend.client.policy = RetryPolicy(timeout=20, attempts=3, first_wait=0.05, max_wait=0.2)
+        proxy.faults.append(Fault("hang", count=1))
         got = backend.loglikelihood(choices[:1])
     finally:
         proxy.stop()
     assert math.isclose(got[0][0], want[0][0], rel_tol=1e-5)
     assert backend.client.retried == 1
+
+
+def test_a_probe_that_times_out_is_an_error_not_another_log_probability_form(vllm_server):
+    """A timeout says nothing about what the server offers: the connection stops rather than fall back to echo."""
+    proxy = FaultProxy(vllm_server, faults=[Fault("hang", when=lambda body: "prompt_logprobs" in body)]).start()
+    try:
+        with pytest.raises(ServerError, match="no answer within --request-timeout 10 s"):
+            _connect(proxy, policy=RetryPolicy(timeout=10, attempts=1))
+    finally:
+        proxy.stop()
 
 
 def test_a_server_that_swapped_its_model_never_gets_the_old_results(vllm_server, choices, tmp_path):
@@ -338,7 +349,7 @@ def test_a_server_that_swapped_its_model_never_gets_the_old_results(vllm_server,
 def test_a_server_without_prompt_logprobs_fails_before_any_request_naming_the_task(vllm_server, tmp_path, capsys):
     from llamabench.pipeline import evaluate_checkpoint
 
-    proxy = FaultProxy(vllm_server, refuse_prompt_logprobs=True).start()
+    proxy = FaultProxy(vllm_server, refused_forms=("prompt_logprobs", "echo")).start()
     text = tmp_path / "doc.txt"
     text.write_text("A short document to score.\n")
     try:
@@ -430,3 +441,197 @@ def test_a_run_through_the_server_gives_the_in_process_perplexity(vllm_server, d
         assert math.isclose(served_run.value(task, metric), local_run.value(task, metric), rel_tol=RELATIVE_TOLERANCE)
     backend = served_run.manifest.to_dict()["backend"]
     assert backend["model"] == "smollm2" and backend["fingerprint"].startswith("server-")
+
+
+# -- the echo form, against the transformers backend ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def echo_proxy(vllm_server):
+    """The server behind a proxy that refuses vLLM's ``prompt_logprobs`` (400, as OpenAI's API): the backend must
+    read the prompt's log-probabilities from ``echo`` with ``logprobs``."""
+    proxy = FaultProxy(vllm_server, refused_forms=("prompt_logprobs",)).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def echoed(echo_proxy) -> ServerBackend:
+    backend = _connect(echo_proxy)
+    assert backend.logprob_form == "echo"
+    return backend
+
+
+def test_echo_rolling_loglikelihoods_match_the_transformers_backend(echoed, echo_proxy, hf_smollm2, texts):
+    got, want = echoed.loglikelihood_rolling(texts), hf_smollm2.loglikelihood_rolling(texts)
+    assert [n for _, n in got] == [n for _, n in want]
+    worst = max(_relative(g, w) for (g, _), (w, _) in zip(got, want, strict=True) if w)
+    print(f"echo rolling: largest relative difference {worst:.2e}")
+    assert worst <= RELATIVE_TOLERANCE
+    assert any(body.get("echo") for body in echo_proxy.answered)  # the answers came in the echo form
+
+
+def test_echo_choice_loglikelihoods_and_greedy_flags_match_the_transformers_backend(echoed, hf_smollm2, choices):
+    got, want = echoed.loglikelihood(choices), hf_smollm2.loglikelihood(choices)
+    worst = max(_relative(g, w) for (g, _), (w, _) in zip(got, want, strict=True))
+    print(f"echo multiple choice: largest relative difference {worst:.2e}")
+    assert worst <= RELATIVE_TOLERANCE
+    assert [greedy for _, greedy in got] == [greedy for _, greedy in want]
+    assert any(greedy for _, greedy in want) and not all(greedy for _, greedy in want)
+
+
+# -- impossible answers -------------------------------------------------------------------------------------------
+
+
+def _scoring(body: dict) -> bool:
+    return "prompt_logprobs" in body or bool(body.get("echo"))
+
+
+def _each_prompt_value(change):
+    """A rewrite applying ``change(position, value)`` to every prompt log-probability, in either form."""
+
+    def rewrite(answer: dict, request: dict) -> None:
+        for choice in answer["choices"]:
+            for position, entries in enumerate(choice.get("prompt_logprobs") or []):
+                for entry in (entries or {}).values():
+                    entry["logprob"] = change(position, entry["logprob"])
+            echoed = choice.get("logprobs") or {}
+            if request.get("echo"):
+                values, tops = echoed["token_logprobs"], echoed["top_logprobs"]
+                echoed["token_logprobs"] = [None if v is None else change(p, v) for p, v in enumerate(values)]
+                echoed["top_logprobs"] = [
+                    None if top is None else {key: change(p, v) for key, v in top.items()} for p, top in enumerate(tops)
+                ]
+
+    return rewrite
+
+
+def _drop_first_position(answer: dict, request: dict) -> None:
+    """Every prompt log-probability one position early (the first dropped): read as it comes, each token gets the
+    next one's log-probability."""
+    for choice in answer["choices"]:
+        if choice.get("prompt_logprobs"):
+            choice["prompt_logprobs"] = choice["prompt_logprobs"][1:]
+        echoed = choice.get("logprobs") or {}
+        if request.get("echo"):
+            for key in ("token_logprobs", "top_logprobs", "tokens", "text_offset"):
+                echoed[key] = echoed[key][1:]
+
+
+def _other_prompt_tokens(answer: dict, request: dict) -> None:
+    """The server says it scored other tokens than those sent."""
+    for choice in answer["choices"]:
+        choice["prompt_token_ids"] = [token + 1 for token in request["prompt"]]
+
+
+def _fewer_prompt_tokens(answer: dict, request: dict) -> None:
+    answer["usage"]["prompt_tokens"] = len(request["prompt"]) - 1
+
+
+IMPOSSIBLE = {
+    "positive": (_each_prompt_value(lambda position, value: abs(value)), "positive log-probability"),
+    "one slightly positive": (
+        _each_prompt_value(lambda position, value: 0.01 if position == 7 else value),
+        "positive log-probability 0.01",
+    ),
+    "-1e308": (_each_prompt_value(lambda position, value: -1e308 if position == 5 else value), "-1e+308"),
+    "NaN": (_each_prompt_value(lambda position, value: float("nan") if position == 3 else value), "nan"),
+    "one position early": (_drop_first_position, "log-probabilities for"),
+    "other prompt tokens": (_other_prompt_tokens, "other prompt tokens"),
+    "fewer prompt tokens": (_fewer_prompt_tokens, "counted"),
+}
+
+
+@pytest.mark.parametrize("form", ["prompt_logprobs", "echo"])
+@pytest.mark.parametrize("impossible", list(IMPOSSIBLE))
+def test_impossible_log_probabilities_are_refused_in_one_line_naming_the_server(vllm_server, texts, form, impossible):
+    change, message = IMPOSSIBLE[impossible]
+    refused = () if form == "prompt_logprobs" else ("prompt_logprobs",)
+    proxy = FaultProxy(vllm_server, refused_forms=refused).start()
+    try:
+        backend = _connect(proxy)
+        assert backend.logprob_form == form
+        proxy.faults.append(Fault("rewrite", when=_scoring, change=change))
+        with pytest.raises(LlamabenchError) as failure:
+            backend.loglikelihood_rolling(texts[:1])
+    finally:
+        proxy.stop()
+    line = str(failure.value)
+    assert f"server {proxy.url}" in line and message in line and "\n" not in line
+
+
+def test_impossible_log_probabilities_in_the_connection_probe_are_refused(vllm_server):
+    change, message = IMPOSSIBLE["positive"]
+    proxy = FaultProxy(vllm_server, faults=[Fault("rewrite", when=_scoring, change=change)]).start()
+    try:
+        with pytest.raises(LlamabenchError, match=message):
+            _connect(proxy)
+    finally:
+        proxy.stop()
+
+
+def test_a_generation_longer_than_asked_is_refused(vllm_server, prompts):
+    def longer(answer: dict, request: dict) -> None:
+        answer["usage"]["completion_tokens"] = request["max_tokens"] + 1
+
+    proxy = FaultProxy(vllm_server).start()
+    try:
+        backend = _connect(proxy)
+        proxy.faults.append(Fault("rewrite", when=lambda body: not _scoring(body), change=longer))
+        with pytest.raises(LlamabenchError, match=f"server {proxy.url}.*33 tokens where at most 32"):
+            backend.generate(prompts[:1])
+    finally:
+        proxy.stop()
+
+
+# -- --tokenizer against the server's /tokenize -------------------------------------------------------------------
+
+
+def _swapped_tokenizer(source: Path, folder: Path, first: str, second: str) -> Path:
+    """``source``'s tokenizer with the ids of two tokens exchanged: the same vocabulary size, other ids."""
+    import shutil
+
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (source / name).exists():
+            shutil.copy(source / name, folder / name)
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(("first", "second"), [("Ġthe", "Ġand"), ("Ã©", "Ġ")])  # a word; "é" against a space
+def test_a_local_tokenizer_that_disagrees_with_the_servers_is_refused(
+    vllm_server, dense_smollm2, tmp_path, first, second
+):
+    other = _swapped_tokenizer(dense_smollm2, tmp_path / "other", first, second)
+    with pytest.raises(LlamabenchError) as refused:
+        ServerBackend.connect(f"{vllm_server}/v1", tokenizer=str(other), max_length=MAX_LENGTH, policy=FAST)
+    line = str(refused.value)
+    assert f"--tokenizer {other}" in line and f"server {vllm_server}/v1" in line and "\n" not in line
+
+
+def test_the_served_models_own_tokenizer_is_accepted_with_the_same_numbers(vllm_server, dense_smollm2, served, choices):
+    local = ServerBackend.connect(f"{vllm_server}/v1", tokenizer=str(dense_smollm2), max_length=MAX_LENGTH, policy=FAST)
+    got, want = local.loglikelihood(choices[:4]), served.loglikelihood(choices[:4])
+    assert max(_relative(g, w) for (g, _), (w, _) in zip(got, want, strict=True)) <= 1e-5
+
+
+# -- a URL with credentials ---------------------------------------------------------------------------------------
+
+
+def test_a_url_password_is_in_no_manifest_record_or_cache(vllm_server, tmp_path, monkeypatch):
+    from llamabench.pipeline import evaluate_checkpoint
+
+    password = "pw-5be0a3c1"
+    text = tmp_path / "doc.txt"
+    text.write_text("A short document to score, twice over. " * 4, encoding="utf-8")
+    monkeypatch.setenv("LLAMABENCH_CACHE", str(tmp_path / "cache"))
+    url = vllm_server.replace("http://", f"http://alice:{password}@") + "/v1"
+    run = evaluate_checkpoint(url, [], text=[str(text)], max_length=MAX_LENGTH, output_dir=tmp_path / "runs")
+    assert run.manifest.config["model"] == f"{vllm_server}/v1"
+    for path in [*(tmp_path / "runs").rglob("*"), *(tmp_path / "cache").rglob("*")]:
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path

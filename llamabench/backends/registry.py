@@ -9,10 +9,10 @@ from typing import Any
 from llamabench.backends.engine import Engine
 from llamabench.backends.hf.engine import HFEngine
 from llamabench.backends.server.engine import ServerEngine
-from llamabench.backends.server.url import is_server_url
 from llamabench.backends.vllm.engine import VLLMEngine
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
+from llamabench.urls import is_server_url
 
 ENGINES: dict[str, Engine] = {engine.name: engine for engine in (HFEngine(), VLLMEngine(), ServerEngine())}
 

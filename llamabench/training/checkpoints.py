@@ -11,8 +11,8 @@ from pathlib import Path
 
 from llamabench.analysis.report import checkpoint_step
 from llamabench.backends.loading.model_source import resolve_model
-from llamabench.backends.server.url import is_server_url
 from llamabench.errors import LlamabenchError, note
+from llamabench.urls import is_server_url, shown
 
 _GLOB_CHARS = set("*?[")
 # Files whose presence means a checkpoint folder holds its weights (a shard index names the rest).
@@ -35,7 +35,7 @@ def expand_models(values: list[str]) -> list[str | None]:
         if _GLOB_CHARS & set(value) and not os.path.lexists(os.path.expanduser(value)):
             matches = glob.glob(os.path.expanduser(value))
             if not matches:
-                raise LlamabenchError(f"--model {value} matches no file or folder; check the pattern")
+                raise LlamabenchError(f"--model {shown(value)} matches no file or folder; check the pattern")
             models += sorted(matches, key=lambda path: (checkpoint_step(Path(path).name) or 0, path))
         else:
             models.append(value)
@@ -63,7 +63,7 @@ def _once_each(models: list[str]) -> list[str]:
         else:
             kept[identity] = model
     if dropped:
-        note(f"--model {', '.join(dropped)}: the same checkpoint as an earlier --model, evaluated once")
+        note(f"--model {', '.join(map(shown, dropped))}: the same checkpoint as an earlier --model, evaluated once")
     return list(kept.values())
 
 

@@ -6,7 +6,15 @@ transformers backend uses (``common/token_backend.py``: the context/continuation
 windows), so a server scores exactly the tokens the in-process engine scores. Scoring reads the prompt's
 log-probabilities: vLLM's ``prompt_logprobs`` extra parameter, or the OpenAI ``echo`` with ``logprobs``; which one
 the server has is probed once, when the backend connects. A server with neither still generates; a scoring task then
-fails before any request with one line naming the task and the missing capability.
+fails before any request with one line naming the task and the missing capability. A probe that fails for any
+other reason than the server refusing the form (a timeout, a dropped connection, an answer that cannot be right)
+stops the connection: it says nothing about which forms the server offers.
+
+Every answer is checked before a number is taken from it (:func:`_check_answer`, :func:`_check_logprobs`): the
+prompt tokens it says it scored and counted are those sent, it holds one log-probability per prompt position
+(none for the first, which nothing precedes), it generated no more tokens than asked, and every log-probability
+is finite, at most 0 and above :data:`NEGATIVE_INFINITY`. An answer that fails stops the run with one line naming
+the server and what was wrong, and nothing of it is stored.
 
 Cache identity: a server's files are not here to hash, so its fingerprint is the served model's name and
 maximum context plus a *probe*, the log-probabilities of a fixed text rounded to 2 decimals (greedy completion
@@ -20,8 +28,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable, Sequence
 
 from llamabench import __version__
 from llamabench.backends.base import BackendInfo, OnDone
@@ -29,9 +36,9 @@ from llamabench.backends.common.request_tokens import GenerationJob, RequestToke
 from llamabench.backends.common.score_items import ScoreItem
 from llamabench.backends.common.stops import cut_at_stop
 from llamabench.backends.common.token_backend import TokenBackend
-from llamabench.backends.finite import DIVERGED, NonFiniteError
+from llamabench.backends.finite import NonFiniteError
 from llamabench.backends.server.client import RequestRefused, RetryPolicy, ServerClient, ServerError, run_bounded
-from llamabench.backends.server.tokens import LocalTokens, ServerTokens, Tokens
+from llamabench.backends.server.tokens import LocalTokens, ServerTokens, Tokens, require_same_tokens
 from llamabench.backends.server.url import NAME
 from llamabench.errors import LlamabenchError
 
@@ -43,6 +50,20 @@ LOGPROB_FORMS = ("prompt_logprobs", "echo")
 # A completions request must generate one token; the scored sequence (max_length + 1 tokens) plus that one must
 # fit the server's context.
 SERVER_ROOM = 2
+# How vLLM and OpenAI write a log-probability of −∞ in JSON, which has no infinities: a value at or below it says
+# the model gave the token no probability at all (a diverged model, or a token it cannot produce), never a number
+# to sum. A log-probability above 0 is refused without tolerance: log-softmax computed as ``x - logsumexp`` is at
+# most 0 in any floating-point format (logsumexp is at least the largest logit, and rounding is monotone).
+NEGATIVE_INFINITY = -9999.0
+
+
+class ImpossibleAnswer(LlamabenchError):
+    """A server's answer that cannot be right (a positive log-probability, other tokens or counts than those
+    sent): no number is taken from it, and it is not sent again."""
+
+
+class _FormMissing(Exception):
+    """The answer holds no prompt log-probabilities in the form asked: the server does not offer that form."""
 
 
 class ServerBackend(TokenBackend):
@@ -90,7 +111,11 @@ class ServerBackend(TokenBackend):
         entry = _served_entry(client, served_model)
         model = str(entry["id"])
         server_context = _server_context(client, entry)
-        tokens = LocalTokens(tokenizer) if tokenizer else ServerTokens(client, model)
+        if tokenizer:
+            tokens: Tokens = LocalTokens(tokenizer)
+            require_same_tokens(tokens, client, model, tokenizer)
+        else:
+            tokens = ServerTokens(client, model)
         return cls(
             client,
             tokens,
@@ -120,7 +145,7 @@ class ServerBackend(TokenBackend):
 
     def statistics(self) -> dict:
         return {
-            "server": _without_credentials(self.client.base_url),
+            "server": self.client.base_url,  # without credentials (ServerClient)
             "requests_sent": self.client.sent,
             "requests_retried": self.client.retried,
         }
@@ -137,7 +162,7 @@ class ServerBackend(TokenBackend):
 
     def _greedy_logprobs(self, prompt: list[int]) -> list[float]:
         body = {"model": self.model_id, "prompt": prompt, "max_tokens": 8, "temperature": 0, "logprobs": 1}
-        choice = _choice(self.client.post("/completions", body))
+        choice = self._complete(body)
         values = (choice.get("logprobs") or {}).get("token_logprobs") or []
         return [float(value) for value in values if isinstance(value, int | float)]
 
@@ -175,30 +200,47 @@ class ServerBackend(TokenBackend):
         form = self.logprob_form
         body: dict = {"model": self.model_id, "prompt": tokens, "max_tokens": 1, "temperature": 0}
         body |= {"prompt_logprobs": 1} if form == "prompt_logprobs" else {"echo": True, "logprobs": 1}
-        choice = _choice(self.client.post("/completions", body))
+        answer = self.client.post("/completions", body)
+        choice = self._checked(answer, body)
         read = _read_prompt_logprobs if form == "prompt_logprobs" else _read_echo_logprobs
         try:
-            scored = read(choice, tokens, n_target)
+            return read(choice, tokens, n_target, _usage(answer).get("completion_tokens"))
+        except _FormMissing:
+            raise
+        except (ImpossibleAnswer, NonFiniteError) as exc:
+            raise type(exc)(f"{self._whose()} answered {form} with {exc}") from None
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise ServerError(
-                f"server {self.client.base_url} answered without the prompt's log-probabilities ({form}: "
-                f"{type(exc).__name__} {exc})"
+            raise ImpossibleAnswer(
+                f"{self._whose()} answered without the prompt's log-probabilities ({form}: {type(exc).__name__} {exc})"
             ) from None
-        if not all(math.isfinite(value) and math.isfinite(best) for value, best, _ in scored):
-            raise NonFiniteError(f"the server returned non-finite log-probabilities; {DIVERGED}")
-        return scored
+
+    def _complete(self, body: dict) -> dict:
+        """The first choice of the completions answer to ``body``, checked against what ``body`` asked."""
+        return self._checked(self.client.post("/completions", body), body)
+
+    def _checked(self, answer: dict, body: dict) -> dict:
+        """``answer``'s first choice, checked against what ``body`` asked (:func:`_check_answer`)."""
+        choice = _choice(answer)
+        problem = _check_answer(answer, choice, body["prompt"], body["max_tokens"])
+        if problem:
+            raise ImpossibleAnswer(f"{self._whose()} {problem}; no number is taken from it")
+        return choice
+
+    def _whose(self) -> str:
+        return f"server {self.client.base_url} (model {self.model_id})"
 
     def _probe_logprob_form(self) -> str | None:
-        """The first of :data:`LOGPROB_FORMS` the server answers, at the right positions, or None."""
+        """The first of :data:`LOGPROB_FORMS` the server answers, at the right positions, or None. Only a server
+        refusing the form (a 4xx) or answering without it rules a form out; any other failure stops here."""
         probe = self.tokens.encode(PROBE_TEXT)
         for form in LOGPROB_FORMS:
             self.logprob_form = form
             try:
                 scored = self._positions(probe, len(probe) - 1)
-                if len(scored) == len(probe) - 1 and self._agrees_with_generation(probe, scored[-1][1]):
-                    return form
-            except (RequestRefused, ServerError):
+            except (RequestRefused, _FormMissing):
                 continue
+            if len(scored) == len(probe) - 1 and self._agrees_with_generation(probe, scored[-1][1]):
+                return form
         return None
 
     def _agrees_with_generation(self, probe: list[int], best_last: float) -> bool:
@@ -207,7 +249,7 @@ class ServerBackend(TokenBackend):
         probe less its last token generates. A server that pairs each prompt token with the next position's
         distribution (llama-cpp-python's ``echo`` for a prompt without BOS) fails, and is not used for scoring."""
         body = {"model": self.model_id, "prompt": probe[:-1], "max_tokens": 1, "temperature": 0, "logprobs": 1}
-        values = (_choice(self.client.post("/completions", body)).get("logprobs") or {}).get("token_logprobs") or []
+        values = (self._complete(body).get("logprobs") or {}).get("token_logprobs") or []
         if not values or not isinstance(values[0], int | float):
             return False
         return math.isclose(float(values[0]), best_last, rel_tol=1e-3, abs_tol=1e-3)
@@ -235,7 +277,7 @@ class ServerBackend(TokenBackend):
             body["stop"] = until
         if job.seed is not None:
             body["seed"] = job.seed
-        text = _choice(self.client.post("/completions", body)).get("text")
+        text = self._complete(body).get("text")
         if not isinstance(text, str):
             raise ServerError(f"server {self.client.base_url} answered a completion without its text")
         return cut_at_stop(text, job.until)
@@ -311,12 +353,54 @@ def _choice(answer: dict) -> dict:
     return choices[0]
 
 
-def _read_prompt_logprobs(choice: dict, tokens: list[int], n_target: int) -> list[tuple[float, float, bool]]:
+def _check_answer(answer: dict, choice: dict, prompt: list[int], max_tokens: int) -> str | None:
+    """What is wrong with a completions answer, as far as the server reports it: the prompt tokens it scored or
+    counted are not those sent, or it generated more tokens than asked; None when nothing is."""
+    echoed = choice.get("prompt_token_ids")
+    if echoed is not None and echoed != prompt:
+        return f"scored other prompt tokens than the {len(prompt)} sent"
+    usage = _usage(answer)
+    counted, generated = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if counted is not None and counted != len(prompt):
+        return f"counted {counted} prompt tokens for the {len(prompt)} sent"
+    if generated is not None and generated > max_tokens:
+        return f"generated {generated} tokens where at most {max_tokens} were asked"
+    return None
+
+
+def _usage(answer: dict) -> dict:
+    """The answer's ``usage``, its counts kept where they are whole numbers."""
+    usage = answer.get("usage")
+    items = usage.items() if isinstance(usage, dict) else ()
+    return {key: value for key, value in items if isinstance(value, int) and not isinstance(value, bool)}
+
+
+def _check_logprobs(values: Sequence[float]) -> None:
+    """Raise unless every value is a possible log-probability (see :data:`NEGATIVE_INFINITY`)."""
+    for value in values:
+        if not math.isfinite(value) or value <= NEGATIVE_INFINITY:
+            raise NonFiniteError(
+                f"log-probability {value!r} (not finite, or at or below {NEGATIVE_INFINITY:g}, how servers write "
+                "−∞): there is no number to sum; the served model may have diverged"
+            )
+        if value > 0:
+            raise ImpossibleAnswer(f"a positive log-probability {value!r}, which no model gives (at most 0)")
+
+
+def _read_prompt_logprobs(
+    choice: dict, tokens: list[int], n_target: int, generated: int | None
+) -> list[tuple[float, float, bool]]:
     """vLLM's ``prompt_logprobs``: per prompt position (None first) ``{token id: {logprob, rank, ...}}``, holding
     the prompt's own token and the top 1."""
-    positions = choice["prompt_logprobs"]
-    if len(positions) != len(tokens):
-        raise ValueError(f"{len(positions)} positions for {len(tokens)} tokens")
+    positions = choice.get("prompt_logprobs")
+    if positions is None:
+        raise _FormMissing
+    if len(positions) != len(tokens) or positions[0] is not None:
+        raise ImpossibleAnswer(
+            f"{len(positions)} prompt log-probabilities for the {len(tokens)} tokens sent (one per token, none for "
+            "the first)"
+        )
+    _check_logprobs([float(entry["logprob"]) for candidates in positions[1:] for entry in candidates.values()])
     scored = []
     for position in range(len(tokens) - n_target, len(tokens)):
         candidates = positions[position]
@@ -328,21 +412,29 @@ def _read_prompt_logprobs(choice: dict, tokens: list[int], n_target: int) -> lis
     return scored
 
 
-def _read_echo_logprobs(choice: dict, tokens: list[int], n_target: int) -> list[tuple[float, float, bool]]:
-    """OpenAI's ``echo`` with ``logprobs``: ``token_logprobs`` and ``top_logprobs`` per token, the prompt's first."""
-    logprobs = choice["logprobs"]
+def _read_echo_logprobs(
+    choice: dict, tokens: list[int], n_target: int, generated: int | None
+) -> list[tuple[float, float, bool]]:
+    """OpenAI's ``echo`` with ``logprobs``: ``token_logprobs`` and ``top_logprobs`` per token, the prompt's first
+    (None for its first token), then the ``generated`` tokens (as the answer's usage counts them; else 0 or 1)."""
+    logprobs = choice.get("logprobs")
+    if not logprobs or logprobs.get("token_logprobs") is None:
+        raise _FormMissing
     values, tops = logprobs["token_logprobs"], logprobs["top_logprobs"]
-    if len(values) < len(tokens):
-        raise ValueError(f"{len(values)} log-probabilities for {len(tokens)} prompt tokens")
+    extra = len(values) - len(tokens)
+    if (
+        extra not in ((0, 1) if generated is None else (generated,))
+        or len(tops) != len(values)
+        or values[0] is not None
+    ):
+        raise ImpossibleAnswer(
+            f"{len(values)} log-probabilities for the {len(tokens)} prompt tokens sent and the "
+            f"{'0 or 1' if generated is None else generated} generated (one per token, none for the first)"
+        )
+    _check_logprobs([float(v) for v in values[1:]] + [float(v) for top in tops[1:] for v in top.values()])
     scored = []
     for position in range(len(tokens) - n_target, len(tokens)):
         value = float(values[position])
         best = max(float(v) for v in tops[position].values())
         scored.append((value, best, value >= best))
     return scored
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` without a ``user:password@`` part."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))

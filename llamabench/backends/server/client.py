@@ -1,5 +1,6 @@
-"""HTTP to an OpenAI-compatible server: JSON in and out, retries with exponential backoff, a per-request timeout,
-a bounded number of requests in flight, and an API key that appears in no error, log or record.
+"""HTTP to an OpenAI-compatible server: JSON in and out, retries with exponential backoff, a total deadline per
+request, a bounded number of requests in flight, and credentials that appear in no error, log or record and go
+to no server other than the one named.
 
 Standard library only (``urllib`` and threads): a request waits on the network, not on Python, so threads give
 the concurrency without a new dependency.
@@ -8,12 +9,22 @@ What is retried, up to ``attempts`` times with waits of ``first_wait * 2**k`` se
 or the server's ``Retry-After`` when it sends one, capped the same way): 429 and 5xx answers, connection errors
 (refused, reset, a server that went away), a request past ``timeout`` seconds, and a body that is not complete
 JSON (truncated or malformed). Any other 4xx is the request's fault and fails at once, with the server's message.
+
+``timeout`` is a deadline for the whole request (connecting, sending, the status line, the headers and the whole
+body), not for each read: a server that trickles its answer a byte at a time is cut off at the deadline.
+
+Redirects (3xx) are never followed: urllib would send the ``Authorization`` header on to whatever host the
+``Location`` names. A redirect stops the run with one line naming where it points; pass that address instead.
+Credentials in the URL (``http://user:password@host/v1``) are sent to the server named as HTTP Basic, and the URL
+is shown and recorded without them.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -24,6 +35,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from llamabench.errors import LlamabenchError
+from llamabench.urls import url_credentials, without_credentials
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
@@ -61,12 +73,20 @@ class RetryPolicy:
 
 class ServerClient:
     """JSON requests to one server. ``base_url`` ends in ``/v1`` (the OpenAI routes); ``root`` is the server's
-    own routes (``/tokenize``, ``/version``). ``api_key`` is sent as a bearer token and never shown."""
+    own routes (``/tokenize``, ``/version``). ``api_key`` is sent as a bearer token and never shown; a
+    ``user:password@`` in the URL is sent as HTTP Basic instead, and ``base_url`` is kept without it."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, policy: RetryPolicy = RetryPolicy()):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = without_credentials(base_url).rstrip("/")
         self.root = self.base_url.removesuffix("/v1")
-        self._api_key = api_key
+        credentials = url_credentials(base_url)
+        if credentials is not None:
+            pair = base64.b64encode(":".join(credentials).encode()).decode()
+            self._authorization: str | None = f"Basic {pair}"
+            self._secrets = [secret for secret in (*credentials, pair, api_key) if secret]
+        else:
+            self._authorization = f"Bearer {api_key}" if api_key else None
+            self._secrets = [api_key] if api_key else []
         self.policy = policy
         self.sent = 0  # requests sent, retries included
         self.retried = 0
@@ -94,42 +114,142 @@ class ServerClient:
                     self.retried += 1
             retry_after = None
             try:
-                return self._once(url, data)
-            except urllib.error.HTTPError as exc:
-                detail = _error_text(exc)
-                if exc.code != 429 and exc.code < 500:
-                    raise RequestRefused(
-                        self._hide(f"server {url} refused the request: HTTP {exc.code} {detail}"), exc.code
-                    ) from None
-                problem = f"HTTP {exc.code} {detail}"
-                retry_after = exc.headers.get("Retry-After") if exc.headers else None
+                status, headers, raw = self._once(url, data)
             except TimeoutError:
                 problem = f"no answer within --request-timeout {self.policy.timeout:g} s"
             except (urllib.error.URLError, ConnectionError, http.client.HTTPException, OSError) as exc:
                 problem = f"connection failed ({_reason(exc)})"
-            except ValueError:
-                problem = "the answer was not complete JSON (truncated or malformed)"
+            else:
+                if status == 200:
+                    try:
+                        return _json_object(raw)
+                    except ValueError:
+                        problem = "the answer was not complete JSON (truncated or malformed)"
+                elif 300 <= status < 400:
+                    where = without_credentials(headers.get("Location") or "(no Location)")
+                    raise RequestRefused(
+                        self._hide(
+                            f"server {url} answered HTTP {status}, a redirect to {where}: llamabench follows no "
+                            "redirect, so that credentials go only to the server named; pass the address it "
+                            "redirects to as --model"
+                        ),
+                        status,
+                    )
+                elif status != 429 and status < 500:
+                    raise RequestRefused(
+                        self._hide(f"server {url} refused the request: HTTP {status} {_error_text(raw)}"), status
+                    )
+                else:
+                    problem = f"HTTP {status} {_error_text(raw)}"
+                    retry_after = headers.get("Retry-After")
             if attempt + 1 < self.policy.attempts:
                 time.sleep(self.policy.wait(attempt, retry_after))
         raise ServerError(self._hide(f"server {url}: {problem}, {self.policy.attempts} attempts; is it up?"))
 
-    def _once(self, url: str, data: bytes | None) -> dict:
+    def _once(self, url: str, data: bytes | None) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request: its status, headers and whole body, all within the deadline (TimeoutError past it)."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+        if self._authorization:
+            headers["Authorization"] = self._authorization
         request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
         with self._count:
             self.sent += 1
-        with urllib.request.urlopen(request, timeout=self.policy.timeout) as response:
-            raw = response.read()
-        value = json.loads(raw)  # ValueError (JSONDecodeError, UnicodeDecodeError) on a truncated body
-        if not isinstance(value, dict):
-            raise ValueError("not a JSON object")
-        return value
+        with _Deadline(self.policy.timeout) as deadline:
+            opener = urllib.request.build_opener(_NoRedirects, _DeadlineHTTP(deadline), _DeadlineHTTPS(deadline))
+            try:
+                with opener.open(request, timeout=self.policy.timeout) as response:
+                    answer = response.status, response.headers, response.read()
+            except urllib.error.HTTPError as exc:
+                answer = exc.code, exc.headers, _body(exc)
+            except (OSError, http.client.HTTPException):
+                if deadline.expired:
+                    raise TimeoutError from None
+                raise
+        if deadline.expired:
+            raise TimeoutError
+        return answer
 
     def _hide(self, text: str) -> str:
-        """``text`` with the API key blanked, should a server echo it back in an error."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        """``text`` with the credentials blanked, should a server echo them back in an error."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class _Deadline:
+    """A deadline for one request: when it passes, every socket the request opened is shut down, which ends a
+    read in progress however the server paces its bytes."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _tracked(base: type[http.client.HTTPConnection], deadline: _Deadline) -> type[http.client.HTTPConnection]:
+    """``base`` whose socket, once connected, is handed to ``deadline``."""
+
+    class Tracked(base):
+        def connect(self) -> None:
+            super().connect()
+            deadline.track(self.sock)
+
+    return Tracked
+
+
+class _DeadlineHTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._connection = _tracked(http.client.HTTPConnection, deadline)
+
+    def http_open(self, req):
+        return self.do_open(self._connection, req)
+
+
+class _DeadlineHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._connection = _tracked(http.client.HTTPSConnection, deadline)
+
+    def https_open(self, req):
+        return self.do_open(self._connection, req, context=self._context)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: the 3xx answer reaches the client as it is (see the module docstring)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
 
 
 def run_bounded(
@@ -171,12 +291,23 @@ def run_bounded(
         raise failure
 
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
-    """The server's error message (OpenAI's ``{"error": {"message": ...}}`` or the body's first line)."""
+def _body(exc: urllib.error.HTTPError) -> bytes:
     try:
-        body = exc.read().decode("utf-8", "replace")
-    except OSError:
-        return str(exc.reason)
+        return exc.read()
+    except (OSError, http.client.HTTPException):
+        return b""
+
+
+def _json_object(raw: bytes) -> dict:
+    value = json.loads(raw)  # ValueError (JSONDecodeError, UnicodeDecodeError) on a truncated body
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def _error_text(raw: bytes) -> str:
+    """The server's error message (OpenAI's ``{"error": {"message": ...}}`` or the body's first line)."""
+    body = raw.decode("utf-8", "replace")
     try:
         parsed = json.loads(body)
         message = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed

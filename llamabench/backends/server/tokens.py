@@ -1,5 +1,7 @@
 """Text to token ids for a served model: the server's own ``/tokenize`` (so the ids are the served model's by
 construction), or a local tokenizer given with ``--tokenizer PATH`` (faster, and for servers without the route).
+A local tokenizer is checked against the server's ``/tokenize`` where the server has it
+(:func:`require_same_tokens`): another tokenizer, even of the same vocabulary size, would change every number.
 
 Every request goes to the server as token ids, so the windows, truncation and context/continuation split are
 computed here, by the contract's rules, exactly as the transformers backend computes them.
@@ -12,6 +14,24 @@ from functools import lru_cache
 
 from llamabench.backends.server.client import RequestRefused, ServerClient
 from llamabench.errors import LlamabenchError
+
+# Texts both tokenizers must split into the same ids: words, digits, runs of spaces, tabs and newlines, accented
+# letters, other scripts, an emoji and code, so that a tokenizer differing in any of them is caught.
+PROBE_TEXTS = (
+    "The capital of France is Paris, and the quick brown fox jumps over the lazy dog.",
+    "  two  spaces,\tone tab,\n\na blank line, trailing spaces   ",
+    "Numbers: 0 1 12 123 1234 12,345.67 -8e-3 2026-12-07",
+    "Naïve café, Ünïcödé façade: ﬁne “quotes” — déjà vu. Übermäßig. Ελληνικά, русский, 東京, 서울, 😀👍",
+    "def f(x):\n    return {'a': [x ** 2, x // 3]}  # code\r\n",
+)
+
+
+class TokenizerMismatch(LlamabenchError):
+    """``--tokenizer`` splits text otherwise than the server does."""
+
+
+class NoTokenizeRoute(LlamabenchError):
+    """The server has no ``/tokenize`` route (neither vLLM's nor llama.cpp's form)."""
 
 
 class Tokens(ABC):
@@ -79,7 +99,7 @@ class ServerTokens(Tokens):
                 continue
             if tokens:
                 return form
-        raise LlamabenchError(
+        raise NoTokenizeRoute(
             f"server {self.client.base_url} has no /tokenize route; pass --tokenizer PATH (the served model's "
             "tokenizer folder)"
         )
@@ -135,6 +155,32 @@ class ServerTokens(Tokens):
             body = {"content": text, "add_special": False, "parse_special": True}
         tokens = self.client.post("root:/tokenize", body).get("tokens")
         return tokens if isinstance(tokens, list) else []
+
+
+def require_same_tokens(local: Tokens, client: ServerClient, model: str, path: str) -> None:
+    """Refuse ``local`` (``--tokenizer path``) unless it gives the server's own ids for every text of
+    :data:`PROBE_TEXTS` and the prefix token the server describes; a server without ``/tokenize`` cannot be
+    asked, and ``local`` is then taken as given."""
+    try:
+        served = ServerTokens(client, model)
+    except NoTokenizeRoute:
+        return
+    for text in PROBE_TEXTS:
+        mine, theirs = local.encode(text), served.encode(text)
+        if mine != theirs:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), min(len(mine), len(theirs))
+            )
+            raise TokenizerMismatch(
+                f"--tokenizer {path} splits {text[:24]!r}... into other ids than server {client.base_url} (model "
+                f"{model}) does (from token {at}: {mine[at : at + 3]} here, {theirs[at : at + 3]} there): pass the "
+                "served model's own tokenizer, or leave --tokenizer out to tokenize on the server"
+            )
+    if served.prefix_token is not None and served.prefix_token != local.prefix_token:
+        raise TokenizerMismatch(
+            f"--tokenizer {path} has prefix token {local.prefix_token}, server {client.base_url} (model {model}) "
+            f"{served.prefix_token}: pass the served model's own tokenizer, or leave --tokenizer out"
+        )
 
 
 def _token_text(value: object) -> str | None:
