@@ -38,7 +38,7 @@ from llamabench.backends.hf.score_rows import (
 from llamabench.backends.hf.static_generation import generate_static_batch
 from llamabench.backends.hf.stops import eos_token_ids
 from llamabench.backends.loading.load import check_device_map, load_model_and_tokenizer
-from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
+from llamabench.backends.loading.model_source import PinnedFiles, pin, resolve_model
 from llamabench.backends.request_tokens import RequestTokens
 from llamabench.config import KV_CACHES
 from llamabench.errors import LlamabenchError
@@ -66,6 +66,7 @@ class HFBackend(Backend):
         progress: bool = True,
         kv_cache: str = "dynamic",
         trust_remote_code: bool = False,
+        pinned: PinnedFiles | None = None,
     ):
         if kv_cache not in KV_CACHES:
             raise LlamabenchError(f"--kv-cache {kv_cache} is not one of {', '.join(KV_CACHES)}")
@@ -74,6 +75,7 @@ class HFBackend(Backend):
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.fingerprint = model_fingerprint
+        self.pinned = pinned  # the checkpoint's files, whose bytes the weights may still map (verify_identity)
         self.device = model.get_input_embeddings().weight.device  # where inputs go, also under a device map
         # The effective window, decided here once (--max-length was range-checked by RunConfig.validate) and read
         # from info().max_length by everything after.
@@ -139,12 +141,13 @@ class HFBackend(Backend):
             device_map=device_map,
             pinned=pinned,
         )
-        content = pinned.fingerprint if pinned else fingerprint(source)  # a hub model's files are local once loaded
+        pinned = pinned or pin(source)  # a hub model's files are local once loaded
         return cls(
             loaded,
             tokenizer,
             model_id=source.name,
-            model_fingerprint=content or Backend.fingerprint,
+            model_fingerprint=pinned.fingerprint if pinned else Backend.fingerprint,
+            pinned=pinned,
             batch_size=batch_size,
             max_length=max_length,
             kv_cache=kv_cache,
@@ -176,6 +179,12 @@ class HFBackend(Backend):
                 f"llamabench={__version__}",
             ),
         )
+
+    def verify_identity(self) -> None:
+        """The checkpoint's files hashed again: safetensors weights are memory-mapped, so bytes rewritten in place
+        may change the weights in use (a model built in memory has no files and is not checked)."""
+        if self.pinned is not None:
+            self.pinned.verify(self.model_id)
 
     def statistics(self) -> dict:
         return {

@@ -12,6 +12,12 @@ Cache identity: a server's files are not here to hash, so its fingerprint is the
 maximum context plus a *probe*, the log-probabilities of a fixed text rounded to 2 decimals (greedy completion
 log-probabilities where the prompt's are not available). A server that now serves other weights under the same
 name answers the probe differently, so the request cache never hands it the old model's results.
+
+The probe is taken again (``verify_identity``) whenever the served weights may have changed under the run: after
+any request that was retried (the server may have restarted, a rolling deploy may have moved the address to new
+weights), before that request's result is used; at the end of every call and within a call as the request cache
+asks (``wrappers/cache.py``); and before the run is recorded. A probe that differs stops the run in one line, and
+nothing computed since the last agreeing probe is cached or recorded.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tqdm.auto import tqdm
 
 from llamabench import __version__
-from llamabench.backends.base import Backend, BackendInfo, OnDone
+from llamabench.backends.base import Backend, BackendInfo, IdentityChanged, OnDone
 from llamabench.backends.finite import DIVERGED, NonFiniteError
 from llamabench.backends.hf.score_rows import RollingTotals, ScoreItem
 from llamabench.backends.hf.stops import cut_at_stop
@@ -70,6 +76,7 @@ class ServerBackend(Backend):
         self.version = _server_version(client)
         self.logprob_form = self._probe_logprob_form()
         self.fingerprint = self._fingerprint()
+        self.probed_after_retries = client.retried  # the client's retries when the probe was last taken
 
     @classmethod
     def connect(
@@ -122,6 +129,18 @@ class ServerBackend(Backend):
             "requests_sent": self.client.sent,
             "requests_retried": self.client.retried,
         }
+
+    def verify_identity(self) -> None:
+        """Probe the served model again (see the module): the weights behind the name may have been swapped."""
+        retries = self.client.retried
+        probed = self._fingerprint()
+        self.probed_after_retries = retries
+        if probed != self.fingerprint:
+            raise IdentityChanged(
+                f"server {_without_credentials(self.client.base_url)} now serves other weights under model "
+                f"{self.model_id} (its probe answers differently than when the run connected: a redeploy?); nothing "
+                "computed since the last agreeing probe was recorded or cached: rerun once the server is stable"
+            )
 
     def _fingerprint(self) -> str:
         probe_tokens = self.tokens.encode(PROBE_TEXT)
@@ -277,6 +296,8 @@ class ServerBackend(Backend):
         with tqdm(total=len(items), desc=desc, unit="req", disable=not self.progress or not items) as bar:
 
             def finished(index: int, result) -> None:
+                if self.client.retried != self.probed_after_retries:  # a retried request: was the server replaced?
+                    self.verify_identity()
                 results[index] = result
                 if on_done is not None:
                     on_done([index], [result])
