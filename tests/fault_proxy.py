@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Fault:
-    kind: str  # "429", "truncate", "malformed", "slow", "swap", "skew"
+    kind: str  # "429", "truncate", "malformed", "slow", "swap", "skew"; "none" (passes them: a fault later)
     count: int = 1_000_000  # requests it applies to
     seconds: float = 0.0  # "slow": the delay
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from llamabench.backends.base import IdentityChanged
 from llamabench.backends.server.backend import ServerBackend
 from llamabench.backends.server.client import RetryPolicy, ServerError
 from llamabench.backends.wrappers.cache import CachedBackend, RequestCache
@@ -333,6 +334,30 @@ def test_a_server_that_swapped_its_model_never_gets_the_old_results(vllm_server,
         proxy.stop()
     assert swapped_backend.hits == 0
     assert all(new < old - 0.4 for (new, _), (old, _) in zip(swapped, first, strict=True))
+
+
+@pytest.mark.parametrize("swap_after", [3, 6])
+def test_a_server_that_swaps_its_weights_mid_run_stops_it_and_caches_none_of_them(
+    vllm_server, choices, tmp_path, swap_after
+):
+    """A rolling deploy: after ``swap_after`` completions (probes included) the same name serves other weights. The
+    run stops in one line; what the cache kept is the original model's: a cached run against the original server
+    gives the numbers of an uncached one (the cache path against the direct one)."""
+    direct = ServerBackend.connect(f"{vllm_server}/v1", max_length=MAX_LENGTH)
+    reference = direct.loglikelihood(choices[:8])
+    cache = RequestCache(tmp_path / "cache.db")
+    proxy = FaultProxy(vllm_server).start()
+    try:
+        backend = CachedBackend(_connect(proxy, max_in_flight=1), cache)
+        proxy.faults += [Fault("none", count=swap_after), Fault("swap")]  # every answer after: 0.5 lower
+        with pytest.raises(IdentityChanged) as stopped:
+            backend.loglikelihood(choices[:8])
+    finally:
+        proxy.stop()
+    assert "\n" not in str(stopped.value) and "serves other weights" in str(stopped.value)
+    plain = CachedBackend(ServerBackend.connect(f"{vllm_server}/v1", max_length=MAX_LENGTH), cache)
+    again = plain.loglikelihood(choices[:8])
+    assert max(_relative(g, w) for (g, _), (w, _) in zip(again, reference, strict=True)) <= 1e-5
 
 
 def test_a_server_without_prompt_logprobs_fails_before_any_request_naming_the_task(vllm_server, tmp_path, capsys):

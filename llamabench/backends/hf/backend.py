@@ -181,8 +181,10 @@ class HFBackend(Backend):
         )
 
     def verify_identity(self) -> None:
-        """The checkpoint's files hashed again: safetensors weights are memory-mapped, so bytes rewritten in place
-        may change the weights in use (a model built in memory has no files and is not checked)."""
+        """The checkpoint's files hashed again. The weights are copied off the mapped files once loaded, but bytes
+        written through a shared map between the hashing and that copy move no time stamp, so only the bytes show
+        whether what was loaded is what the fingerprint names; a rewrite later in the run stops it too (the files
+        no longer hold the fingerprinted weights). A model built in memory has no files and is not checked."""
         if self.pinned is not None:
             self.pinned.verify(self.model_id)
 
