@@ -233,6 +233,7 @@ def test_a_replica_restarted_on_a_rewritten_checkpoint_stops_the_run_and_caches_
     assert "run" not in outcome, "a run whose model changed under it was recorded"
     error = outcome["error"]
     assert isinstance(error, IdentityChanged) and "\n" not in str(error), error
+    assert "computes with another model" in str(error) or "changed during the run" in str(error), error
 
     for file in original.iterdir():  # the original weights back: a plain run must give their numbers
         os.replace(file, model / file.name)
