@@ -149,6 +149,7 @@ class Evaluation:
             from llamabench.interop.lm_eval.tasks import evaluate_lm_eval_tasks
 
             parts.append(evaluate_lm_eval_tasks(backend, self.lm_eval, self.config))
+        backend.verify_identity()  # recorded only under the identity that computed it (base.py: Identity)
         return build_run(backend, self.config.record(model), started, parts, step=step, sections=sections)
 
 

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Fault:
-    kind: str  # "429", "truncate", "malformed", "slow", "hang", "swap", "skew", "rewrite"
+    kind: str  # "429", "truncate", "malformed", "slow", "hang", "swap", "skew", "rewrite"; "none" (passes them)
     count: int = 1_000_000  # requests it applies to
     seconds: float = 0.0  # "slow": the delay
     when: Callable[[dict], bool] | None = None  # which completion bodies it applies to (default: all)

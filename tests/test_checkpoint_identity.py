@@ -205,13 +205,13 @@ def test_each_file_that_can_change_a_number_is_in_the_fingerprint_and_the_cache_
     if not path.exists():  # a file the checkpoint may hold: its first version must count too
         path.write_text("{}")
     source = ModelSource("m", str(model))
-    base = fingerprint(source, DigestMemo(None))
+    base = fingerprint(source)
     identity = HFBackend.load(str(model), device="cpu", dtype="float32").cache_identity()
     original = hashlib.sha256(path.read_bytes()).hexdigest()
     CHANGES[name](path)
     assert hashlib.sha256(path.read_bytes()).hexdigest() != original
     assert path in model_files(model)
-    assert fingerprint(source, DigestMemo(None)) != base, name
+    assert fingerprint(source) != base, name
     assert HFBackend.load(str(model), device="cpu", dtype="float32").cache_identity() != identity, name
 
 
@@ -251,9 +251,9 @@ def test_a_shard_the_index_names_outside_the_folder_is_fingerprinted(tmp_path, w
     name = "../elsewhere/model.safetensors" if where == "sibling-folder" else str(outside)
     (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight": name}}))
     source = ModelSource("m", str(model))
-    base = fingerprint(source, DigestMemo(None))
+    base = fingerprint(source)
     outside.write_bytes(outside.read_bytes()[:-4] + b"\0\0\0\1")
-    assert fingerprint(source, DigestMemo(None)) != base
+    assert fingerprint(source) != base
 
 
 def test_a_symlinked_weights_file_outside_the_folder_is_fingerprinted_by_its_target(tmp_path):
@@ -263,9 +263,9 @@ def test_a_symlinked_weights_file_outside_the_folder_is_fingerprinted_by_its_tar
     (model / "model.safetensors").rename(outside)
     (model / "model.safetensors").symlink_to(outside)
     source = ModelSource("m", str(model))
-    base = fingerprint(source, DigestMemo(tmp_path / "memo.sqlite"))
+    base = fingerprint(source)
     outside.write_bytes(outside.read_bytes()[:-4] + b"\0\0\0\1")
-    assert fingerprint(source, DigestMemo(tmp_path / "memo.sqlite")) != base
+    assert fingerprint(source) != base
 
 
 # --- 3. one checkpoint named several ways -------------------------------------------------------------------------

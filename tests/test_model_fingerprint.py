@@ -83,18 +83,18 @@ def test_checkpoints_differing_in_one_middle_tensor_never_share_results(workspac
 def test_fingerprint_covers_config_tokenizer_and_generation_config_but_not_training_state(tmp_path):
     model = save_tiny_model(tmp_path / "m")
     source = ModelSource("m", str(model))
-    base = fingerprint(source, DigestMemo(None))
+    base = fingerprint(source)
     (model / "optimizer.pt").write_bytes(b"optimizer state")
     (model / "trainer_state.json").write_text("{}")
     (model / "README.md").write_text("notes")
-    assert fingerprint(source, DigestMemo(None)) == base
+    assert fingerprint(source) == base
     for name in ("generation_config.json", "tokenizer_config.json", "config.json"):
         path = model / name
         original = path.read_bytes()
         path.write_bytes(original.replace(b"}", b', "x": 1}', 1))
-        assert fingerprint(source, DigestMemo(None)) != base, name
+        assert fingerprint(source) != base, name
         path.write_bytes(original)
-    assert fingerprint(source, DigestMemo(None)) == base
+    assert fingerprint(source) == base
 
 
 def test_same_bytes_in_another_folder_give_the_same_fingerprint(tmp_path):
@@ -103,8 +103,7 @@ def test_same_bytes_in_another_folder_give_the_same_fingerprint(tmp_path):
     second.mkdir(parents=True)
     for file in model_files(first):
         (second / file.name).write_bytes(file.read_bytes())
-    memo = DigestMemo(tmp_path / "memo.sqlite")
-    assert fingerprint(ModelSource("a", str(first)), memo) == fingerprint(ModelSource("b", str(second)), memo)
+    assert fingerprint(ModelSource("a", str(first))) == fingerprint(ModelSource("b", str(second)))
 
 
 def test_memo_serves_unchanged_files_and_never_a_rewritten_one(tmp_path, monkeypatch):
@@ -162,10 +161,10 @@ def test_weights_in_a_subfolder_named_by_the_shard_index_are_fingerprinted(tmp_p
     (model / "custom_generate").mkdir()
     (model / "custom_generate" / "generate.py").write_text("x = 1\n")
     source = ModelSource("m", str(model))
-    base = fingerprint(source, DigestMemo(None))
+    base = fingerprint(source)
     assert {p.relative_to(model).as_posix() for p in model_files(model)} >= {
         "w/model.safetensors",
         "custom_generate/generate.py",
     }
     edit_middle_tensor_at(model / "w" / "model.safetensors")
-    assert fingerprint(source, DigestMemo(None)) != base
+    assert fingerprint(source) != base

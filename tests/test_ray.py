@@ -190,3 +190,52 @@ def test_checkpoints_run_in_parallel_over_the_free_slots(cluster, data_dir, tmp_
             str(tmp_path / "ckpt" / name)
         )
         assert_same_run(run, single)
+
+
+def test_a_replica_restarted_on_a_rewritten_checkpoint_stops_the_run_and_caches_none_of_it(cluster, data_dir, tmp_path):
+    """The checkpoint folder is rewritten (other weights, files replaced by rename) and a replica dies mid-run: the
+    restarted replica loads the new weights. The run stops in one line; a later plain (cached) run of the original
+    weights gives the numbers of a --no-cache single-process run of them (the cache path against the uncached one)."""
+    from llamabench.backends.base import IdentityChanged
+    from llamabench.scale.ray_backend import RayBackend
+
+    root, address = cluster
+    model = save_tiny_model(tmp_path / "ckpt", seed=5, max_positions=4096)
+    original = save_tiny_model(tmp_path / "original", seed=5, max_positions=4096)
+    other = save_tiny_model(tmp_path / "other", seed=6, max_positions=4096)
+    tasks, limit = ["ppl"], 16
+    reference = Evaluation.prepare(config(root, data_dir, tasks, limit=limit, no_cache=True)).run_checkpoint(
+        str(original)
+    )
+    evaluation = Evaluation.prepare(config(root, data_dir, tasks, limit=limit, ray=address))
+    backend = RayBackend.start(evaluation.config, str(model))
+    pids = backend.pids()
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["run"] = evaluation.run_backend(backend, layout="single")
+        except Exception as exc:  # noqa: BLE001 (the test looks at it)
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while backend.batches < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for file in other.iterdir():  # the folder now holds other weights (each file replaced whole, by rename)
+        os.replace(file, model / file.name)
+    answered = backend.batches
+    os.kill(pids[1], signal.SIGKILL)
+    worker.join(timeout=300)
+    backend.close()
+    assert answered < 8, "the run ended before the replica was killed; the test needs it mid-run"
+    assert "run" not in outcome, "a run whose model changed under it was recorded"
+    error = outcome["error"]
+    assert isinstance(error, IdentityChanged) and "\n" not in str(error), error
+    assert "computes with another model" in str(error) or "changed during the run" in str(error), error
+
+    for file in original.iterdir():  # the original weights back: a plain run must give their numbers
+        os.replace(file, model / file.name)
+    plain = Evaluation.prepare(config(root, data_dir, tasks, limit=limit)).run_checkpoint(str(model))
+    assert_same_run(plain, reference)

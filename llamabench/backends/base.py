@@ -18,6 +18,9 @@ Rules every call follows:
   sampled from or handed to ``on_done``; never a result that holds one.
 - **Tokens**: texts are encoded without special tokens; the *prefix token* is the tokenizer's BOS id (its EOS
   id when it has no BOS); ``max_length`` is the context window in tokens.
+- **Identity**: a result is stored (request cache, run) only under the identity that computed it.
+  :meth:`Backend.verify_identity` checks that what computes the numbers is still what :meth:`Backend.cache_identity`
+  names; results computed since the last check that agreed are held back until the next one agrees.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request
 # Called as each executed batch finishes, with the indices (into the call's requests) of the requests that batch
 # completed and their results: a wrapper stores them at once, so a kill loses at most the batch in flight.
 OnDone = Callable[[list[int], list], None]
+
+
+class IdentityChanged(LlamabenchError):
+    """What computes a backend's numbers is no longer what its cache identity names (weights rewritten on disk, a
+    server serving other weights under the same name, a replica restarted on other weights): nothing computed
+    since the last check that agreed is recorded or cached."""
 
 
 class Backend(ABC):
@@ -165,6 +174,24 @@ class Backend(ABC):
         (:meth:`BackendInfo.cache_identity`)."""
         return self.info().cache_identity()
 
+    def verify_identity(self) -> None:  # noqa: B027 (optional: a default that passes)
+        """Return if what computes this backend's numbers is still what :meth:`cache_identity` names; else raise
+        :class:`IdentityChanged` in one line naming the model, what changed and the fix.
+
+        Called by the request cache at the end of every call and, within a call, once the time since the last
+        check is :data:`~llamabench.backends.wrappers.cache.CHECK_RATIO` times what that check took; and by the
+        pipeline before a run is recorded. Results wait in memory until a check after them agrees::
+
+            call 1: batch b1, batch b2, check agrees          -> b1 b2 stored
+            call 2: batch b3, (the weights are rewritten), b4, check fails
+                                                               -> b3 b4 dropped, the run stops (exit 2)
+
+        Each engine checks what can change under it, at its cost: the weight files it maps (hashed again, every
+        byte), the model behind a server (probed again; also after every retried request), each Ray replica
+        (every batch comes back with the identity of the replica that computed it, a restarted one included). A
+        backend whose numbers cannot change under it (a model copied into memory) keeps this default: no check.
+        """
+
     def describe(self) -> dict:
         """The manifest's ``backend`` section: :meth:`info`'s record and the statistics."""
         return {**self.info().record(), **self.statistics()}
@@ -195,6 +222,9 @@ class BackendWrapper(Backend, ABC):
 
     def truncated_tokens(self, requests: Sequence[Request]) -> list[int | None]:
         return self.inner.truncated_tokens(requests)
+
+    def verify_identity(self) -> None:
+        self.inner.verify_identity()
 
 
 @dataclass(frozen=True)

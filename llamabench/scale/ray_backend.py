@@ -10,6 +10,11 @@ every finished batch at once: a driver killed and started again recomputes only 
 A lost worker: its actor is restarted (the model loads again) and the batch it held is run again (Ray's actor task
 retry, then once more on any replica); results are kept by request index, so a batch answered twice counts once.
 
+Identity: every batch comes back with the cache identity of the replica that computed it, as that replica loaded
+its model. A replica restarted on other weights (the checkpoint folder rewritten meanwhile) answers under another
+identity: the driver uses none of its results and stops the run (``IdentityChanged``). ``verify_identity`` asks
+every replica to check its own engine (its weight files hashed again) and to say its identity.
+
 Ray stays optional: nothing in the core imports this module; ``pipeline.py`` does when ``--ray`` is given.
 
     evaluation = Evaluation.prepare(RunConfig(tasks=["ppl"], ray="local"))
@@ -22,7 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from llamabench.backends.base import Backend, BackendInfo, OnDone
+from llamabench.backends.base import Backend, BackendInfo, IdentityChanged, OnDone
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
@@ -99,8 +104,14 @@ class Replica:
         self.backend = load_backend(config, model)
         self.backend.progress = False
 
-    def run(self, kind: str, requests: list[Request]) -> list:
-        return getattr(self.backend, kind)(requests)
+    def run(self, kind: str, requests: list[Request]) -> tuple[list, str, str]:
+        """The answers, with the fingerprint and cache identity of the model that computed them."""
+        return getattr(self.backend, kind)(requests), self.backend.fingerprint, self.backend.cache_identity()
+
+    def verify_identity(self) -> tuple[str, str]:
+        """This replica's engine checked (:meth:`Backend.verify_identity`); its fingerprint and cache identity."""
+        self.backend.verify_identity()
+        return self.backend.fingerprint, self.backend.cache_identity()
 
     def identity(self) -> tuple[str, str, BackendInfo, str]:
         return self.backend.model_id, self.backend.fingerprint, self.backend.info(), self.backend.cache_identity()
@@ -176,6 +187,27 @@ class RayBackend(Backend):
     def cache_identity(self) -> str:
         return self._identity
 
+    def verify_identity(self) -> None:
+        ray = import_ray()
+        answers = self._unwrap(lambda: ray.get([handle.verify_identity.remote() for handle in self.replicas]))
+        for replica, (fingerprint, identity) in enumerate(answers):
+            self._require_identity(replica, fingerprint, identity)
+
+    def _require_identity(self, replica: int, fingerprint: str, identity: str) -> None:
+        """Raise unless replica ``replica``'s model is the run's (a restarted replica loads the checkpoint again)."""
+        if identity == self._identity:
+            return
+        what = (
+            f"fingerprint {fingerprint}, not the run's {self.fingerprint}"
+            if fingerprint != self.fingerprint
+            else ("the same weights under other settings")
+        )
+        raise IdentityChanged(
+            f"--ray: replica {replica} of model {self.model_id} now computes with another model ({what}; was it "
+            "restarted after the checkpoint was rewritten?); nothing it computed was recorded or cached: rerun "
+            "once the checkpoint stays unchanged"
+        )
+
     def truncated_tokens(self, requests: Sequence[Request]) -> list[int | None]:
         return import_ray().get(self.replicas[0].truncated_tokens.remote(list(requests)))
 
@@ -236,7 +268,7 @@ class RayBackend(Backend):
             batch, replica, tries = running.pop(ref)
             load[replica] -= 1
             try:
-                answers = ray.get(ref)
+                answers, fingerprint, identity = ray.get(ref)
             except ray.exceptions.RayTaskError as exc:  # the model raised: the run fails as it would in-process
                 raise (exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc) from None
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError):
@@ -245,6 +277,7 @@ class RayBackend(Backend):
                 self.resubmitted += 1
                 submit(batch, tries + 1)
                 continue
+            self._require_identity(replica, fingerprint, identity)  # before any of its answers is used
             self.batches += 1
             new = [(i, answer) for i, answer in zip(batch, answers, strict=True) if not answered[i]]
             for i, answer in new:

@@ -24,7 +24,7 @@ from llamabench.backends.hf.options import NAME
 from llamabench.backends.hf.score_rows import LOGIT_ROWS, ScoreRow, plain_row, score_batch, shared_prefix_rows
 from llamabench.backends.hf.static_generation import generate_static_batch
 from llamabench.backends.loading.load import check_device_map, load_model_and_tokenizer
-from llamabench.backends.loading.model_source import fingerprint, pin, resolve_model
+from llamabench.backends.loading.model_source import PinnedFiles, pin, resolve_model
 from llamabench.config import KV_CACHES
 from llamabench.errors import LlamabenchError
 
@@ -46,11 +46,13 @@ class HFBackend(TokenizerBackend):
         progress: bool = True,
         kv_cache: str = "dynamic",
         trust_remote_code: bool = False,
+        pinned: PinnedFiles | None = None,
     ):
         if kv_cache not in KV_CACHES:
             raise LlamabenchError(f"--kv-cache {kv_cache} is not one of {', '.join(KV_CACHES)}")
         self.model = model
         self.kv_cache = kv_cache
+        self.pinned = pinned  # the checkpoint's files, whose bytes the weights may still map (verify_identity)
         self.device = model.get_input_embeddings().weight.device  # where inputs go, also under a device map
         # The effective window, decided here once (--max-length was range-checked by RunConfig.validate) and read
         # from info().max_length by everything after.
@@ -115,12 +117,13 @@ class HFBackend(TokenizerBackend):
             device_map=device_map,
             pinned=pinned,
         )
-        content = pinned.fingerprint if pinned else fingerprint(source)  # a hub model's files are local once loaded
+        pinned = pinned or pin(source)  # a hub model's files are local once loaded
         return cls(
             loaded,
             tokenizer,
             model_id=source.name,
-            model_fingerprint=content or Backend.fingerprint,
+            model_fingerprint=pinned.fingerprint if pinned else Backend.fingerprint,
+            pinned=pinned,
             batch_size=batch_size,
             max_length=max_length,
             kv_cache=kv_cache,
@@ -137,6 +140,14 @@ class HFBackend(TokenizerBackend):
                 f"attention={getattr(self.model.config, '_attn_implementation', None)}",
             ),
         )
+
+    def verify_identity(self) -> None:
+        """The checkpoint's files hashed again. The weights are copied off the mapped files once loaded, but bytes
+        written through a shared map between the hashing and that copy move no time stamp, so only the bytes show
+        whether what was loaded is what the fingerprint names; a rewrite later in the run stops it too (the files
+        no longer hold the fingerprinted weights). A model built in memory has no files and is not checked."""
+        if self.pinned is not None:
+            self.pinned.verify(self.model_id)
 
     def statistics(self) -> dict:
         return {

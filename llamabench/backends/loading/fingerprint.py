@@ -15,19 +15,16 @@ What is hashed:
 The fingerprint is blake3 over each file's name (relative to the folder) and blake3 digest, so the same
 bytes in another folder give the same fingerprint, and one changed byte anywhere gives another.
 
-Hashing every byte of a 140 GB checkpoint takes minutes, so each file's digest is memoised in SQLite,
-keyed by the file's resolved path, size, modification and change times and inode: an unchanged file is
-hashed once. Rewriting a file in place changes its change time (which users cannot set), so the memo
-never serves a stale digest for a rewritten file. On file systems with coarse timestamps a file rewritten
-within the same tick would keep them all, so (as git does for "racy" index entries) a file changed less
-than :data:`SETTLE_SECONDS` ago is hashed but not memoised, and a file whose stat changed while it was being
-hashed is not memoised either (its digest may mix two versions).
+A model's fingerprint hashes every byte each time (``model_source.pin``), never from a memo: bytes written through
+a shared memory map (``mmap`` with ``MAP_SHARED``) to a page already dirty move no time stamp, and time stamps can be
+restored, so no (size, time, inode) key can vouch for a weight file's bytes. blake3 runs on every core
+(``bench/fingerprint_speed.py`` measures it), about what reading the file costs anyway; the weights in use are
+hashed again while a run holds them (``Backend.verify_identity``).
 
-Bytes that change under an unchanged memo key: restoring size and modification time with ``os.utime`` moves the
-change time; rewriting the same inode in place moves it too; a file replaced by rename has another inode (a reused
-inode number still has a new change time). What is not covered: a change time set back by changing the system
-clock, and a network file system whose server clock runs behind this machine's by more than
-:data:`SETTLE_SECONDS` while its change times are coarse (a file rewritten twice within one tick).
+:class:`DigestMemo` keeps per-file digests in SQLite, keyed by the file's resolved path, size, modification and
+change times and inode, for files read once and whole (the contamination scan's corpus). A file changed less
+than :data:`SETTLE_SECONDS` ago (as git does for "racy" index entries) or whose stat changed while it was being
+hashed is not memoised.
 
 Example::
 

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamabench.backends.loading.cache_dir import CACHE_DB, cache_root
-from llamabench.backends.loading.fingerprint import DigestMemo, file_states, fingerprint_files, model_files
+from llamabench.backends.base import IdentityChanged
+from llamabench.backends.loading.fingerprint import file_states, fingerprint_files, model_files
 from llamabench.errors import LlamabenchError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -96,10 +96,10 @@ def _name(path: Path) -> str:
     return os.path.basename(os.path.normpath(os.path.abspath(path))) or str(path)
 
 
-def fingerprint(source: ModelSource, memo: DigestMemo | None = None) -> str | None:
+def fingerprint(source: ModelSource) -> str | None:
     """Content hash of every file of the checkpoint that changes its numbers (see ``backends/fingerprint.py``);
     None for a hub id whose files are not in the local hub cache (nothing to hash, so nothing to trust)."""
-    pinned = pin(source, memo)
+    pinned = pin(source)
     return None if pinned is None else pinned.fingerprint
 
 
@@ -108,7 +108,9 @@ class PinnedFiles:
     """A checkpoint's files with their states on disk, taken before they were hashed, and their fingerprint.
 
     A trainer may save into the folder llamabench is reading. :meth:`check` after the model is read says whether
-    every file is still the one that was hashed: then what was read is what the fingerprint names."""
+    every file is still the one that was hashed, by its state on disk (cheap). Bytes written through a shared
+    memory map may change no state, so :meth:`verify` hashes every byte again: the backend's identity check
+    (``Backend.verify_identity``) while the weights are in use."""
 
     source: ModelSource
     root: Path
@@ -117,37 +119,56 @@ class PinnedFiles:
     fingerprint: str
 
     def check(self, reading: str) -> None:
-        """Raise unless the checkpoint's files are those pinned; ``reading`` says what was being done with them."""
+        """Raise unless the checkpoint's files are those pinned, in the states they had when hashed; ``reading``
+        says what was being done with them."""
         try:
-            again = pin(self.source)
+            files = _checkpoint_files(self.source)
         except OSError:  # a file or the folder was removed meanwhile
-            again = None
-        if again is None or (again.files, again.states, again.fingerprint) != (
-            self.files,
-            self.states,
-            self.fingerprint,
-        ):
-            where = self.root / self.source.gguf_file if self.source.gguf_file else self.root
+            files = None
+        if files is None or (tuple(files[1]), file_states(files[1])) != (self.files, self.states):
             raise LlamabenchError(
-                f"checkpoint {where} changed while it was being {reading} (is a trainer saving into it?); what was "
-                "read may mix two versions, so nothing was evaluated or stored: rerun once it is written"
+                f"checkpoint {self.where} changed while it was being {reading} (is a trainer saving into it?); what "
+                "was read may mix two versions, so nothing was evaluated or stored: rerun once it is written"
             )
 
+    def verify(self, model_id: str) -> None:
+        """Raise :class:`~llamabench.backends.base.IdentityChanged` unless every byte of the checkpoint is still
+        what the fingerprint names (each file hashed again; a memo keyed by time stamps could miss a rewrite)."""
+        try:
+            again = pin(self.source)
+        except OSError:
+            again = None
+        if again is None or (again.files, again.fingerprint) != (self.files, self.fingerprint):
+            raise IdentityChanged(
+                f"model {model_id}: checkpoint {self.where} changed during the run (its bytes are no longer those "
+                f"of fingerprint {self.fingerprint}, which the loaded weights may still map); nothing computed since "
+                "the last check was recorded or cached: rerun once no process writes to it"
+            )
 
-def pin(source: ModelSource, memo: DigestMemo | None = None) -> PinnedFiles | None:
-    """The checkpoint's files, their states and fingerprint (see :class:`PinnedFiles`); None for a hub id whose
-    files are not downloaded. The states are taken first, so a file changed while it is hashed fails a check."""
-    memo = memo or DigestMemo(cache_root() / CACHE_DB)
+    @property
+    def where(self) -> Path:
+        return self.root / self.source.gguf_file if self.source.gguf_file else self.root
+
+
+def pin(source: ModelSource) -> PinnedFiles | None:
+    """The checkpoint's files, their states and fingerprint, every byte hashed now (see :class:`PinnedFiles`);
+    None for a hub id whose files are not downloaded. The states are taken first, so a file changed while it is
+    hashed fails a check."""
+    found = _checkpoint_files(source)
+    if found is None:
+        return None
+    root, files = found
+    states = file_states(files)
+    return PinnedFiles(source, root, tuple(files), states, fingerprint_files(root, files))
+
+
+def _checkpoint_files(source: ModelSource) -> tuple[Path, list[Path]] | None:
+    """The folder and the files whose bytes a checkpoint's fingerprint covers; None for a hub id not downloaded."""
     if source.gguf_file:
         root = Path(source.location)
-        files = [root / source.gguf_file]
-    else:
-        root = Path(source.location) if source.is_local else _hub_snapshot(source.location)
-        if root is None:
-            return None
-        files = model_files(root)
-    states = file_states(files)
-    return PinnedFiles(source, root, tuple(files), states, fingerprint_files(root, files, memo))
+        return root, [root / source.gguf_file]
+    root = Path(source.location) if source.is_local else _hub_snapshot(source.location)
+    return None if root is None else (root, model_files(root))
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:

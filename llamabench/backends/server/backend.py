@@ -20,6 +20,12 @@ Cache identity: a server's files are not here to hash, so its fingerprint is the
 maximum context plus a *probe*, the log-probabilities of a fixed text rounded to 2 decimals (greedy completion
 log-probabilities where the prompt's are not available). A server that now serves other weights under the same
 name answers the probe differently, so the request cache never hands it the old model's results.
+
+The probe is taken again (``verify_identity``) whenever the served weights may have changed under the run: after
+any request that was retried (the server may have restarted, a rolling deploy may have moved the address to new
+weights), before that request's result is used; at the end of every call and within a call as the request cache
+asks (``wrappers/cache.py``); and before the run is recorded. A probe that differs stops the run in one line, and
+nothing computed since the last agreeing probe is cached or recorded.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from llamabench import __version__
-from llamabench.backends.base import BackendInfo, OnDone
+from llamabench.backends.base import BackendInfo, IdentityChanged, OnDone
 from llamabench.backends.common.request_tokens import GenerationJob, RequestTokens
 from llamabench.backends.common.score_items import ScoreItem
 from llamabench.backends.common.stops import cut_at_stop
@@ -45,6 +51,9 @@ from llamabench.errors import LlamabenchError
 # The text whose log-probabilities identify the served weights (see the module docstring).
 PROBE_TEXT = "The capital of France is Paris. 1 2 3 4 5, and the quick brown fox jumps over the lazy dog."
 PROBE_DECIMALS = 2
+# How far a probe value may move between two answers of the same served weights (batching and scheduling noise:
+# about 1e-6 in fp32, a few 1e-3 in bf16) before the run stops as served by other weights.
+PROBE_TOLERANCE = 0.01
 # How prompt log-probabilities are asked for, in the order they are tried.
 LOGPROB_FORMS = ("prompt_logprobs", "echo")
 # A completions request must generate one token; the scored sequence (max_length + 1 tokens) plus that one must
@@ -91,7 +100,9 @@ class ServerBackend(TokenBackend):
         self.max_in_flight = max_in_flight
         self.version = _server_version(client)
         self.logprob_form = self._probe_logprob_form()
-        self.fingerprint = self._fingerprint()
+        self.probe = self._probe_answer()
+        self.fingerprint = self._fingerprint(self.probe)
+        self.probed_after_retries = client.retried  # the client's retries when the probe was last taken
 
     @classmethod
     def connect(
@@ -150,14 +161,36 @@ class ServerBackend(TokenBackend):
             "requests_retried": self.client.retried,
         }
 
-    def _fingerprint(self) -> str:
+    def verify_identity(self) -> None:
+        """Probe the served model again (see the module): the weights behind the name may have been swapped. The
+        answer must match the one taken at connect within :data:`PROBE_TOLERANCE` at every position: compared
+        value by value, not through the rounded fingerprint, so the same weights never fail on a value that
+        rounds the other way, while other weights moving any probe value by more than the tolerance stop the run."""
+        retries = self.client.retried
+        probed = self._probe_answer()
+        self.probed_after_retries = retries
+        moved = len(probed) != len(self.probe) or any(
+            abs(now - then) > PROBE_TOLERANCE for now, then in zip(probed, self.probe, strict=False)
+        )
+        if moved:
+            raise IdentityChanged(
+                f"server {self.client.base_url} now serves other weights under model "
+                f"{self.model_id} (its probe answers differently than when the run connected: a redeploy?); nothing "
+                "computed since the last agreeing probe was recorded or cached: rerun once the server is stable"
+            )
+
+    def _probe_answer(self) -> list[float]:
+        """The served model's log-probabilities of :data:`PROBE_TEXT` (the prompt's, else a greedy completion's)."""
         probe_tokens = self.tokens.encode(PROBE_TEXT)
         if self.logprob_form is not None:
-            answer = [value for value, _ in self._prompt_logprobs(probe_tokens, len(probe_tokens) - 1)]
-        else:
-            answer = self._greedy_logprobs(probe_tokens)
+            return [value for value, _ in self._prompt_logprobs(probe_tokens, len(probe_tokens) - 1)]
+        return self._greedy_logprobs(probe_tokens)
+
+    def _fingerprint(self, answer: list[float]) -> str:
+        """The cache identity's fingerprint: the served name, its context, the probe's tokens and its answer
+        rounded to :data:`PROBE_DECIMALS`."""
         rounded = [round(value, PROBE_DECIMALS) + 0.0 for value in answer]  # + 0.0: no -0.0
-        spelled = json.dumps([self.model_id, self.server_context, probe_tokens, rounded])
+        spelled = json.dumps([self.model_id, self.server_context, self.tokens.encode(PROBE_TEXT), rounded])
         return "server-" + hashlib.sha256(spelled.encode()).hexdigest()[:32]
 
     def _greedy_logprobs(self, prompt: list[int]) -> list[float]:
@@ -287,8 +320,15 @@ class ServerBackend(TokenBackend):
 
     def _run(self, work: Callable, items: list, finished: OnDone) -> None:
         """``work`` on each item, ``max_in_flight`` at a time; each finished item is reported at once (a batch of
-        one), so a kill loses only the requests in flight."""
-        run_bounded(work, items, self.max_in_flight, lambda index, result: finished([index], [result]))
+        one), so a kill loses only the requests in flight. A result that needed a retry is used only after the
+        server answers the identity probe as before (a retry may have reached a replaced server)."""
+
+        def report(index: int, result) -> None:
+            if self.client.retried != self.probed_after_retries:
+                self.verify_identity()
+            finished([index], [result])
+
+        run_bounded(work, items, self.max_in_flight, report)
 
 
 def _served_entry(client: ServerClient, served_model: str | None) -> dict:

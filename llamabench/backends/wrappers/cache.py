@@ -1,10 +1,16 @@
-"""Resume support: every finished request result is persisted in SQLite as soon as its batch completes.
+"""Resume support: every finished request result is persisted in SQLite once the backend's identity is checked
+after it.
 
 A run killed at any point and started again with the same command recomputes only the requests
 whose results were not yet stored. The backend reports each executed batch through ``on_done``, so
-batches are as large as its token budget allows and a kill loses at most the batch in flight. Keys
-cover the model's content fingerprint, the settings that change numbers (dtype, context length,
-device type) and the request itself.
+batches are as large as its token budget allows. Keys cover the model's content fingerprint, the
+settings that change numbers (dtype, context length, device type) and the request itself.
+
+A result is stored only under the identity that computed it: finished batches wait in memory until a
+:meth:`~llamabench.backends.base.Backend.verify_identity` after them agrees, which runs at the end of every call
+and, within a call, once the time since the last check is :data:`CHECK_RATIO` times what that check took (so
+checks cost at most about 1/CHECK_RATIO of the run, and a cheap check, a server's probe, runs after nearly every
+batch). A kill loses the batches since the last check; a check that fails drops them and stops the run.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from numbers import Real
@@ -21,7 +28,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from llamabench.backends.base import Backend, BackendWrapper, OnDone
+from llamabench.backends.base import Backend, BackendWrapper, IdentityChanged, OnDone
 from llamabench.errors import LlamabenchError, first_line, note, warn
 from llamabench.escaping import terminal
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
@@ -29,6 +36,10 @@ from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request
 # Where a corrupt cache is moved by --refresh (with its -wal and -shm files, which would otherwise be replayed
 # into the new one): kept, not deleted, so the damage can be looked at.
 CORRUPT_SUFFIX = ".corrupt"
+# Within a call, the backend's identity is checked again once the time since the last check is this many times what
+# that check took: checks cost at most about a tenth of the run, however expensive (hashing a 140 GB checkpoint)
+# or cheap (one probe request) they are.
+CHECK_RATIO = 10
 
 
 class RequestCache:
@@ -136,6 +147,9 @@ class CachedBackend(BackendWrapper):
         self.hits = 0
         self.computed = 0
         self.storing = True  # until the cache's disk fails: then the run carries on, uncached
+        self.unchecked: dict[str, object] = {}  # computed, held back until a check of the identity after them agrees
+        self.checked_at = time.monotonic()
+        self.check_seconds = 0.0  # what the last check took
         inner.progress = False  # this wrapper's bar counts requests, stored ones included
 
     def loglikelihood(
@@ -163,6 +177,24 @@ class CachedBackend(BackendWrapper):
             },
         }
 
+    def verify_identity(self) -> None:
+        """Check the backend's identity (:meth:`Backend.verify_identity`); store the results held back if it agrees,
+        drop them if it does not (and raise)."""
+        started = time.monotonic()
+        try:
+            self.inner.verify_identity()
+        except IdentityChanged:
+            self.unchecked.clear()
+            raise
+        self.checked_at = time.monotonic()
+        self.check_seconds = self.checked_at - started
+        if self.storing and self.unchecked:
+            self.storing = self.cache.put_many(self.unchecked)
+        self.unchecked.clear()
+
+    def _check_due(self) -> bool:
+        return time.monotonic() - self.checked_at >= CHECK_RATIO * self.check_seconds
+
     @staticmethod
     def _key(identity: str, kind: str, request: Request) -> str:
         """A request's key: the backend's cache identity (every setting it decided), the call and the request."""
@@ -189,19 +221,36 @@ class CachedBackend(BackendWrapper):
 
         def store(done: list[int], results: list) -> None:
             finished = {pending[i]: result for i, result in zip(done, results, strict=True)}
-            if self.storing:
-                self.storing = self.cache.put_many(finished)
+            self.unchecked.update(finished)
             found.update(finished)
             self.computed += len(finished)
             bar.update(len(finished))
             report(list(finished))
+            if self._check_due():
+                self.verify_identity()
 
         report([key for key in dict.fromkeys(keys) if key in found])
         desc = terminal(f"{self.model_id}: {kind}")  # a folder name may hold terminal escapes
         with tqdm(total=len(pending), desc=desc, unit="req", disable=not pending) as bar:
             if pending:
-                compute([missing[key] for key in pending], on_done=store)
+                try:
+                    compute([missing[key] for key in pending], on_done=store)
+                except IdentityChanged:
+                    self.unchecked.clear()
+                    raise
+                except Exception:
+                    self._keep_checked()  # a failed call keeps what a check still vouches for (resume)
+                    raise
+                self.verify_identity()
         return [found[key] for key in keys]
+
+    def _keep_checked(self) -> None:
+        """After a call failed: store the held-back results if a check agrees now, else drop them silently (the
+        call's own error is the one raised)."""
+        try:
+            self.verify_identity()
+        except Exception:  # noqa: BLE001 (a server that went away cannot be checked: its results are not kept)
+            self.unchecked.clear()
 
 
 def _well_formed(kind: str, value: object) -> bool:
