@@ -93,9 +93,8 @@ def main(argv: list[str] | None = None) -> list[TimedRun]:
     print(f"{backend.model_id} checkpoint ({len(files)} files, {size_mb:.0f} MB):")
     for timed in checks:
         print(f"  {timed.line()}")
-    print(
-        f"  fingerprint (run start, each identity check): {best.seconds:.2f} s best of 3 ({size_mb / best.seconds:.0f} MB/s)"
-    )
+    rate = size_mb / best.seconds
+    print(f"  fingerprint (run start, each identity check): {best.seconds:.2f} s best of 3 ({rate:.0f} MB/s)")
     tensors = [*backend.model.parameters(), *backend.model.buffers()]
     memory = sum(t.numel() * t.element_size() for t in tensors)
     in_memory = []
