@@ -44,7 +44,8 @@ def test_a_manifest_is_written_with_the_keys_it_always_had_and_a_schema_version(
     written = json.loads((new_run / "manifest.json").read_text())
     assert set(written) == set(OLD) | {"schema_version"}
     assert written["schema_version"] == SCHEMA_VERSION == 1
-    assert set(written["backend"]) == set(OLD["backend"])
+    assert set(written["backend"]) == set(OLD["backend"]) | {"engine_name"}  # added: the engine that ran
+    assert written["backend"]["engine_name"] == "hf"
     assert set(written["tasks"][TASK]["settings"]) == set(OLD["tasks"][TASK]["settings"]) | {"format", "kv_cache"}
 
 
