@@ -7,7 +7,7 @@ import pytest
 from llamabench.analysis.report.leaderboard import checkpoint_step
 from llamabench.cli.app import main
 from llamabench.errors import LlamabenchError
-from llamabench.scale.shards import Shard, parse_shard
+from llamabench.shard_spec import Shard, parse_shard
 
 SLURM = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4"}
 

@@ -6,6 +6,7 @@ enumeration, and ``check --exclude-contaminated``."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -26,6 +27,7 @@ from llamabench.contamination.verdict import (
     mean_test,
     sampling_sigma,
 )
+from llamabench.errors import LlamabenchError
 from llamabench.metrics import get_metric
 from llamabench.metrics.base import Outcome
 from llamabench.records.results import write_run
@@ -223,3 +225,27 @@ def test_run_with_contamination_shows_scores_by_subset(tmp_path, monkeypatch, ca
     own = run.samples["tiny_ppl"].set_index("doc_id").token_perplexity
     assert scores.loc[("token_perplexity", "dirty"), "value"] == pytest.approx(own["0"])
     assert scores.loc[("token_perplexity", "clean"), "value"] == pytest.approx(own["1"])
+
+
+@pytest.mark.parametrize("outside", ["../elsewhere", "/tmp/elsewhere", "link"])
+def test_a_contamination_folder_is_read_only_from_inside_it(tmp_path, outside):
+    """A tampered manifest (or a table replaced by a link) naming a file outside the folder is refused in one line,
+    as a run folder is: nothing outside the folder is read."""
+    from llamabench.contamination.result import MANIFEST, read_contamination
+
+    folder = _contamination(tmp_path / "scan", {"t": FRACTIONS})
+    manifest = json.loads((folder / MANIFEST).read_text())
+    stem = next(iter(manifest["tasks"]["t"]["files"].values()))
+    elsewhere = tmp_path / "elsewhere.parquet"
+    (folder / f"{stem}.parquet").rename(elsewhere)
+    if outside == "link":
+        (folder / f"{stem}.parquet").symlink_to(elsewhere)
+    else:
+        target = str(tmp_path / "elsewhere") if outside.startswith("/") else outside
+        manifest["tasks"]["t"]["files"] = {key: target for key in manifest["tasks"]["t"]["files"]}
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+        if outside.startswith("../"):
+            (folder.parent / "elsewhere.parquet").write_bytes(elsewhere.read_bytes())
+    with pytest.raises(LlamabenchError, match="outside") as caught:
+        read_contamination(folder)
+    assert "\n" not in str(caught.value)

@@ -239,3 +239,17 @@ def test_a_replica_restarted_on_a_rewritten_checkpoint_stops_the_run_and_caches_
         os.replace(file, model / file.name)
     plain = Evaluation.prepare(config(root, data_dir, tasks, limit=limit)).run_checkpoint(str(model))
     assert_same_run(plain, reference)
+
+
+def test_a_replica_that_cannot_load_a_server_url_keeps_its_password_out_of_the_error(cluster, data_dir):
+    """A server model whose URL carries ``user:password@`` and that no replica can reach: the one-line error names
+    the server without the password (nothing listens on port 9 of 127.0.0.1)."""
+    from llamabench.errors import LlamabenchError
+    from llamabench.scale.ray_backend import RayBackend
+
+    root, address = cluster
+    url = "http://someone:hunter2-secret@127.0.0.1:9/v1"
+    with pytest.raises(LlamabenchError) as caught:
+        RayBackend.start(RunConfig(tasks=["wmt_choice"], ray=address, model=[url]), url, replicas=1)
+    assert "hunter2-secret" not in str(caught.value) and "\n" not in str(caught.value)
+    assert "127.0.0.1:9" in str(caught.value) and "applies to" not in str(caught.value), str(caught.value)

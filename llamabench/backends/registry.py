@@ -12,7 +12,7 @@ from llamabench.backends.server.engine import ServerEngine
 from llamabench.backends.vllm.engine import VLLMEngine
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
-from llamabench.urls import is_server_url
+from llamabench.urls import is_server_url, shown
 
 ENGINES: dict[str, Engine] = {engine.name: engine for engine in (HFEngine(), VLLMEngine(), ServerEngine())}
 
@@ -24,7 +24,9 @@ def engine_of(config: RunConfig, model: str | None) -> Engine:
     if name not in ENGINES:
         raise LlamabenchError(f"--engine {name} is not one of {', '.join(ENGINES)}")
     if name == ServerEngine.name and not is_server_url(model):
-        raise LlamabenchError(f"--engine server runs a served model: pass --model http://HOST:PORT/v1, not {model}")
+        raise LlamabenchError(
+            f"--engine server runs a served model: pass --model http://HOST:PORT/v1, not {shown(model)}"
+        )
     return ENGINES[name]
 
 
@@ -39,7 +41,7 @@ def resolve(config: RunConfig, model: str | None) -> tuple[Engine, Any]:
                 readers = [reader for reader, each in ENGINES.items() if flag in each.flags()]
                 raise LlamabenchError(
                     f"--{flag.replace('_', '-')} applies to --engine {', '.join(readers)} only; model "
-                    f"{model or '(the embedded default)'} runs on --engine {engine.name}"
+                    f"{shown(model) or '(the embedded default)'} runs on --engine {engine.name}"
                 )
     return engine, engine.options(config)
 

@@ -35,7 +35,7 @@ from llamabench.contamination.samples import EvalSample, task_texts, tokenize_sa
 from llamabench.contamination.scan import Findings, file_digest, scan_corpus
 from llamabench.contamination.tokenizer import load_tokenizer
 from llamabench.errors import LlamabenchError
-from llamabench.records.results import ensure_writable, sample_file_stems
+from llamabench.records.results import ensure_writable, inside, sample_file_stems
 
 COLUMNS = [
     "doc_id",
@@ -261,12 +261,13 @@ def read_contamination(folder: Path | str) -> tuple[dict[str, pd.DataFrame], dic
     """A contamination folder's tables by task, and its manifest (a folder that is not one: one-line error)."""
     folder = Path(folder)
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads(inside(folder, MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("kind") != KIND:
             raise ValueError("its manifest is not a contamination manifest")
         tables = {
             task: pd.concat(
-                [pd.read_parquet(folder / f"{stem}.parquet") for stem in info["files"].values()], ignore_index=True
+                [pd.read_parquet(inside(folder, f"{stem}.parquet")) for stem in info["files"].values()],
+                ignore_index=True,
             )
             for task, info in manifest["tasks"].items()
         }

@@ -227,16 +227,16 @@ def read_run(folder: Path) -> RunResult:
     if problem:
         raise _incomplete(folder, problem)
     try:
-        manifest = Manifest.from_dict(json.loads(_inside(folder, "manifest.json").read_text(encoding="utf-8")))
-        results = pd.read_parquet(_inside(folder, "results.parquet"))
+        manifest = Manifest.from_dict(json.loads(inside(folder, "manifest.json").read_text(encoding="utf-8")))
+        results = pd.read_parquet(inside(folder, "results.parquet"))
         stems = manifest.sample_files or {task: f"samples_{escaping.safe_name(task)}" for task in results.task.unique()}
-        samples = {task: pd.read_parquet(_inside(folder, f"{stem}.parquet")) for task, stem in stems.items()}
+        samples = {task: pd.read_parquet(inside(folder, f"{stem}.parquet")) for task, stem in stems.items()}
     except (OSError, ValueError) as exc:  # pyarrow's errors on a corrupt file are ValueErrors
         raise _incomplete(folder, _one_line(exc)) from exc
     return RunResult(results, samples, manifest)
 
 
-def _inside(folder: Path, name: str) -> Path:
+def inside(folder: Path, name: str) -> Path:
     """``folder / name``, refused unless it is inside ``folder`` once links are followed: a run folder is read
     only from itself, whatever its manifest names (``../``, an absolute path) or its files link to."""
     path = folder / name

@@ -28,9 +28,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from llamabench.backends.base import Backend, BackendInfo, IdentityChanged, OnDone
+from llamabench.backends.registry import engine_of
 from llamabench.config import RunConfig
 from llamabench.errors import LlamabenchError
 from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest, request_size
+from llamabench.urls import shown
 
 LOCAL = "local"
 # Batches dealt per replica in one call (more: finer streaming and balance, more round trips), and their cap.
@@ -101,8 +103,21 @@ class Replica:
     def __init__(self, config: RunConfig, model: str | None):
         from llamabench.backends.factory import load_backend
 
-        self.backend = load_backend(config, model)
-        self.backend.progress = False
+        # A load that fails is raised by the replica's first call, not here: Ray turns an error in an actor's
+        # creation into ActorDiedError, which carries only a formatted traceback, while a call's error reaches the
+        # driver as the exception itself (RayTaskError.cause), so the driver can say it in one line.
+        self._failure: Exception | None = None
+        try:
+            self._backend = load_backend(config, model)
+            self._backend.progress = False
+        except Exception as exc:  # noqa: BLE001 (every kind is handed on whole, by the first call)
+            self._failure = exc
+
+    @property
+    def backend(self) -> Backend:
+        if self._failure is not None:
+            raise self._failure
+        return self._backend
 
     def run(self, kind: str, requests: list[Request]) -> tuple[list, str, str]:
         """The answers, with the fingerprint and cache identity of the model that computed them."""
@@ -157,7 +172,13 @@ class RayBackend(Backend):
         count = slots if replicas is None else replicas
         actor = ray.remote(max_restarts=-1, max_task_retries=-1, **resources)(Replica)
         # An actor on a GPU sees only its own GPU, as cuda:0; on CPU every actor runs one thread.
-        worker_config = replace(config, device="cuda" if resources["num_gpus"] else "cpu", ray=None, shard=None)
+        # (A served model takes no --device: its server decides where it runs.)
+        devices = (
+            {"device": "cuda" if resources["num_gpus"] else "cpu"}
+            if "device" in engine_of(config, model).flags()
+            else {}
+        )
+        worker_config = replace(config, ray=None, shard=None, **devices)
         handles = [actor.remote(worker_config, model) for _ in range(count)]
         try:
             return cls(handles, config.ray)
@@ -167,7 +188,9 @@ class RayBackend(Backend):
                 ray.kill(handle)
             if isinstance(cause, LlamabenchError):
                 raise cause from None
-            raise LlamabenchError(f"--ray: a replica failed to load {model}: {type(cause).__name__}: {cause}") from exc
+            raise LlamabenchError(
+                f"--ray: a replica failed to load {shown(model)}: {type(cause).__name__}: {cause}"
+            ) from exc
 
     def close(self) -> None:
         """Stop the replicas (their slots go back to the cluster)."""
