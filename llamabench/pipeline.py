@@ -73,6 +73,14 @@ class Evaluation:
             native = select_shard(native, parse_shard(config.shard))
         return cls(config, native, lm_eval, open_cache(config.cache_mode), Trackers(config.log_to, config.output_dir))
 
+    def check_before_loading(self, models: list[str | None]) -> None:
+        """Refuse what the tasks ask of each of ``models`` that it cannot give, from its small files, before any
+        weights load (``preflight.py``): ``run``, ``evaluate_checkpoint`` and ``watch`` all check here."""
+        from llamabench.preflight import check_before_loading
+
+        for model in models:
+            check_before_loading(model, self.native, self.config.max_length)
+
     def run_checkpoint(self, model: str | None, *, step: int | None = None, replicas: int | None = None) -> RunResult:
         """Load ``model`` (a directory, ``.gguf``, hub id, or None for the embedded default) and evaluate it; with
         ``--ray``, in ``replicas`` Ray actors (default: one per free slot of the cluster) answering this driver."""
@@ -197,6 +205,7 @@ def evaluate_checkpoint(model: str | None, tasks: list[str], *, step: int | None
     with ``output_dir`` the run is written and recorded in that folder's store."""
     evaluation = Evaluation.prepare(RunConfig.from_keywords("evaluate_checkpoint", tasks, flags))
     try:
+        evaluation.check_before_loading([model])
         run = evaluation.run_checkpoint(model, step=step)
         evaluation.record(run)
     finally:

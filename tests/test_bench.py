@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import save_tiny_model
+from vllm_env import vllm_python as vllm_environment
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -190,16 +191,7 @@ RUN_LINE = re.compile(
 
 @pytest.fixture(scope="module")
 def vllm_python() -> str:
-    python = os.environ.get("LLAMABENCH_VLLM_PYTHON") or str(BENCH.parent / ".venv-vllm" / "bin" / "python")
-    found = (
-        Path(python).is_file() and subprocess.run([python, "-c", "import vllm"], capture_output=True).returncode == 0
-    )
-    if not found:
-        message = f"no vLLM environment at {python}; run `bash install.sh vllm` or set LLAMABENCH_VLLM_PYTHON"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return python
+    return vllm_environment()
 
 
 def test_engines_every_engine_computes_every_job(vllm_python, tmp_path, data_dir):

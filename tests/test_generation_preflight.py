@@ -130,3 +130,26 @@ def test_generation_settings_make_generation_runs_incomparable_and_leave_scoring
     ]
     (scoring,) = set(plain) - {"tiny_qa"}  # the --text task
     assert differences(plain[scoring], penalised[scoring]) == []
+
+
+def test_evaluate_checkpoint_refuses_before_the_weights_load_with_runs_line(capsys, workspace, notes_file, no_loading):
+    from llamabench.errors import LlamabenchError
+
+    (workspace / "tasks" / "tiny_qa.yaml").write_text(TASK + "chat_template: true\n")
+    err = run_cli(capsys, workspace, "--tasks", "tiny_qa", "--text", str(notes_file), "--device", "cpu")
+    with pytest.raises(LlamabenchError) as refused:
+        evaluate_workspace(workspace, notes_file)
+    assert err == f"llamabench: error: {refused.value}"
+
+
+def test_watch_refuses_a_checkpoint_before_its_weights_load_with_runs_line(capsys, workspace, notes_file, no_loading):
+    (workspace / "tasks" / "tiny_qa.yaml").write_text(TASK + "chat_template: true\n")
+    err = run_cli(capsys, workspace, "--tasks", "tiny_qa", "--device", "cpu")
+    root = workspace / "train"
+    root.mkdir()
+    (workspace / "model").rename(root / "checkpoint-100")
+    argv = ["watch", str(root), "--tasks", "tiny_qa", "--tasks-dir", str(workspace / "tasks"), "--no-cache"]
+    argv += ["--data-dir", str(workspace / "data"), "--device", "cpu", "--output-dir", str(workspace / "runs")]
+    main([*argv, "--out", str(workspace / "reports"), "--once", "--every", "0.05"])
+    refused = err.removeprefix("llamabench: error: ").replace("model model", "model checkpoint-100")
+    assert any(refused in line for line in capsys.readouterr().err.splitlines()), refused

