@@ -106,7 +106,11 @@ PRINTED = [
     Printed(
         "contamination.md",
         "llamabench contamination --corpus books",
-        ("text:notes.txt: 2 documents; clean 1, not_clean 1, dirty 1; longest span 32 tokens", "corpus: 2 file(s)"),
+        (
+            "text:notes.txt L=20: 2 documents; clean 1, not_clean 1, not_dirty 1, dirty 1; undetectable 0; "
+            "longest span 31",
+            "corpus: 2 file(s), 212 tokens",
+        ),
     ),
 ]
 
