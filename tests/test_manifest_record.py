@@ -46,7 +46,9 @@ def test_a_manifest_is_written_with_the_keys_it_always_had_and_a_schema_version(
     assert written["schema_version"] == SCHEMA_VERSION == 1
     assert set(written["backend"]) == set(OLD["backend"]) | {"engine_name"}  # added: the engine that ran
     assert written["backend"]["engine_name"] == "hf"
-    assert set(written["tasks"][TASK]["settings"]) == set(OLD["tasks"][TASK]["settings"]) | {"format", "kv_cache"}
+    settings = written["tasks"][TASK]["settings"]
+    assert set(settings) == set(OLD["tasks"][TASK]["settings"]) | {"format", "kv_cache", "engine"}
+    assert settings["engine"] == "hf"  # added with the engine registry: what computed the numbers
 
 
 def test_a_manifest_written_before_the_schema_version_reads_as_version_0(new_run):
