@@ -42,6 +42,7 @@ from llamabench.backends.vllm.options import VLLMOptions
 from llamabench.config import RunConfig
 from llamabench.pipeline import Evaluation
 from llamabench.tasks.data import read_jsonl
+from llamabench.tasks.templates import wikitext_detokenize
 
 MC_LLAMABENCH = """\
 name: bench_mc
@@ -127,7 +128,8 @@ def tokens_of(job: str, hf: HFBackend, folder: Path, reference: list) -> int:
     if job in ("squad", "wmt"):
         return sum(len(hf.tokens.encode(text)) for text in reference)
     if job == "ppl":
-        return sum(len(hf.tokens.encode(page)) for page in _pages(folder))
+        # the text the task scores: the page detokenised, as its prompt renders it
+        return sum(len(hf.tokens.encode(wikitext_detokenize(page))) for page in _pages(folder))
     rows = read_jsonl(folder / "bench_mc.jsonl")
     prompt = "{context}\n\nQ: {question}\nA: {choice}"
     return sum(len(hf.tokens.encode(prompt.format(choice=choice, **row))) for row in rows for choice in row["choices"])
