@@ -31,7 +31,7 @@ OLD_RECORD = {
     "metric_versions": {"exact_match": "1"},
     "no_effect": ["limit"],
 }
-NEW = Settings.from_record({**OLD_RECORD, "kv_cache": "dynamic"})
+NEW = Settings.from_record({**OLD_RECORD, "kv_cache": "dynamic", "engine": "hf"})
 # For each setting, a value other than NEW's (of the type the setting holds).
 OTHER = {
     "task_hash": "ffffffffffff",
@@ -44,6 +44,7 @@ OTHER = {
     "trust_remote_code": True,
     "generation_settings": {"repetition_penalty": 1.3},
     "kv_cache": "static",
+    "engine": "vllm",
     "data_hash": "0000000000000000",
     "metric_versions": {"exact_match": "2"},
 }
@@ -74,9 +75,21 @@ def test_changing_a_setting_makes_a_stored_run_another_evaluation_for_watch(name
         assert watch_differences(stored_config, {"t": replace(NEW, no_effect=frozenset())}, config, {"t": changed})
     else:
         assert decided["decided"] == MODEL
-        assert name in BACKEND_SETTINGS  # decided by the checkpoint: in its cache identity, so its files name it
+        # decided by the checkpoint (in its cache identity, so its files name it), or the engine itself
+        assert name in (*BACKEND_SETTINGS, "engine")
         for key in decided["requested_by"]:
-            other = replace(config, **{key: {"max_length": 1024, "dtype": "bfloat16", "device": "cuda"}[key]})
+            other = replace(
+                config,
+                **{
+                    key: {
+                        "max_length": 1024,
+                        "dtype": "bfloat16",
+                        "device": "cuda",
+                        "kv_cache": "static",
+                        "engine": "vllm",
+                    }[key]
+                },
+            )
             assert watch_differences(stored_config, {"t": NEW}, other, {"t": NEW}), key
     assert not watch_differences(stored_config, {"t": NEW}, config, {"t": NEW})
 
@@ -93,8 +106,10 @@ def test_every_setting_the_backend_decides_is_in_its_record_and_cache_key():
     backend_fields = {f.name for f in fields(BackendInfo)}
     task_decided = {"task_hash", "num_fewshot", "limit", "seed", "chat_template", "data_hash", "metric_versions"}
     assert set(BACKEND_SETTINGS) <= backend_fields
-    assert set(Settings.names()) == task_decided | set(BACKEND_SETTINGS)
-    assert {name for name in Settings.names(MODEL)} <= set(BACKEND_SETTINGS)
+    engine = {"engine"}  # the backend's too: BackendInfo.engine_name (its identity tuple is in the cache key)
+    assert "engine_name" in backend_fields
+    assert set(Settings.names()) == task_decided | set(BACKEND_SETTINGS) | engine
+    assert {name for name in Settings.names(MODEL)} <= set(BACKEND_SETTINGS) | engine
 
 
 def test_a_record_round_trips_through_its_serialised_form():
